@@ -1,0 +1,126 @@
+"""The ``repro`` command: ``fit`` through LightningCLI (jsonargparse YAML configs) plus repro's own commands."""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from repro.callbacks import FinalEvaluation, SamplePlots
+from repro.data import GANDataModule
+from repro.variants import GANModule
+
+__all__ = ["ReproCLI", "main", "REPO_ROOT", "run_fit"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# repro passes argv to LightningCLI itself; Lightning warns about that by design.
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+DEFAULT_CONFIG = "configs/ring8/nsgan.yaml"
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported as one paragraph, no traceback."""
+
+
+class ReproCLI(LightningCLI):
+    """LightningCLI with a variant chosen by ``model.class_path`` and one shared data module."""
+
+    def __init__(self, args: list[str] | None = None, **kwargs: object):
+        super().__init__(
+            GANModule,
+            GANDataModule,
+            subclass_mode_model=True,
+            run=False,
+            args=args,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={
+                "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+                "enable_model_summary": False,
+            },
+            parser_kwargs={"prog": "repro fit", "description": "Train a GAN variant from YAML configs."},
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(SamplePlots, "samples")
+        parser.add_lightning_class_args(FinalEvaluation, "evaluation")
+        parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from")
+
+
+def resolve_config(path: str) -> str:
+    """A config path as given, or relative to the repository root."""
+    if Path(path).exists():
+        return path
+    candidate = REPO_ROOT / path
+    if candidate.exists():
+        return str(candidate)
+    raise UserError(f"config file {path!r} not found (looked in {Path.cwd()} and {REPO_ROOT})")
+
+
+def _fix_config_args(args: list[str]) -> list[str]:
+    out = list(args)
+    for i, a in enumerate(out):
+        if a in ("--config", "-c") and i + 1 < len(out):
+            out[i + 1] = resolve_config(out[i + 1])
+        elif a.startswith("--config="):
+            out[i] = "--config=" + resolve_config(a.split("=", 1)[1])
+    return out
+
+
+def run_fit(args: list[str]) -> ReproCLI:
+    """Parse and instantiate (input errors become ``UserError``), then train."""
+    try:
+        cli = ReproCLI(args=_fix_config_args(args))
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError) as err:
+        raise UserError(str(err)) from err
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    return cli
+
+
+def _cmd_fit(args: list[str]) -> None:
+    run_fit(args)
+
+
+def _cmd_reproduce(args: list[str]) -> None:
+    """Without a table: train the embedded default (NSGAN on ring8) and write its sample plot."""
+    cli = run_fit(["--config", DEFAULT_CONFIG, *args])
+    for cb in cli.trainer.callbacks:
+        if isinstance(cb, SamplePlots) and cb.last_path is not None:
+            print(f"sample plot: {cb.last_path}")
+        if isinstance(cb, FinalEvaluation) and cb.metrics:
+            print(f"metrics: {cb.metrics.get('metrics')}")
+
+
+COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
+    "fit": (_cmd_fit, "train one variant from YAML configs (LightningCLI; `repro fit --help`)"),
+    "reproduce": (_cmd_reproduce, "run the default job: NSGAN on ring8, writes its sample plot"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: repro COMMAND [options]", "", "Reproduce GAN papers' results. Commands:"]
+    lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Example: repro fit --config configs/ring8/wgangp.yaml --trainer.max_steps 2000"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"repro: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        COMMANDS[command][0](rest)
+    except UserError as err:
+        if os.environ.get("REPRO_DEBUG"):
+            raise
+        print(f"repro {command}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,96 @@
+"""GAN objectives as pure functions of discriminator outputs.
+
+Every objective is a pair: ``d_loss(real_out, fake_out)`` minimized by D and ``g_loss(fake_out)``
+minimized by G, where ``*_out`` are raw discriminator outputs (logits for the probabilistic losses).
+Networks know nothing of losses; this module knows nothing of networks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["Objective", "OBJECTIVES", "objective"]
+
+
+# Goodfellow et al. 2014, eq. 1: max_D E log D(x) + E log(1 - D(G(z))), with D = sigmoid(logit).
+def minimax_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """-E[log sigmoid(D(x))] - E[log(1 - sigmoid(D(G(z))))]."""
+    return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+
+# Goodfellow et al. 2014, eq. 1: min_G E log(1 - D(G(z))) (saturating).
+def minimax_g_loss(fake: Tensor) -> Tensor:
+    """E[log(1 - sigmoid(D(G(z))))] = -E[softplus(D(G(z)))]."""
+    return -F.softplus(fake).mean()
+
+
+# Goodfellow et al. 2014, Sec. 3: G maximizes log D(G(z)) instead ("non-saturating").
+def nonsaturating_g_loss(fake: Tensor) -> Tensor:
+    """-E[log sigmoid(D(G(z)))]."""
+    return F.softplus(-fake).mean()
+
+
+# Mao et al. 2017, eq. 2: min_D 1/2 E(D(x)-b)^2 + 1/2 E(D(G(z))-a)^2.
+def least_squares_d_loss(real: Tensor, fake: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:
+    """Least-squares D loss with fake label a and real label b."""
+    return 0.5 * (real - b).square().mean() + 0.5 * (fake - a).square().mean()
+
+
+# Mao et al. 2017, eq. 2: min_G 1/2 E(D(G(z))-c)^2.
+def least_squares_g_loss(fake: Tensor, c: float = 1.0) -> Tensor:
+    """Least-squares G loss with target c."""
+    return 0.5 * (fake - c).square().mean()
+
+
+# Arjovsky et al. 2017, eq. 3 (critic maximizes E f(x) - E f(G(z))).
+def wasserstein_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """E[f(G(z))] - E[f(x)]."""
+    return fake.mean() - real.mean()
+
+
+# Arjovsky et al. 2017, Alg. 1 (generator minimizes -E f(G(z))); also Miyato et al. 2018, eq. 17 (hinge G).
+def wasserstein_g_loss(fake: Tensor) -> Tensor:
+    """-E[f(G(z))]."""
+    return -fake.mean()
+
+
+# Miyato et al. 2018, eq. 16 / Lim & Ye 2017: V_D = E min(0, -1 + D(x)) + E min(0, -1 - D(G(z))).
+def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]."""
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A (d_loss, g_loss) pair."""
+
+    d_loss: Callable[[Tensor, Tensor], Tensor]
+    g_loss: Callable[[Tensor], Tensor]
+
+
+def _least_squares(a: float = 0.0, b: float = 1.0, c: float = 1.0) -> Objective:
+    # Mao et al. 2017, eq. 9 defaults (a=0, b=1, c=1); eq. 8 is a=-1, b=1, c=0.
+    return Objective(partial(least_squares_d_loss, a=a, b=b), partial(least_squares_g_loss, c=c))
+
+
+OBJECTIVES: dict[str, Callable[..., Objective]] = {
+    "minimax": lambda: Objective(minimax_d_loss, minimax_g_loss),
+    "nonsaturating": lambda: Objective(minimax_d_loss, nonsaturating_g_loss),
+    "least_squares": _least_squares,
+    "wasserstein": lambda: Objective(wasserstein_d_loss, wasserstein_g_loss),
+    "hinge": lambda: Objective(hinge_d_loss, wasserstein_g_loss),
+}
+
+
+def objective(name: str, **kwargs: float) -> Objective:
+    """Look up an objective by name; ``kwargs`` go to parametrized ones (least_squares: a, b, c)."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(sorted(OBJECTIVES))}")
+    try:
+        return OBJECTIVES[name](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"loss {name!r} does not take arguments {sorted(kwargs)}") from err

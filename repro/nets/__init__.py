@@ -1,0 +1,13 @@
+"""Generator and discriminator networks; they know nothing of losses."""
+from repro.nets.cnn import StandardCNNDiscriminator, StandardCNNGenerator
+from repro.nets.mlp import MLPDiscriminator, MLPGenerator
+from repro.nets.resnet import ResNetDiscriminator, ResNetGenerator
+
+__all__ = [
+    "MLPGenerator",
+    "MLPDiscriminator",
+    "StandardCNNGenerator",
+    "StandardCNNDiscriminator",
+    "ResNetGenerator",
+    "ResNetDiscriminator",
+]

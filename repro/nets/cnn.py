@@ -1,0 +1,76 @@
+"""The SN-GAN paper's "standard CNN" (Miyato et al. 2018, Table 3), with a width multiplier.
+
+G: z -> dense M_g x M_g x 8w -> deconv 4x4/2 (BN, ReLU) halving channels -> conv 3x3 -> tanh.
+D: conv 3x3/1 and 4x4/2 pairs at w, 2w, 4w channels -> conv 3x3/1 at 8w -> dense -> 1, LeakyReLU 0.1.
+w = 64 is the paper's network. 32 and 48 px use three up-sampling stages (M_g = 4, 6); 28 px (MNIST)
+uses two (M_g = 7), since 28 is not a multiple of 8.
+"""
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from repro.normalization import feature_norm, wrap
+
+__all__ = ["StandardCNNGenerator", "StandardCNNDiscriminator", "up_stages"]
+
+
+def up_stages(image_size: int) -> int:
+    """Number of 2x stages from the bottom resolution to ``image_size``."""
+    if image_size % 8 == 0:
+        return 3
+    if image_size % 4 == 0:
+        return 2
+    raise ValueError(f"image_size {image_size} must be a multiple of 4 (28, 32 and 48 are the papers')")
+
+
+class StandardCNNGenerator(nn.Module):
+    def __init__(self, z_dim: int = 128, image_size: int = 32, channels: int = 3, width: int = 64):
+        super().__init__()
+        self.z_dim = z_dim
+        stages = up_stages(image_size)
+        self.bottom = image_size >> stages
+        ch = 8 * width
+        self.top_channels = ch
+        self.fc = nn.Linear(z_dim, self.bottom * self.bottom * ch)
+        layers: list[nn.Module] = [nn.BatchNorm2d(ch), nn.ReLU()]
+        for _ in range(stages):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1), nn.BatchNorm2d(ch // 2), nn.ReLU()]
+            ch //= 2
+        layers += [nn.Conv2d(ch, channels, 3, 1, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(self.fc(z).view(-1, self.top_channels, self.bottom, self.bottom))
+
+
+class StandardCNNDiscriminator(nn.Module):
+    def __init__(
+        self, image_size: int = 32, channels: int = 3, width: int = 64, slope: float = 0.1, norm: str = "none"
+    ):
+        super().__init__()
+        up_stages(image_size)
+        spec = [  # (out channels, kernel, stride)
+            (width, 3, 1), (width, 4, 2),
+            (2 * width, 3, 1), (2 * width, 4, 2),
+            (4 * width, 3, 1), (4 * width, 4, 2),
+            (8 * width, 3, 1),
+        ]
+        layers: list[nn.Module] = []
+        c, size = channels, image_size
+        for i, (out, k, s) in enumerate(spec):
+            layers.append(wrap(nn.Conv2d(c, out, k, s, 1), norm))
+            if i > 0:  # no normalization of the input layer's features
+                layers.append(feature_norm(norm, out))
+            layers.append(nn.LeakyReLU(slope))
+            c, size = out, math.floor((size + 2 - k) / s) + 1
+        self.body = nn.Sequential(*layers, nn.Flatten())
+        self.feature_dim = c * size * size
+        self.head = wrap(nn.Linear(self.feature_dim, 1), norm)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x)).squeeze(1)

@@ -1,0 +1,53 @@
+"""Fully connected generator / discriminator pair for 2-D data."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from repro.normalization import feature_norm, wrap
+
+__all__ = ["MLPGenerator", "MLPDiscriminator"]
+
+
+class MLPGenerator(nn.Module):
+    """z -> ``depth`` hidden ReLU layers of ``width`` (optionally batch-normed) -> ``out_dim``.
+
+    PacGAN's 2-D G: z_dim=2, width=400, depth=4, batch_norm=True; WGAN-GP's gan_toy: width=512, depth=3.
+    """
+
+    def __init__(self, z_dim: int = 2, out_dim: int = 2, width: int = 400, depth: int = 4, batch_norm: bool = True):
+        super().__init__()
+        self.z_dim = z_dim
+        layers: list[nn.Module] = []
+        d = z_dim
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), nn.BatchNorm1d(width) if batch_norm else nn.Identity(), nn.ReLU()]
+            d = width
+        layers.append(nn.Linear(d, out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class MLPDiscriminator(nn.Module):
+    """x -> ``depth`` hidden layers of ``width`` (LeakyReLU ``slope``) -> one logit.
+
+    ``features(x)`` returns the last hidden layer; ``head`` maps it to the output (hooks for RFGAN).
+    """
+
+    def __init__(self, in_dim: int = 2, width: int = 400, depth: int = 3, slope: float = 0.2, norm: str = "none"):
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = in_dim
+        for _ in range(depth):
+            layers += [wrap(nn.Linear(d, width), norm), feature_norm(norm, width), nn.LeakyReLU(slope)]
+            d = width
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = d
+        self.head = wrap(nn.Linear(d, 1), norm)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x)).squeeze(1)

@@ -1,0 +1,210 @@
+"""GANModule: the training loop every variant shares (manual optimization).
+
+One ``training_step`` is one generator iteration (Goodfellow et al. 2014, Alg. 1): ``n_dis``
+discriminator steps, each on its own real batch and fresh z, then one generator step. The trainer's
+``global_step`` counts generator updates, so ``trainer.max_steps`` is the papers' "generator
+updates". A variant overrides only the hooks where it differs:
+
+- ``discriminate(x)``      what D outputs for an input (gradient normalization lives here);
+- ``real_input(x)``        what D sees for real data (TAN's lens);
+- ``d_regularizers`` / ``g_regularizers``  extra loss terms (gradient penalty, Jacobian clamping, ...);
+- ``after_d_step(real, fake)``  work after each D update (weight clipping, TAN's lens update);
+- ``extra_optimizers()``   optimizers of extra networks, stepped by the variant.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.core.optimizer import do_nothing_closure
+from torch import Tensor, nn
+
+from repro.losses import objective
+from repro.regularizers import Regularizer
+
+__all__ = ["GANModule"]
+
+Betas = tuple[float, float]
+
+
+class GANModule(L.LightningModule):
+    """Shared GAN loop.
+
+    Args:
+        generator: maps z (``generator.z_dim``) to a sample.
+        discriminator: maps a sample to one output per sample.
+        loss: objective name in ``repro.losses.OBJECTIVES``; ``loss_args`` go to it.
+        n_dis: discriminator steps per generator step.
+        lr_g, lr_d, betas_g, betas_d: per-player learning rates and Adam betas (TTUR when they differ).
+        optimizer: "adam" or "rmsprop" (both players).
+        g_batch_size: latent batch of a generator step (default: the real batch size).
+        ema_decay: decay of an exponential moving average of G's weights (None: off).
+        lr_decay: "linear" decays both learning rates linearly to 0 at ``trainer.max_steps``.
+        d_regularizers, g_regularizers: extra terms added to D's / G's loss.
+        n_fixed: size of the fixed latent batch used for sample grids.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: str = "nonsaturating",
+        loss_args: dict[str, float] | None = None,
+        n_dis: int = 1,
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas_g: Betas = (0.5, 0.999),
+        betas_d: Betas = (0.5, 0.999),
+        optimizer: Literal["adam", "rmsprop"] = "adam",
+        g_batch_size: int | None = None,
+        ema_decay: float | None = None,
+        lr_decay: Literal["none", "linear"] = "none",
+        d_regularizers: list[Regularizer] | None = None,
+        g_regularizers: list[Regularizer] | None = None,
+        n_fixed: int = 64,
+    ):
+        super().__init__()
+        if n_dis < 1:
+            raise ValueError(f"model.n_dis must be >= 1, got {n_dis}")
+        for name, lr in (("lr_g", lr_g), ("lr_d", lr_d)):
+            if not lr > 0:
+                raise ValueError(f"model.{name} must be > 0, got {lr}")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"model.ema_decay must be in (0, 1) or null, got {ema_decay}")
+        if not hasattr(generator, "z_dim"):
+            raise ValueError("model.generator must have a z_dim attribute (the latent size)")
+        self.automatic_optimization = False
+        self.save_hyperparameters(ignore=["generator", "discriminator", "d_regularizers", "g_regularizers"])
+        self.generator, self.discriminator = generator, discriminator
+        self.objective = objective(loss, **(loss_args or {}))
+        self.n_dis, self.g_batch_size, self.ema_decay = n_dis, g_batch_size, ema_decay
+        self.d_regularizers: list[Regularizer] = list(d_regularizers or [])
+        self.g_regularizers: list[Regularizer] = list(g_regularizers or [])
+        self.generator_ema: nn.Module | None = None
+        if ema_decay is not None:
+            self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
+        self.register_buffer("fixed_z", torch.randn(n_fixed, generator.z_dim, generator=torch.Generator().manual_seed(0)))
+        self._last: dict[str, Tensor] = {}
+
+    # ----------------------------------------------------------------- hooks for variants
+    @property
+    def z_dim(self) -> int:
+        return self.generator.z_dim
+
+    def discriminate(self, x: Tensor) -> Tensor:
+        """D's output for ``x`` (one value per sample)."""
+        return self.discriminator(x)
+
+    def real_input(self, x: Tensor) -> Tensor:
+        """What D sees for a real batch."""
+        return x
+
+    def after_d_step(self, real: Tensor, fake: Tensor) -> None:
+        """Called after every D update with the real batch and the (detached) fakes it used."""
+
+    def extra_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Optimizers of extra networks (returned after G's and D's by ``optimizers()``)."""
+        return []
+
+    # ----------------------------------------------------------------- sampling
+    def sample_z(self, n: int) -> Tensor:
+        return torch.randn(n, self.z_dim, device=self.device)
+
+    @torch.no_grad()
+    def sample(self, n: int | None = None, z: Tensor | None = None, ema: bool = True) -> Tensor:
+        """Samples in eval mode from the EMA generator (if any and ``ema``) or G; ``z`` defaults to fresh draws."""
+        net = self.generator_ema if (ema and self.generator_ema is not None) else self.generator
+        if z is None:
+            z = self.sample_z(n if n is not None else len(self.fixed_z))
+        was_training = net.training
+        net.eval()
+        out = net(z)
+        net.train(was_training)
+        return out
+
+    # ----------------------------------------------------------------- the loop
+    def step_uncounted(self, optimizer: Any) -> None:
+        """Step an optimizer through the strategy (precision, DDP) without advancing ``global_step``."""
+        self.trainer.strategy.optimizer_step(getattr(optimizer, "optimizer", optimizer), do_nothing_closure)
+
+    def d_step(self, real: Tensor, opt_d: Any) -> Tensor:
+        with torch.no_grad():
+            fake = self.generator(self.sample_z(len(real)))
+        real_in = self.real_input(real)
+        loss = self.objective.d_loss(self.discriminate(real_in), self.discriminate(fake))
+        for reg in self.d_regularizers:
+            loss = loss + reg(self, real_in, fake)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self.step_uncounted(opt_d)
+        self.after_d_step(real, fake)
+        return loss.detach()
+
+    def g_step(self, n: int, opt_g: Any) -> Tensor:
+        z = self.sample_z(n)
+        fake = self.generator(z)
+        self.discriminator.requires_grad_(False)  # only input gradients are needed through D
+        try:
+            loss = self.objective.g_loss(self.discriminate(fake))
+            for reg in self.g_regularizers:
+                loss = loss + reg(self, z, fake)
+        finally:
+            self.discriminator.requires_grad_(True)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt_g.step()
+        return loss.detach()
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()[:2]
+        d_loss = torch.stack([self.d_step(real, opt_d) for real in batch.chunk(self.n_dis)]).mean()
+        g_loss = self.g_step(self.g_batch_size or len(batch) // self.n_dis, opt_g)
+        self.update_ema()
+        schedulers = self.lr_schedulers()
+        if schedulers:
+            for s in schedulers if isinstance(schedulers, list) else [schedulers]:
+                s.step()
+        self._last = {"d_loss": d_loss, "g_loss": g_loss}
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            self.log_dict({f"train/{k}": v for k, v in self._last.items()}, prog_bar=True)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """EMA of G's parameters (weight ``1 - ema_decay`` on the new ones); buffers are copied."""
+        if self.generator_ema is None:
+            return
+        ema_p = list(self.generator_ema.parameters())
+        torch._foreach_lerp_(ema_p, list(self.generator.parameters()), 1.0 - self.ema_decay)
+        for b_ema, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            b_ema.copy_(b)
+
+    # ----------------------------------------------------------------- optimizers, checkpoints
+    def _make_optimizer(self, params: Any, lr: float, betas: Betas) -> torch.optim.Optimizer:
+        if self.hparams.optimizer == "rmsprop":
+            return torch.optim.RMSprop(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        optimizers = [
+            self._make_optimizer(self.generator.parameters(), hp.lr_g, tuple(hp.betas_g)),
+            self._make_optimizer(self.discriminator.parameters(), hp.lr_d, tuple(hp.betas_d)),
+            *self.extra_optimizers(),
+        ]
+        if hp.lr_decay == "none":
+            return optimizers
+        total = self.trainer.max_steps
+        if total is None or total <= 0:
+            raise ValueError("model.lr_decay: linear needs trainer.max_steps (the number of generator updates)")
+        decay = lambda step: max(0.0, 1.0 - step / total)  # noqa: E731
+        return optimizers, [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in optimizers[:2]]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["repro_rng"] = {"torch": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "repro_rng" not in checkpoint:
+            raise ValueError("checkpoint was not written by repro (no 'repro_rng' entry); cannot resume from it")
+        torch.set_rng_state(checkpoint["repro_rng"]["torch"])

@@ -1,0 +1,23 @@
+"""Shared fixtures: the MNIST folder (from REPRO_DATA_DIR) and an in-process CLI runner."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from repro.cli import REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    root = Path(os.environ.get("REPRO_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+    if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        pytest.fail(f"MNIST not found under {root}; set REPRO_DATA_DIR to the folder holding MNIST/raw")
+    return root
+
+
+@pytest.fixture()
+def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
