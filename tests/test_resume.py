@@ -1,0 +1,92 @@
+"""Exact resume (issue 8): 40 uninterrupted steps == 20 steps, checkpoint, resume, 20 more steps.
+
+The 20-step checkpoint is written mid-run (and mid-epoch) by the uninterrupted run itself, as a
+killed run would leave it; the resumed run must end bit-identical (``torch.equal``) in every
+parameter, buffer (BN statistics, SN u vectors, EMA weights), optimizer and scheduler state and in
+its final metrics.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from repro.cli import REPO_ROOT, ReproCLI
+
+# (config, extra args): a plain variant with EMA + linear lr decay, WGAN-GP (n_dis = 5, double
+# backward), SN-GAN (u buffers) once it exists.
+CASES: dict[str, tuple[str, list[str]]] = {
+    "nsgan": ("configs/ring8/nsgan.yaml", ["--model.init_args.ema_decay", "0.9", "--model.init_args.lr_decay", "linear"]),
+    "wgangp": ("configs/ring8/wgangp.yaml", []),
+}
+if (REPO_ROOT / "configs/ring8/sngan.yaml").exists():
+    CASES["sngan"] = ("configs/ring8/sngan.yaml", [])
+
+
+def _cli(config: str, extra: list[str], out: Path, max_steps: int) -> ReproCLI:
+    return ReproCLI(
+        args=[
+            "--config", str(REPO_ROOT / config),
+            "--trainer.max_steps", str(max_steps),
+            "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_checkpointing", "true",
+            "--trainer.log_every_n_steps", "5",
+            "--trainer.default_root_dir", str(out),
+            "--trainer.logger.init_args.save_dir", str(out),
+            "--data.num_samples", "2000",  # 31 NSGAN steps (6 WGAN-GP steps) per epoch: resume crosses epochs
+            "--data.batch_size", "64",
+            "--samples.every_n_steps", "0",
+            "--evaluation.n_samples", "500",
+            *extra,
+        ]
+    )
+
+
+def _fit(config: str, extra: list[str], out: Path, ckpt: str | None = None) -> tuple[ReproCLI, dict[str, Any]]:
+    cli = _cli(config, extra, out, 40)
+    if ckpt is None:  # the uninterrupted run also leaves the step-20 checkpoint a killed run would
+        cli.trainer.callbacks.append(
+            ModelCheckpoint(dirpath=out / "ckpt", every_n_train_steps=20, save_top_k=-1, filename="{step}")
+        )
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt)
+    metrics = json.loads((Path(cli.trainer.log_dir) / "metrics.json").read_text())
+    metrics.pop("train_seconds")
+    return cli, metrics
+
+
+def _optimizer_tensors(cli: ReproCLI) -> list[tuple[str, torch.Tensor]]:
+    out = []
+    for i, opt in enumerate(cli.trainer.optimizers):
+        for pid, state in opt.state_dict()["state"].items():
+            out += [(f"opt{i}.{pid}.{k}", torch.as_tensor(v)) for k, v in state.items()]
+    return out
+
+
+@pytest.mark.parametrize("variant", list(CASES))
+def test_resume_is_bit_identical(variant: str, run_dir: Path) -> None:
+    config, extra = CASES[variant]
+    full, full_metrics = _fit(config, extra, run_dir / "full")
+    ckpt = run_dir / "full" / "ckpt" / "step=20.ckpt"
+    assert ckpt.exists()
+    resumed, resumed_metrics = _fit(config, extra, run_dir / "resumed", ckpt=str(ckpt))
+
+    assert full.trainer.global_step == resumed.trainer.global_step == 40
+    a, b = full.model.state_dict(), resumed.model.state_dict()  # parameters and buffers, EMA included
+    assert a.keys() == b.keys()
+    assert len(a) > 10
+    unequal = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not unequal, f"{len(unequal)} tensors differ after resume, e.g. {unequal[:3]}"
+    opt_a, opt_b = _optimizer_tensors(full), _optimizer_tensors(resumed)
+    assert [k for k, _ in opt_a] == [k for k, _ in opt_b] and len(opt_a) > 0
+    assert all(torch.equal(x, y) for (_, x), (_, y) in zip(opt_a, opt_b)), "optimizer state differs"
+    sched_a = [s.scheduler.state_dict() for s in full.trainer.lr_scheduler_configs]
+    sched_b = [s.scheduler.state_dict() for s in resumed.trainer.lr_scheduler_configs]
+    assert sched_a == sched_b
+    assert full_metrics == resumed_metrics
+    # the run really trained: weights moved from the step-20 checkpoint
+    at_20 = torch.load(ckpt, weights_only=False)["state_dict"]
+    assert any(not torch.equal(at_20[k], a[k]) for k in a if a[k].dtype.is_floating_point)
