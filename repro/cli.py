@@ -18,7 +18,7 @@ __all__ = ["ReproCLI", "main", "REPO_ROOT", "run_fit"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # repro passes argv to LightningCLI itself; Lightning warns about that by design.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-DEFAULT_CONFIG = "configs/ring8/nsgan.yaml"
+DEFAULT_TABLE = "toy"
 
 
 class UserError(Exception):
@@ -85,19 +85,60 @@ def _cmd_fit(args: list[str]) -> None:
     run_fit(args)
 
 
+def _table_roots() -> list[Path]:
+    return list(dict.fromkeys([Path.cwd().resolve(), REPO_ROOT]))
+
+
 def _cmd_reproduce(args: list[str]) -> None:
-    """Without a table: train the embedded default (NSGAN on ring8) and write its sample plot."""
-    cli = run_fit(["--config", DEFAULT_CONFIG, *args])
-    for cb in cli.trainer.callbacks:
-        if isinstance(cb, SamplePlots) and cb.last_path is not None:
-            print(f"sample plot: {cb.last_path}")
-        if isinstance(cb, FinalEvaluation) and cb.metrics:
-            print(f"metrics: {cb.metrics.get('metrics')}")
+    """Run a paper table's unfinished (row, seed) runs, then write its page; default: the CPU table ``toy``."""
+    import argparse
+
+    import torch
+
+    from repro.tables import report, runner, spec
+
+    parser = argparse.ArgumentParser(prog="repro reproduce", description=_cmd_reproduce.__doc__)
+    parser.add_argument("table", nargs="?", default=DEFAULT_TABLE, help=f"table name or spec path (default: {DEFAULT_TABLE})")
+    parser.add_argument("--devices", type=int, default=torch.cuda.device_count() or os.cpu_count() or 1,
+                        help="parallel runs: GPUs, or CPU processes (default: all GPUs, else all cores)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the spec's)")
+    parser.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows")
+    parser.add_argument("--dry-run", action="store_true", help="resolve every config, print the plan, train nothing")
+    opts = parser.parse_args(args)
+    try:
+        table = spec.load_spec(spec.find_spec(opts.table, _table_roots()))
+        runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run)
+        if not opts.dry_run:
+            print(f"page: {report.write_report(table)}")
+    except spec.SpecError as err:
+        raise UserError(str(err)) from None
+
+
+def _cmd_tables(args: list[str]) -> None:
+    """List every table spec with its rows and how many of their runs are finished."""
+    from repro.tables import runner, spec
+
+    if args:
+        raise UserError(f"`repro tables` takes no arguments, got {' '.join(args)}")
+    roots = _table_roots()
+    for path in dict.fromkeys(p.resolve() for root in roots for p in spec.list_specs(root)):
+        try:
+            table = spec.load_spec(path)
+        except spec.SpecError as err:
+            print(f"{path.stem}: INVALID: {err}")
+            continue
+        runs = runner.plan(table)
+        done = sum(runner.is_done(r) for r in runs)
+        print(f"{table.name}: {table.title} [{done}/{len(runs)} runs done]")
+        for row in table.rows:
+            mine = [r for r in runs if r.row.id == row.id]
+            print(f"    {row.id:<28} {sum(runner.is_done(r) for r in mine)}/{len(mine)}")
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "fit": (_cmd_fit, "train one variant from YAML configs (LightningCLI; `repro fit --help`)"),
-    "reproduce": (_cmd_reproduce, "run the default job: NSGAN on ring8, writes its sample plot"),
+    "reproduce": (_cmd_reproduce, f"run a paper table and write its page (default: the CPU table `{DEFAULT_TABLE}`)"),
+    "tables": (_cmd_tables, "list the paper tables, their rows and how many runs are done"),
 }
 
 

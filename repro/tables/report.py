@@ -1,0 +1,262 @@
+"""Aggregation: a table's run records → ``paper_tables/<name>.md`` + ``.csv`` + figure panels.
+
+Each cell is the mean ± sample std over independently trained seeds (not the evaluation noise of one
+model), with n; diverged and failed runs are counted beside it, never averaged in. Published numbers
+sit beside ours with their source. The page is a pure function of the spec and the records, so
+regenerating it without new runs rewrites the same bytes.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repro.tables.runner import Run, plan, read_record
+from repro.tables.spec import Claim, Column, Row, TableSpec
+
+__all__ = ["Cell", "aggregate", "write_report", "claim_verdict"]
+
+
+@dataclass
+class Cell:
+    """One (row, column): values of the finished seeds and counts of the runs that gave none."""
+
+    values: list[float] = field(default_factory=list)
+    nonfinite: int = 0
+    diverged: int = 0
+    failed: int = 0
+    missing: int = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        if not self.values:
+            return None
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    def stat(self, name: str) -> float | None:
+        return self.mean if name == "mean" else self.std
+
+
+def _value(record: dict[str, Any], key: str) -> Any:
+    metrics = record.get("metrics") or {}
+    return metrics[key] if key in metrics else record.get(key)
+
+
+def aggregate(spec: TableSpec) -> dict[str, dict[str, Cell]]:
+    """``cells[row_id][column_key]`` over the spec's seeds, from ``results/<table>/<row>/seed<k>/metrics.json``."""
+    cells: dict[str, dict[str, Cell]] = {r.id: {c.key: Cell() for c in spec.columns} for r in spec.rows}
+    for run in plan(spec):
+        record = read_record(run.results_dir / "metrics.json")
+        status = record.get("status") if record else None
+        for col in spec.columns:
+            cell = cells[run.row.id][col.key]
+            if status == "finished":
+                value = _value(record, col.key)
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    cell.values.append(float(value))
+                elif value is not None:
+                    cell.nonfinite += 1
+                else:
+                    cell.missing += 1
+            elif status == "diverged":
+                cell.diverged += 1
+            elif status == "failed":
+                cell.failed += 1
+            else:
+                cell.missing += 1
+    return cells
+
+
+def _relative_cell(cell: Cell, ref: Cell) -> Cell:
+    """Values divided by the reference row's mean (e.g. wall time relative to the plain GAN)."""
+    out = Cell(nonfinite=cell.nonfinite, diverged=cell.diverged, failed=cell.failed, missing=cell.missing)
+    if ref.mean:
+        out.values = [v / ref.mean for v in cell.values]
+    else:
+        out.missing += len(cell.values)
+    return out
+
+
+def _display_cells(spec: TableSpec, cells: dict[str, dict[str, Cell]]) -> dict[str, dict[str, Cell]]:
+    return {row.id: {c.key: _relative_cell(cells[row.id][c.key], cells[c.relative_to][c.key]) if c.relative_to
+                     else cells[row.id][c.key] for c in spec.columns} for row in spec.rows}
+
+
+def _fmt(value: float, col: Column) -> str:
+    return format(value * col.scale, col.format)
+
+
+def format_cell(cell: Cell, col: Column) -> str:
+    """``mean ± std (n=k)`` plus counts of diverged / failed / non-finite / missing runs."""
+    parts = []
+    if cell.n:
+        parts.append(f"{_fmt(cell.mean, col)} ± {_fmt(cell.std, col)} (n={cell.n})")
+    extra = [f"{k} {label}" for k, label in ((cell.diverged, "diverged"), (cell.failed, "failed"),
+                                              (cell.nonfinite, "non-finite"), (cell.missing, "not run"))
+             if k]
+    if extra:
+        parts.append(("; " if parts else "") + ", ".join(extra))
+    return "".join(parts) or "—"
+
+
+def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]]) -> tuple[str, str]:
+    """(the compared numbers, "holds" / "does not hold" / "not measured") at this project's scale."""
+    def resolve(ref: str | float) -> tuple[float | None, str]:
+        if isinstance(ref, float):
+            return ref, f"{ref:g}"
+        row, col, stat = ref.split(":")
+        value = cells[row][col].stat(stat)
+        return value, f"{stat}({row}, {col}) = {'—' if value is None else format(value, '.3g')}"
+
+    (a, a_text), (b, b_text) = resolve(claim.a), resolve(claim.b)
+    shown = f"{a_text} {claim.op} {b_text}"
+    if a is None or b is None:
+        return shown, "not measured"
+    holds = a < b if claim.op == "<" else a > b
+    return shown, "holds" if holds else "does not hold"
+
+
+def _panel(spec: TableSpec, image: str, title: str, group: str, rows: list[Row], out: Path) -> Path | None:
+    """Grid of each run's image: one line per row of the group, one column per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {(r.id, s): Run(spec, r, s).results_dir / image for r in rows for s in spec.seeds}
+    if not any(p.exists() for p in paths.values()):
+        return None
+    fig, axes = plt.subplots(len(rows), len(spec.seeds), figsize=(2.6 * len(spec.seeds), 2.6 * len(rows)),
+                             squeeze=False, dpi=100)
+    for i, r in enumerate(rows):
+        for j, s in enumerate(spec.seeds):
+            ax, path = axes[i][j], paths[(r.id, s)]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if path.exists():
+                ax.imshow(plt.imread(path))
+            else:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center")
+            ax.set_title(f"{r.label}, seed {s}", fontsize=8)
+    fig.suptitle(f"{spec.name}: {title or image} — {group}", fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, metadata={"Software": None})
+    plt.close(fig)
+    return out
+
+
+def _csv(spec: TableSpec, cells: dict[str, dict[str, Cell]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["row", "label", "column", "published", "published_source", "mean", "std", "n",
+                     "diverged", "failed", "nonfinite", "not_run", "relative_to"])
+    for row in spec.rows:
+        for col in spec.columns:
+            cell, pub = cells[row.id][col.key], row.published.get(col.key)
+            writer.writerow([row.id, row.label, col.key, pub.value if pub else "", pub.source if pub else "",
+                             "" if cell.mean is None else repr(cell.mean * col.scale),
+                             "" if cell.std is None else repr(cell.std * col.scale), cell.n, cell.diverged,
+                             cell.failed, cell.nonfinite, cell.missing, col.relative_to])
+    return buf.getvalue()
+
+
+def _markdown(spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path) -> str:
+    sources: list[str] = []
+
+    def cite(source: str) -> str:
+        if source not in sources:
+            sources.append(source)
+        return f"[{sources.index(source) + 1}]"
+
+    with_published = [c for c in spec.columns if any(c.key in r.published for r in spec.rows)]
+    header = ["row"]
+    for col in spec.columns:
+        header += [f"{col.label} (paper)", f"{col.label} (ours)"] if col in with_published else [col.label]
+    lines = [f"# {spec.title}", "", f"Reproduces **{spec.paper}**, {spec.table}.", "",
+             f"> **Scale difference:** {spec.scale}", ""]
+    if spec.steps_note:
+        lines += [f"**Training length:** {spec.steps_note}", ""]
+    if spec.notes:
+        lines += [spec.notes.strip(), ""]
+    lines += ["## Results", "",
+              "Ours: mean ± sample std over independently trained seeds (n = finished runs), final weights "
+              "unless the protocol says EMA; diverged / failed runs are counted beside the mean, never "
+              "averaged in. Paper: as printed, with its source.", "",
+              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in spec.rows:
+        line = [row.label]
+        for col in spec.columns:
+            if col in with_published:
+                pub = row.published.get(col.key)
+                line.append(f"{pub.value} {cite(pub.source)}" if pub else "")
+            line.append(format_cell(cells[row.id][col.key], col))
+        lines.append("| " + " | ".join(line) + " |")
+    lines.append("")
+    if sources:
+        lines += ["Sources of the published numbers:", ""] + [f"{i + 1}. {s}" for i, s in enumerate(sources)] + [""]
+    lines += ["## Evaluation protocol per column", ""]
+    for col in spec.columns:
+        text = f"- **{col.label}** (`{col.key}`): {col.protocol}"
+        if col.relative_to:
+            text += f" Reported relative to row `{col.relative_to}`."
+        if col.paper_protocol:
+            text += f" *Paper's protocol:* {col.paper_protocol}"
+        lines.append(text)
+    lines.append("")
+    if spec.claims:
+        lines += ["## The papers' claims at this scale", "",
+                  "Each check is computed from the results above; \"does not hold\" is a finding at this scale.", "",
+                  "| claim | source | check | at this scale |", "|---|---|---|---|"]
+        for claim in spec.claims:
+            shown, verdict = claim_verdict(claim, cells)
+            note = f" {claim.note}" if claim.note else ""
+            lines.append(f"| {claim.text}{note} | {claim.source} | {shown} | **{verdict}** |")
+        lines.append("")
+    if figures:
+        lines += ["## Figures", ""]
+        lines += [f"![{f.stem}]({f.relative_to(page.parent).as_posix()})" for f in figures]
+        lines.append("")
+    lines += ["## Regenerate", "", "```bash", f"repro reproduce {spec.name}    # finished runs are skipped", "```", "",
+              f"Spec: `paper_tables/{spec.name}.yaml`. Per-run records (metrics, steps, wall time, exact config and "
+              f"command, library versions, checkpoint path) and figures: `results/{spec.name}/<row>/seed<k>/`. "
+              f"All numbers: `paper_tables/{spec.name}.csv`.", ""]
+    return "\n".join(lines)
+
+
+def write_report(spec: TableSpec) -> Path:
+    """Write ``paper_tables/<name>.md``, ``.csv``, the figure panels and ``results/<name>/README.md``."""
+    cells = _display_cells(spec, aggregate(spec))
+    page = spec.path.with_suffix(".md")
+    figures = []
+    for panel in spec.panels:
+        groups: dict[str, list[Row]] = {}
+        for row in spec.rows:
+            groups.setdefault(row.group, []).append(row)
+        for group, rows in groups.items():
+            name = Path(panel.image).stem
+            out = _panel(spec, panel.image, panel.title, group, rows,
+                         page.parent / "figures" / spec.name / f"{group}_{name}.png")
+            if out is not None:
+                figures.append(out)
+    page.write_text(_markdown(spec, cells, figures, page))
+    page.with_suffix(".csv").write_text(_csv(spec, cells))
+    if spec.results_dir.exists():
+        (spec.results_dir / "README.md").write_text(
+            f"# results/{spec.name}\n\nWritten by `repro reproduce {spec.name}` from committed code (each "
+            f"`metrics.json` records the git commit and the exact `repro fit` command of its run). Aggregated "
+            f"in `paper_tables/{spec.name}.md`. Checkpoints are not committed; their paths (under `runs/`) "
+            f"are in each `metrics.json`.\n")
+    return page

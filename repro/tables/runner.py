@@ -1,0 +1,308 @@
+"""Grid runner: every (row, seed) of a table is one ``repro fit`` subprocess.
+
+A crash or divergence of one run never stops the table. ``devices`` slots run in parallel (CPU:
+parallel processes with one thread each; GPU: one ``CUDA_VISIBLE_DEVICES`` slot per device, a row
+with ``devices: k`` takes k slots for a DDP run). A run whose ``results/<table>/<row>/seed<k>/
+metrics.json`` parses and says ``finished`` or ``diverged`` is skipped, so a killed table resumes
+where it stopped; an unfinished run restarts from scratch in a fresh run folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from repro.callbacks.evaluation import write_json_atomic
+from repro.tables.spec import Row, SpecError, TableSpec
+
+__all__ = ["Run", "plan", "is_done", "read_record", "check_configs", "reproduce", "DONE_STATUSES"]
+
+DONE_STATUSES = ("finished", "diverged")
+_VERSIONED = ("torch", "torchvision", "lightning", "torchmetrics", "torch-fidelity", "jsonargparse", "numpy")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of a table: a row trained with one seed."""
+
+    spec: TableSpec
+    row: Row
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.row.id}/seed{self.seed}"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.spec.results_dir / self.row.id / f"seed{self.seed}"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.spec.runs_dir / self.row.id / f"seed{self.seed}"
+
+    def fit_args(self) -> list[str]:
+        """Arguments of ``repro fit``: the row's config, table and row overrides, seed, logger in ``work_dir``."""
+        logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                  "init_args": {"save_dir": str(self.work_dir), "name": "", "version": ""}}
+        args = ["--config", str(self.row.config)]
+        args += override_args({**self.spec.overrides, **self.row.overrides})
+        args += ["--seed_everything", str(self.seed), "--trainer.logger", json.dumps(logger),
+                 "--trainer.enable_progress_bar", "false"]
+        if self.row.devices != 1:
+            args += ["--trainer.devices", str(self.row.devices)]
+        return args
+
+    def command(self, subcommand: str = "fit") -> list[str]:
+        return [sys.executable, "-m", "repro", subcommand, *self.fit_args()]
+
+
+def override_args(overrides: dict[str, Any]) -> list[str]:
+    """Dotted-key overrides as CLI arguments (lists and mappings as JSON, which jsonargparse reads)."""
+    args = []
+    for key, value in overrides.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif value is None:
+            text = "null"
+        elif isinstance(value, (list, dict)):
+            text = json.dumps(value)
+        else:
+            text = str(value)
+        args += [f"--{key}", text]
+    return args
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A run's ``metrics.json`` if it parses as a JSON object, else None (missing or truncated)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def is_done(run: Run) -> bool:
+    record = read_record(run.results_dir / "metrics.json")
+    return record is not None and record.get("status") in DONE_STATUSES
+
+
+def plan(spec: TableSpec, seeds: list[int] | None = None, only: list[str] | None = None) -> list[Run]:
+    """The table's runs (rows in ``only``, if given, and ``seeds``, default the spec's), row-major."""
+    rows = [spec.row(r) for r in only] if only else spec.rows
+    return [Run(spec, row, seed) for row in rows for seed in (seeds or spec.seeds)]
+
+
+def check_configs(spec: TableSpec, runs: list[Run]) -> None:
+    """Parse (not instantiate) each row's config with its overrides; one ``SpecError`` for the first bad row."""
+    from repro.cli import ReproCLI, _fix_config_args
+
+    class ParseOnly(ReproCLI):
+        def instantiate_classes(self) -> None:
+            """Only parse: building models and data is the training run's job."""
+
+        def after_instantiate_classes(self) -> None:
+            """Nothing was instantiated."""
+
+        def _set_seed(self) -> None:
+            """The run seeds itself."""
+
+    seen = set()
+    for run in runs:
+        if run.row.id in seen:
+            continue
+        seen.add(run.row.id)
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                ParseOnly(args=_fix_config_args(run.fit_args()))
+        except (SystemExit, ValueError, TypeError, KeyError) as exc:
+            lines = [ln for ln in err.getvalue().splitlines() if ln.strip()] or [str(exc)]
+            raise SpecError(f"{spec.path.name}: row {run.row.id!r} ({run.row.config}) does not parse: {lines[-1]}") from None
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in _VERSIONED:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def source_state(root: Path) -> dict[str, Any]:
+    """The git commit of the code that ran, and whether repro/ or configs/ differed from it."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
+        return {"git_commit": None}
+    dirty = git("diff", "--quiet", "HEAD", "--", "repro", "configs", "paper_tables").returncode != 0
+    return {"git_commit": head.stdout.strip(), "git_dirty": dirty}
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, Any]) -> dict[str, Any]:
+    """Copy a finished subprocess's record and figures into ``results_dir`` and write its ``metrics.json``."""
+    work, out, root = run.work_dir, run.results_dir, run.spec.root
+    record = read_record(work / "metrics.json") or {}
+    if "status" not in record or (returncode != 0 and record["status"] == "finished"):
+        record["status"] = "failed"
+    if record["status"] == "failed":
+        log = (work / "stderr.log").read_text(errors="replace").splitlines() if (work / "stderr.log").exists() else []
+        record["error_tail"] = log[-15:]
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    figures = []
+    for png in sorted(work.rglob("*.png")):
+        target = out / png.relative_to(work)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(png, target)
+        figures.append(str(png.relative_to(work)))
+    config_path = work / "config.yaml"
+    if config_path.exists():
+        shutil.copy2(config_path, out / "config.yaml")
+    if (work / "metrics.csv").exists():
+        shutil.copy2(work / "metrics.csv", out / "train_log.csv")
+    checkpoints = sorted(work.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    steps = record.get("generator_steps")
+    record.update(
+        table=run.spec.name, row=run.row.id, seed=run.seed, returncode=returncode,
+        wall_seconds=round(wall_seconds, 2),
+        seconds_per_generator_step=(record["train_seconds"] / steps) if steps and "train_seconds" in record else None,
+        command="repro fit " + shlex.join(run.fit_args()).replace(str(root) + os.sep, ""),
+        config=yaml.safe_load(config_path.read_text()) if config_path.exists() else None,
+        figures=figures, checkpoint=_relative(checkpoints[-1], root) if checkpoints else None,
+        run_dir=_relative(work, root), **context,
+    )
+    write_json_atomic(record, out / "metrics.json")
+    return record
+
+
+def _child_env(slot_ids: list[int], use_cuda: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    if use_cuda:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slot_ids))
+    else:  # parallel CPU processes: one thread each, or they fight over the cores
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env
+
+
+@dataclass
+class _Active:
+    run: Run
+    proc: subprocess.Popen
+    slots: list[int]
+    start: float
+    task: Any
+    stdout: Any
+    stderr: Any
+
+
+def prepare(runs: list[Run], console: Console, env: dict[str, str]) -> None:
+    """Run each pending row's ``prepare`` commands once (e.g. RFGAN's autoencoder pre-training)."""
+    for run in {r.row.id: r for r in runs if r.row.prepare}.values():
+        for step in run.row.prepare:
+            console.print(f"preparing {run.row.id}: repro {step}")
+            done = subprocess.run(run.command(step), cwd=run.spec.root, env=env, capture_output=True, text=True)
+            if done.returncode != 0:  # its runs will fail and be reported; the table goes on
+                console.print(f"[red]prepare {step} failed for {run.row.id}[/]: {done.stderr.strip()[-500:]}")
+
+
+def print_plan(spec: TableSpec, runs: list[Run], console: Console) -> None:
+    table = Table(title=f"{spec.name}: {spec.title}")
+    for col in ("row", "config", "overrides", "seeds done"):
+        table.add_column(col)
+    for row in {r.row.id: r.row for r in runs}.values():
+        mine = [r for r in runs if r.row.id == row.id]
+        table.add_row(row.id, _relative(row.config, spec.root),
+                      " ".join(override_args({**spec.overrides, **row.overrides})),
+                      f"{sum(is_done(r) for r in mine)}/{len(mine)}")
+    console.print(table)
+
+
+def reproduce(spec: TableSpec, devices: int = 1, seeds: list[int] | None = None, only: list[str] | None = None,
+              dry_run: bool = False, console: Console | None = None) -> list[dict[str, Any]]:
+    """Run every unfinished (row, seed) of ``spec``; returns the records written this time."""
+    import torch
+
+    console = console or Console()
+    runs = plan(spec, seeds, only)
+    check_configs(spec, runs)
+    todo = [r for r in runs if not is_done(r)]
+    rows = len({r.row.id for r in runs})
+    console.print(f"[bold]{spec.name}[/]: {rows} rows x {len(runs) // max(rows, 1)} seeds = {len(runs)} runs, "
+                  f"{len(runs) - len(todo)} finished, {len(todo)} to run on {devices} device(s)")
+    if dry_run:
+        print_plan(spec, runs, console)
+        return []
+    if devices < 1:
+        raise SpecError(f"--devices must be >= 1, got {devices}")
+    too_big = [r.row.id for r in todo if r.row.devices > devices]
+    if too_big:
+        raise SpecError(f"row {too_big[0]!r} asks for more devices than --devices {devices}")
+    use_cuda = torch.cuda.is_available()
+    prepare(todo, console, _child_env(list(range(devices)), use_cuda))
+    context = {"versions": library_versions(), **source_state(spec.root)}
+    free, active, pending, written = list(range(devices)), [], list(todo), []
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            overall = progress.add_task(f"{spec.name}", total=len(todo))
+            while pending or active:
+                while pending and len(free) >= pending[0].row.devices:
+                    run = pending.pop(0)
+                    slots, free = free[: run.row.devices], free[run.row.devices:]
+                    if run.work_dir.exists():
+                        shutil.rmtree(run.work_dir)
+                    run.work_dir.mkdir(parents=True)
+                    out, err = (run.work_dir / "stdout.log").open("w"), (run.work_dir / "stderr.log").open("w")
+                    proc = subprocess.Popen(run.command(), stdout=out, stderr=err, cwd=spec.root,
+                                            env=_child_env(slots, use_cuda))
+                    task = progress.add_task(f"  {run.name}", total=None)
+                    active.append(_Active(run, proc, slots, time.perf_counter(), task, out, err))
+                time.sleep(0.2)
+                for job in [a for a in active if a.proc.poll() is not None]:
+                    active.remove(job)
+                    job.stdout.close()
+                    job.stderr.close()
+                    free = sorted(free + job.slots)
+                    record = collect(job.run, job.proc.returncode, time.perf_counter() - job.start, context)
+                    written.append(record)
+                    progress.remove_task(job.task)
+                    progress.advance(overall)
+                    colour = {"finished": "green", "diverged": "yellow"}.get(record["status"], "red")
+                    console.print(f"[{colour}]{record['status']:>9}[/] {job.run.name}  "
+                                  f"{record['wall_seconds']:.0f}s  {json.dumps(record.get('metrics', {}))}")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for job in active:  # interrupted: stop children; their runs stay unfinished and rerun next time
+            job.proc.terminate()
+        for job in active:
+            job.proc.wait()
+    return written

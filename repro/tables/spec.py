@@ -1,0 +1,286 @@
+"""Table specs: ``paper_tables/<name>.yaml`` loaded and validated before anything trains.
+
+A spec names the paper table it reproduces, the scale at which this project runs it, its columns
+(each a metric key of ``metrics.json`` with its evaluation protocol), its rows (a config plus
+overrides; ``matrix`` blocks expand a template over a product of values), the seeds, the published
+numbers with their sources, the claims to check and the figure panels. See ``paper_tables/toy.yaml``.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["SpecError", "Column", "Published", "Row", "Claim", "Panel", "TableSpec", "load_spec", "find_spec", "list_specs"]
+
+SPEC_DIR = "paper_tables"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_TOP_KEYS = {"title", "paper", "table", "scale", "notes", "seeds", "overrides", "columns", "rows", "matrix",
+             "claims", "panels", "steps_note"}
+_ROW_KEYS = {"id", "label", "config", "overrides", "group", "devices", "published", "prepare"}
+_PREPARE = ("pretrain-ae",)
+_STATS = ("mean", "std")
+
+
+class SpecError(ValueError):
+    """A table spec is invalid: the message names the file, the offending key and the valid options."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One reported metric: ``key`` in ``metrics.json['metrics']`` (or a top-level record key)."""
+
+    key: str
+    label: str
+    protocol: str
+    paper_protocol: str = ""
+    format: str = ".3g"
+    scale: float = 1.0  # e.g. 100 to show a fraction as a percentage
+    relative_to: str = ""  # a row id: report mean / that row's mean
+
+
+@dataclass(frozen=True)
+class Published:
+    """A number as the paper prints it, with where it is printed."""
+
+    value: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a config file plus overrides (dotted CLI keys), trained once per seed."""
+
+    id: str
+    label: str
+    config: Path
+    overrides: dict[str, Any]
+    group: str
+    devices: int = 1
+    published: dict[str, Published] = field(default_factory=dict)
+    prepare: tuple[str, ...] = ()  # repro commands run once with the row's arguments before its seeds
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper claim checked on the results: ``a op b`` with ``a``/``b`` = ``row:column:stat`` or a number."""
+
+    text: str
+    source: str
+    a: str
+    op: str
+    b: str | float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One figure per row group: a grid of each run's ``image`` (rows of the group x seeds)."""
+
+    image: str
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    path: Path
+    root: Path  # the folder holding paper_tables/, results/ and runs/
+    title: str
+    paper: str
+    table: str
+    scale: str
+    seeds: list[int]
+    columns: list[Column]
+    rows: list[Row]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    claims: list[Claim] = field(default_factory=list)
+    panels: list[Panel] = field(default_factory=list)
+    notes: str = ""
+    steps_note: str = ""
+
+    def row(self, row_id: str) -> Row:
+        for r in self.rows:
+            if r.id == row_id:
+                return r
+        raise SpecError(f"{self.path}: unknown row {row_id!r}; valid: {', '.join(r.id for r in self.rows)}")
+
+    def column(self, key: str) -> Column:
+        for c in self.columns:
+            if c.key == key:
+                return c
+        raise SpecError(f"{self.path}: unknown column {key!r}; valid: {', '.join(c.key for c in self.columns)}")
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results" / self.name
+
+    @property
+    def runs_dir(self) -> Path:
+        """Full run folders (checkpoints, logs); under ``runs/``, which git ignores."""
+        return self.root / "runs" / "tables" / self.name
+
+
+def _require(data: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...] = str) -> Any:
+    if key not in data:
+        raise SpecError(f"{where}: missing required key {key!r}")
+    if not isinstance(data[key], kind):
+        raise SpecError(f"{where}: {key!r} must be {kind}, got {type(data[key]).__name__}")
+    return data[key]
+
+
+def _check_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise SpecError(f"{where}: unknown key {unknown[0]!r}; valid: {', '.join(sorted(allowed))}")
+
+
+def _fill(value: Any, env: dict[str, str]) -> Any:
+    """Substitute ``{name}`` placeholders in strings (recursively) for a matrix row."""
+    if isinstance(value, str):
+        try:
+            return value.format(**env)
+        except KeyError as err:
+            raise SpecError(f"matrix template {value!r} uses {err} which is not a matrix variable") from None
+    if isinstance(value, dict):
+        return {k: _fill(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, env) for v in value]
+    return value
+
+
+def _expand_matrix(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    variables = _require(block, "vars", where, dict)
+    if not variables or not all(isinstance(v, list) and v for v in variables.values()):
+        raise SpecError(f"{where}: 'vars' must map each name to a non-empty list of values")
+    template = {k: v for k, v in block.items() if k != "vars"}
+    names = list(variables)
+    return [_fill(template, {n: str(v) for n, v in zip(names, combo)})
+            for combo in itertools.product(*(variables[n] for n in names))]
+
+
+def _published(data: Any, where: str, columns: set[str]) -> dict[str, Published]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}.published must map column keys to {{value, source}}")
+    out = {}
+    for key, entry in data.items():
+        if key not in columns:
+            raise SpecError(f"{where}.published: unknown column {key!r}; valid: {', '.join(sorted(columns))}")
+        if not isinstance(entry, dict) or not entry.get("source") or "value" not in entry:
+            raise SpecError(f"{where}.published.{key}: needs both 'value' and 'source' (paper, table/figure)")
+        out[key] = Published(str(entry["value"]), str(entry["source"]))
+    return out
+
+
+def _row(data: dict[str, Any], where: str, root: Path, columns: set[str]) -> Row:
+    _check_keys(data, _ROW_KEYS, where)
+    row_id = str(_require(data, "id", where))
+    if not _ID.match(row_id):
+        raise SpecError(f"{where}: row id {row_id!r} must be letters, digits and _ . + - (it names a folder)")
+    config = Path(str(_require(data, "config", f"{where} (row {row_id!r})")))
+    config = config if config.is_absolute() else root / config
+    if not config.is_file():
+        raise SpecError(f"row {row_id!r}: config file {config} does not exist")
+    overrides = data.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise SpecError(f"row {row_id!r}: 'overrides' must map dotted keys (e.g. trainer.max_steps) to values")
+    devices = data.get("devices", 1)
+    if not isinstance(devices, int) or devices < 1:
+        raise SpecError(f"row {row_id!r}: 'devices' must be a positive integer, got {devices!r}")
+    prepare = data.get("prepare") or []
+    bad = [p for p in prepare if p not in _PREPARE] if isinstance(prepare, list) else [prepare]
+    if bad:
+        raise SpecError(f"row {row_id!r}: prepare step {bad[0]!r} is not valid; valid: {', '.join(_PREPARE)}")
+    return Row(row_id, str(data.get("label", row_id)), config, dict(overrides), str(data.get("group", row_id)),
+               devices, _published(data.get("published"), f"row {row_id!r}", columns), tuple(prepare))
+
+
+def _ref(value: Any, spec_rows: set[str], columns: set[str], where: str) -> str | float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    parts = str(value).split(":")
+    if len(parts) != 3 or parts[0] not in spec_rows or parts[1] not in columns or parts[2] not in _STATS:
+        raise SpecError(f"{where}: {value!r} must be a number or 'row:column:stat' with a known row, "
+                        f"column ({', '.join(sorted(columns))}) and stat ({', '.join(_STATS)})")
+    return str(value)
+
+
+def load_spec(path: str | Path) -> TableSpec:
+    """Read and validate a spec; every row's config must exist (checked here, before any training)."""
+    path = Path(path).resolve()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise SpecError(f"cannot read table spec {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a table spec is a YAML mapping")
+    where = str(path)
+    _check_keys(data, _TOP_KEYS, where)
+    root = path.parent.parent
+    raw_columns = _require(data, "columns", where, list)
+    columns = []
+    for i, c in enumerate(raw_columns):
+        cw = f"{where}: columns[{i}]"
+        _check_keys(c, {f for f in Column.__dataclass_fields__}, cw)
+        columns.append(Column(str(_require(c, "key", cw)), str(c.get("label", c["key"])), str(_require(c, "protocol", cw)),
+                              str(c.get("paper_protocol", "")), str(c.get("format", ".3g")), float(c.get("scale", 1.0)),
+                              str(c.get("relative_to", ""))))
+    keys = {c.key for c in columns}
+    raw_rows = list(data.get("rows") or [])
+    for i, block in enumerate(data.get("matrix") or []):
+        raw_rows += _expand_matrix(block, f"{where}: matrix[{i}]")
+    if not raw_rows:
+        raise SpecError(f"{where}: a table needs 'rows' or 'matrix' entries")
+    rows = [_row(r, f"{where}: rows[{i}]", root, keys) for i, r in enumerate(raw_rows)]
+    ids = [r.id for r in rows]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise SpecError(f"{where}: duplicate row id {dup[0]!r}")
+    for c in columns:
+        if c.relative_to and c.relative_to not in ids:
+            raise SpecError(f"{where}: column {c.key!r} relative_to {c.relative_to!r} is not a row; valid: {', '.join(ids)}")
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise SpecError(f"{where}: 'seeds' must be a non-empty list of integers")
+    claims = []
+    for i, c in enumerate(data.get("claims") or []):
+        cw = f"{where}: claims[{i}]"
+        _check_keys(c, {"text", "source", "a", "op", "b", "note"}, cw)
+        op = str(_require(c, "op", cw))
+        if op not in ("<", ">"):
+            raise SpecError(f"{cw}: op {op!r} is not valid; valid: <, >")
+        claims.append(Claim(str(_require(c, "text", cw)), str(_require(c, "source", cw)),
+                            str(_ref(_require(c, "a", cw, (str, int, float)), set(ids), keys, cw)), op,
+                            _ref(_require(c, "b", cw, (str, int, float)), set(ids), keys, cw), str(c.get("note", ""))))
+    panels = [Panel(str(_require(p, "image", f"{where}: panels[{i}]")), str(p.get("title", "")))
+              for i, p in enumerate(data.get("panels") or [])]
+    return TableSpec(
+        name=path.stem, path=path, root=root, title=str(_require(data, "title", where)),
+        paper=str(_require(data, "paper", where)), table=str(_require(data, "table", where)),
+        scale=str(_require(data, "scale", where)), seeds=seeds, columns=columns, rows=rows,
+        overrides=dict(data.get("overrides") or {}), claims=claims, panels=panels,
+        notes=str(data.get("notes", "")), steps_note=str(data.get("steps_note", "")),
+    )
+
+
+def list_specs(root: Path) -> list[Path]:
+    return sorted((root / SPEC_DIR).glob("*.yaml"))
+
+
+def find_spec(name: str, roots: list[Path]) -> Path:
+    """A spec by file path, or by name under ``<root>/paper_tables/`` for the first root that has it."""
+    as_path = Path(name)
+    if as_path.suffix in (".yaml", ".yml") and as_path.is_file():
+        return as_path
+    for root in roots:
+        candidate = root / SPEC_DIR / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({p.stem for root in roots for p in list_specs(root)})
+    raise SpecError(f"unknown table {name!r}; valid: {', '.join(known) or '(none found)'}")
