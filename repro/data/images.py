@@ -1,0 +1,117 @@
+"""Image data sets loaded once into memory as uint8 tensors of shape (N, C, H, W)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["DataNotFoundError", "load_images", "IMAGE_SETS", "resize_uint8", "stack_digits"]
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data set is not on disk and could not be downloaded."""
+
+
+# Files whose presence means torchvision will find the set without downloading.
+_EXPECTED = {
+    "mnist": "MNIST/raw/train-images-idx3-ubyte",
+    "cifar10": "cifar-10-batches-py/data_batch_1",
+    "stl10": "stl10_binary/unlabeled_X.bin",
+}
+
+
+def _missing(name: str, root: Path, err: Exception) -> DataNotFoundError:
+    return DataNotFoundError(
+        f"data set {name!r} not found under {root.resolve()} (looked for {_EXPECTED[name]}) and it "
+        f"could not be downloaded ({type(err).__name__}: {err}). Put the files there in torchvision's "
+        f"layout, or point data.data_root (or the REPRO_DATA_DIR environment variable) at the folder "
+        f"that holds them."
+    )
+
+
+def _torchvision(name: str, root: Path, download: bool, train: bool):
+    import torchvision.datasets as tvd
+
+    if not (root / _EXPECTED[name]).exists() and not download:
+        return None
+    if name == "mnist":
+        return tvd.MNIST(str(root), train=train, download=download)
+    if name == "cifar10":
+        return tvd.CIFAR10(str(root), train=train, download=download)
+    return tvd.STL10(str(root), split="unlabeled" if train else "test", download=download)
+
+
+def _load_torchvision(name: str, root: Path, download: bool, train: bool) -> tuple[Tensor, Tensor | None]:
+    try:
+        ds = _torchvision(name, root, download, train)
+    except Exception as err:  # torchvision raises RuntimeError / URLError / OSError offline
+        raise _missing(name, root, err) from None
+    if ds is None:
+        raise _missing(name, root, FileNotFoundError("download disabled"))
+    if name == "mnist":
+        return ds.data.unsqueeze(1), ds.targets
+    if name == "cifar10":
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+    return torch.from_numpy(ds.data), None
+
+
+def _load_digits() -> tuple[Tensor, Tensor]:
+    """scikit-learn's bundled 8x8 digits (values 0..16), mapped to uint8."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = torch.from_numpy(d.images * (255.0 / 16.0)).round().to(torch.uint8).unsqueeze(1)
+    return images, torch.from_numpy(d.target)
+
+
+def _load_folder(root: Path) -> tuple[Tensor, None]:
+    """Every image under ``root`` (torchvision ImageFolder layout), RGB, as uint8."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms.functional import pil_to_tensor
+
+    if not root.is_dir():
+        raise DataNotFoundError(f"image_folder: {root.resolve()} is not a directory; set data.data_root")
+    folder = ImageFolder(str(root), transform=pil_to_tensor)
+    if len(folder) == 0:
+        raise DataNotFoundError(f"image_folder: no images under {root.resolve()}")
+    sizes = {folder[i][0].shape for i in range(min(len(folder), 16))}
+    if len(sizes) > 1:
+        raise ValueError(f"image_folder: images differ in size {sizes}; set data.image_size to resize")
+    return torch.stack([folder[i][0] for i in range(len(folder))]), None
+
+
+def resize_uint8(images: Tensor, size: int, chunk: int = 4096) -> Tensor:
+    """Bilinear (antialiased) resize of a uint8 batch, done once at load time, in chunks."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = [
+        F.interpolate(part.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        .round_()
+        .clamp_(0, 255)
+        .to(torch.uint8)
+        for part in images.split(chunk)
+    ]
+    return torch.cat(out)
+
+
+def stack_digits(images: Tensor, labels: Tensor, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Stacked MNIST (Srivastava et al. 2017; Lin et al. 2018): three random digits as RGB channels.
+
+    Returns images (n, 3, H, W) and each sample's digit triple (n, 3), the mode being the triple.
+    """
+    idx = torch.randint(len(images), (n, 3), generator=generator)
+    return images[idx, 0], labels[idx]
+
+
+IMAGE_SETS = ("mnist", "digits", "cifar10", "stl10", "image_folder", "stacked-mnist")
+
+
+def load_images(name: str, root: Path, download: bool) -> tuple[Tensor, Tensor | None]:
+    """Training images (uint8, N x C x H x W) and labels (or None) of a named set."""
+    if name == "digits":
+        return _load_digits()
+    if name == "image_folder":
+        return _load_folder(root)
+    return _load_torchvision(name, root, download, train=True)

@@ -1,0 +1,58 @@
+"""Batches of an in-memory tensor drawn by index: no per-sample Python in the hot path."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor
+
+__all__ = ["InMemoryBatches"]
+
+
+class InMemoryBatches:
+    """Shuffled batches of ``data`` (epoch = one pass); resumable through ``state_dict``.
+
+    ``rank`` / ``world_size`` split each epoch's permutation so DDP ranks see disjoint samples.
+    uint8 images are converted to floats in [-1, 1] per batch.
+    """
+
+    def __init__(self, data: Tensor, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        per_rank = len(data) // world_size
+        if per_rank < batch_size:
+            raise ValueError(
+                f"data set of {len(data)} samples is too small for batch_size {batch_size} on {world_size} rank(s)"
+            )
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.batches_per_epoch = per_rank // batch_size
+        self.epoch, self.position = 0, 0
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def _order(self) -> Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(len(self.data), generator=g)
+        per_rank = len(self.data) // self.world_size
+        return perm[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+    def _convert(self, batch: Tensor) -> Tensor:
+        if batch.dtype == torch.uint8:
+            return batch.float().div_(127.5).sub_(1.0)
+        return batch
+
+    def __iter__(self) -> Iterator[Tensor]:
+        order = self._order()
+        start = self.position
+        for b in range(start, self.batches_per_epoch):
+            self.position = b + 1
+            yield self._convert(self.data[order[b * self.batch_size : (b + 1) * self.batch_size]])
+        self.epoch, self.position = self.epoch + 1, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position = state["epoch"], state["position"]

@@ -1,0 +1,112 @@
+"""GANDataModule: one LightningDataModule for every variant and every data set."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from repro.data.images import IMAGE_SETS, load_images, resize_uint8, stack_digits
+from repro.data.loader import InMemoryBatches
+from repro.data.toy import TOY_SETS, ToyMixture, make_toy
+
+__all__ = ["GANDataModule", "DATASETS", "default_data_root"]
+
+TOY_NAMES = (*TOY_SETS, "swissroll")
+DATASETS = (*TOY_NAMES, *IMAGE_SETS)
+_NATIVE_SIZE = {"mnist": 28, "stacked-mnist": 28, "digits": 8, "cifar10": 32, "stl10": 96}
+_DEFAULT_SIZE = {"digits": 32, "stl10": 48}  # STL-10 at 48x48 as in the SN-GAN paper
+
+
+def default_data_root() -> Path:
+    """``$REPRO_DATA_DIR`` if set, else ``./data``."""
+    return Path(os.environ.get("REPRO_DATA_DIR", "data"))
+
+
+class GANDataModule(L.LightningDataModule):
+    """Real samples for GAN training, held in memory and batched by index.
+
+    Args:
+        dataset: one of ``DATASETS``.
+        batch_size: real samples per discriminator step (per device under DDP).
+        data_root: folder in torchvision's layout; default ``$REPRO_DATA_DIR`` or ``./data``.
+        image_size: output side length for image sets (default: native, 32 for digits, 48 for STL-10).
+        num_workers: kept for API compatibility; in-memory batching needs no workers.
+        seed: seed of the toy samples, stacked-MNIST triples, subsets and batch order.
+        num_samples: use only the first ``num_samples`` training items (toy: how many points to draw).
+        download: let torchvision try to download a missing set.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "ring8",
+        batch_size: int = 64,
+        data_root: str | None = None,
+        image_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        num_samples: int | None = None,
+        download: bool = True,
+    ):
+        super().__init__()
+        if dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        if num_samples is not None and num_samples < batch_size:
+            raise ValueError(f"data.num_samples ({num_samples}) must be >= data.batch_size ({batch_size})")
+        root = Path(data_root) if data_root is not None else default_data_root()
+        if data_root is not None and dataset not in TOY_NAMES and dataset != "digits" and not root.is_dir():
+            raise NotADirectoryError(f"data.data_root {root.resolve()} is not a directory")
+        self.dataset, self.batch_size, self.data_root = dataset, batch_size, root
+        self.image_size = image_size if image_size is not None else _DEFAULT_SIZE.get(dataset, _NATIVE_SIZE.get(dataset))
+        self.num_workers, self.seed, self.num_samples, self.download = num_workers, seed, num_samples, download
+        self.data: Tensor | None = None
+        self.labels: Tensor | None = None  # class labels, or digit triples for stacked-mnist
+        self.mixture: ToyMixture | None = None
+
+    @property
+    def is_toy(self) -> bool:
+        return self.dataset in TOY_NAMES
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, known after ``setup``."""
+        self.setup()
+        return tuple(self.data.shape[1:])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        if self.is_toy:
+            self.data, self.mixture = make_toy(self.dataset, self.num_samples or 100_000, self.seed)
+            return
+        if self.dataset == "stacked-mnist":
+            digits, labels = load_images("mnist", self.data_root, self.download)
+            n = self.num_samples or 128_000  # PacGAN's pre-generated VEEGAN-setting set
+            images, self.labels = stack_digits(digits, labels, n, torch.Generator().manual_seed(self.seed))
+        else:
+            images, self.labels = load_images(self.dataset, self.data_root, self.download)
+            if self.num_samples is not None:
+                images = images[: self.num_samples]
+                self.labels = None if self.labels is None else self.labels[: self.num_samples]
+        self.data = resize_uint8(images, self.image_size).contiguous()
+
+    def train_dataloader(self) -> InMemoryBatches:
+        self.setup()
+        rank, world, per_step = 0, 1, 1
+        if self.trainer is not None:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+            # one training step is one G iteration: it takes n_dis real batches at once
+            per_step = getattr(self.trainer.lightning_module, "n_dis", 1)
+        # Lightning saves and restores this loader's position (state_dict) in checkpoints.
+        return InMemoryBatches(self.data, self.batch_size * per_step, self.seed, rank, world)
+
+    def real_batch(self, n: int, seed: int = 0) -> Tensor:
+        """``n`` real samples in model space (floats; images in [-1, 1]) for plots and metrics."""
+        self.setup()
+        idx = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(seed))[:n]
+        x = self.data[idx]
+        return x.float().div(127.5).sub(1.0) if x.dtype == torch.uint8 else x
