@@ -11,7 +11,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from repro.callbacks import FinalEvaluation, SamplePlots
 from repro.data import GANDataModule
-from repro.variants import GANModule
+from repro.variants import RFGAN, GANModule
+from repro.variants.rfgan import MissingPretrainedWeights
 
 __all__ = ["ReproCLI", "main", "REPO_ROOT", "run_fit"]
 
@@ -71,13 +72,21 @@ def _fix_config_args(args: list[str]) -> list[str]:
     return out
 
 
-def run_fit(args: list[str]) -> ReproCLI:
-    """Parse and instantiate (input errors become ``UserError``), then train."""
+def build_cli(args: list[str]) -> ReproCLI:
+    """Parse and instantiate a fit configuration; input errors become ``UserError``."""
     try:
-        cli = ReproCLI(args=_fix_config_args(args))
+        return ReproCLI(args=_fix_config_args(args))
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError) as err:
         raise UserError(str(err)) from err
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+
+
+def run_fit(args: list[str]) -> ReproCLI:
+    """Parse and instantiate (input errors become ``UserError``), then train."""
+    cli = build_cli(args)
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    except MissingPretrainedWeights as err:
+        raise UserError(str(err)) from err
     return cli
 
 
@@ -135,9 +144,18 @@ def _cmd_tables(args: list[str]) -> None:
             print(f"    {row.id:<28} {sum(runner.is_done(r) for r in mine)}/{len(mine)}")
 
 
+def _cmd_pretrain_ae(args: list[str]) -> None:
+    """Pre-train and cache RFGAN's autoencoder for the data and model of a fit configuration."""
+    cli = build_cli(args)
+    if not isinstance(cli.model, RFGAN):
+        raise UserError(f"model.class_path: pretrain-ae needs repro.variants.RFGAN, got {type(cli.model).__name__}")
+    print(f"autoencoder weights: {cli.model.pretrain(cli.datamodule)}")
+
+
 COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "fit": (_cmd_fit, "train one variant from YAML configs (LightningCLI; `repro fit --help`)"),
     "reproduce": (_cmd_reproduce, f"run a paper table and write its page (default: the CPU table `{DEFAULT_TABLE}`)"),
+    "pretrain-ae": (_cmd_pretrain_ae, "pre-train RFGAN's autoencoder (same arguments as `fit`)"),
     "tables": (_cmd_tables, "list the paper tables, their rows and how many runs are done"),
 }
 

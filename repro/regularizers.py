@@ -13,7 +13,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from repro.variants.base import GANModule
 
-__all__ = ["Regularizer", "GradientPenalty"]
+__all__ = ["Regularizer", "GradientPenalty", "JacobianClamping"]
 
 
 class Regularizer:
@@ -39,3 +39,30 @@ class GradientPenalty(Regularizer):
         (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
         norm = grad.flatten(1).norm(dim=1)
         return self.weight * (norm - self.center).square().mean()
+
+
+class JacobianClamping(Regularizer):
+    """Odena et al. 2018, Alg. 1: for z' = z + delta, delta ~ N(0, I) rescaled to norm ``eps``,
+    Q = ||G(z) - G(z')|| / ||z - z'|| per sample; returns
+    weight * mean[(max(Q, lambda_max) - lambda_max)^2 + (min(Q, lambda_min) - lambda_min)^2]
+    (a G term: called with (z, G(z)); G(z') is one extra generator pass that G's gradient flows through)."""
+
+    def __init__(self, lambda_min: float = 1.0, lambda_max: float = 20.0, eps: float = 1.0, weight: float = 1.0):
+        if not 0 <= lambda_min <= lambda_max:
+            raise ValueError(f"JacobianClamping needs 0 <= lambda_min <= lambda_max, got {lambda_min}, {lambda_max}")
+        if not eps > 0 or weight < 0:
+            raise ValueError(f"JacobianClamping needs eps > 0 and weight >= 0, got eps={eps}, weight={weight}")
+        self.lambda_min, self.lambda_max, self.eps, self.weight = lambda_min, lambda_max, eps, weight
+
+    def ratio(self, generator: torch.nn.Module, z: Tensor, fake: Tensor) -> Tensor:
+        """Q for each sample of the batch."""
+        delta = torch.randn_like(z)
+        delta = self.eps * delta / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (z.dim() - 1)))
+        moved = generator(z + delta)
+        return (fake - moved).flatten(1).norm(dim=1) / delta.flatten(1).norm(dim=1)
+
+    def __call__(self, module: "GANModule", z: Tensor, fake: Tensor) -> Tensor:
+        q = self.ratio(module.generator, z, fake)
+        l_max = (q.clamp_min(self.lambda_max) - self.lambda_max).square()
+        l_min = (q.clamp_max(self.lambda_min) - self.lambda_min).square()
+        return self.weight * (l_max + l_min).mean()

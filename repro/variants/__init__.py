@@ -1,6 +1,9 @@
 """GAN variants: one small module each over ``GANModule``, and a name registry."""
 from repro.variants.base import GANModule
+from repro.variants.jacobian import JCGAN, JacobianClamped
 from repro.variants.lsgan import LSGAN
+from repro.variants.rfgan import RFGAN
+from repro.variants.tan import TAN
 from repro.variants.vanilla import NSGAN, VanillaGAN
 from repro.variants.wgan import WGAN, WGANGP
 
@@ -10,6 +13,9 @@ VARIANTS: dict[str, type[GANModule]] = {
     "lsgan": LSGAN,
     "wgan": WGAN,
     "wgangp": WGANGP,
+    "tan": TAN,
+    "rfgan": RFGAN,
+    "jcgan": JCGAN,
 }
 
-__all__ = ["GANModule", "VARIANTS", *(cls.__name__ for cls in VARIANTS.values())]
+__all__ = ["GANModule", "VARIANTS", "JacobianClamped", *(cls.__name__ for cls in VARIANTS.values())]

@@ -1,0 +1,219 @@
+"""FID / KID / IS of a generator against a reference set, through torchmetrics, with the protocol recorded.
+
+- Images reach the extractor one way only: model output in [-1, 1] -> ``to_uint8`` ((x+1)/2, rounded
+  to uint8, never per-batch min/max rescaling) -> the extractor's own resize. Real images are stored
+  as uint8 and go straight to the extractor, so ``to_uint8`` of a real batch in model space gives back
+  exactly the stored bytes.
+- Each batch is run through the extractor once; its features feed torchmetrics' FID and KID and its
+  logits feed torchmetrics' IS (through an identity "feature" module), so no image is kept and the
+  network runs once, not three times.
+- FID: torchmetrics accumulates float64 sums of features and outer products; torchmetrics 1.9 then
+  takes tr((S1 S2)^1/2) from ``torch.linalg.eigvals(S1 @ S2).sqrt()``. Here the distance is taken from
+  those accumulated statistics with SciPy's float64 ``sqrtm`` instead (``frechet_distance``), the
+  computation of Heusel et al. 2017 / pytorch-fid, so numbers match the standard tools.
+- IS (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))) over 10 splits of a seeded random
+  permutation of the samples (torchmetrics' convention), reported as mean and std over splits.
+- KID (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel, mean and std over 100
+  random subsets of 1,000 (or fewer, if fewer samples) per set.
+- Reference features are computed once per (data set, split, size, image size, extractor, weights
+  checksum) and cached as a tensor file.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from scipy import linalg
+from torch import Tensor, nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from repro.metrics.features import FeatureExtractor
+
+__all__ = [
+    "to_uint8",
+    "frechet_distance",
+    "FrechetDistance",
+    "ImageProtocol",
+    "reference_features",
+    "reference_images",
+    "evaluate_images",
+    "count_name",
+    "default_cache_dir",
+    "PREPROCESSING",
+]
+
+PREPROCESSING = "(x+1)/2 -> round to uint8 (clamped to 0..255) -> extractor's own resize"
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """Model-space images in [-1, 1] -> uint8 by the fixed map (x+1)/2 * 255, rounded and clamped."""
+    return x.detach().float().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^1/2) (Heusel et al. 2017, Sec. 3), in float64 with
+    SciPy's ``sqrtm``; a singular product gets the usual 1e-6 ridge, and the (tiny) imaginary part of
+    the root is dropped."""
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        ridge = np.eye(len(sigma1)) * 1e-6
+        covmean = linalg.sqrtm((sigma1 + ridge) @ (sigma2 + ridge))
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean.real))
+
+
+def _mean_cov(total: Tensor, outer: Tensor, n: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance from torchmetrics' float64 running sums."""
+    n_ = int(n)
+    mean = total / n_
+    cov = (outer - n_ * torch.outer(mean, mean)) / (n_ - 1)
+    return mean.cpu().numpy(), cov.cpu().numpy()
+
+
+class FrechetDistance(FrechetInceptionDistance):
+    """torchmetrics' FID state (float64 sums over any feature module) with SciPy's float64 ``sqrtm``."""
+
+    def compute(self) -> Tensor:
+        if self.real_features_num_samples < 2 or self.fake_features_num_samples < 2:
+            raise RuntimeError("FID needs at least two real and two generated samples")
+        real = _mean_cov(self.real_features_sum, self.real_features_cov_sum, self.real_features_num_samples)
+        fake = _mean_cov(self.fake_features_sum, self.fake_features_cov_sum, self.fake_features_num_samples)
+        return torch.tensor(frechet_distance(*real, *fake), dtype=torch.float64)
+
+
+class _Given(nn.Module):
+    """The 'feature extractor' handed to torchmetrics: features were already extracted."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+@dataclass
+class ImageProtocol:
+    """How the image metrics of one evaluation were measured; stored beside every value."""
+
+    extractor: str
+    extractor_sha256: str
+    dataset: str
+    reference_split: str
+    reference_size: int
+    reference_full: bool  # the whole split (named "train") or a seeded subset (named "train10k")
+    n_fid: int  # generated samples for FID and KID (the first n_fid of one stream)
+    n_is: int  # generated samples for IS (the first n_is of the same stream)
+    image_size: int
+    weights: str  # "ema" or "final": which generator weights were evaluated
+    preprocessing: str = PREPROCESSING
+    is_splits: int = 10
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    seed: int = 0
+
+
+def count_name(n: int) -> str:
+    """10000 -> '10k', 2500 -> '2500' (as in metric names like fid10k_train_classifier)."""
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def default_cache_dir() -> Path:
+    """``$REPRO_CACHE_DIR/reference_features`` or ``~/.cache/repro/reference_features``."""
+    base = os.environ.get("REPRO_CACHE_DIR")
+    return Path(base) if base else Path.home() / ".cache" / "repro" / "reference_features"
+
+
+def reference_images(datamodule: Any, split: str) -> Tensor:
+    """The real uint8 images of ``split``: "train" is the data module's training set as it trains on it;
+    "test" is the set's test split (MNIST, CIFAR-10; STL-10's labelled test set) at the same size."""
+    datamodule.setup()
+    if split == "train":
+        return datamodule.data
+    from repro.data.images import _EXPECTED, _load_torchvision, resize_uint8
+
+    if datamodule.dataset not in _EXPECTED:
+        raise ValueError(f"evaluation.reference_split: 'test' exists for {', '.join(_EXPECTED)}, not {datamodule.dataset!r}")
+    images, _ = _load_torchvision(datamodule.dataset, datamodule.data_root, datamodule.download, train=False)
+    return resize_uint8(images, datamodule.image_size).contiguous()
+
+
+@torch.inference_mode()
+def _extract(extractor: FeatureExtractor, images: Tensor, batch_size: int) -> Tensor:
+    return torch.cat([extractor(part)[0].double().cpu() for part in images.split(batch_size)])
+
+
+def reference_features(
+    images: Tensor, extractor: FeatureExtractor, name: str, batch_size: int = 500, cache_dir: Path | None = None
+) -> Tensor:
+    """Features (float64, N x d) of the uint8 reference ``images``, cached as
+    ``<name>_<sha256 of the image bytes>_<extractor>_<sha256 of its weights>.pt``: computed once per data
+    set, split, size and extractor, and never reused for other images or weights."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"reference images must be uint8 as stored, got {images.dtype}")
+    digest = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:16]
+    path = (cache_dir or default_cache_dir()) / f"{name}_{digest}_{extractor.name}_{extractor.sha256[:16]}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    feats = _extract(extractor, images, batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(feats, tmp)
+    os.replace(tmp, path)
+    return feats
+
+
+def evaluate_images(
+    sample: Callable[[int], Tensor],
+    real_features: Tensor,
+    extractor: FeatureExtractor,
+    protocol: ImageProtocol,
+    batch_size: int = 500,
+) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """FID and KID of the first ``protocol.n_fid`` and IS of the first ``protocol.n_is`` samples drawn by
+    ``sample(n)`` (model space, [-1, 1]; the RNG is seeded with ``protocol.seed``) against
+    ``real_features``. Returns ``({metric name: value}, {metric name: protocol record})``."""
+    d = extractor.num_features
+    fid = FrechetDistance(feature=_Given(d))
+    kid_size = min(protocol.kid_subset_size, protocol.n_fid, len(real_features))
+    kid = KernelInceptionDistance(feature=_Given(d), subsets=protocol.kid_subsets, subset_size=kid_size)
+    isc = InceptionScore(feature=_Given(0), splits=protocol.is_splits)
+    for part in real_features.split(batch_size):
+        fid.update(part, real=True)
+        kid.update(part.float(), real=True)
+    with torch.random.fork_rng(), torch.inference_mode():
+        torch.manual_seed(protocol.seed)
+        done, total = 0, max(protocol.n_fid, protocol.n_is)
+        while done < total:
+            n = min(batch_size, total - done)
+            features, logits = extractor(to_uint8(sample(n)).cpu())
+            n_fid, n_is = max(0, min(n, protocol.n_fid - done)), max(0, min(n, protocol.n_is - done))
+            if n_fid:
+                fid.update(features[:n_fid].double(), real=False)
+                kid.update(features[:n_fid].float(), real=False)
+            if n_is:
+                isc.update(logits[:n_is].double())
+            done += n
+        kid_mean, kid_std = kid.compute()
+        is_mean, is_std = isc.compute()
+        fid_value = fid.compute()
+    record = asdict(protocol) | {"kid_subset_size": kid_size}
+    ref = protocol.reference_split + ("" if protocol.reference_full else count_name(protocol.reference_size))
+    n_fid, n_is, ext = count_name(protocol.n_fid), count_name(protocol.n_is), protocol.extractor
+    values = {
+        f"fid{n_fid}_{ref}_{ext}": float(fid_value),
+        f"kid{n_fid}_{ref}_{ext}": float(kid_mean),
+        f"kid{n_fid}_{ref}_{ext}_std": float(kid_std),
+        f"is{n_is}_{ext}": float(is_mean),
+        f"is{n_is}_{ext}_std": float(is_std),
+    }
+    return values, {name: record for name in values}
