@@ -100,15 +100,12 @@ def _fmt(value: float, col: Column) -> str:
 
 def format_cell(cell: Cell, col: Column) -> str:
     """``mean ± std (n=k)`` plus counts of diverged / failed / non-finite / missing runs."""
-    parts = []
-    if cell.n:
-        parts.append(f"{_fmt(cell.mean, col)} ± {_fmt(cell.std, col)} (n={cell.n})")
-    extra = [f"{k} {label}" for k, label in ((cell.diverged, "diverged"), (cell.failed, "failed"),
-                                              (cell.nonfinite, "non-finite"), (cell.missing, "not run"))
-             if k]
-    if extra:
-        parts.append(("; " if parts else "") + ", ".join(extra))
-    return "".join(parts) or "—"
+    counts = ", ".join(f"{k} {label}" for k, label in ((cell.diverged, "diverged"), (cell.failed, "failed"),
+                                                          (cell.nonfinite, "non-finite"), (cell.missing, "not run"))
+                       if k)
+    if not cell.n:
+        return f"— ({counts})" if counts else "—"
+    return f"{_fmt(cell.mean, col)} ± {_fmt(cell.std, col)} (n={cell.n}{'; ' + counts if counts else ''})"
 
 
 def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]]) -> tuple[str, str]:

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -131,7 +132,8 @@ def check_configs(spec: TableSpec, runs: list[Run]) -> None:
         seen.add(run.row.id)
         err = io.StringIO()
         try:
-            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Lightning warns that args are passed in-process, by design
                 ParseOnly(args=_fix_config_args(run.fit_args()))
         except (SystemExit, ValueError, TypeError, KeyError) as exc:
             lines = [ln for ln in err.getvalue().splitlines() if ln.strip()] or [str(exc)]

@@ -1,0 +1,179 @@
+"""Table specs, the grid runner (subprocess per run, resume after a kill) and the aggregated page."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from repro.cli import REPO_ROOT, main
+from repro.tables.report import aggregate, claim_verdict, write_report
+from repro.tables.runner import Run, is_done, plan, read_record
+from repro.tables.spec import SpecError, load_spec
+
+TINY_RUN = {"trainer.max_steps": 4, "data.num_samples": 256, "data.batch_size": 64, "samples.every_n_steps": 0,
+            "evaluation.n_samples": 200, "trainer.log_every_n_steps": 2}
+
+
+def write_spec(root: Path, name: str = "tiny", **changes: object) -> Path:
+    """A 2-row x 2-seed table over the committed ring8 configs, at tiny settings."""
+    spec = {
+        "title": "Tiny", "paper": "PacGAN", "table": "Table 1", "scale": "4 generator steps", "seeds": [0, 1],
+        "overrides": TINY_RUN,
+        "columns": [
+            {"key": "modes_200", "label": "modes", "protocol": "200 samples", "format": ".1f",
+             "paper_protocol": "2,500 samples"},
+            {"key": "high_quality_200", "label": "HQ %", "protocol": "200 samples", "scale": 100},
+        ],
+        "matrix": [{"vars": {"variant": ["nsgan", "lsgan"]}, "id": "{variant}", "group": "{variant}",
+                    "config": str(REPO_ROOT / "configs/ring8/{variant}.yaml")}],
+        "claims": [{"text": "LSGAN covers more modes", "source": "none", "a": "lsgan:modes_200:mean", "op": ">",
+                    "b": "nsgan:modes_200:mean"}],
+        "panels": [{"image": "samples/final.png"}],
+    }
+    spec.update(changes)
+    path = root / "paper_tables" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False))
+    return path
+
+
+def test_matrix_expands_rows_with_their_overrides(tmp_path):
+    spec = load_spec(write_spec(tmp_path, matrix=[{
+        "vars": {"variant": ["nsgan", "wgan"], "set": ["ring8", "grid25"]}, "id": "{variant}-{set}",
+        "config": str(REPO_ROOT / "configs/ring8/{variant}.yaml"), "overrides": {"data.dataset": "{set}"}}],
+        claims=[]))
+    assert [r.id for r in spec.rows] == ["nsgan-ring8", "nsgan-grid25", "wgan-ring8", "wgan-grid25"]
+    assert spec.row("wgan-grid25").overrides == {"data.dataset": "grid25"}
+    assert spec.row("wgan-grid25").config.name == "wgan.yaml"
+    args = Run(spec, spec.row("wgan-grid25"), 1).fit_args()
+    assert args[args.index("--data.dataset") + 1] == "grid25"
+    assert args[args.index("--seed_everything") + 1] == "1"
+    assert args[args.index("--trainer.max_steps") + 1] == "4"
+
+
+def test_missing_config_is_one_clear_error_before_training(tmp_path, capsys):
+    path = write_spec(tmp_path, matrix=[], rows=[
+        {"id": "ok", "config": str(REPO_ROOT / "configs/ring8/nsgan.yaml")},
+        {"id": "broken", "config": "configs/ring8/no_such_variant.yaml"}], claims=[])
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", str(path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "'broken'" in err and "no_such_variant.yaml" in err and "does not exist" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"colums": []}, "unknown key 'colums'; valid:"),
+    ({"rows": [{"id": "x", "config": str(REPO_ROOT / "configs/ring8/nsgan.yaml"),
+                "published": {"modes_200": {"value": 6.3}}}], "matrix": [], "claims": []}, "'value' and 'source'"),
+    ({"claims": [{"text": "t", "source": "s", "a": "nsgan:fid:mean", "op": ">", "b": 1}]}, "row:column:stat"),
+    ({"matrix": [{"vars": {"v": ["nsgan"]}, "id": "{v}", "config": "configs/ring8/{variant}.yaml"}]},
+     "not a matrix variable"),
+])
+def test_invalid_specs_name_the_offending_key(tmp_path, change, needle):
+    with pytest.raises(SpecError, match=None) as exc:
+        load_spec(write_spec(tmp_path, **change))
+    assert needle in str(exc.value)
+
+
+def test_override_that_does_not_parse_fails_before_training(tmp_path, capsys):
+    path = write_spec(tmp_path, overrides={**TINY_RUN, "model.init_args.no_such_arg": 1})
+    with pytest.raises(SystemExit):
+        main(["reproduce", str(path), "--dry-run"])
+    err = capsys.readouterr().err
+    assert "row 'nsgan'" in err and "no_such_arg" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def _fake_record(run: Run, status: str, modes: float | None = None) -> None:
+    run.results_dir.mkdir(parents=True, exist_ok=True)
+    record = {"status": status, "metrics": {} if modes is None else {"modes_200": modes, "high_quality_200": 0.5}}
+    (run.results_dir / "metrics.json").write_text(json.dumps(record))
+
+
+def test_aggregate_mean_std_counts_and_truncated_files(tmp_path):
+    spec = load_spec(write_spec(tmp_path, seeds=[0, 1, 2], rows=[
+        {"id": "nsgan", "config": str(REPO_ROOT / "configs/ring8/nsgan.yaml"),
+         "published": {"modes_200": {"value": "6.3 ± 0.5", "source": "PacGAN Table 1"}}}],
+        matrix=[{"vars": {"v": ["lsgan"]}, "id": "{v}", "config": str(REPO_ROOT / "configs/ring8/lsgan.yaml")}]))
+    ns = {r.seed: r for r in plan(spec, only=["nsgan"])}
+    ls = {r.seed: r for r in plan(spec, only=["lsgan"])}
+    _fake_record(ns[0], "finished", 6)
+    _fake_record(ns[1], "finished", 8)
+    _fake_record(ns[2], "diverged")
+    _fake_record(ls[0], "finished", 3)
+    _fake_record(ls[1], "failed")
+    ls[2].results_dir.mkdir(parents=True)
+    (ls[2].results_dir / "metrics.json").write_text('{"status": "finished", "metr')  # killed mid-write
+    assert read_record(ls[2].results_dir / "metrics.json") is None and not is_done(ls[2])
+    assert is_done(ns[2]) and not is_done(ls[1])  # diverged is final; failed reruns
+    cells = aggregate(spec)
+    c = cells["nsgan"]["modes_200"]
+    assert (c.n, c.mean, c.diverged) == (2, 7.0, 1) and c.std == pytest.approx(2 ** 0.5)
+    c = cells["lsgan"]["modes_200"]
+    assert (c.n, c.mean, c.std, c.failed, c.missing) == (1, 3.0, 0.0, 1, 1)
+    assert claim_verdict(spec.claims[0], cells)[1] == "does not hold"
+    page = write_report(spec)
+    text = page.read_text()
+    assert "7.0 ± 1.4 (n=2; 1 diverged)" in text
+    assert "6.3 ± 0.5 [1]" in text and "1. PacGAN Table 1" in text
+    assert "3.0 ± 0.0 (n=1; 1 failed, 1 not run)" in text
+    assert "> **Scale difference:** 4 generator steps" in text and "*Paper's protocol:* 2,500 samples" in text
+    assert "**does not hold**" in text
+    csv_lines = page.with_suffix(".csv").read_text().splitlines()
+    assert csv_lines[1].startswith("nsgan,nsgan,modes_200,6.3 ± 0.5,PacGAN Table 1,7.0,")
+    write_report(spec)
+    assert page.read_text() == text  # a pure function of spec + records
+
+
+def _done_runs(root: Path) -> list[Path]:
+    return [p for p in (root / "results" / "tiny").glob("*/seed*/metrics.json")
+            if (read_record(p) or {}).get("status") == "finished"]
+
+
+def test_table_end_to_end_resumes_after_kill(tmp_path, capsys):
+    """2 rows x 2 seeds through `repro reproduce`: kill after the first run, restart, nothing is redone."""
+    path = write_spec(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "repro", "reproduce", str(path), "--devices", "1"], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not _done_runs(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its child, mid-table
+    proc.wait()
+    first = _done_runs(tmp_path)
+    assert len(first) == 1, proc.stderr.read().decode()[-2000:]
+    first_bytes = first[0].read_bytes()
+
+    main(["reproduce", str(path), "--devices", "2"])
+    out = capsys.readouterr().out
+    assert "1 finished, 3 to run" in out
+    assert first[0].read_bytes() == first_bytes  # not redone
+    assert len(_done_runs(tmp_path)) == 4
+    record = read_record(tmp_path / "results/tiny/lsgan/seed1/metrics.json")
+    assert record["generator_steps"] == 4 and record["seed"] == 1
+    assert record["config"]["trainer"]["max_steps"] == 4 and record["config"]["seed_everything"] == 1
+    assert "--seed_everything 1" in record["command"] and record["versions"]["torch"]
+    assert (tmp_path / record["checkpoint"]).is_file() and record["checkpoint"].startswith("runs/")
+    assert (tmp_path / "results/tiny/lsgan/seed1/samples/final.png").stat().st_size > 1000
+    page = tmp_path / "paper_tables" / "tiny.md"
+    text = page.read_text()
+    assert "(n=2)" in text and "figures/tiny/nsgan_final.png" in text
+    assert (tmp_path / "paper_tables/figures/tiny/lsgan_final.png").stat().st_size > 1000
+
+    main(["reproduce", str(path)])  # everything finished: no training, same page
+    assert "4 finished, 0 to run" in capsys.readouterr().out
+    assert page.read_text() == text
+    os.chdir(tmp_path)
+    main(["tables"])
+    assert "tiny: Tiny [4/4 runs done]" in capsys.readouterr().out
