@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -64,6 +65,26 @@ def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
     return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
 
 
+# Wu et al. 2021 (GN-GAN), CNN setting: BCE on a bounded output D^ in [-1, 1], read as the
+# probability (D^ + 1) / 2 rather than as a logit (F.binary_cross_entropy clamps log at -100).
+def _bounded_to_probability(out: Tensor) -> Tensor:
+    return out.add(1.0).mul(0.5).clamp(0.0, 1.0)
+
+
+def bounded_bce_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """-E[log p(x)] - E[log(1 - p(G(z)))], p = (D^ + 1) / 2."""
+    p_real, p_fake = _bounded_to_probability(real), _bounded_to_probability(fake)
+    return F.binary_cross_entropy(p_real, torch.ones_like(p_real)) + F.binary_cross_entropy(
+        p_fake, torch.zeros_like(p_fake)
+    )
+
+
+def bounded_bce_g_loss(fake: Tensor) -> Tensor:
+    """Non-saturating: -E[log p(G(z))], p = (D^ + 1) / 2."""
+    p_fake = _bounded_to_probability(fake)
+    return F.binary_cross_entropy(p_fake, torch.ones_like(p_fake))
+
+
 @dataclass(frozen=True)
 class Objective:
     """A (d_loss, g_loss) pair."""
@@ -83,6 +104,7 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "least_squares": _least_squares,
     "wasserstein": lambda: Objective(wasserstein_d_loss, wasserstein_g_loss),
     "hinge": lambda: Objective(hinge_d_loss, wasserstein_g_loss),
+    "bounded_bce": lambda: Objective(bounded_bce_d_loss, bounded_bce_g_loss),
 }
 
 

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from repro.normalization import raw_weight, weight_layers
+
 if TYPE_CHECKING:
     from repro.variants.base import GANModule
 
-__all__ = ["Regularizer", "GradientPenalty", "JacobianClamping"]
+__all__ = ["Regularizer", "GradientPenalty", "OrthonormalRegularizer", "JacobianClamping"]
 
 
 class Regularizer:
@@ -39,6 +41,32 @@ class GradientPenalty(Regularizer):
         (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
         norm = grad.flatten(1).norm(dim=1)
         return self.weight * (norm - self.center).square().mean()
+
+
+class OrthonormalRegularizer(Regularizer):
+    """Brock et al. 2016 (the SN paper's comparator, Miyato et al. 2018, Sec. 4):
+    weight * sum over D's weight layers of ||G - I||_F^2, G the Gram matrix of W reshaped to (out, in*kh*kw).
+
+    G is the smaller Gram (W W^T if out <= in*kh*kw, else W^T W), the one that can equal I, so the term
+    is zero exactly when the rows (or columns) are orthonormal. Parametrized layers are regularized in
+    their raw weight. The SN paper does not state the coefficient; 1.0 is this project's default.
+    """
+
+    def __init__(self, weight: float = 1.0):
+        if weight < 0:
+            raise ValueError(f"OrthonormalRegularizer.weight must be >= 0, got {weight}")
+        self.weight = weight
+
+    @staticmethod
+    def penalty(w: Tensor) -> Tensor:
+        """||G - I||_F^2 for one weight tensor."""
+        w = w.flatten(1)
+        gram = w @ w.t() if w.shape[0] <= w.shape[1] else w.t() @ w
+        return (gram - torch.eye(len(gram), device=w.device, dtype=w.dtype)).square().sum()
+
+    def __call__(self, module: "GANModule", real: Tensor, fake: Tensor) -> Tensor:
+        layers = weight_layers(module.discriminator)
+        return self.weight * torch.stack([self.penalty(raw_weight(m)) for m in layers]).sum()
 
 
 class JacobianClamping(Regularizer):
