@@ -5,12 +5,13 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from repro.callbacks import FinalEvaluation, SamplePlots
+from repro.callbacks import ConditioningTrace, FinalEvaluation, SamplePlots, SpectraPlots
 from repro.data import GANDataModule
+from repro.loggers import WandbOptions, with_loggers
 from repro.variants import RFGAN, GANModule
 from repro.variants.rfgan import MissingPretrainedWeights
 
@@ -49,7 +50,18 @@ class ReproCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(SamplePlots, "samples")
         parser.add_lightning_class_args(FinalEvaluation, "evaluation")
+        parser.add_lightning_class_args(SpectraPlots, "spectra")
+        parser.add_lightning_class_args(ConditioningTrace, "conditioning")
+        parser.add_class_arguments(WandbOptions, "wandb")
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The configured trainer, with a CSV logger always on and W&B added if ``wandb.enabled``."""
+        trainer = super().instantiate_trainer(**kwargs)
+        config = self.config.as_dict()
+        trainer.loggers = with_loggers(trainer.loggers, self.config_init.get("wandb"), self.model,
+                                       self.datamodule.dataset, config)
+        return trainer
 
 
 def resolve_config(path: str) -> str:
@@ -152,11 +164,34 @@ def _cmd_pretrain_ae(args: list[str]) -> None:
     print(f"autoencoder weights: {cli.model.pretrain(cli.datamodule)}")
 
 
+def _cmd_train_classifier(args: list[str]) -> None:
+    """Train the MNIST classifier behind classifier FID/KID/IS and stacked-MNIST modes, deterministically;
+    writes its weights, and a record (command, test accuracy, sha256) beside them."""
+    import argparse
+
+    from repro.data.module import default_data_root
+    from repro.nets.classifier import CLASSIFIER_WEIGHTS, train_classifier
+
+    parser = argparse.ArgumentParser(prog="repro train-classifier", description=_cmd_train_classifier.__doc__)
+    parser.add_argument("--data_root", default=None, help="folder holding MNIST/raw (default: $REPRO_DATA_DIR or ./data)")
+    parser.add_argument("--out", default=str(CLASSIFIER_WEIGHTS), help="weights file (default: the committed one)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    opts = parser.parse_args(args)
+    root = Path(opts.data_root) if opts.data_root else default_data_root()
+    if not (root / "MNIST" / "raw").is_dir():
+        raise UserError(f"--data_root: no MNIST/raw under {root.resolve()}; point it (or REPRO_DATA_DIR) at the MNIST folder")
+    command = "repro train-classifier " + " ".join(args)
+    record = train_classifier(root, Path(opts.out), epochs=opts.epochs, seed=opts.seed, command=command.strip())
+    print(f"test accuracy {record['test_accuracy']:.4f}; weights {opts.out} (sha256 {record['sha256']})")
+
+
 COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "fit": (_cmd_fit, "train one variant from YAML configs (LightningCLI; `repro fit --help`)"),
     "reproduce": (_cmd_reproduce, f"run a paper table and write its page (default: the CPU table `{DEFAULT_TABLE}`)"),
     "pretrain-ae": (_cmd_pretrain_ae, "pre-train RFGAN's autoencoder (same arguments as `fit`)"),
     "tables": (_cmd_tables, "list the paper tables, their rows and how many runs are done"),
+    "train-classifier": (_cmd_train_classifier, "train the MNIST classifier used by classifier FID/IS/KID"),
 }
 
 

@@ -1,5 +1,7 @@
-"""Lightning callbacks: sample figures, final evaluation, (later) diagnostics."""
+"""Lightning callbacks: sample figures, final evaluation, spectra and conditioning diagnostics."""
+from repro.callbacks.conditioning import ConditioningTrace
 from repro.callbacks.evaluation import FinalEvaluation
 from repro.callbacks.samples import SamplePlots
+from repro.callbacks.spectra import SpectraPlots
 
-__all__ = ["SamplePlots", "FinalEvaluation"]
+__all__ = ["SamplePlots", "FinalEvaluation", "SpectraPlots", "ConditioningTrace"]
