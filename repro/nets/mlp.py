@@ -5,7 +5,7 @@ from torch import Tensor, nn
 
 from repro.normalization import feature_norm, wrap
 
-__all__ = ["MLPGenerator", "MLPDiscriminator"]
+__all__ = ["MLPGenerator", "MLPDiscriminator", "MaxoutDiscriminator"]
 
 
 class MLPGenerator(nn.Module):
@@ -41,6 +41,42 @@ class MLPDiscriminator(nn.Module):
         d = in_dim
         for _ in range(depth):
             layers += [wrap(nn.Linear(d, width), norm), feature_norm(norm, width), nn.LeakyReLU(slope)]
+            d = width
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = d
+        self.head = wrap(nn.Linear(d, 1), norm)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x)).squeeze(1)
+
+
+class Maxout(nn.Module):
+    """Maxout unit (Goodfellow et al. 2013, eq. 1): the max over ``pieces`` linear maps of each feature."""
+
+    def __init__(self, in_dim: int, width: int, pieces: int, norm: str = "none"):
+        super().__init__()
+        self.width, self.pieces = width, pieces
+        self.linear = wrap(nn.Linear(in_dim, width * pieces), norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x).view(len(x), self.width, self.pieces).amax(dim=2)
+
+
+class MaxoutDiscriminator(nn.Module):
+    """x -> ``depth`` maxout layers of ``width`` units with ``pieces`` pieces -> one logit.
+
+    PacGAN's / VEEGAN's 2-D D (Lin et al. 2018, Sec. 4.1): depth=3, width=200, pieces=5.
+    """
+
+    def __init__(self, in_dim: int = 2, width: int = 200, depth: int = 3, pieces: int = 5, norm: str = "none"):
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = in_dim
+        for _ in range(depth):
+            layers += [Maxout(d, width, pieces, norm), feature_norm(norm, width)]
             d = width
         self.body = nn.Sequential(*layers)
         self.feature_dim = d

@@ -113,7 +113,7 @@ def plan(spec: TableSpec, seeds: list[int] | None = None, only: list[str] | None
 
 def check_configs(spec: TableSpec, runs: list[Run]) -> None:
     """Parse (not instantiate) each row's config with its overrides; one ``SpecError`` for the first bad row."""
-    from repro.cli import ReproCLI, _fix_config_args
+    from repro.cli import ReproCLI
 
     class ParseOnly(ReproCLI):
         def instantiate_classes(self) -> None:
@@ -125,6 +125,17 @@ def check_configs(spec: TableSpec, runs: list[Run]) -> None:
         def _set_seed(self) -> None:
             """The run seeds itself."""
 
+    cwd = Path.cwd()
+    os.chdir(spec.root)  # as the training subprocess sees relative paths in overrides
+    try:
+        _parse_rows(spec, runs, ParseOnly)
+    finally:
+        os.chdir(cwd)
+
+
+def _parse_rows(spec: TableSpec, runs: list[Run], parse_only: type) -> None:
+    from repro.cli import _fix_config_args
+
     seen = set()
     for run in runs:
         if run.row.id in seen:
@@ -134,7 +145,7 @@ def check_configs(spec: TableSpec, runs: list[Run]) -> None:
         try:
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Lightning warns that args are passed in-process, by design
-                ParseOnly(args=_fix_config_args(run.fit_args()))
+                parse_only(args=_fix_config_args(run.fit_args()))
         except (SystemExit, ValueError, TypeError, KeyError) as exc:
             lines = [ln for ln in err.getvalue().splitlines() if ln.strip()] or [str(exc)]
             raise SpecError(f"{spec.path.name}: row {run.row.id!r} ({run.row.config}) does not parse: {lines[-1]}") from None
