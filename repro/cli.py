@@ -4,12 +4,14 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any, Callable
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from repro.callbacks import ConditioningTrace, FinalEvaluation, SamplePlots, SpectraPlots
+from repro.callbacks import ConditioningTrace, DivergenceStop, FinalEvaluation, SamplePlots, SpectraPlots
+from repro.callbacks.divergence import DIVERGED_EXIT_CODE, TrainingDiverged
 from repro.data import GANDataModule
 from repro.loggers import WandbOptions, with_loggers
 from repro.variants import RFGAN, GANModule
@@ -43,13 +45,16 @@ class ReproCLI(LightningCLI):
                 "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
                 "enable_model_summary": False,
             },
-            parser_kwargs={"prog": "repro fit", "description": "Train a GAN variant from YAML configs."},
+            # parse errors raise (not print usage and exit) so `build_cli` can report them as one paragraph
+            parser_kwargs={"prog": "repro fit", "description": "Train a GAN variant from YAML configs.",
+                           "exit_on_error": False},
             **kwargs,
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(SamplePlots, "samples")
         parser.add_lightning_class_args(FinalEvaluation, "evaluation")
+        parser.add_lightning_class_args(DivergenceStop, "divergence")
         parser.add_lightning_class_args(SpectraPlots, "spectra")
         parser.add_lightning_class_args(ConditioningTrace, "conditioning")
         parser.add_class_arguments(WandbOptions, "wandb")
@@ -62,6 +67,44 @@ class ReproCLI(LightningCLI):
         trainer.loggers = with_loggers(trainer.loggers, self.config_init.get("wandb"), self.model,
                                        self.datamodule.dataset, config)
         return trainer
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse; a jsonargparse error becomes a ``ValueError`` (``build_cli`` shortens it)."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            raise ValueError(str(err)) from None
+
+    def after_instantiate_classes(self) -> None:
+        """Refuse, before any training, data the networks cannot take and checkpoints that cannot resume them."""
+        self.model.check_sample_shape(self.datamodule.sample_shape)
+        self.model.check_schedule(self.trainer.max_steps)
+        if self.config.get("ckpt_path"):
+            check_checkpoint(Path(self.config["ckpt_path"]), self.model)
+
+
+def check_checkpoint(path: Path, model: GANModule) -> None:
+    """Raise ``ValueError`` unless ``path`` is a readable repro checkpoint whose weights fit ``model``."""
+    import torch
+
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path: {path} is not a file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # torch raises RuntimeError / UnpicklingError / EOFError / ... for bad files
+        raise ValueError(f"ckpt_path: {path} is not a readable PyTorch checkpoint (corrupt or truncated?): "
+                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "repro_rng" not in ckpt:
+        raise ValueError(f"ckpt_path: {path} was not written by `repro fit` (no state_dict / repro_rng entries)")
+    mine = model.state_dict()
+    theirs = ckpt["state_dict"]
+    missing, extra = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
+    shapes = [k for k in set(mine) & set(theirs) if tuple(mine[k].shape) != tuple(theirs[k].shape)]
+    if missing or extra or shapes:
+        what = "; ".join(f"{label}: {', '.join(keys[:3])}" for label, keys in
+                         (("missing", missing), ("unexpected", extra), ("other shape", sorted(shapes))) if keys)
+        raise ValueError(f"ckpt_path: {path} holds a different model than the one configured ({what}); "
+                         "resume with the config the checkpoint was trained with")
 
 
 def resolve_config(path: str) -> str:
@@ -84,12 +127,30 @@ def _fix_config_args(args: list[str]) -> list[str]:
     return out
 
 
+_ERROR_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value",
+                "- Expected a <class 'NoneType'>")
+
+
+def concise_error(text: str) -> str:
+    """jsonargparse's nested error report as one line: the failing keys and reasons, without dumps of
+    the whole namespace; a bad ``model.class_path`` also lists the registered variants."""
+    from repro.variants import VARIANTS
+
+    lines = [ln.strip() for ln in text.splitlines()]
+    kept = [ln.removeprefix("- ") for ln in lines if ln and not ln.startswith(_ERROR_NOISE)]
+    message = " ".join(kept)
+    if "Problem with given class_path" in message and 'Parser key "model"' in message and "has no attribute" in message:
+        valid = ", ".join(f"repro.variants.{cls.__name__}" for cls in VARIANTS.values())
+        message += f"; valid model.class_path values: {valid}"
+    return message
+
+
 def build_cli(args: list[str]) -> ReproCLI:
     """Parse and instantiate a fit configuration; input errors become ``UserError``."""
     try:
         return ReproCLI(args=_fix_config_args(args))
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError) as err:
-        raise UserError(str(err)) from err
+        raise UserError(concise_error(str(err))) from err
 
 
 def run_fit(args: list[str]) -> ReproCLI:
@@ -213,6 +274,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     try:
         COMMANDS[command][0](rest)
+    except TrainingDiverged as err:
+        print(f"repro {command}: {err}", file=sys.stderr)
+        raise SystemExit(DIVERGED_EXIT_CODE) from None
     except UserError as err:
         if os.environ.get("REPRO_DEBUG"):
             raise

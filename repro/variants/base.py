@@ -108,6 +108,38 @@ class GANModule(L.LightningModule):
         """Optimizers of extra networks (returned after G's and D's by ``optimizers()``)."""
         return []
 
+    @torch.no_grad()
+    def check_sample_shape(self, sample_shape: tuple[int, ...]) -> None:
+        """Raise one clear ``ValueError`` if G's samples or D's inputs do not have the data's ``sample_shape``.
+
+        Runs G and D once on two inputs in eval mode (no state changes: no BN statistics or SN
+        power-iteration updates)."""
+        nets = (self.generator, self.discriminator)
+        modes = [net.training for net in nets]
+        for net in nets:
+            net.eval()
+        try:
+            try:
+                fake = self.generator(torch.zeros(2, self.z_dim, device=self.device))
+            except RuntimeError as err:
+                raise ValueError(f"model.generator fails on a batch of latents (z_dim {self.z_dim}): {err}") from None
+            if tuple(fake.shape[1:]) != tuple(sample_shape):
+                raise ValueError(
+                    f"model.generator makes samples of shape {tuple(fake.shape[1:])} but data samples have shape "
+                    f"{tuple(sample_shape)}; set the generator's image_size / channels / out_dim to match "
+                    "data.dataset and data.image_size"
+                )
+            try:
+                self.discriminator(torch.zeros(2, *sample_shape, device=self.device))
+            except RuntimeError as err:
+                raise ValueError(
+                    f"model.discriminator cannot take data samples of shape {tuple(sample_shape)}; set its "
+                    f"image_size / channels / in_dim to match data.dataset and data.image_size ({err})"
+                ) from None
+        finally:
+            for net, mode in zip(nets, modes):
+                net.train(mode)
+
     # ----------------------------------------------------------------- sampling
     def sample_z(self, n: int) -> Tensor:
         return torch.randn(n, self.z_dim, device=self.device)
@@ -186,6 +218,13 @@ class GANModule(L.LightningModule):
             return torch.optim.RMSprop(params, lr=lr)
         return torch.optim.Adam(params, lr=lr, betas=betas)
 
+    def check_schedule(self, max_steps: int | None) -> None:
+        """Raise ``ValueError`` if the learning-rate schedule needs a step budget the trainer lacks."""
+        if self.hparams.lr_decay == "linear" and (max_steps is None or max_steps <= 0):
+            raise ValueError(
+                f"model.lr_decay: linear needs trainer.max_steps > 0 (the number of generator updates), got {max_steps}"
+            )
+
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         optimizers = [
@@ -195,9 +234,8 @@ class GANModule(L.LightningModule):
         ]
         if hp.lr_decay == "none":
             return optimizers
+        self.check_schedule(self.trainer.max_steps)
         total = self.trainer.max_steps
-        if total is None or total <= 0:
-            raise ValueError("model.lr_decay: linear needs trainer.max_steps (the number of generator updates)")
         decay = lambda step: max(0.0, 1.0 - step / total)  # noqa: E731
         return optimizers, [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in optimizers[:2]]
 
