@@ -82,13 +82,13 @@ class FinalEvaluation(L.Callback):
         self._t0 = time.perf_counter()
 
     def _image_metrics(self, dm: Any, module: L.LightningModule, weights: str) -> tuple[dict, dict]:
-        sample = lambda n: module.sample(n)  # noqa: E731 - EMA weights when EMA is on, eval mode
+        sample = module.sample  # EMA weights when EMA is on, eval mode
         if dm.dataset == "stacked-mnist":
-            extractor = make_extractor("classifier", self.extractor_weights)
+            extractor = make_extractor("classifier", self.extractor_weights).to(module.device)
             with torch.random.fork_rng():
                 torch.manual_seed(self.seed)
                 triples = torch.cat([
-                    digit_triples(to_uint8(sample(min(self.batch_size, self.n_stacked - i))).cpu(), extractor)
+                    digit_triples(to_uint8(sample(min(self.batch_size, self.n_stacked - i))), extractor).cpu()
                     for i in range(0, self.n_stacked, self.batch_size)
                 ])
             name = count_name(self.n_stacked)
@@ -98,7 +98,7 @@ class FinalEvaluation(L.Callback):
             values = {f"{k}{name}_classifier": v for k, v in stacked_mode_metrics(triples).items()}
             return values, {k: protocol for k in values}
         name = self.extractor or ("classifier" if dm.dataset == "mnist" else "inception")
-        extractor = make_extractor(name, self.extractor_weights)
+        extractor = make_extractor(name, self.extractor_weights).to(module.device)
         images = reference_images(dm, self.reference_split)
         full = self.n_reference is None or self.n_reference >= len(images)
         if not full:

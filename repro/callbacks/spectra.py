@@ -19,17 +19,18 @@ __all__ = ["SpectraPlots", "save_spectra_figure", "log_histograms", "log_png"]
 
 def log_histograms(trainer: L.Trainer, values: dict[str, Tensor], step: int) -> None:
     """Log each tensor as a histogram to the loggers that support histograms (W&B, TensorBoard)."""
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
     for logger in trainer.loggers:
-        experiment = getattr(logger, "experiment", None)
-        if type(logger).__name__ == "WandbLogger":
+        if isinstance(logger, WandbLogger):
             import wandb
 
             logger.experiment.log(
                 {**{k: wandb.Histogram(v.numpy()) for k, v in values.items()}, "trainer/global_step": step}
             )
-        elif hasattr(experiment, "add_histogram"):
+        elif isinstance(logger, TensorBoardLogger):
             for k, v in values.items():
-                experiment.add_histogram(k, v, step)
+                logger.experiment.add_histogram(k, v, step)
 
 
 def log_png(trainer: L.Trainer, key: str, path: Path, step: int) -> None:

@@ -93,7 +93,7 @@ class FrechetDistance(FrechetInceptionDistance):
 class _Given(nn.Module):
     """The 'feature extractor' handed to torchmetrics: features were already extracted."""
 
-    def __init__(self, num_features: int):
+    def __init__(self, num_features: int = 0):
         super().__init__()
         self.num_features = num_features
 
@@ -147,9 +147,14 @@ def reference_images(datamodule: Any, split: str) -> Tensor:
     return resize_uint8(images, datamodule.image_size).contiguous()
 
 
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
 @torch.inference_mode()
 def _extract(extractor: FeatureExtractor, images: Tensor, batch_size: int) -> Tensor:
-    return torch.cat([extractor(part)[0].double().cpu() for part in images.split(batch_size)])
+    device = _device(extractor)
+    return torch.cat([extractor(part.to(device))[0].double().cpu() for part in images.split(batch_size)])
 
 
 def reference_features(
@@ -182,11 +187,11 @@ def evaluate_images(
     """FID and KID of the first ``protocol.n_fid`` and IS of the first ``protocol.n_is`` samples drawn by
     ``sample(n)`` (model space, [-1, 1]; the RNG is seeded with ``protocol.seed``) against
     ``real_features``. Returns ``({metric name: value}, {metric name: protocol record})``."""
-    d = extractor.num_features
+    d, device = extractor.num_features, _device(extractor)
     fid = FrechetDistance(feature=_Given(d))
     kid_size = min(protocol.kid_subset_size, protocol.n_fid, len(real_features))
     kid = KernelInceptionDistance(feature=_Given(d), subsets=protocol.kid_subsets, subset_size=kid_size)
-    isc = InceptionScore(feature=_Given(0), splits=protocol.is_splits)
+    isc = InceptionScore(feature=_Given(), splits=protocol.is_splits)
     for part in real_features.split(batch_size):
         fid.update(part, real=True)
         kid.update(part.float(), real=True)
@@ -195,7 +200,7 @@ def evaluate_images(
         done, total = 0, max(protocol.n_fid, protocol.n_is)
         while done < total:
             n = min(batch_size, total - done)
-            features, logits = extractor(to_uint8(sample(n)).cpu())
+            features, logits = (t.cpu() for t in extractor(to_uint8(sample(n)).to(device)))
             n_fid, n_is = max(0, min(n, protocol.n_fid - done)), max(0, min(n, protocol.n_is - done))
             if n_fid:
                 fid.update(features[:n_fid].double(), real=False)
