@@ -225,6 +225,13 @@ def _cmd_pretrain_ae(args: list[str]) -> None:
     print(f"autoencoder weights: {cli.model.pretrain(cli.datamodule)}")
 
 
+def _cmd_bench(args: list[str]) -> None:
+    """Time repro against the bare-PyTorch reference loop (``repro bench --help``)."""
+    from repro.bench import main as bench_main  # imported here: repro.bench imports this module
+
+    bench_main(args)
+
+
 def _cmd_train_classifier(args: list[str]) -> None:
     """Train the MNIST classifier behind classifier FID/KID/IS and stacked-MNIST modes, deterministically;
     writes its weights, and a record (command, test accuracy, sha256) beside them."""
@@ -253,6 +260,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "pretrain-ae": (_cmd_pretrain_ae, "pre-train RFGAN's autoencoder (same arguments as `fit`)"),
     "tables": (_cmd_tables, "list the paper tables, their rows and how many runs are done"),
     "train-classifier": (_cmd_train_classifier, "train the MNIST classifier used by classifier FID/IS/KID"),
+    "bench": (_cmd_bench, "time an iteration: repro vs a bare-PyTorch loop, fp32 / bf16 (`repro bench --help`)"),
 }
 
 

@@ -19,6 +19,9 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.core.optimizer import do_nothing_closure
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
 from repro.losses import objective
@@ -27,6 +30,21 @@ from repro.regularizers import Regularizer
 __all__ = ["GANModule"]
 
 Betas = tuple[float, float]
+_STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+def _lightning_wrappers_idle(module: L.LightningModule) -> bool:
+    """True when Lightning's backward / optimizer-step wrappers would only call hooks that neither the
+    module nor any callback implements (one device, no loss scaling, default ``backward``): then plain
+    ``loss.backward()`` / ``optimizer.step()`` do the same computation without the per-step hook calls."""
+    trainer = module.trainer
+    plugin = trainer.precision_plugin
+    if type(trainer.strategy) is not SingleDeviceStrategy or type(plugin) not in (Precision, MixedPrecision):
+        return False
+    if getattr(plugin, "scaler", None) is not None or is_overridden("backward", module, L.LightningModule):
+        return False
+    owners = [(module, L.LightningModule), *((cb, L.Callback) for cb in trainer.callbacks)]
+    return not any(is_overridden(hook, owner, parent) for owner, parent in owners for hook in _STEP_HOOKS)
 
 
 class GANModule(L.LightningModule):
@@ -87,6 +105,7 @@ class GANModule(L.LightningModule):
             self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
         self.register_buffer("fixed_z", torch.randn(n_fixed, generator.z_dim, generator=torch.Generator().manual_seed(0)))
         self._last: dict[str, Tensor] = {}
+        self._lean_steps = False  # set at fit start by _lightning_wrappers_idle
 
     # ----------------------------------------------------------------- hooks for variants
     @property
@@ -157,9 +176,24 @@ class GANModule(L.LightningModule):
         return out
 
     # ----------------------------------------------------------------- the loop
+    def on_fit_start(self) -> None:
+        self._lean_steps = _lightning_wrappers_idle(self)
+
+    def backward_loss(self, loss: Tensor) -> None:
+        """``manual_backward``, or plain ``loss.backward()`` when Lightning's wrapper would only call unused hooks."""
+        if self._lean_steps:
+            loss.backward()
+        else:
+            self.manual_backward(loss)
+
     def step_uncounted(self, optimizer: Any) -> None:
-        """Step an optimizer through the strategy (precision, DDP) without advancing ``global_step``."""
-        self.trainer.strategy.optimizer_step(getattr(optimizer, "optimizer", optimizer), do_nothing_closure)
+        """Step an optimizer through the strategy (precision, DDP) without advancing ``global_step``
+        (directly when the strategy's wrapper would only call unused hooks)."""
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        if self._lean_steps:
+            optimizer.step()
+        else:
+            self.trainer.strategy.optimizer_step(optimizer, do_nothing_closure)
 
     def d_step(self, real: Tensor, opt_d: Any) -> Tensor:
         with torch.no_grad():
@@ -169,7 +203,7 @@ class GANModule(L.LightningModule):
         for reg in self.d_regularizers:
             loss = loss + reg(self, real_in, fake)
         opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        self.backward_loss(loss)
         self.step_uncounted(opt_d)
         self.after_d_step(real, fake)
         return loss.detach()
@@ -185,7 +219,7 @@ class GANModule(L.LightningModule):
         finally:
             self.discriminator.requires_grad_(True)
         opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        self.backward_loss(loss)
         opt_g.step()
         return loss.detach()
 

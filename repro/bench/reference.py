@@ -1,0 +1,93 @@
+"""The bare-PyTorch reference: the same GAN iteration as ``GANModule.training_step``, no framework.
+
+It drives a private copy of a variant's networks and math hooks (``objective``, ``discriminate``,
+``real_input``, ``d_regularizers`` / ``g_regularizers``, ``after_d_step``) with plain
+``torch.optim`` optimizers in a plain loop: no Trainer, strategy, precision plugin, LightningOptimizer,
+callbacks or logging. Real batches come from the same in-memory tensor, drawn by index. This is the
+practical limit the benchmark compares ``repro`` against.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from repro.data.loader import InMemoryBatches
+from repro.variants.base import GANModule
+
+__all__ = ["ReferenceLoop", "autocast_context"]
+
+
+def autocast_context(precision: str) -> contextlib.AbstractContextManager:
+    """The autocast region Lightning's ``bf16-mixed`` plugin opens around a training step (CPU, no cache)."""
+    if precision == "bf16-mixed":
+        return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)
+    if precision in ("32", "32-true"):
+        return contextlib.nullcontext()
+    raise ValueError(f"reference precision {precision!r} is not supported; valid: 32-true, bf16-mixed")
+
+
+class ReferenceLoop:
+    """One generator iteration per ``iteration()``: ``n_dis`` D steps on fresh real batches and z,
+    then one G step (Goodfellow et al. 2014, Alg. 1), exactly as ``GANModule`` does it.
+
+    Args:
+        module: the variant to mirror; its networks are deep-copied, so the two never share state.
+        data: the in-memory training tensor (uint8 images or float points).
+        batch_size: real samples per D step.
+        precision: "32-true" or "bf16-mixed" (autocast around the iteration, as Lightning does).
+    """
+
+    def __init__(self, module: GANModule, data: Tensor, batch_size: int, precision: str = "32-true", seed: int = 0):
+        self.precision = precision
+        autocast_context(precision)  # validate early
+        self.m = copy.deepcopy(module)
+        hp = self.m.hparams
+        self.opt_g = self.m._make_optimizer(self.m.generator.parameters(), hp.lr_g, tuple(hp.betas_g))
+        self.opt_d = self.m._make_optimizer(self.m.discriminator.parameters(), hp.lr_d, tuple(hp.betas_d))
+        if hp.lr_decay != "none":
+            raise ValueError(f"the reference loop does not model model.lr_decay={hp.lr_decay!r}; use 'none'")
+        self.batches = InMemoryBatches(data, batch_size * self.m.n_dis, seed)
+        self._it: Iterator[Tensor] = iter(self.batches)
+
+    def _next_batch(self) -> Tensor:
+        try:
+            return next(self._it)
+        except StopIteration:
+            self._it = iter(self.batches)
+            return next(self._it)
+
+    def iteration(self) -> None:
+        """One generator iteration (n_dis D steps + 1 G step)."""
+        m, z_dim = self.m, self.m.generator.z_dim
+        batch = self._next_batch()
+        with autocast_context(self.precision):
+            for real in batch.chunk(m.n_dis):
+                with torch.no_grad():
+                    fake = m.generator(torch.randn(len(real), z_dim))
+                real_in = m.real_input(real)
+                loss = m.objective.d_loss(m.discriminate(real_in), m.discriminate(fake))
+                for reg in m.d_regularizers:
+                    loss = loss + reg(m, real_in, fake)
+                self.opt_d.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt_d.step()
+                m.after_d_step(real, fake)
+            z = torch.randn(m.g_batch_size or len(batch) // m.n_dis, z_dim)
+            fake = m.generator(z)
+            m.discriminator.requires_grad_(False)
+            loss = m.objective.g_loss(m.discriminate(fake))
+            for reg in m.g_regularizers:
+                loss = loss + reg(m, z, fake)
+            m.discriminator.requires_grad_(True)
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_g.step()
+            m.update_ema()
+
+    def run(self, n: int) -> None:
+        for _ in range(n):
+            self.iteration()
