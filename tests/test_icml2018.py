@@ -34,7 +34,7 @@ def fit_and_check(cli: ReproCLI, steps: int = 20) -> None:
 
 
 def mnist_args(root: Path) -> list[str]:
-    return ["--data.data_root", str(root), "--data.num_samples", "128", "--data.batch_size", "8"]
+    return ["--data.data_root", str(root), "--data.num_samples", "64", "--data.batch_size", "4"]
 
 
 # ----------------------------------------------------------------------------- TAN
@@ -73,7 +73,7 @@ def test_lens_adversarial_term_moves_only_the_lens():
     assert all(p.requires_grad for p in model.discriminator.parameters())  # D restored afterwards
 
 
-def test_tan_trains_and_d_sees_lens_output(run_dir):
+def test_tan_trains_d_sees_lens_output_and_lambda0_step_reconstructs(run_dir):
     k = 5
     cli = make_cli("configs/ring8/tan.yaml", "--model.init_args.temper_steps", str(k),
                    "--model.init_args.lens.init_args.identity_init", "false")
@@ -94,18 +94,13 @@ def test_tan_trains_and_d_sees_lens_output(run_dir):
             assert d_in[i] is lens_out[2 * t] and not torch.equal(d_in[i], x)
         else:  # the lens is removed after K steps
             assert d_in[i] is x
-
-def test_lens_step_with_lambda_zero_does_not_grow_reconstruction(run_dir):
-    cli = make_cli("configs/ring8/tan.yaml", "--model.init_args.lens.init_args.identity_init", "false", steps=2)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    model = cli.model
+    # a lens step with lambda = 0 (pure reconstruction) does not increase ||x - L(x)||^2
     real, fake = cli.datamodule.real_batch(256), model.sample(256)
     for _ in range(3):
         before = model.lens_losses(real, fake)[1].item()
         assert model.lens_step(real, fake, lam=0.0).item() == pytest.approx(before)
         after = model.lens_losses(real, fake)[1].item()
         assert after <= before and before > 0
-
 
 def test_tan_mnist_subset(run_dir, mnist_root):
     fit_and_check(make_cli("configs/mnist/tan.yaml", *mnist_args(mnist_root)))
