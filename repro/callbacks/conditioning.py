@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from repro.callbacks.rundir import run_dir
 from repro.callbacks.spectra import log_png
 from repro.metrics.conditioning import log_condition_stats
 
@@ -33,7 +34,7 @@ def save_trace_figure(trace: list[dict[str, float]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(4.5, 3), dpi=100)
     ax.plot(steps, mean, color="tab:red", marker="o", ms=3)
     ax.fill_between(steps, mean - std, mean + std, color="tab:red", alpha=0.2)
-    ax.set(xlabel="generator step", ylabel="log condition number of JᵀJ", title="generator conditioning")
+    ax.set(xlabel="generator step", ylabel=r"log cond($J^T J$), mean $\pm$ std", title="generator conditioning")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -75,7 +76,7 @@ class ConditioningTrace(L.Callback):
         self._measure(trainer, module)
         if self.every_n_steps is None or trainer.global_rank != 0 or not self.trace:
             return
-        out = Path(trainer.log_dir or trainer.default_root_dir) / "conditioning"
+        out = run_dir(trainer) / "conditioning"
         self.last_path = save_trace_figure(self.trace, out / "trace.png")
         (out / "trace.json").write_text(json.dumps(self.trace, indent=1))
         log_png(trainer, "conditioning_trace", self.last_path, trainer.global_step)

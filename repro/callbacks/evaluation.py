@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from repro.callbacks.rundir import run_dir
 from repro.metrics.features import EXTRACTORS, make_extractor
 from repro.metrics.image import (
     PREPROCESSING,
@@ -42,7 +43,7 @@ class FinalEvaluation(L.Callback):
     2-D mixtures: mode metrics (``repro.metrics.toy``) on ``n_samples`` samples (PacGAN: 2,500).
     Image sets, when ``image_metrics`` is on (it costs ``max(n_fid, n_is)`` generated samples):
     FID / KID of ``n_fid`` and IS of ``n_is`` samples (``repro.metrics.image``) with feature
-    ``extractor`` (default: ``classifier`` for MNIST, ``inception`` otherwise) against the
+    ``extractor`` (default: ``classifier`` for MNIST and digits, ``inception`` otherwise) against the
     ``reference_split`` (all of it, or a seeded subset of ``n_reference``); stacked MNIST: the digit
     triples of ``n_stacked`` samples (VEEGAN's 26,000; ``repro.metrics.stacked``). Every value gets its
     protocol in ``metrics.json["protocols"]``.
@@ -97,7 +98,7 @@ class FinalEvaluation(L.Callback):
                         "seed": self.seed, "modes_of": N_TRIPLES}
             values = {f"{k}{name}_classifier": v for k, v in stacked_mode_metrics(triples).items()}
             return values, {k: protocol for k in values}
-        name = self.extractor or ("classifier" if dm.dataset == "mnist" else "inception")
+        name = self.extractor or ("classifier" if dm.dataset in ("mnist", "digits") else "inception")
         extractor = make_extractor(name, self.extractor_weights).to(module.device)
         images = reference_images(dm, self.reference_split)
         full = self.n_reference is None or self.n_reference >= len(images)
@@ -138,4 +139,4 @@ class FinalEvaluation(L.Callback):
             for logger in trainer.loggers:
                 logger.log_metrics({f"eval/{k}": v for k, v in values.items()}, step=trainer.global_step)
         self.metrics = record
-        write_json_atomic(record, Path(trainer.log_dir or trainer.default_root_dir) / "metrics.json")
+        write_json_atomic(record, run_dir(trainer) / "metrics.json")
