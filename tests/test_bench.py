@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from repro.bench import ReferenceLoop
+from repro.bench.harness import d_step_costs
 from repro.cli import main
 from repro.data import GANDataModule
 from repro.nets import MLPDiscriminator, MLPGenerator
@@ -31,7 +32,8 @@ def fit(model: L.LightningModule, steps: int, callbacks: list[L.Callback] = (), 
 
 def test_bench_command_prints_ratios(run_dir, capsys):
     main(["bench", "--workloads", "mlp", "--variants", "nsgan", "--precisions", "32-true",
-          "--warmup", "1", "--block", "2", "--rounds", "2", "--out", "bench"])
+          "--warmup", "1", "--block", "2", "--rounds", "2", "--out", "bench",
+          "--extractor", "classifier", "--extractor-images", "600"])
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| mlp | nsgan |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -45,6 +47,13 @@ def test_bench_command_prints_ratios(run_dir, capsys):
     assert len(raw["seconds"]["repro"]) == len(raw["seconds"]["ref-fp32"]) == 2
     assert raw["peak_mb"]["repro"] > 0 and raw["peak_mb"]["ref-fp32"] > 0
     assert re.search(r"\| mlp \| nsgan \|", (run_dir / "bench" / "table.md").read_text())
+    assert record["extractor"]["images_per_s"] > 0 and "images/s" in out
+
+
+def test_d_step_costs_time_three_kinds():
+    costs = d_step_costs("32-true", block=1, rounds=2, batch=4, width=4)
+    assert set(costs["ms"]) == {"plain", "spectral", "gp"}
+    assert costs["vs_plain"]["plain"] == 1.0 and costs["ms"]["gp"] > 0
 
 
 def test_bench_rejects_unknown_workload(capsys):
@@ -104,3 +113,8 @@ def test_bf16_mixed_double_backward(cls, run_dir):
     assert all(torch.isfinite(v).all() for v in model._last.values())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.discriminator.parameters()))
     assert all(p.dtype == torch.float32 for p in model.parameters())  # mixed: weights stay fp32
+
+
+def test_compile_refused_with_double_backward(run_dir):
+    with pytest.raises(ValueError, match="model.compile_nets: WGANGP differentiates D twice"):
+        fit(tiny(WGANGP, compile_nets=True), 1)

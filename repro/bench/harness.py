@@ -19,6 +19,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,12 +28,24 @@ import torch
 from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
-from repro.bench.reference import ReferenceLoop
+from repro.bench.reference import ReferenceLoop, autocast_context
 from repro.callbacks import FinalEvaluation, SamplePlots
 from repro.cli import REPO_ROOT, ReproCLI, UserError
+from repro.losses import hinge_d_loss
+from repro.nets import StandardCNNDiscriminator
+from repro.regularizers import GradientPenalty
 from repro.variants import VARIANTS, GANModule
 
-__all__ = ["WORKLOADS", "PRECISIONS", "BenchResult", "bench_one", "main", "machine_description"]
+__all__ = [
+    "WORKLOADS",
+    "PRECISIONS",
+    "BenchResult",
+    "bench_one",
+    "d_step_costs",
+    "extractor_throughput",
+    "main",
+    "machine_description",
+]
 
 PRECISIONS = ("32-true", "bf16-mixed")
 _SHORT = {"32-true": "fp32", "bf16-mixed": "bf16"}
@@ -164,6 +177,14 @@ class _Alternation(L.Callback):
                 self.result.peak_mb[name] = _transient_peak_mb(prof) + _state_mb(guest.m, [guest.opt_g, guest.opt_d])
 
 
+class _StepHookListener(L.Callback):
+    """Implements ``on_after_backward`` (doing nothing), which makes ``GANModule`` take Lightning's
+    backward / optimizer-step wrappers: ``--hooked`` measures what those wrappers cost."""
+
+    def on_after_backward(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        pass
+
+
 def config_path(workload: str, variant: str) -> Path:
     """The variant's YAML for a workload; one clear error if that workload has none."""
     path = REPO_ROOT / "configs" / WORKLOADS[workload].folder / f"{variant}.yaml"
@@ -172,13 +193,27 @@ def config_path(workload: str, variant: str) -> Path:
     return path
 
 
+class _BenchCLI(ReproCLI):
+    """``ReproCLI`` that puts a workload's stand-in data in place before the data/network shape check."""
+
+    def __init__(self, stand_in: Callable[[int], Tensor] | None, **kwargs: Any):
+        self._stand_in = stand_in
+        super().__init__(**kwargs)
+
+    def after_instantiate_classes(self) -> None:
+        if self._stand_in is not None:
+            self.datamodule.data = self._stand_in(self.datamodule.batch_size * self.model.n_dis * 16)
+        super().after_instantiate_classes()
+
+
 def build_run(
     workload: str, variant: str, precision: str, max_steps: int, out_dir: Path, extra: tuple[str, ...] = ()
 ) -> ReproCLI:
     """A repro run as ``repro fit --config configs/<folder>/<variant>.yaml`` would build it, minus the
     end-of-run figures and evaluation (not part of an iteration) and without progress bar/checkpoints."""
     w = WORKLOADS[workload]
-    cli = ReproCLI(
+    cli = _BenchCLI(
+        w.stand_in,
         args=[
             "--config", str(config_path(workload, variant)),
             "--trainer.max_steps", str(max_steps),
@@ -189,13 +224,10 @@ def build_run(
             "--trainer.logger.init_args.save_dir", str(out_dir),
             *w.overrides,
             *extra,
-        ]
+        ],
     )
     cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if not isinstance(c, (SamplePlots, FinalEvaluation))]
-    dm = cli.datamodule
-    if w.stand_in is not None:
-        dm.data = w.stand_in(dm.batch_size * cli.model.n_dis * 16)
-    dm.setup()
+    cli.datamodule.setup()
     return cli
 
 
@@ -208,8 +240,10 @@ def bench_one(
     block: int,
     rounds: int,
     extra: tuple[str, ...] = (),
+    hooked: bool = False,
 ) -> BenchResult:
-    """One repro run at ``precision`` alternating with reference loops at ``reference_precisions``."""
+    """One repro run at ``precision`` alternating with reference loops at ``reference_precisions``
+    (``hooked``: with a callback listening to the step hooks, so Lightning's step wrappers run)."""
     with tempfile.TemporaryDirectory(prefix="repro-bench-") as tmp:
         cli = build_run(workload, variant, precision, warmup + block * rounds + 1, Path(tmp), extra)
         model: GANModule = cli.model
@@ -219,9 +253,70 @@ def bench_one(
             f"ref-{_SHORT[p]}": ReferenceLoop(model, dm.data, dm.batch_size, p, dm.seed) for p in reference_precisions
         }
         cli.trainer.callbacks.append(_Alternation(result, guests, warmup, block, rounds))
+        if hooked:
+            cli.trainer.callbacks.append(_StepHookListener())
         cli.trainer.fit(model, datamodule=dm)
         result.finite = all(bool(torch.isfinite(v).all()) for v in model._last.values())
     return result
+
+
+def d_step_costs(precision: str, block: int, rounds: int, batch: int = 64, width: int = 64) -> dict[str, Any]:
+    """Milliseconds per discriminator step of the SN-GAN standard CNN (32x32x3, width 64, hinge loss,
+    Adam) on random stand-in batches: plain, spectral norm (Miyato et al. 2018, Alg. 1) and plain +
+    gradient penalty (Gulrajani et al. 2017, eq. 3), alternating; ratios are per round against plain."""
+    gen = torch.Generator().manual_seed(0)
+    real, fake = (torch.rand(batch, 3, 32, 32, generator=gen) * 2 - 1 for _ in range(2))
+    penalty = GradientPenalty(10.0)
+
+    def make_step(norm: str, with_gp: bool) -> Callable[[], None]:
+        net = StandardCNNDiscriminator(32, 3, width, norm=norm)
+        opt = torch.optim.Adam(net.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        critic = SimpleNamespace(discriminate=net)
+
+        def step() -> None:
+            with autocast_context(precision):
+                loss = hinge_d_loss(net(real), net(fake))
+                if with_gp:
+                    loss = loss + penalty(critic, real, fake)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return step
+
+    steps = {"plain": make_step("none", False), "spectral": make_step("spectral", False), "gp": make_step("none", True)}
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    for step in steps.values():
+        step()
+    for _ in range(rounds):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(block):
+                step()
+            seconds[name].append((time.perf_counter() - t0) / block)
+    return {
+        "precision": precision,
+        "ms": {name: 1e3 * statistics.median(t) for name, t in seconds.items()},
+        "vs_plain": {name: statistics.median(a / b for a, b in zip(t, seconds["plain"])) for name, t in seconds.items()},
+        "raw_seconds": seconds,
+    }
+
+
+def extractor_throughput(name: str, n_images: int, batch_size: int = 500, repeats: int = 3) -> dict[str, Any]:
+    """Images/s of a metric feature extractor through repro's batched ``inference_mode`` extraction path,
+    on random uint8 28x28 stand-in images (throughput does not depend on content)."""
+    from repro.metrics.features import make_extractor
+    from repro.metrics.image import _extract
+
+    extractor = make_extractor(name)
+    images = torch.randint(0, 256, (n_images, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    _extract(extractor, images[:batch_size], batch_size)
+    seconds = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _extract(extractor, images, batch_size)
+        seconds.append(time.perf_counter() - t0)
+    return {"extractor": name, "images": n_images, "batch_size": batch_size, "images_per_s": n_images / statistics.median(seconds)}
 
 
 def machine_description() -> dict[str, Any]:
@@ -299,6 +394,20 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def d_step_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| D step, SN-GAN CNN 32x32 w64 b64 | plain ms | spectral norm ms (x plain) | gradient penalty ms (x plain) |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        ms, x = r["ms"], r["vs_plain"]
+        lines.append(
+            f"| {_SHORT[r['precision']]} | {ms['plain']:.1f} | {ms['spectral']:.1f} ({x['spectral']:.3f}) "
+            f"| {ms['gp']:.1f} ({x['gp']:.3f}) |"
+        )
+    return "\n".join(lines)
+
+
 def _csv(value: str, valid: tuple[str, ...] | list[str], key: str) -> list[str]:
     items = [v for v in value.split(",") if v]
     bad = [v for v in items if v not in valid]
@@ -316,7 +425,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--block", type=int, default=5, help="iterations per timed block")
     p.add_argument("--rounds", type=int, default=7, help="alternating rounds (median of per-round ratios)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--out", default=None, help="folder for results.json, table.md and machine.json")
+    p.add_argument("--hooked", action="store_true", help="add a callback listening to the step hooks (Lightning's wrappers run)")
+    p.add_argument("--d-step-costs", action="store_true", help="also time a 32x32 CNN D step: plain / spectral norm / GP")
+    p.add_argument("--extractor", default="none", help="also time a metric feature extractor: classifier, inception or none")
+    p.add_argument("--extractor-images", type=int, default=5000, help="images for the extractor timing")
+    p.add_argument("--out", default=None, help="folder for results.json (command, machine, raw timings) and table.md")
     p.add_argument("extra", nargs="*", help="extra `repro fit` arguments after --, e.g. -- --model.init_args.compile true")
     args = p.parse_args(argv)
     for key in ("warmup", "block", "rounds"):
@@ -331,6 +444,8 @@ def main(argv: list[str]) -> None:
     workloads = _csv(args.workloads, list(WORKLOADS), "workloads")
     variants = _csv(args.variants, list(VARIANTS), "variants")
     precisions = _csv(args.precisions, PRECISIONS, "precisions")
+    if args.extractor != "none":
+        _csv(args.extractor, ["classifier", "inception"], "extractor")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -339,14 +454,32 @@ def main(argv: list[str]) -> None:
     warnings.filterwarnings("ignore", message=".*is not a LightningDataLoader.*")
     machine = machine_description()
     results: list[BenchResult] = []
+    failures: dict[str, str] = {}
     started = time.time()
     for w in workloads:
         for v in variants:
             for prec in precisions:
                 print(f"[bench] {w} / {v} / {prec} ...", file=sys.stderr, flush=True)
-                results.append(bench_one(w, v, prec, tuple(precisions), args.warmup, args.block, args.rounds, tuple(args.extra)))
+                try:
+                    results.append(
+                        bench_one(w, v, prec, tuple(precisions), args.warmup, args.block, args.rounds, tuple(args.extra), args.hooked)
+                    )
+                except (UserError, ValueError, RuntimeError) as err:  # one variant failing does not stop the table
+                    failures[f"{w}/{v}/{prec}"] = f"{type(err).__name__}: {err}"
+                    print(f"[bench] {w} / {v} / {prec} failed: {failures[f'{w}/{v}/{prec}']}", file=sys.stderr)
     rows = summarize(results)
     text = table(rows)
+    d_steps = [d_step_costs(p, args.block, args.rounds) for p in precisions] if args.d_step_costs else []
+    if d_steps:
+        text += "\n\n" + d_step_table(d_steps)
+    extractor = extractor_throughput(args.extractor, args.extractor_images) if args.extractor != "none" else None
+    if extractor:
+        text += (
+            f"\n\nFeature extractor `{extractor['extractor']}`: {extractor['images_per_s']:.0f} images/s "
+            f"({extractor['images']} images, batch {extractor['batch_size']}, inference_mode)"
+        )
+    for key, message in failures.items():
+        text += f"\n\nFAILED {key}: {message}"
     print(text)
     if args.out:
         out = Path(args.out)
@@ -358,6 +491,9 @@ def main(argv: list[str]) -> None:
             "machine": machine,
             "workloads": {w: WORKLOADS[w].description for w in workloads},
             "summary": rows,
+            "d_step_costs": d_steps,
+            "extractor": extractor,
+            "failures": failures,
             "raw": [r.__dict__ for r in results],
         }
         (out / "results.json").write_text(json.dumps(record, indent=2))

@@ -62,6 +62,9 @@ class GANModule(L.LightningModule):
         lr_decay: "linear" decays both learning rates linearly to 0 at ``trainer.max_steps``.
         d_regularizers, g_regularizers: extra terms added to D's / G's loss.
         n_fixed: size of the fixed latent batch used for sample grids.
+        compile_nets: ``torch.compile`` G and D in place at fit start. Off by default: measured slower
+            on CPU for these nets (results/bench/); refused when D is differentiated twice (gradient
+            penalty, gradient normalization), which torch.compile does not support.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class GANModule(L.LightningModule):
         d_regularizers: list[Regularizer] | None = None,
         g_regularizers: list[Regularizer] | None = None,
         n_fixed: int = 64,
+        compile_nets: bool = False,
     ):
         super().__init__()
         if n_dis < 1:
@@ -178,6 +182,14 @@ class GANModule(L.LightningModule):
     # ----------------------------------------------------------------- the loop
     def on_fit_start(self) -> None:
         self._lean_steps = _lightning_wrappers_idle(self)
+        if self.hparams.compile_nets:
+            if self.d_regularizers or type(self).discriminate is not GANModule.discriminate:
+                raise ValueError(
+                    f"model.compile_nets: {type(self).__name__} differentiates D twice (gradient penalty or "
+                    "normalization), which torch.compile does not support; set compile_nets: false"
+                )
+            self.generator.compile()
+            self.discriminator.compile()
 
     def backward_loss(self, loss: Tensor) -> None:
         """``manual_backward``, or plain ``loss.backward()`` when Lightning's wrapper would only call unused hooks."""
