@@ -236,14 +236,13 @@ class _Active:
     stderr: Any
 
 
-def prepare(runs: list[Run], console: Console, env: dict[str, str]) -> None:
-    """Run each pending row's ``prepare`` commands once (e.g. RFGAN's autoencoder pre-training)."""
-    for run in {r.row.id: r for r in runs if r.row.prepare}.values():
-        for step in run.row.prepare:
-            console.print(f"preparing {run.row.id}: repro {step}")
-            done = subprocess.run(run.command(step), cwd=run.spec.root, env=env, capture_output=True, text=True)
-            if done.returncode != 0:  # its runs will fail and be reported; the table goes on
-                console.print(f"[red]prepare {step} failed for {run.row.id}[/]: {done.stderr.strip()[-500:]}")
+def prepare(run: Run, console: Console, env: dict[str, str]) -> None:
+    """Run a row's ``prepare`` commands (e.g. RFGAN's autoencoder pre-training) before its first run."""
+    for step in run.row.prepare:
+        console.print(f"preparing {run.row.id}: repro {step}")
+        done = subprocess.run(run.command(step), cwd=run.spec.root, env=env, capture_output=True, text=True)
+        if done.returncode != 0:  # its runs will fail and be reported; the table goes on
+            console.print(f"[red]prepare {step} failed for {run.row.id}[/]: {done.stderr.strip()[-500:]}")
 
 
 def print_plan(spec: TableSpec, runs: list[Run], console: Console) -> None:
@@ -279,9 +278,8 @@ def reproduce(spec: TableSpec, devices: int = 1, seeds: list[int] | None = None,
     if too_big:
         raise SpecError(f"row {too_big[0]!r} asks for more devices than --devices {devices}")
     use_cuda = torch.cuda.is_available()
-    prepare(todo, console, _child_env(list(range(devices)), use_cuda))
     context = {"versions": library_versions(), **source_state(spec.root)}
-    free, active, pending, written = list(range(devices)), [], list(todo), []
+    free, active, pending, written, prepared = list(range(devices)), [], list(todo), [], set()
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
@@ -291,6 +289,9 @@ def reproduce(spec: TableSpec, devices: int = 1, seeds: list[int] | None = None,
                 while pending and len(free) >= pending[0].row.devices:
                     run = pending.pop(0)
                     slots, free = free[: run.row.devices], free[run.row.devices:]
+                    if run.row.prepare and run.row.id not in prepared:
+                        prepare(run, console, _child_env(slots, use_cuda))
+                        prepared.add(run.row.id)
                     if run.work_dir.exists():
                         shutil.rmtree(run.work_dir)
                     run.work_dir.mkdir(parents=True)
