@@ -81,10 +81,11 @@ class SpectralNorm(nn.Module):
         return torch.dot(self.u.clone(), w @ self.v.clone())
 
     def forward(self, weight: Tensor) -> Tensor:
-        w = weight.flatten(1)
-        if self.training:
-            self.power_iteration(w.detach())
-        return weight / self.sigma(w)
+        with torch.autocast(weight.device.type, enabled=False):  # sigma in fp32 under bf16-mixed too
+            w = weight.flatten(1)
+            if self.training:
+                self.power_iteration(w.detach())
+            return weight / self.sigma(w)
 
 
 class UnitRowNorm(nn.Module):

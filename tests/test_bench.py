@@ -13,7 +13,7 @@ from repro.bench.harness import d_step_costs
 from repro.cli import main
 from repro.data import GANDataModule
 from repro.nets import MLPDiscriminator, MLPGenerator
-from repro.variants import GNGAN, NSGAN, WGAN, WGANGP
+from repro.variants import GNGAN, NSGAN, SNGAN, WGAN, WGANGP
 
 
 def tiny(cls: type, **kwargs: object) -> L.LightningModule:
@@ -104,9 +104,10 @@ def test_lean_steps_only_when_no_hook_listens(run_dir):
         assert torch.equal(v, hooked.state_dict()[k]), k
 
 
-@pytest.mark.parametrize("cls", [WGANGP, GNGAN])
+@pytest.mark.parametrize("cls", [WGANGP, GNGAN, SNGAN])
 def test_bf16_mixed_double_backward(cls, run_dir):
-    """bf16-mixed on CPU trains the double-backward variants (gradient penalty, gradient normalization)."""
+    """bf16-mixed on CPU trains the double-backward variants (gradient penalty, gradient normalization)
+    and spectral norm (whose sigma is computed in fp32 inside the autocast region)."""
     model = tiny(cls, n_dis=1) if cls is WGANGP else cls(MLPGenerator(width=32, depth=2), MLPDiscriminator(width=32, depth=2))
     before = [p.detach().clone() for p in model.discriminator.parameters()]
     fit(model, 3, precision="bf16-mixed")

@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from repro.callbacks.rundir import run_dir
 from repro.callbacks.spectra import log_png
 from repro.metrics.conditioning import log_condition_stats
 
@@ -75,7 +76,7 @@ class ConditioningTrace(L.Callback):
         self._measure(trainer, module)
         if self.every_n_steps is None or trainer.global_rank != 0 or not self.trace:
             return
-        out = Path(trainer.log_dir or trainer.default_root_dir) / "conditioning"
+        out = run_dir(trainer) / "conditioning"
         self.last_path = save_trace_figure(self.trace, out / "trace.png")
         (out / "trace.json").write_text(json.dumps(self.trace, indent=1))
         log_png(trainer, "conditioning_trace", self.last_path, trainer.global_step)

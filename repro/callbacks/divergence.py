@@ -13,7 +13,6 @@ evaluation or checkpoint runs on the broken weights. ``repro fit`` turns it into
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor
 
 from repro.callbacks.evaluation import write_json_atomic
+from repro.callbacks.rundir import run_dir
 
 __all__ = ["DivergenceStop", "TrainingDiverged", "DIVERGED_EXIT_CODE"]
 
@@ -97,5 +97,5 @@ class DivergenceStop(L.Callback):
             "train_seconds": time.perf_counter() - self._t0,
         }
         if trainer.global_rank == 0:
-            write_json_atomic(self.record, Path(trainer.log_dir or trainer.default_root_dir) / "metrics.json")
+            write_json_atomic(self.record, run_dir(trainer) / "metrics.json")
         raise TrainingDiverged(f"training diverged ({self.record['reason']}); recorded as status 'diverged'")

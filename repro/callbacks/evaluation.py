@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from repro.callbacks.rundir import run_dir
 from repro.metrics.features import EXTRACTORS, make_extractor
 from repro.metrics.image import (
     PREPROCESSING,
@@ -138,4 +139,4 @@ class FinalEvaluation(L.Callback):
             for logger in trainer.loggers:
                 logger.log_metrics({f"eval/{k}": v for k, v in values.items()}, step=trainer.global_step)
         self.metrics = record
-        write_json_atomic(record, Path(trainer.log_dir or trainer.default_root_dir) / "metrics.json")
+        write_json_atomic(record, run_dir(trainer) / "metrics.json")

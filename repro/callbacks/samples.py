@@ -7,6 +7,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from repro.callbacks.rundir import run_dir
+
 __all__ = ["SamplePlots", "save_scatter", "save_grid"]
 
 
@@ -49,7 +51,7 @@ class SamplePlots(L.Callback):
         self.last_path: Path | None = None
 
     def _out_dir(self, trainer: L.Trainer) -> Path:
-        return Path(trainer.log_dir or trainer.default_root_dir) / "samples"
+        return run_dir(trainer) / "samples"
 
     def _write(self, trainer: L.Trainer, module: L.LightningModule, name: str) -> None:
         if trainer.global_rank != 0:

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from repro.callbacks.rundir import run_dir
 from repro.metrics.spectra import layer_spectra, normalized_spectrum
 
 __all__ = ["SpectraPlots", "save_spectra_figure", "log_histograms", "log_png"]
@@ -79,7 +80,7 @@ class SpectraPlots(L.Callback):
         step = trainer.global_step
         spectra = layer_spectra(module.discriminator)
         normalized = {k: normalized_spectrum(v, self.squared) for k, v in spectra.items()}
-        out = Path(trainer.log_dir or trainer.default_root_dir) / "spectra"
+        out = run_dir(trainer) / "spectra"
         self.last_path = save_spectra_figure(normalized, out / f"{name}.png", f"step {step}", self.squared)
         torch.save(spectra, out / f"{name}.pt")
         for logger in trainer.loggers:

@@ -13,7 +13,9 @@ updates". A variant overrides only the hooks where it differs:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 from typing import Any, Literal
 
 import lightning as L
@@ -198,10 +200,36 @@ class GANModule(L.LightningModule):
         else:
             self.manual_backward(loss)
 
+    def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        """Lightning's backward with DDP's reducer switched off (``block_backward_sync``).
+
+        One training step runs ``n_dis + 1`` backward passes over disjoint parameter sets inside one
+        DDP forward; DDP's reducer expects one backward over all parameters (else its unused-parameter
+        error, or with ``find_unused_parameters`` a graph walk and an all-reduce of every bucket, zeros
+        included, per backward). Instead ``sync_gradients`` averages exactly the parameters about to be
+        stepped, once per optimizer step."""
+        with getattr(self.trainer.strategy, "block_backward_sync", contextlib.nullcontext)():
+            super().manual_backward(loss, *args, **kwargs)
+
+    def sync_gradients(self, optimizer: Any) -> None:
+        """Average ``optimizer``'s gradients over the DDP ranks (one flat all-reduce); no-op on one process."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1 or not torch.distributed.is_initialized():
+            return
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return
+        flat = torch._utils._flatten_dense_tensors(grads)
+        torch.distributed.all_reduce(flat)
+        flat.div_(world)
+        torch._foreach_copy_(grads, torch._utils._unflatten_dense_tensors(flat, grads))
+
     def step_uncounted(self, optimizer: Any) -> None:
         """Step an optimizer through the strategy (precision, DDP) without advancing ``global_step``
         (directly when the strategy's wrapper would only call unused hooks)."""
         optimizer = getattr(optimizer, "optimizer", optimizer)
+        self.sync_gradients(optimizer)
         if self._lean_steps:
             optimizer.step()
         else:
@@ -232,6 +260,7 @@ class GANModule(L.LightningModule):
             self.discriminator.requires_grad_(True)
         opt_g.zero_grad(set_to_none=True)
         self.backward_loss(loss)
+        self.sync_gradients(opt_g)
         opt_g.step()
         return loss.detach()
 
@@ -285,10 +314,37 @@ class GANModule(L.LightningModule):
         decay = lambda step: max(0.0, 1.0 - step / total)  # noqa: E731
         return optimizers, [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in optimizers[:2]]
 
+    def setup(self, stage: str) -> None:
+        """Under DDP, seed each rank's RNG with ``seed + rank * 2**32`` (``seed``: ``seed_everything``'s):
+        ranks draw different latents and noise, reproducibly. One process keeps its RNG as seeded."""
+        if self.trainer.world_size > 1:
+            seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+            torch.manual_seed(seed + self.trainer.global_rank * 2**32)
+
+    def _rng_state(self) -> Tensor:
+        """This rank's torch RNG state (CPU, plus the CUDA device's when training on one) as one uint8 tensor."""
+        states = [torch.get_rng_state()]
+        if self.device.type == "cuda":
+            states.append(torch.cuda.get_rng_state(self.device))
+        return torch.cat(states)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["repro_rng"] = {"torch": torch.get_rng_state()}
+        # every rank runs this hook; the gathered states let each rank resume its own stream
+        per_rank = self.all_gather(self._rng_state().to(self.device)).reshape(self.trainer.world_size, -1).cpu()
+        checkpoint["repro_rng"] = {"torch": torch.get_rng_state(), "per_rank": per_rank}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "repro_rng" not in checkpoint:
             raise ValueError("checkpoint was not written by repro (no 'repro_rng' entry); cannot resume from it")
-        torch.set_rng_state(checkpoint["repro_rng"]["torch"])
+        rng = checkpoint["repro_rng"]
+        per_rank = rng.get("per_rank")
+        if per_rank is None or len(per_rank) != self.trainer.world_size:
+            torch.set_rng_state(rng["torch"])  # another world size: rank 0's stream, re-split per rank
+            if self.trainer.world_size > 1:
+                torch.manual_seed(int(torch.randint(2**62, ())) + self.trainer.global_rank)
+            return
+        state = per_rank[self.trainer.global_rank]
+        n_cpu = torch.get_rng_state().numel()
+        torch.set_rng_state(state[:n_cpu].clone())
+        if state.numel() > n_cpu and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state[n_cpu:].clone(), self.device)

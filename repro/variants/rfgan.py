@@ -134,6 +134,7 @@ class RFGAN(GANModule):
         return path
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         dm = self.trainer.datamodule
         path = self.ae_cache_path(dm)
         if not path.exists():
