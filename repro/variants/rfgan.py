@@ -63,7 +63,7 @@ def pretrain_autoencoder(ae: nn.Module, data: Tensor, steps: int, lr: float, bat
     step, loss = 0, torch.tensor(float("nan"))
     while step < steps:
         for x in batches:
-            loss = (ae(x) - x).flatten(1).square().sum(1).mean()
+            loss = (ae(x) - x).flatten(1).square().sum(1).mean()  # ||x - D(E(x))||^2 per sample
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -71,7 +71,7 @@ def pretrain_autoencoder(ae: nn.Module, data: Tensor, steps: int, lr: float, bat
             if step == steps:
                 break
     ae.requires_grad_(False).eval()
-    return float(loss)
+    return loss.item()
 
 
 class RFGAN(GANModule):
