@@ -22,6 +22,8 @@ import pytest
 import torch
 
 from repro.cli import REPO_ROOT, ReproCLI
+from repro.metrics.features import FeatureExtractor
+from repro.metrics.image import ImageProtocol, evaluate_images
 
 VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "sngan", "gngan", "tan", "rfgan", "jcgan"]
 STEPS = 10
@@ -79,6 +81,34 @@ def _digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+class StandIn(FeatureExtractor):
+    """A fixed random projection standing in for Inception: uint8 (3, 8, 8) -> 16 features, 10 logits."""
+
+    name, num_features, sha256 = "standin", 16, "0" * 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.proj = torch.nn.Parameter(torch.randn(192, 16, generator=g) / 14, requires_grad=False)
+        self.cls = torch.nn.Parameter(torch.randn(16, 10, generator=g), requires_grad=False)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = torch.tanh(images.flatten(1).float().div(127.5).sub(1) @ self.proj)
+        return f, f @ self.cls
+
+
+def image_metrics(rank: int = 0, world_size: int = 1) -> dict[str, float]:
+    """FID / KID of 300 and IS of 300 samples in 5 batches of 64 (uneven over 2 ranks: 2 + 3 batches)."""
+    real = torch.randint(0, 256, (400, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    ext = StandIn()
+    protocol = ImageProtocol(extractor="standin", extractor_sha256=ext.sha256, dataset="toy", reference_split="train",
+                             reference_size=400, reference_full=True, n_fid=300, n_is=300, image_size=8,
+                             weights="final", is_splits=3, kid_subsets=10, kid_subset_size=100)
+    real_features = ext(real)[0].double()
+    sample = lambda n: torch.tanh(torch.randn(n, 3, 8, 8) + 0.3)  # noqa: E731  (RNG seeded per batch)
+    return evaluate_images(sample, real_features, ext, protocol, 64, rank, world_size)[0]
+
+
 def worker(out: Path) -> None:
     """Runs in each torchrun process: train every variant, write this rank's observations."""
     rank = int(os.environ["RANK"])
@@ -90,6 +120,8 @@ def worker(out: Path) -> None:
         record = {"losses": losses, "checks": sync.checks, "compared": sync.names, "params": _digest(cli.model),
                   "z": z.tolist(), "global_step": cli.trainer.global_step}
         (out / variant / f"rank{rank}.json").write_text(json.dumps(record))
+    # the process group of the runs above is still up: image metrics with each rank drawing its share
+    (out / f"metrics_rank{rank}.json").write_text(json.dumps(image_metrics(rank, int(os.environ["WORLD_SIZE"]))))
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +156,17 @@ def test_variant_trains_under_ddp_with_identical_ranks(variant: str, ddp_runs: P
         assert any(n.endswith(".u") for n in r0["compared"]), "SN u buffers were not compared"
     metrics = json.loads(next((ddp_runs / variant).rglob("metrics.json")).read_text())
     assert metrics["status"] == "finished" and metrics["generator_steps"] == STEPS
+
+
+def test_image_metrics_over_two_ranks_equal_one_process(ddp_runs: Path) -> None:
+    """2 ranks drawing and embedding 2 + 3 of the 5 sample batches (gathered to rank 0 in batch order)
+    give the FID / KID / IS one process gets from all 5 batches: nothing duplicated, nothing dropped."""
+    single = image_metrics()
+    r0, r1 = (json.loads((ddp_runs / f"metrics_rank{r}.json").read_text()) for r in (0, 1))
+    assert r1 == {} and set(r0) == set(single) and len(single) == 5  # rank 0 reports
+    for name, value in single.items():
+        assert r0[name] == pytest.approx(value, rel=1e-5, abs=1e-9), name
+    assert single["fid300_train_standin"] > 0.01  # a real distance, not a degenerate 0 = 0
 
 
 def test_one_and_two_processes_agree(ddp_runs: Path, run_dir: Path) -> None:

@@ -82,7 +82,8 @@ class FinalEvaluation(L.Callback):
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
 
-    def _image_metrics(self, dm: Any, module: L.LightningModule, weights: str) -> tuple[dict, dict]:
+    def _image_metrics(self, dm: Any, module: L.LightningModule, weights: str, rank: int = 0,
+                       world_size: int = 1) -> tuple[dict, dict]:
         sample = module.sample  # EMA weights when EMA is on, eval mode
         if dm.dataset == "stacked-mnist":
             extractor = make_extractor("classifier", self.extractor_weights).to(module.device)
@@ -110,13 +111,16 @@ class FinalEvaluation(L.Callback):
             reference_split=self.reference_split, reference_size=len(images), reference_full=full,
             n_fid=self.n_fid, n_is=self.n_is, image_size=int(images.shape[-1]), weights=weights, seed=self.seed,
         )
-        return evaluate_images(sample, real, extractor, protocol, self.batch_size)
+        return evaluate_images(sample, real, extractor, protocol, self.batch_size, rank, world_size)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.global_rank != 0:
-            return
         dm = trainer.datamodule
         weights = "ema" if getattr(module, "generator_ema", None) is not None else "final"
+        shared = self.image_metrics and not getattr(dm, "is_toy", False) and dm.dataset != "stacked-mnist"
+        if trainer.global_rank != 0:  # under DDP the other ranks only draw their share of FID / KID / IS samples
+            if shared:
+                self._image_metrics(dm, module, weights, trainer.global_rank, trainer.world_size)
+            return
         record: dict[str, Any] = {
             "status": "finished",
             "generator_steps": trainer.global_step,
@@ -134,7 +138,7 @@ class FinalEvaluation(L.Callback):
                         "definition": "VEEGAN Sec. 5.1 / PacGAN Table 1"}
             record["protocols"] = {k: protocol for k in record["metrics"]}
         elif self.image_metrics and not getattr(dm, "is_toy", False):
-            values, protocols = self._image_metrics(dm, module, weights)
+            values, protocols = self._image_metrics(dm, module, weights, 0, trainer.world_size)
             record["metrics"], record["protocols"] = values, protocols
             for logger in trainer.loggers:
                 logger.log_metrics({f"eval/{k}": v for k, v in values.items()}, step=trainer.global_step)

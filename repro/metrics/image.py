@@ -171,10 +171,24 @@ def reference_features(
         return torch.load(path, weights_only=True)
     feats = _extract(extractor, images, batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # DDP ranks may fill the cache at the same time
     torch.save(feats, tmp)
     os.replace(tmp, path)
     return feats
+
+
+def _gather_rows(x: Tensor, device: torch.device) -> Tensor:
+    """Concatenate every rank's rows of ``x`` in rank order (ranks may hold different numbers of rows)."""
+    world = torch.distributed.get_world_size()
+    n = torch.tensor([len(x)], device=device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    torch.distributed.all_gather(sizes, n)
+    rows = int(max(sizes))
+    padded = torch.zeros((rows, *x.shape[1:]), dtype=x.dtype, device=device)
+    padded[: len(x)] = x.to(device)
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(parts, padded)
+    return torch.cat([p[: int(k)] for p, k in zip(parts, sizes)]).cpu()
 
 
 def evaluate_images(
@@ -183,34 +197,57 @@ def evaluate_images(
     extractor: FeatureExtractor,
     protocol: ImageProtocol,
     batch_size: int = 500,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
     """FID and KID of the first ``protocol.n_fid`` and IS of the first ``protocol.n_is`` samples drawn by
-    ``sample(n)`` (model space, [-1, 1]; the RNG is seeded with ``protocol.seed``) against
-    ``real_features``. Returns ``({metric name: value}, {metric name: protocol record})``."""
+    ``sample(n)`` (model space, [-1, 1]) against ``real_features``. Batch k of ``batch_size`` samples is
+    drawn after ``manual_seed(protocol.seed + k)``, so the sample set does not depend on who draws it.
+    Returns ``({metric name: value}, {metric name: protocol record})``.
+
+    Under DDP every rank calls this with its ``rank`` / ``world_size`` and generates and embeds a
+    contiguous block of the batches; the features are gathered to rank 0 in batch order, which alone
+    updates and computes the metrics (other ranks get ``({}, {})``). N ranks thus give exactly the
+    values of one process. (Not torchmetrics' own sync: a rank holding no KID / IS samples has empty
+    list states, which its gather cannot concatenate, and gathering by rank would reorder the samples
+    that KID's subsets and IS's splits are drawn from.)"""
     d, device = extractor.num_features, _device(extractor)
-    fid = FrechetDistance(feature=_Given(d))
+    total = max(protocol.n_fid, protocol.n_is)
+    n_batches = -(-total // batch_size)
+    if n_batches < world_size:
+        raise ValueError(f"evaluation: {n_batches} sample batches cannot be shared by {world_size} ranks; "
+                         "lower evaluation.batch_size")
+    feats, logits = [], []
+    with torch.random.fork_rng(), torch.inference_mode():
+        for k in range(rank * n_batches // world_size, (rank + 1) * n_batches // world_size):
+            torch.manual_seed(protocol.seed + k)
+            done = k * batch_size
+            f, lg = extractor(to_uint8(sample(min(batch_size, total - done))).to(device))
+            feats.append(f[: max(0, protocol.n_fid - done)].cpu())  # only what FID / KID and IS use
+            logits.append(lg[: max(0, protocol.n_is - done)].cpu())
+    feats, logits = torch.cat(feats), torch.cat(logits)
+    if world_size > 1:
+        feats, logits = _gather_rows(feats, device), _gather_rows(logits, device)
+        if rank != 0:
+            return {}, {}
+    fid = FrechetDistance(feature=_Given(d), sync_on_compute=False)
     kid_size = min(protocol.kid_subset_size, protocol.n_fid, len(real_features))
-    kid = KernelInceptionDistance(feature=_Given(d), subsets=protocol.kid_subsets, subset_size=kid_size)
-    isc = InceptionScore(feature=_Given(), splits=protocol.is_splits)
+    kid = KernelInceptionDistance(feature=_Given(d), subsets=protocol.kid_subsets, subset_size=kid_size,
+                                  sync_on_compute=False)
+    isc = InceptionScore(feature=_Given(), splits=protocol.is_splits, sync_on_compute=False)
     for part in real_features.split(batch_size):
         fid.update(part, real=True)
         kid.update(part.float(), real=True)
-    with torch.random.fork_rng(), torch.inference_mode():
-        torch.manual_seed(protocol.seed)
-        done, total = 0, max(protocol.n_fid, protocol.n_is)
-        while done < total:
-            n = min(batch_size, total - done)
-            features, logits = (t.cpu() for t in extractor(to_uint8(sample(n)).to(device)))
-            n_fid, n_is = max(0, min(n, protocol.n_fid - done)), max(0, min(n, protocol.n_is - done))
-            if n_fid:
-                fid.update(features[:n_fid].double(), real=False)
-                kid.update(features[:n_fid].float(), real=False)
-            if n_is:
-                isc.update(logits[:n_is].double())
-            done += n
+    for part in feats[: protocol.n_fid].split(batch_size):
+        fid.update(part.double(), real=False)
+        kid.update(part.float(), real=False)
+    for part in logits[: protocol.n_is].split(batch_size):
+        isc.update(part.double())
+    with torch.random.fork_rng():
+        torch.manual_seed(protocol.seed)  # KID's subsets and IS's shuffle
         kid_mean, kid_std = kid.compute()
         is_mean, is_std = isc.compute()
-        fid_value = fid.compute()
+    fid_value = fid.compute()
     record = asdict(protocol) | {"kid_subset_size": kid_size}
     ref = protocol.reference_split + ("" if protocol.reference_full else count_name(protocol.reference_size))
     n_fid, n_is, ext = count_name(protocol.n_fid), count_name(protocol.n_is), protocol.extractor
