@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from repro.cli import REPO_ROOT, ReproCLI
 from repro.metrics.features import FeatureExtractor
@@ -57,8 +58,12 @@ class _LossTrace:
         self.losses.append((float(module._last["d_loss"]), float(module._last["g_loss"])))
 
 
-def train(variant: str, out: Path, devices: int, batch: int, steps: int = STEPS) -> tuple[ReproCLI, list]:
+def train(variant: str, out: Path, devices: int, batch: int, steps: int = STEPS, ckpt: Path | None = None,
+          save_every: int = 0) -> tuple[ReproCLI, list]:
     cli = ReproCLI(args=fit_args(variant, out, devices, batch, steps))
+    if save_every:
+        cli.trainer.callbacks.append(ModelCheckpoint(dirpath=out / "ckpt", every_n_train_steps=save_every,
+                                                     save_top_k=-1, filename="{step}"))
     if variant == "rfgan":
         cli.model.pretrain(cli.datamodule)
     trace = _LossTrace()
@@ -69,7 +74,7 @@ def train(variant: str, out: Path, devices: int, batch: int, steps: int = STEPS)
         trace(cli.model)
 
     cli.model.training_step = traced
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt)
     return cli, trace.losses
 
 
@@ -120,6 +125,11 @@ def worker(out: Path) -> None:
         record = {"losses": losses, "checks": sync.checks, "compared": sync.names, "params": _digest(cli.model),
                   "z": z.tolist(), "global_step": cli.trainer.global_step}
         (out / variant / f"rank{rank}.json").write_text(json.dumps(record))
+    # exact resume under DDP: each rank's RNG stream comes back from the checkpoint
+    full, _ = train("nsgan", out / "resume_full", devices=2, batch=PER_DEVICE_BATCH, save_every=5)
+    resumed, _ = train("nsgan", out / "resume_half", devices=2, batch=PER_DEVICE_BATCH,
+                       ckpt=out / "resume_full" / "ckpt" / "step=5.ckpt")
+    (out / f"resume_rank{rank}.json").write_text(json.dumps([_digest(full.model), _digest(resumed.model)]))
     # the process group of the runs above is still up: image metrics with each rank drawing its share
     (out / f"metrics_rank{rank}.json").write_text(json.dumps(image_metrics(rank, int(os.environ["WORLD_SIZE"]))))
 
@@ -167,6 +177,12 @@ def test_image_metrics_over_two_ranks_equal_one_process(ddp_runs: Path) -> None:
     for name, value in single.items():
         assert r0[name] == pytest.approx(value, rel=1e-5, abs=1e-9), name
     assert single["fid300_train_standin"] > 0.01  # a real distance, not a degenerate 0 = 0
+
+
+def test_resume_under_ddp_is_exact(ddp_runs: Path) -> None:
+    """10 steps vs 5 + resume + 5 with 2 ranks: the checkpoint holds every rank's RNG state."""
+    (full0, resumed0), (full1, resumed1) = (json.loads((ddp_runs / f"resume_rank{r}.json").read_text()) for r in (0, 1))
+    assert full0 == resumed0 == full1 == resumed1
 
 
 def test_one_and_two_processes_agree(ddp_runs: Path, run_dir: Path) -> None:
