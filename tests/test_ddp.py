@@ -2,7 +2,7 @@
 
 The pytest side launches this file once with ``torch.distributed.run`` (2 processes, as on a node);
 each process trains every variant for 10 generator steps with ``RankSyncCheck`` (which all-gathers
-every parameter and every non-BN buffer, SN's u / v included, and compares them bit for bit after
+every parameter and buffer (SN's u / v, BN statistics, EMA weights included) and compares them bit for bit after
 every step) and writes what it saw per rank. One launch for all variants keeps the imports and the
 process-group set-up to one (~10 s) instead of one per variant.
 """
@@ -43,6 +43,8 @@ def fit_args(variant: str, out: Path, devices: int, batch: int, steps: int = STE
     ]
     if devices > 1:
         args += ["--trainer.strategy", "ddp", "--trainer.callbacks+=repro.callbacks.RankSyncCheck"]
+    if variant == "nsgan":  # EMA weights must agree too
+        args += ["--model.init_args.ema_decay", "0.99"]
     if variant == "rfgan":  # a short autoencoder pre-training, cached per run
         args += ["--model.init_args.ae_steps", "20", "--model.init_args.ae_cache_dir", str(out / "ae")]
     return args
@@ -162,8 +164,11 @@ def test_variant_trains_under_ddp_with_identical_ranks(variant: str, ddp_runs: P
         assert len(rec["losses"]) == STEPS and all(math.isfinite(v) for pair in rec["losses"] for v in pair)
     assert r0["z"] != r1["z"], "both ranks draw the same latents"
     assert r0["losses"] != r1["losses"], "ranks saw the same batches and latents"
-    if variant in ("sngan",):
+    assert any(n.endswith("running_mean") for n in r0["compared"]), "G's BN statistics were not compared"
+    if variant == "sngan":
         assert any(n.endswith(".u") for n in r0["compared"]), "SN u buffers were not compared"
+    if variant == "nsgan":
+        assert any(n.startswith("generator_ema.") for n in r0["compared"]), "EMA weights were not compared"
     metrics = json.loads(next((ddp_runs / variant).rglob("metrics.json")).read_text())
     assert metrics["status"] == "finished" and metrics["generator_steps"] == STEPS
 

@@ -7,7 +7,6 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from repro.callbacks.rundir import run_dir
 
@@ -15,16 +14,10 @@ __all__ = ["RankSyncCheck", "synced_tensors"]
 
 
 def synced_tensors(module: nn.Module) -> list[tuple[str, Tensor]]:
-    """Floating parameters and buffers that data-parallel training must keep identical on every rank:
-    all of them except batch-norm running statistics (per-device, as in the papers' multi-GPU code;
-    DDP re-broadcasts rank 0's at the start of each step). SN's u / v buffers are included."""
-    per_device = {
-        f"{name}.{b}" if name else b
-        for name, m in module.named_modules() if isinstance(m, _BatchNorm)
-        for b, _ in m.named_buffers(recurse=False)
-    }
+    """Every floating parameter and buffer (SN's u / v, BN running statistics, EMA weights included):
+    data-parallel training must keep all of them identical on every rank."""
     named = [*module.named_parameters(), *module.named_buffers()]
-    return [(n, t) for n, t in named if t.is_floating_point() and n not in per_device]
+    return [(n, t) for n, t in named if t.is_floating_point()]
 
 
 class RankSyncCheck(L.Callback):

@@ -225,6 +225,20 @@ class GANModule(L.LightningModule):
         flat.div_(world)
         torch._foreach_copy_(grads, torch._utils._unflatten_dense_tensors(flat, grads))
 
+    @torch.no_grad()
+    def broadcast_buffers(self) -> None:
+        """Under DDP, copy rank 0's buffers (G's BN running statistics; SN's u / v already agree) to every
+        rank after each step: DDP's own per-forward broadcast is off under Lightning's manual optimization."""
+        if self._trainer is None or self.trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return
+        by_dtype: dict[torch.dtype, list[Tensor]] = {}
+        for b in self.buffers():
+            by_dtype.setdefault(b.dtype, []).append(b)
+        for buffers in by_dtype.values():
+            flat = torch._utils._flatten_dense_tensors(buffers)
+            torch.distributed.broadcast(flat, 0)
+            torch._foreach_copy_(buffers, torch._utils._unflatten_dense_tensors(flat, buffers))
+
     def step_uncounted(self, optimizer: Any) -> None:
         """Step an optimizer through the strategy (precision, DDP) without advancing ``global_step``
         (directly when the strategy's wrapper would only call unused hooks)."""
@@ -268,6 +282,7 @@ class GANModule(L.LightningModule):
         opt_g, opt_d = self.optimizers()[:2]
         d_loss = torch.stack([self.d_step(real, opt_d) for real in batch.chunk(self.n_dis)]).mean()
         g_loss = self.g_step(self.g_batch_size or len(batch) // self.n_dis, opt_g)
+        self.broadcast_buffers()
         self.update_ema()
         schedulers = self.lr_schedulers()
         if schedulers:
