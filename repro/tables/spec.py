@@ -139,12 +139,12 @@ def _check_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
         raise SpecError(f"{where}: unknown key {unknown[0]!r}; valid: {', '.join(sorted(allowed))}")
 
 
-def _fill(value: Any, env: dict[str, str]) -> Any:
+def _fill(value: Any, env: dict[str, Any]) -> Any:
     """Substitute ``{name}`` placeholders in strings (recursively) for a matrix row."""
     if isinstance(value, str):
         try:
             return value.format(**env)
-        except KeyError as err:
+        except (KeyError, TypeError) as err:
             raise SpecError(f"matrix template {value!r} uses {err} which is not a matrix variable") from None
     if isinstance(value, dict):
         return {k: _fill(v, env) for k, v in value.items()}
@@ -159,8 +159,8 @@ def _expand_matrix(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
         raise SpecError(f"{where}: 'vars' must map each name to a non-empty list of values")
     template = {k: v for k, v in block.items() if k != "vars"}
     names = list(variables)
-    return [_fill(template, {n: str(v) for n, v in zip(names, combo)})
-            for combo in itertools.product(*(variables[n] for n in names))]
+    # a value may be a mapping, used field by field: "{setting[lr]}" (zipped settings such as SN-GAN's A-F)
+    return [_fill(template, dict(zip(names, combo))) for combo in itertools.product(*(variables[n] for n in names))]
 
 
 def _published(data: Any, where: str, columns: set[str]) -> dict[str, Published]:
