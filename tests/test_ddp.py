@@ -22,6 +22,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from repro.callbacks.divergence import TrainingDiverged
 from repro.cli import REPO_ROOT, ReproCLI
 from repro.metrics.features import FeatureExtractor
 from repro.metrics.image import ImageProtocol, evaluate_images
@@ -134,6 +135,15 @@ def worker(out: Path) -> None:
     (out / f"resume_rank{rank}.json").write_text(json.dumps([_digest(full.model), _digest(resumed.model)]))
     # the process group of the runs above is still up: image metrics with each rank drawing its share
     (out / f"metrics_rank{rank}.json").write_text(json.dumps(image_metrics(rank, int(os.environ["WORLD_SIZE"]))))
+    # divergence under DDP: every rank stops at the same check (no rank left waiting in a collective)
+    cli = ReproCLI(args=fit_args("nsgan", out / "blowup", 2, PER_DEVICE_BATCH) + [
+        "--model.init_args.lr_g=1e12", "--model.init_args.lr_d=1e12", "--divergence.check_every_n_steps=5"])
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        stopped = None
+    except TrainingDiverged:
+        stopped = cli.trainer.global_step
+    (out / f"blowup_rank{rank}.json").write_text(json.dumps(stopped))
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +192,13 @@ def test_image_metrics_over_two_ranks_equal_one_process(ddp_runs: Path) -> None:
     for name, value in single.items():
         assert r0[name] == pytest.approx(value, rel=1e-5, abs=1e-9), name
     assert single["fid300_train_standin"] > 0.01  # a real distance, not a degenerate 0 = 0
+
+
+def test_divergence_under_ddp_stops_every_rank(ddp_runs: Path) -> None:
+    stopped = [json.loads((ddp_runs / f"blowup_rank{r}.json").read_text()) for r in (0, 1)]
+    assert stopped == [5, 5]
+    record = json.loads(next((ddp_runs / "blowup").rglob("metrics.json")).read_text())
+    assert record["status"] == "diverged" and record["diverged_at_step"] == 1
 
 
 def test_resume_under_ddp_is_exact(ddp_runs: Path) -> None:

@@ -38,7 +38,8 @@ class RankSyncCheck(L.Callback):
         self.names = [n for n, _ in named]
         flat = torch.cat([t.detach().reshape(-1).double() for _, t in named])  # float32 -> float64 is exact
         gathered = trainer.strategy.all_gather(flat).reshape(trainer.world_size, -1)
-        differs = (gathered != gathered[0]).any(dim=0)
+        same = (gathered == gathered[0]) | (gathered.isnan() & gathered[0].isnan())  # NaN = NaN here
+        differs = ~same.all(dim=0)
         if bool(differs.any()):
             sizes = [t.numel() for _, t in named]
             bad = [n for n, part in zip(self.names, differs.split(sizes)) if bool(part.any())]
