@@ -16,10 +16,6 @@ MISSING_DIR = "<tmp>/empty"  # placeholders filled in by the `bad_files` fixture
 A_FILE = "<tmp>/a_file"
 
 
-def _exists(config: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(not (REPO_ROOT / config).exists(), reason=f"{config} not in this checkout")
-
-
 # id: (config, extra args, substrings the message must contain)
 CASES = [
     pytest.param(RING, ["--model.class_path", "repro.variants.NoSuchGAN"], ["model", "NoSuchGAN", "repro.variants.NSGAN"],
@@ -64,10 +60,10 @@ CASES = [
     pytest.param(RING, ["--ckpt_path", "<tmp>/other_model.ckpt"], ["ckpt_path", "different model"],
                  id="ckpt-of-another-model"),
     pytest.param("configs/ring8/sngan.yaml", ["--model.init_args.discriminator.init_args.norm", "batch"],
-                 ["model.discriminator", "batch norm"], id="sngan-with-batch-norm", marks=_exists("configs/ring8/sngan.yaml")),
+                 ["model.discriminator", "batch norm"], id="sngan-with-batch-norm"),
     pytest.param("configs/ring8/rfgan.yaml", ["--model.init_args.ae_cache_dir", MISSING_DIR],
                  ["model.autoencoder", "pretrain-ae"],
-                 id="rfgan-without-ae-weights", marks=_exists("configs/ring8/rfgan.yaml")),
+                 id="rfgan-without-ae-weights"),
 ]
 
 

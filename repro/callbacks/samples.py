@@ -59,7 +59,8 @@ class SamplePlots(L.Callback):
         dm = trainer.datamodule
         path = self._out_dir(trainer) / f"{name}.png"
         if getattr(dm, "is_toy", False):
-            fake = module.sample(self.n_points).float().cpu()
+            with torch.random.fork_rng():  # plotting must not shift the training RNG stream
+                fake = module.sample(self.n_points).float().cpu()
             self.last_path = save_scatter(fake, dm.real_batch(self.n_points), path, f"step {trainer.global_step}")
         else:
             self.last_path = save_grid(module.sample(z=module.fixed_z).float().cpu(), path)
