@@ -17,6 +17,7 @@ from repro.tables.report import aggregate, claim_verdict, write_report
 from repro.tables.runner import Run, is_done, plan, read_record
 from repro.tables.spec import SpecError, load_spec
 
+REPRO_ROOT_CONFIG = REPO_ROOT / "configs/ring8/nsgan.yaml"
 TINY_RUN = {"trainer.max_steps": 4, "data.num_samples": 256, "data.batch_size": 64, "samples.every_n_steps": 0,
             "evaluation.n_samples": 200, "trainer.log_every_n_steps": 2}
 
@@ -56,6 +57,16 @@ def test_matrix_expands_rows_with_their_overrides(tmp_path):
     assert args[args.index("--data.dataset") + 1] == "grid25"
     assert args[args.index("--seed_everything") + 1] == "1"
     assert args[args.index("--trainer.max_steps") + 1] == "4"
+
+
+def test_matrix_mapping_values_zip_settings(tmp_path):
+    """A mapping-valued variable keeps related values together (SN-GAN's settings A-F)."""
+    settings = [{"name": "A", "lr": 1e-4, "n_dis": 5}, {"name": "C", "lr": 2e-4, "n_dis": 1}]
+    spec = load_spec(write_spec(tmp_path, claims=[], matrix=[{
+        "vars": {"s": settings}, "id": "sn-{s[name]}", "config": str(REPRO_ROOT_CONFIG),
+        "overrides": {"model.init_args.lr_d": "{s[lr]}", "model.init_args.n_dis": "{s[n_dis]}"}}]))
+    assert [r.id for r in spec.rows] == ["sn-A", "sn-C"]
+    assert spec.row("sn-C").overrides == {"model.init_args.lr_d": "0.0002", "model.init_args.n_dis": "1"}
 
 
 def test_missing_config_is_one_clear_error_before_training(tmp_path, capsys):
