@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import os
 from typing import Any, Literal
 
@@ -330,11 +331,13 @@ class GANModule(L.LightningModule):
         return optimizers, [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in optimizers[:2]]
 
     def setup(self, stage: str) -> None:
-        """Under DDP, seed each rank's RNG with ``seed + rank * 2**32`` (``seed``: ``seed_everything``'s):
-        ranks draw different latents and noise, reproducibly. One process keeps its RNG as seeded."""
+        """Under DDP, seed each rank's RNG with the first 4 bytes of sha256("<seed>:<rank>") (``seed``:
+        ``seed_everything``'s): ranks draw different latents and noise, reproducibly. (Not ``seed + rank *
+        2**32``: the CPU generator keeps only the low 32 bits of a seed.) One process keeps its RNG as seeded."""
         if self.trainer.world_size > 1:
             seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
-            torch.manual_seed(seed + self.trainer.global_rank * 2**32)
+            digest = hashlib.sha256(f"{seed}:{self.trainer.global_rank}".encode()).digest()
+            torch.manual_seed(int.from_bytes(digest[:4], "little"))
 
     def _rng_state(self) -> Tensor:
         """This rank's torch RNG state (CPU, plus the CUDA device's when training on one) as one uint8 tensor."""
