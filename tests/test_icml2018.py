@@ -210,7 +210,8 @@ def test_jacobian_clamping_is_added_to_g_loss_in_the_loop(run_dir):
                        "--seed_everything", "3", steps=1)
         assert isinstance(cli.model.g_regularizers[0], JacobianClamping)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        results[weight] = (cli.model._last["g_loss"].item(), [p.detach().clone() for p in cli.model.generator.parameters()])
+        params = [p.detach().clone() for p in cli.model.generator.parameters()]
+        results[weight] = (cli.model._last["g_loss"].item(), params)
     # Q on ring8 is far below lambda_min = 50, so the penalty (Q - 50)^2 is > 1000 and must be in G's loss
     assert results["1.0"][0] - results["0.0"][0] > 1000
     assert any(not torch.equal(a, b) for a, b in zip(results["1.0"][1], results["0.0"][1]))

@@ -30,9 +30,13 @@ class MLPAutoencoder(_Autoencoder):
     def __init__(self, in_dim: int = 2, width: int = 64, depth: int = 2, code_dim: int = 8):
         super().__init__()
         if min(in_dim, width, depth, code_dim) < 1:
-            raise ValueError(f"MLPAutoencoder sizes must be >= 1, got in_dim={in_dim}, width={width}, depth={depth}, code_dim={code_dim}")
+            raise ValueError(
+                f"MLPAutoencoder sizes must be >= 1, got in_dim={in_dim}, width={width}, depth={depth}, code_dim={code_dim}"
+            )
         self.code_dim = code_dim
-        self.config = {"class": type(self).__name__, "in_dim": in_dim, "width": width, "depth": depth, "code_dim": code_dim}
+        self.config = {
+            "class": type(self).__name__, "in_dim": in_dim, "width": width, "depth": depth, "code_dim": code_dim
+        }
 
         def stack(d_in: int, d_out: int) -> nn.Sequential:
             layers: list[nn.Module] = []
@@ -53,7 +57,10 @@ class ConvAutoencoder(_Autoencoder):
         super().__init__()
         stages = up_stages(image_size)
         self.code_dim = code_dim
-        self.config = {"class": type(self).__name__, "channels": channels, "image_size": image_size, "width": width, "code_dim": code_dim}
+        self.config = {
+            "class": type(self).__name__, "channels": channels, "image_size": image_size, "width": width,
+            "code_dim": code_dim,
+        }
         bottom, top = image_size >> stages, width << (stages - 1)
         enc: list[nn.Module] = []
         c = channels
@@ -61,7 +68,9 @@ class ConvAutoencoder(_Autoencoder):
             enc += [nn.Conv2d(c, width << i, 4, 2, 1), nn.LeakyReLU(0.2)]
             c = width << i
         self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(top * bottom * bottom, code_dim))
-        dec: list[nn.Module] = [nn.Linear(code_dim, top * bottom * bottom), nn.Unflatten(1, (top, bottom, bottom)), nn.ReLU()]
+        dec: list[nn.Module] = [
+            nn.Linear(code_dim, top * bottom * bottom), nn.Unflatten(1, (top, bottom, bottom)), nn.ReLU()
+        ]
         for i in reversed(range(stages)):
             out = channels if i == 0 else width << (i - 1)
             dec.append(nn.ConvTranspose2d(width << i, out, 4, 2, 1))

@@ -46,7 +46,9 @@ def JacobianClamped(variant: type[GANModule]) -> type[GANModule]:  # noqa: N802 
             self.g_regularizers.append(JacobianClamping(lambda_min, lambda_max, clamp_eps, clamp_weight))
 
     Clamped.__name__ = Clamped.__qualname__ = f"JacobianClamped{variant.__name__}"
-    Clamped.__doc__ = f"{variant.__name__} with Jacobian clamping on G (Odena et al. 2018, Alg. 1).\n\n{variant.__doc__ or ''}"
+    Clamped.__doc__ = (
+        f"{variant.__name__} with Jacobian clamping on G (Odena et al. 2018, Alg. 1).\n\n{variant.__doc__ or ''}"
+    )
     return Clamped
 
 

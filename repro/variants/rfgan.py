@@ -100,9 +100,14 @@ class RFGAN(GANModule):
     ):
         for attr in ("encoder", "code_dim", "config"):
             if not hasattr(autoencoder, attr):
-                raise ValueError(f"model.autoencoder must expose `{attr}` (use repro.nets.autoencoder.MLPAutoencoder / ConvAutoencoder)")
+                raise ValueError(
+                    f"model.autoencoder must expose `{attr}` (use repro.nets.autoencoder.MLPAutoencoder / ConvAutoencoder)"
+                )
         if ae_steps < 1 or ae_batch_size < 1 or not ae_lr > 0:
-            raise ValueError(f"model.ae_steps, ae_batch_size must be >= 1 and ae_lr > 0, got {ae_steps}, {ae_batch_size}, {ae_lr}")
+            raise ValueError(
+                f"model.ae_steps and model.ae_batch_size must be >= 1 and model.ae_lr > 0, "
+                f"got {ae_steps}, {ae_batch_size}, {ae_lr}"
+            )
         autoencoder.requires_grad_(False).eval()
         rep = RepresentativeDiscriminator(discriminator, autoencoder.encoder, autoencoder.code_dim, head_norm)
         super().__init__(generator, rep, loss=loss, **kwargs)
