@@ -318,5 +318,9 @@ def reproduce(spec: TableSpec, devices: int = 1, seeds: list[int] | None = None,
         for job in active:  # interrupted: stop children; their runs stay unfinished and rerun next time
             job.proc.terminate()
         for job in active:
-            job.proc.wait()
+            try:
+                job.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:  # Lightning only flags SIGTERM; do not wait for the step loop
+                job.proc.kill()
+                job.proc.wait()
     return written
