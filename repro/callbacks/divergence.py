@@ -53,10 +53,6 @@ class DivergenceStop(L.Callback):
         self._first_bad: Tensor | None = None  # device scalar: first G step with a non-finite loss, -1 if none
         self._t0 = 0.0
 
-    @property
-    def diverged(self) -> bool:
-        return self.record is not None
-
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._first_bad = torch.full((), -1, dtype=torch.long, device=module.device)
         self._t0 = time.perf_counter()
