@@ -112,6 +112,7 @@ class GANModule(L.LightningModule):
             self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
         self.register_buffer("fixed_z", torch.randn(n_fixed, generator.z_dim, generator=torch.Generator().manual_seed(0)))
         self._last: dict[str, Tensor] = {}
+        self._ema_version, self._ema_stats_version = 0, -1
         self._lean_steps = False  # set at fit start by _lightning_wrappers_idle
 
     # ----------------------------------------------------------------- hooks for variants
@@ -174,6 +175,9 @@ class GANModule(L.LightningModule):
     def sample(self, n: int | None = None, z: Tensor | None = None, ema: bool = True) -> Tensor:
         """Samples in eval mode from the EMA generator (if any and ``ema``) or G; ``z`` defaults to fresh draws."""
         net = self.generator_ema if (ema and self.generator_ema is not None) else self.generator
+        if net is self.generator_ema and self._ema_stats_version != self._ema_version:
+            self.standing_statistics(net)
+            self._ema_stats_version = self._ema_version
         if z is None:
             z = self.sample_z(n if n is not None else len(self.fixed_z))
         was_training = net.training
@@ -294,14 +298,37 @@ class GANModule(L.LightningModule):
             self.log_dict({f"train/{k}": v for k, v in self._last.items()}, prog_bar=True)
 
     @torch.no_grad()
+    def standing_statistics(self, net: nn.Module, n_batches: int = 16, batch_size: int = 256) -> None:
+        """Re-estimate ``net``'s batch-norm running statistics from its own outputs on fixed latents
+        ("standing statistics", Brock et al. 2019, BigGAN App. C.1): EMA-averaged weights paired with
+        the statistics of the current G's weights give wrong samples. Uses no global RNG state."""
+        norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+        was_training = net.training
+        net.train()
+        gen = torch.Generator(device=self.device).manual_seed(0)
+        for _ in range(n_batches):
+            net(torch.randn(batch_size, self.z_dim, device=self.device, generator=gen))
+        net.train(was_training)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+    @torch.no_grad()
     def update_ema(self) -> None:
-        """EMA of G's parameters (weight ``1 - ema_decay`` on the new ones); buffers are copied."""
+        """EMA of G's parameters (weight ``1 - ema_decay`` on the new ones); buffers are copied (and
+        re-estimated by ``standing_statistics`` before sampling)."""
         if self.generator_ema is None:
             return
         ema_p = list(self.generator_ema.parameters())
         torch._foreach_lerp_(ema_p, list(self.generator.parameters()), 1.0 - self.ema_decay)
         for b_ema, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
             b_ema.copy_(b)
+        self._ema_version += 1  # BN statistics are re-estimated before the next EMA sample
 
     # ----------------------------------------------------------------- optimizers, checkpoints
     def _make_optimizer(self, params: Any, lr: float, betas: Betas) -> torch.optim.Optimizer:
