@@ -186,10 +186,12 @@ def _cmd_reproduce(args: list[str]) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the spec's)")
     parser.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows")
     parser.add_argument("--dry-run", action="store_true", help="resolve every config, print the plan, train nothing")
+    parser.add_argument("--report-only", action="store_true", help="write the page from the finished runs, train nothing")
     opts = parser.parse_args(args)
     try:
         table = spec.load_spec(spec.find_spec(opts.table, _table_roots()))
-        runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run)
+        if not opts.report_only:
+            runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run)
         if not opts.dry_run:
             print(f"page: {report.write_report(table)}")
     except spec.SpecError as err:

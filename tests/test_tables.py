@@ -142,8 +142,9 @@ def test_aggregate_mean_std_counts_and_truncated_files(tmp_path):
     assert "**does not hold**" in text
     csv_lines = page.with_suffix(".csv").read_text().splitlines()
     assert csv_lines[1].startswith("nsgan,nsgan,modes_200,6.3 ± 0.5,PacGAN Table 1,7.0,")
-    write_report(spec)
+    main(["reproduce", str(spec.path), "--report-only"])  # same page, nothing trains (runs stay missing)
     assert page.read_text() == text  # a pure function of spec + records
+    assert not (tmp_path / "runs").exists()
 
 
 def _done_runs(root: Path) -> list[Path]:
