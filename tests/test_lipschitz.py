@@ -295,7 +295,8 @@ def test_conv_operator_norm_matches_dense_matrix(k, s, p, size):
     conv = nn.Conv2d(2, 3, k, s, p).double()
     shape = (2, size, size)
     a = dense_matrix(conv, shape)
-    x, y = torch.randn(1, *shape, dtype=torch.float64), torch.randn(1, *conv(torch.zeros(1, *shape).double()).shape[1:]).double()
+    x = torch.randn(1, *shape, dtype=torch.float64)
+    y = torch.randn_like(conv(x))
     adj = conv_adjoint(conv, y, shape[1:])
     assert torch.allclose((F.conv2d(x, conv.weight, None, s, p) * y).sum(), (x * adj).sum())  # <Ax, y> = <x, A^T y>
     true = float(torch.linalg.matrix_norm(a, 2))
@@ -330,7 +331,8 @@ def test_ring8_config_trains_and_checkpoint_round_trips(variant, run_dir):
     check_trained(cli, before)
     path = run_dir / "last.ckpt"
     cli.trainer.save_checkpoint(path)
-    fresh = ReproCLI(args=["--config", str(REPO_ROOT / f"configs/ring8/{variant}.yaml"), "--seed_everything", "5"]).model
+    config = str(REPO_ROOT / f"configs/ring8/{variant}.yaml")
+    fresh = ReproCLI(args=["--config", config, "--seed_everything", "5"]).model
     fresh.load_state_dict(torch.load(path, weights_only=False)["state_dict"])
     sns = [(m, f) for m, f in zip(cli.model.modules(), fresh.modules()) if isinstance(m, SpectralNorm)]
     assert len(sns) == (4 if variant == "sngan" else 0)  # SN-GAN: 3 hidden layers + head

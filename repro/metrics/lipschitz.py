@@ -7,7 +7,7 @@ spectrally normalized conv is not exactly 1-Lipschitz. ``conv_operator_norms`` r
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -25,9 +25,6 @@ class ConvNorms:
     input_shape: tuple[int, ...]
     kernel_sigma: float
     operator_norm: float
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def conv_adjoint(conv: nn.Conv2d, y: Tensor, input_hw: tuple[int, int]) -> Tensor:
@@ -50,7 +47,9 @@ def conv_operator_norm(conv: nn.Conv2d, input_shape: tuple[int, int, int], iters
     """Spectral norm of the (bias-free) convolution on inputs of shape (C, H, W): power iteration on A^T A
     with A = the conv and A^T = ``conv_adjoint``."""
     if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-        raise ValueError(f"conv_operator_norm needs zero padding given as numbers, got {conv.padding!r} / {conv.padding_mode!r}")
+        raise ValueError(
+            f"conv_operator_norm needs zero padding given as numbers, got {conv.padding!r} / {conv.padding_mode!r}"
+        )
     x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(seed)).to(conv.weight)
     x = x / x.norm()
     for _ in range(iters):

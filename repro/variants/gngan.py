@@ -29,7 +29,8 @@ def gradient_normalize(f: nn.Module, x: Tensor) -> Tensor:
 
 
 class GNGAN(GANModule):
-    """GANModule with D^ = gradient-normalized D in both players' updates (Wu et al. 2021; the authors' train.py applies it in both steps).
+    """GANModule with D^ = gradient-normalized D in both players' updates (Wu et al. 2021; the authors'
+    train.py applies it in both steps).
 
     D^ lies in [-1, 1]; the CNN setting's BCE is ``loss: bounded_bce`` (BCE on (D^ + 1) / 2), the
     ResNet setting's is ``loss: hinge``. D must have neither batch norm (it couples the samples,
