@@ -252,8 +252,9 @@ def write_report(spec: TableSpec) -> Path:
     page.with_suffix(".csv").write_text(_csv(spec, cells))
     if spec.results_dir.exists():
         (spec.results_dir / "README.md").write_text(
-            f"# results/{spec.name}\n\nWritten by `repro reproduce {spec.name}` from committed code (each "
-            f"`metrics.json` records the git commit and the exact `repro fit` command of its run). Aggregated "
+            f"# results/{spec.name}\n\nWritten by `repro reproduce {spec.name}` (possibly in parts, with `--only` / "
+            f"`--seeds`) from committed code: each `metrics.json` records the git commit and the exact `repro fit` "
+            f"command of its run. Aggregated "
             f"in `paper_tables/{spec.name}.md`. Checkpoints are not committed; their paths (under `runs/`) "
             f"are in each `metrics.json`.\n")
     return page
