@@ -250,7 +250,8 @@ def bench_one(
         dm = cli.datamodule
         result = BenchResult(workload, variant, precision, dm.batch_size * model.n_dis)
         guests = {
-            f"ref-{_SHORT[p]}": ReferenceLoop(model, dm.data, dm.batch_size, p, dm.seed) for p in reference_precisions
+            f"ref-{_SHORT[p]}": ReferenceLoop(model, dm.data, dm.batch_size, p, dm.seed, cli.trainer.max_steps)
+            for p in reference_precisions
         }
         cli.trainer.callbacks.append(_Alternation(result, guests, warmup, block, rounds))
         if hooked:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from repro.data.loader import InMemoryBatches
-from repro.variants.base import GANModule
+from repro.variants.base import GANModule, linear_lr_decay
 
 __all__ = ["ReferenceLoop", "autocast_context"]
 
@@ -39,17 +39,30 @@ class ReferenceLoop:
         data: the in-memory training tensor (uint8 images or float points).
         batch_size: real samples per D step.
         precision: "32-true" or "bf16-mixed" (autocast around the iteration, as Lightning does).
+        seed: seed of the batch order (the data module's ``seed``).
+        max_steps: generator updates of the run, for ``lr_decay: linear`` (as ``trainer.max_steps``).
     """
 
-    def __init__(self, module: GANModule, data: Tensor, batch_size: int, precision: str = "32-true", seed: int = 0):
+    def __init__(
+        self,
+        module: GANModule,
+        data: Tensor,
+        batch_size: int,
+        precision: str = "32-true",
+        seed: int = 0,
+        max_steps: int | None = None,
+    ):
         self.precision = precision
         autocast_context(precision)  # validate early
         self.m = copy.deepcopy(module)
         hp = self.m.hparams
         self.opt_g = self.m._make_optimizer(self.m.generator.parameters(), hp.lr_g, tuple(hp.betas_g))
         self.opt_d = self.m._make_optimizer(self.m.discriminator.parameters(), hp.lr_d, tuple(hp.betas_d))
-        if hp.lr_decay != "none":
-            raise ValueError(f"the reference loop does not model model.lr_decay={hp.lr_decay!r}; use 'none'")
+        self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
+        if hp.lr_decay == "linear":
+            if not max_steps:
+                raise ValueError("model.lr_decay: linear needs the reference loop's max_steps > 0")
+            self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, linear_lr_decay(max_steps)) for o in (self.opt_g, self.opt_d)]
         self.batches = InMemoryBatches(data, batch_size * self.m.n_dis, seed)
         self._it: Iterator[Tensor] = iter(self.batches)
 
@@ -87,6 +100,8 @@ class ReferenceLoop:
             loss.backward()
             self.opt_g.step()
             m.update_ema()
+            for scheduler in self.schedulers:
+                scheduler.step()
 
     def run(self, n: int) -> None:
         for _ in range(n):

@@ -17,7 +17,7 @@ import contextlib
 import copy
 import hashlib
 import os
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import lightning as L
 import torch
@@ -34,6 +34,11 @@ __all__ = ["GANModule"]
 
 Betas = tuple[float, float]
 _STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+def linear_lr_decay(total: int) -> Callable[[int], float]:
+    """Learning-rate multiplier after ``step`` generator updates: 1 at the start, 0 at ``total``."""
+    return lambda step: max(0.0, 1.0 - step / total)
 
 
 def _lightning_wrappers_idle(module: L.LightningModule) -> bool:
@@ -354,8 +359,7 @@ class GANModule(L.LightningModule):
             return optimizers
         self.check_schedule(self.trainer.max_steps)
         total = self.trainer.max_steps
-        decay = lambda step: max(0.0, 1.0 - step / total)  # noqa: E731
-        return optimizers, [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in optimizers[:2]]
+        return optimizers, [torch.optim.lr_scheduler.LambdaLR(o, linear_lr_decay(total)) for o in optimizers[:2]]
 
     def setup(self, stage: str) -> None:
         """Under DDP, seed each rank's RNG with the first 4 bytes of sha256("<seed>:<rank>") (``seed``:
