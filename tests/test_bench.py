@@ -51,9 +51,10 @@ def test_bench_command_prints_ratios(run_dir, capsys):
 
 
 def test_d_step_costs_time_three_kinds():
-    costs = d_step_costs("32-true", block=1, rounds=2, batch=4, width=4)
-    assert set(costs["ms"]) == {"plain", "spectral", "gp"}
-    assert costs["vs_plain"]["plain"] == 1.0 and costs["ms"]["gp"] > 0
+    fp32, bf16 = d_step_costs(("32-true", "bf16-mixed"), block=1, rounds=2, batch=4, width=4)
+    assert set(fp32["ms"]) == set(bf16["ms"]) == {"plain", "spectral", "gp"}
+    assert fp32["vs_plain"]["plain"] == 1.0 and fp32["ms"]["gp"] > 0
+    assert set(bf16["speedup_vs_fp32"]) == {"plain", "spectral", "gp"} and "speedup_vs_fp32" not in fp32
 
 
 def test_bench_rejects_unknown_workload(capsys):

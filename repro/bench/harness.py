@@ -261,15 +261,18 @@ def bench_one(
     return result
 
 
-def d_step_costs(precision: str, block: int, rounds: int, batch: int = 64, width: int = 64) -> dict[str, Any]:
+def d_step_costs(
+    precisions: tuple[str, ...], block: int, rounds: int, batch: int = 64, width: int = 64
+) -> list[dict[str, Any]]:
     """Milliseconds per discriminator step of the SN-GAN standard CNN (32x32x3, width 64, hinge loss,
     Adam) on random stand-in batches: plain, spectral norm (Miyato et al. 2018, Alg. 1) and plain +
-    gradient penalty (Gulrajani et al. 2017, eq. 3), alternating; ratios are per round against plain."""
+    gradient penalty (Gulrajani et al. 2017, eq. 3), at each precision. All (precision, kind) pairs
+    alternate within every round; ratios are per round against plain (and against fp32 for bf16)."""
     gen = torch.Generator().manual_seed(0)
     real, fake = (torch.rand(batch, 3, 32, 32, generator=gen) * 2 - 1 for _ in range(2))
     penalty = GradientPenalty(10.0)
 
-    def make_step(norm: str, with_gp: bool) -> Callable[[], None]:
+    def make_step(norm: str, with_gp: bool, precision: str) -> Callable[[], None]:
         net = StandardCNNDiscriminator(32, 3, width, norm=norm)
         opt = torch.optim.Adam(net.parameters(), lr=2e-4, betas=(0.5, 0.999))
         critic = SimpleNamespace(discriminate=net)
@@ -285,22 +288,33 @@ def d_step_costs(precision: str, block: int, rounds: int, batch: int = 64, width
 
         return step
 
-    steps = {"plain": make_step("none", False), "spectral": make_step("spectral", False), "gp": make_step("none", True)}
-    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    kinds = {"plain": ("none", False), "spectral": ("spectral", False), "gp": ("none", True)}
+    steps = {(p, k): make_step(*spec, p) for p in precisions for k, spec in kinds.items()}
+    seconds: dict[tuple[str, str], list[float]] = {key: [] for key in steps}
     for step in steps.values():
         step()
     for _ in range(rounds):
-        for name, step in steps.items():
+        for key, step in steps.items():
             t0 = time.perf_counter()
             for _ in range(block):
                 step()
-            seconds[name].append((time.perf_counter() - t0) / block)
-    return {
-        "precision": precision,
-        "ms": {name: 1e3 * statistics.median(t) for name, t in seconds.items()},
-        "vs_plain": {name: statistics.median(a / b for a, b in zip(t, seconds["plain"])) for name, t in seconds.items()},
-        "raw_seconds": seconds,
-    }
+            seconds[key].append((time.perf_counter() - t0) / block)
+
+    def ratio(a: list[float], b: list[float]) -> float:
+        return statistics.median(x / y for x, y in zip(a, b))
+
+    rows = []
+    for p in precisions:
+        row = {
+            "precision": p,
+            "ms": {k: 1e3 * statistics.median(seconds[p, k]) for k in kinds},
+            "vs_plain": {k: ratio(seconds[p, k], seconds[p, "plain"]) for k in kinds},
+            "raw_seconds": {k: seconds[p, k] for k in kinds},
+        }
+        if p != "32-true" and "32-true" in precisions:
+            row["speedup_vs_fp32"] = {k: ratio(seconds["32-true", k], seconds[p, k]) for k in kinds}
+        rows.append(row)
+    return rows
 
 
 def extractor_throughput(name: str, n_images: int, batch_size: int = 500, repeats: int = 3) -> dict[str, Any]:
@@ -397,14 +411,16 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def d_step_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| D step, SN-GAN CNN 32x32 w64 b64 | plain ms | spectral norm ms (x plain) | gradient penalty ms (x plain) |",
-        "|---|---|---|---|",
+        "| D step, SN-GAN CNN 32x32 w64 b64 | plain ms | spectral norm ms (x plain) | gradient penalty ms (x plain) "
+        "| speed-up vs fp32 (plain / SN / GP) |",
+        "|---|---|---|---|---|",
     ]
     for r in rows:
-        ms, x = r["ms"], r["vs_plain"]
+        ms, x, up = r["ms"], r["vs_plain"], r.get("speedup_vs_fp32")
+        ups = " / ".join(f"{up[k]:.2f}" for k in ("plain", "spectral", "gp")) if up else "-"
         lines.append(
             f"| {_SHORT[r['precision']]} | {ms['plain']:.1f} | {ms['spectral']:.1f} ({x['spectral']:.3f}) "
-            f"| {ms['gp']:.1f} ({x['gp']:.3f}) |"
+            f"| {ms['gp']:.1f} ({x['gp']:.3f}) | {ups} |"
         )
     return "\n".join(lines)
 
@@ -470,7 +486,7 @@ def main(argv: list[str]) -> None:
                     print(f"[bench] {w} / {v} / {prec} failed: {failures[f'{w}/{v}/{prec}']}", file=sys.stderr)
     rows = summarize(results)
     text = table(rows)
-    d_steps = [d_step_costs(p, args.block, args.rounds) for p in precisions] if args.d_step_costs else []
+    d_steps = d_step_costs(tuple(precisions), args.block, args.rounds) if args.d_step_costs else []
     if d_steps:
         text += "\n\n" + d_step_table(d_steps)
     extractor = extractor_throughput(args.extractor, args.extractor_images) if args.extractor != "none" else None
