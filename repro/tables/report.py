@@ -170,6 +170,15 @@ def _csv(spec: TableSpec, cells: dict[str, dict[str, Cell]]) -> str:
     return buf.getvalue()
 
 
+def _status_line(spec: TableSpec) -> str:
+    """How many of the table's runs exist, by status: a page never hides that a table was only partly run."""
+    statuses = [(read_record(r.results_dir / "metrics.json") or {}).get("status") for r in plan(spec)]
+    done = {s: statuses.count(s) for s in ("finished", "diverged", "failed")}
+    missing = len(statuses) - sum(done.values())
+    text = f"{done['finished']} of {len(statuses)} finished, {done['diverged']} diverged, {done['failed']} failed"
+    return text + (f"; {missing} not run yet (`repro reproduce {spec.name}` runs them)." if missing else ".")
+
+
 def _markdown(spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path) -> str:
     sources: list[str] = []
 
@@ -186,6 +195,7 @@ def _markdown(spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[
              f"> **Scale difference:** {spec.scale}", ""]
     if spec.steps_note:
         lines += [f"**Training length:** {spec.steps_note}", ""]
+    lines += [f"**Runs:** {_status_line(spec)}", ""]
     if spec.notes:
         lines += [spec.notes.strip(), ""]
     lines += ["## Results", "",
