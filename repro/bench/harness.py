@@ -447,7 +447,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--extractor", default="none", help="also time a metric feature extractor: classifier, inception or none")
     p.add_argument("--extractor-images", type=int, default=5000, help="images for the extractor timing")
     p.add_argument("--out", default=None, help="folder for results.json (command, machine, raw timings) and table.md")
-    p.add_argument("extra", nargs="*", help="extra `repro fit` arguments after --, e.g. -- --model.init_args.compile true")
+    p.add_argument("extra", nargs="*", help="extra `repro fit` arguments after --, e.g. -- --model.init_args.compile_nets true")
     args = p.parse_args(argv)
     for key in ("warmup", "block", "rounds"):
         if getattr(args, key) < 1:
