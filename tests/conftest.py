@@ -9,6 +9,11 @@ import torch
 
 from repro.cli import REPO_ROOT
 
+# The README's test command passes a relative REPRO_DATA_DIR (../shared/data); tests chdir into
+# temporary folders, so resolve it once, against the directory pytest was started from.
+if os.environ.get("REPRO_DATA_DIR"):
+    os.environ["REPRO_DATA_DIR"] = str(Path(os.environ["REPRO_DATA_DIR"]).resolve())
+
 # The test models are tiny: one intra-op thread avoids OpenMP oversubscription (10x faster on 2 shared cores).
 torch.set_num_threads(1)
 
