@@ -11,6 +11,7 @@ import math
 
 from torch import Tensor, nn
 
+from repro.nets.base import Discriminator
 from repro.normalization import feature_norm, wrap
 
 __all__ = ["StandardCNNGenerator", "StandardCNNDiscriminator", "up_stages"]
@@ -45,7 +46,7 @@ class StandardCNNGenerator(nn.Module):
         return self.net(self.fc(z).view(-1, self.top_channels, self.bottom, self.bottom))
 
 
-class StandardCNNDiscriminator(nn.Module):
+class StandardCNNDiscriminator(Discriminator):
     def __init__(
         self, image_size: int = 32, channels: int = 3, width: int = 64, slope: float = 0.1, norm: str = "none"
     ):
@@ -65,12 +66,4 @@ class StandardCNNDiscriminator(nn.Module):
                 layers.append(feature_norm(norm, out))
             layers.append(nn.LeakyReLU(slope))
             c, size = out, math.floor((size + 2 - k) / s) + 1
-        self.body = nn.Sequential(*layers, nn.Flatten())
-        self.feature_dim = c * size * size
-        self.head = wrap(nn.Linear(self.feature_dim, 1), norm)
-
-    def features(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.body(x)).squeeze(1)
+        self.set_body(nn.Sequential(*layers, nn.Flatten()), c * size * size, norm)

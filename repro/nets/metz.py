@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from repro.nets.base import Discriminator
 from repro.normalization import feature_norm, wrap
 
 __all__ = ["UnrolledGenerator", "UnrolledDiscriminator"]
@@ -29,7 +30,7 @@ class UnrolledGenerator(nn.Module):
         return self.net(self.fc(z).view(-1, self.top, 4, 4))
 
 
-class UnrolledDiscriminator(nn.Module):
+class UnrolledDiscriminator(Discriminator):
     """``features(x)`` is the flattened last conv map, ``head`` the linear output (hooks for RFGAN / GN)."""
 
     def __init__(self, channels: int = 3, widths: tuple[int, ...] = (2, 4, 8), slope: float = 0.3,
@@ -41,12 +42,4 @@ class UnrolledDiscriminator(nn.Module):
             layers += [wrap(nn.Conv2d(c, w, 3, 2, 1), norm),
                        nn.BatchNorm2d(w) if batch_norm else feature_norm(norm, w), nn.LeakyReLU(slope)]
             c = w
-        self.body = nn.Sequential(*layers, nn.Flatten())
-        self.feature_dim = c * 4 * 4
-        self.head = wrap(nn.Linear(self.feature_dim, 1), norm)
-
-    def features(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.body(x)).squeeze(1)
+        self.set_body(nn.Sequential(*layers, nn.Flatten()), c * 4 * 4, norm)

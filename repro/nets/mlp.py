@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from repro.nets.base import Discriminator
 from repro.normalization import feature_norm, wrap
 
 __all__ = ["MLPGenerator", "MLPDiscriminator", "MaxoutDiscriminator"]
@@ -29,7 +30,7 @@ class MLPGenerator(nn.Module):
         return self.net(z)
 
 
-class MLPDiscriminator(nn.Module):
+class MLPDiscriminator(Discriminator):
     """x -> ``depth`` hidden layers of ``width`` (LeakyReLU ``slope``) -> one logit.
 
     ``features(x)`` returns the last hidden layer; ``head`` maps it to the output (hooks for RFGAN).
@@ -42,15 +43,7 @@ class MLPDiscriminator(nn.Module):
         for _ in range(depth):
             layers += [wrap(nn.Linear(d, width), norm), feature_norm(norm, width), nn.LeakyReLU(slope)]
             d = width
-        self.body = nn.Sequential(*layers)
-        self.feature_dim = d
-        self.head = wrap(nn.Linear(d, 1), norm)
-
-    def features(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.body(x)).squeeze(1)
+        self.set_body(nn.Sequential(*layers), d, norm)
 
 
 class Maxout(nn.Module):
@@ -65,7 +58,7 @@ class Maxout(nn.Module):
         return self.linear(x).view(len(x), self.width, self.pieces).amax(dim=2)
 
 
-class MaxoutDiscriminator(nn.Module):
+class MaxoutDiscriminator(Discriminator):
     """x -> ``depth`` maxout layers of ``width`` units with ``pieces`` pieces -> one logit.
 
     PacGAN's / VEEGAN's 2-D D (Lin et al. 2018, Sec. 4.1): depth=3, width=200, pieces=5.
@@ -78,12 +71,4 @@ class MaxoutDiscriminator(nn.Module):
         for _ in range(depth):
             layers += [Maxout(d, width, pieces, norm), feature_norm(norm, width)]
             d = width
-        self.body = nn.Sequential(*layers)
-        self.feature_dim = d
-        self.head = wrap(nn.Linear(d, 1), norm)
-
-    def features(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.body(x)).squeeze(1)
+        self.set_body(nn.Sequential(*layers), d, norm)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 import torch.nn.functional as F
 
+from repro.nets.base import Discriminator
 from repro.normalization import feature_norm, wrap
 
 __all__ = ["ResNetGenerator", "ResNetDiscriminator"]
@@ -77,20 +78,14 @@ class ResNetGenerator(nn.Module):
         return self.out(self.blocks(self.fc(z).view(-1, self.top_channels, self.bottom, self.bottom)))
 
 
-class ResNetDiscriminator(nn.Module):
+class ResNetDiscriminator(Discriminator):
     def __init__(self, image_size: int = 32, channels: int = 3, width: float = 1.0, norm: str = "none"):
         super().__init__()
         _check_size(image_size)
         ch = [max(1, int(c * width)) for c in _D_CHANNELS[image_size]]
         ins = [channels, *ch[:-1]]
-        self.body = nn.Sequential(
-            *(_DownBlock(a, b, d, i == 0, norm) for i, (a, b, d) in enumerate(zip(ins, ch, _D_DOWN[image_size])))
-        )
-        self.feature_dim = ch[-1]
-        self.head = wrap(nn.Linear(ch[-1], 1), norm)
+        blocks = (_DownBlock(a, b, d, i == 0, norm) for i, (a, b, d) in enumerate(zip(ins, ch, _D_DOWN[image_size])))
+        self.set_body(nn.Sequential(*blocks), ch[-1], norm)
 
     def features(self, x: Tensor) -> Tensor:
         return F.relu(self.body(x)).sum(dim=(2, 3))  # global sum pooling
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x)).squeeze(1)
