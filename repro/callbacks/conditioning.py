@@ -17,6 +17,7 @@ import torch
 from repro.callbacks.rundir import run_dir
 from repro.callbacks.spectra import log_png
 from repro.metrics.conditioning import log_condition_stats
+from repro.plotting import save_figure
 
 __all__ = ["ConditioningTrace", "save_trace_figure"]
 
@@ -35,11 +36,7 @@ def save_trace_figure(trace: list[dict[str, float]], path: Path) -> Path:
     ax.plot(steps, mean, color="tab:red", marker="o", ms=3)
     ax.fill_between(steps, mean - std, mean + std, color="tab:red", alpha=0.2)
     ax.set(xlabel="generator step", ylabel=r"log cond($J^T J$), mean $\pm$ std", title="generator conditioning")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 class ConditioningTrace(L.Callback):

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from repro.callbacks.rundir import run_dir
+from repro.plotting import save_figure
 
 __all__ = ["SamplePlots", "save_scatter", "save_grid"]
 
@@ -26,11 +27,7 @@ def save_scatter(fake: Tensor, real: Tensor, path: Path, title: str = "") -> Pat
     lim = float(real.abs().max()) * 1.35
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), title=title)
     ax.legend(loc="upper right", fontsize=7, markerscale=3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def save_grid(images: Tensor, path: Path) -> Path:

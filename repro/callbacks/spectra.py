@@ -14,6 +14,7 @@ from torch import Tensor
 
 from repro.callbacks.rundir import run_dir
 from repro.metrics.spectra import layer_spectra, normalized_spectrum
+from repro.plotting import save_figure
 
 __all__ = ["SpectraPlots", "save_spectra_figure", "log_histograms", "log_png"]
 
@@ -56,11 +57,7 @@ def save_spectra_figure(spectra: dict[str, Tensor], path: Path, title: str, squa
         ax.tick_params(labelsize=6)
     axes[0][0].set_ylabel("count", fontsize=7)
     fig.suptitle(f"{title}: {'squared ' if squared else ''}singular values / largest", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 class SpectraPlots(L.Callback):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro.plotting import save_figure
 from repro.tables.runner import Run, plan, read_record
 from repro.tables.spec import Claim, Column, Row, TableSpec
 
@@ -148,11 +149,7 @@ def _panel(spec: TableSpec, image: str, title: str, group: str, rows: list[Row],
                 ax.text(0.5, 0.5, "not run", ha="center", va="center")
             ax.set_title(f"{r.label}, seed {s}", fontsize=8)
     fig.suptitle(f"{spec.name}: {title or image} — {group}", fontsize=10)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, metadata={"Software": None})
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def _csv(spec: TableSpec, cells: dict[str, dict[str, Cell]]) -> str:
