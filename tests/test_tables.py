@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from repro.cli import REPO_ROOT, main
-from repro.tables.report import aggregate, claim_verdict, write_report
-from repro.tables.runner import Run, is_done, plan, read_record
+from repro.tables.report import aggregate, claim_verdict, unreported_columns, write_report
+from repro.tables.runner import Run, is_done, plan, read_record, source_state
 from repro.tables.spec import SpecError, load_spec
 
 REPRO_ROOT_CONFIG = REPO_ROOT / "configs/ring8/nsgan.yaml"
@@ -145,6 +145,39 @@ def test_aggregate_mean_std_counts_and_truncated_files(tmp_path):
     main(["reproduce", str(spec.path), "--report-only"])  # same page, nothing trains (runs stay missing)
     assert page.read_text() == text  # a pure function of spec + records
     assert not (tmp_path / "runs").exists()
+
+
+def test_column_no_run_reports_is_flagged_on_the_page(tmp_path, capsys):
+    """A column key that no finished record has (a spec typo) is named, with the keys the runs do report."""
+    spec = load_spec(write_spec(tmp_path, seeds=[0]))
+    assert unreported_columns(spec) == {}  # nothing finished yet: nothing to judge
+    (run,) = plan(spec, only=["nsgan"])
+    run.results_dir.mkdir(parents=True)
+    (run.results_dir / "metrics.json").write_text(json.dumps({"status": "finished", "metrics": {"modes_2500": 8}}))
+    assert unreported_columns(spec) == {"modes_200": ["modes_2500"], "high_quality_200": ["modes_2500"]}
+    text = write_report(spec).read_text()
+    assert "**Column `modes_200` is in no finished run's record** (they report: `modes_2500`)" in text
+    assert "column 'high_quality_200' is in no finished run's metrics" in capsys.readouterr().out
+    _fake_record(run, "finished", 6)
+    assert unreported_columns(spec) == {} and "is in no finished run" not in write_report(spec).read_text()
+
+
+def test_source_state_dirty_only_for_inputs(tmp_path):
+    """A run is marked dirty when code, configs or specs differ from HEAD, not when a generated page does."""
+    for rel in ("repro/a.py", "configs/a.yaml", "paper_tables/t.yaml", "paper_tables/t.md"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x\n")
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    assert source_state(tmp_path)["git_dirty"] is False
+    (tmp_path / "paper_tables/t.md").write_text("page\n")
+    assert source_state(tmp_path)["git_dirty"] is False
+    for rel in ("paper_tables/t.yaml", "configs/a.yaml", "repro/a.py"):
+        (tmp_path / rel).write_text("changed\n")
+        assert source_state(tmp_path)["git_dirty"] is True
+        subprocess.run([*git, "checkout", "-q", "--", rel], check=True)
 
 
 def _done_runs(root: Path) -> list[Path]:

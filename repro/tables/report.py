@@ -19,7 +19,7 @@ from repro.plotting import save_figure
 from repro.tables.runner import Run, plan, read_record
 from repro.tables.spec import Claim, Column, Row, TableSpec
 
-__all__ = ["Cell", "aggregate", "write_report", "claim_verdict"]
+__all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns"]
 
 
 @dataclass
@@ -78,6 +78,18 @@ def aggregate(spec: TableSpec) -> dict[str, dict[str, Cell]]:
             else:
                 cell.missing += 1
     return cells
+
+
+def unreported_columns(spec: TableSpec) -> dict[str, list[str]]:
+    """Columns that no finished run reports, each with the metric keys the runs do report (a key typo in a
+    spec shows up here instead of as a silently empty column); empty until some run has finished."""
+    finished = [r for r in (read_record(run.results_dir / "metrics.json") for run in plan(spec))
+                if r and r.get("status") == "finished"]
+    if not finished:
+        return {}
+    reported = {key for record in finished for key in (record.get("metrics") or {})}
+    return {c.key: sorted(reported) for c in spec.columns
+            if c.key not in reported and all(_value(record, c.key) is None for record in finished)}
 
 
 def _relative_cell(cell: Cell, ref: Cell) -> Cell:
@@ -176,7 +188,9 @@ def _status_line(spec: TableSpec) -> str:
     return text + (f"; {missing} not run yet (`repro reproduce {spec.name}` runs them)." if missing else ".")
 
 
-def _markdown(spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path) -> str:
+def _markdown(
+    spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path, unreported: dict[str, list[str]]
+) -> str:
     sources: list[str] = []
 
     def cite(source: str) -> str:
@@ -209,6 +223,9 @@ def _markdown(spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[
             line.append(format_cell(cells[row.id][col.key], col))
         lines.append("| " + " | ".join(line) + " |")
     lines.append("")
+    for key, reported in unreported.items():
+        lines += [f"**Column `{key}` is in no finished run's record** (they report: "
+                  f"{', '.join(f'`{k}`' for k in reported)}): fix the key in `paper_tables/{spec.name}.yaml`.", ""]
     if sources:
         lines += ["Sources of the published numbers:", ""] + [f"{i + 1}. {s}" for i, s in enumerate(sources)] + [""]
     lines += ["## Evaluation protocol per column", ""]
@@ -255,7 +272,10 @@ def write_report(spec: TableSpec) -> Path:
                          page.parent / "figures" / spec.name / f"{group}_{name}.png")
             if out is not None:
                 figures.append(out)
-    page.write_text(_markdown(spec, cells, figures, page))
+    unreported = unreported_columns(spec)
+    for key, reported in unreported.items():
+        print(f"warning: {spec.name}: column {key!r} is in no finished run's metrics (they report: {', '.join(reported)})")
+    page.write_text(_markdown(spec, cells, figures, page, unreported))
     page.with_suffix(".csv").write_text(_csv(spec, cells))
     if spec.results_dir.exists():
         (spec.results_dir / "README.md").write_text(

@@ -160,14 +160,15 @@ def library_versions() -> dict[str, str]:
 
 
 def source_state(root: Path) -> dict[str, Any]:
-    """The git commit of the code that ran, and whether repro/ or configs/ differed from it."""
+    """The git commit of the code that ran, and whether its inputs (repro/, configs/, the table specs) differed
+    from it; generated pages, CSVs and figures under paper_tables/ are outputs and do not count."""
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
 
     head = git("rev-parse", "HEAD")
     if head.returncode != 0:
         return {"git_commit": None}
-    dirty = git("diff", "--quiet", "HEAD", "--", "repro", "configs", "paper_tables").returncode != 0
+    dirty = git("diff", "--quiet", "HEAD", "--", "repro", "configs", "paper_tables/*.yaml").returncode != 0
     return {"git_commit": head.stdout.strip(), "git_dirty": dirty}
 
 
