@@ -144,6 +144,10 @@ def worker(out: Path) -> None:
     except TrainingDiverged:
         stopped = cli.trainer.global_step
     (out / f"blowup_rank{rank}.json").write_text(json.dumps(stopped))
+    # leave together: a rank that exits while the other still holds gloo connections can abort it (SIGABRT)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
