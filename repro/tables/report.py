@@ -11,6 +11,7 @@ import csv
 import io
 import math
 import statistics
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,8 @@ def _panel(spec: TableSpec, image: str, title: str, group: str, rows: list[Row],
             else:
                 ax.text(0.5, 0.5, "not run", ha="center", va="center")
             ax.set_title(f"{r.label}, seed {s}", fontsize=8)
-    fig.suptitle(f"{spec.name}: {title or image} — {group}", fontsize=10)
+    width = int(32 * len(spec.seeds))  # characters of a 10 pt title that fit over 2.6 inches per column
+    fig.suptitle(textwrap.fill(f"{spec.name}: {title or image} — {group}", width), fontsize=10)
     return save_figure(fig, out)
 
 
