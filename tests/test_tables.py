@@ -180,6 +180,19 @@ def test_source_state_dirty_only_for_inputs(tmp_path):
         subprocess.run([*git, "checkout", "-q", "--", rel], check=True)
 
 
+def test_chart_of_a_column_and_unknown_chart_column(tmp_path):
+    """`charts: [key]` draws one bar chart (mean ± std over seeds per row) linked from the page; an unknown key is
+    one SpecError naming the valid columns."""
+    spec = load_spec(write_spec(tmp_path, seeds=[0, 1], charts=["modes_200"]))
+    for run, modes in zip(plan(spec, only=["nsgan"]), (6, 8)):
+        _fake_record(run, "finished", modes)
+    text = write_report(spec).read_text()
+    chart = tmp_path / "paper_tables" / "figures" / "tiny" / "chart_modes_200.png"
+    assert chart.stat().st_size > 1000 and "![chart_modes_200](figures/tiny/chart_modes_200.png)" in text
+    with pytest.raises(SpecError, match="charts: unknown column 'modes'; valid: high_quality_200, modes_200"):
+        load_spec(write_spec(tmp_path, name="bad", charts=["modes"]))
+
+
 def _done_runs(root: Path) -> list[Path]:
     return [p for p in (root / "results" / "tiny").glob("*/seed*/metrics.json")
             if (read_record(p) or {}).get("status") == "finished"]

@@ -166,6 +166,30 @@ def _panel(spec: TableSpec, image: str, title: str, group: str, rows: list[Row],
     return save_figure(fig, out)
 
 
+def _chart(spec: TableSpec, col: Column, cells: dict[str, dict[str, Cell]], out: Path) -> Path | None:
+    """Bar chart of one column: mean ± sample std over seeds per row (n in the label); None if nothing ran."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in spec.rows if cells[r.id][col.key].n]
+    if not rows:
+        return None
+    scale = col.scale or 1.0
+    means = [cells[r.id][col.key].mean * scale for r in rows]
+    stds = [cells[r.id][col.key].std * scale for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2), dpi=100)
+    ax.barh(range(len(rows)), means, xerr=stds, color="tab:blue", alpha=0.8, capsize=3)
+    ax.set_yticks(range(len(rows)), [f"{r.label} (n={cells[r.id][col.key].n})" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(col.label + (f" (relative to {col.relative_to})" if col.relative_to else ""))
+    if col.relative_to:
+        ax.axvline(1.0, color="gray", lw=0.8, ls="--")
+    ax.set_title(textwrap.fill(f"{spec.name}: {col.label}, mean ± std over seeds", 80), fontsize=10)
+    return save_figure(fig, out)
+
+
 def _csv(spec: TableSpec, cells: dict[str, dict[str, Cell]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -277,6 +301,11 @@ def write_report(spec: TableSpec) -> Path:
     unreported = unreported_columns(spec)
     for key, reported in unreported.items():
         print(f"warning: {spec.name}: column {key!r} is in no finished run's metrics (they report: {', '.join(reported)})")
+    for key in spec.charts:
+        col = next(c for c in spec.columns if c.key == key)
+        out = _chart(spec, col, cells, page.parent / "figures" / spec.name / f"chart_{key}.png")
+        if out is not None:
+            figures.append(out)
     page.write_text(_markdown(spec, cells, figures, page, unreported))
     page.with_suffix(".csv").write_text(_csv(spec, cells))
     if spec.results_dir.exists():

@@ -20,7 +20,7 @@ __all__ = ["SpecError", "Column", "Published", "Row", "Claim", "Panel", "TableSp
 SPEC_DIR = "paper_tables"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _TOP_KEYS = {"title", "paper", "table", "scale", "notes", "seeds", "overrides", "columns", "rows", "matrix",
-             "claims", "panels", "steps_note"}
+             "claims", "panels", "charts", "steps_note"}
 _ROW_KEYS = {"id", "label", "config", "overrides", "group", "devices", "published", "prepare"}
 _PREPARE = ("pretrain-ae",)
 _STATS = ("mean", "std")
@@ -100,6 +100,7 @@ class TableSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     claims: list[Claim] = field(default_factory=list)
     panels: list[Panel] = field(default_factory=list)
+    charts: list[str] = field(default_factory=list)  # column keys drawn as a bar chart over rows
     notes: str = ""
     steps_note: str = ""
 
@@ -260,11 +261,15 @@ def load_spec(path: str | Path) -> TableSpec:
                             _ref(_require(c, "b", cw, (str, int, float)), set(ids), keys, cw), str(c.get("note", ""))))
     panels = [Panel(str(_require(p, "image", f"{where}: panels[{i}]")), str(p.get("title", "")))
               for i, p in enumerate(data.get("panels") or [])]
+    charts = [str(k) for k in data.get("charts") or []]
+    for key in charts:
+        if key not in keys:
+            raise SpecError(f"{where}: charts: unknown column {key!r}; valid: {', '.join(sorted(keys))}")
     return TableSpec(
         name=path.stem, path=path, root=root, title=str(_require(data, "title", where)),
         paper=str(_require(data, "paper", where)), table=str(_require(data, "table", where)),
         scale=str(_require(data, "scale", where)), seeds=seeds, columns=columns, rows=rows,
-        overrides=dict(data.get("overrides") or {}), claims=claims, panels=panels,
+        overrides=dict(data.get("overrides") or {}), claims=claims, panels=panels, charts=charts,
         notes=str(data.get("notes", "")), steps_note=str(data.get("steps_note", "")),
     )
 
