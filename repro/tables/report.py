@@ -89,8 +89,7 @@ def unreported_columns(spec: TableSpec) -> dict[str, list[str]]:
     if not finished:
         return {}
     reported = {key for record in finished for key in (record.get("metrics") or {})}
-    return {c.key: sorted(reported) for c in spec.columns
-            if c.key not in reported and all(_value(record, c.key) is None for record in finished)}
+    return {c.key: sorted(reported) for c in spec.columns if all(_value(record, c.key) is None for record in finished)}
 
 
 def _relative_cell(cell: Cell, ref: Cell) -> Cell:
@@ -176,9 +175,8 @@ def _chart(spec: TableSpec, col: Column, cells: dict[str, dict[str, Cell]], out:
     rows = [r for r in spec.rows if cells[r.id][col.key].n]
     if not rows:
         return None
-    scale = col.scale or 1.0
-    means = [cells[r.id][col.key].mean * scale for r in rows]
-    stds = [cells[r.id][col.key].std * scale for r in rows]
+    means = [cells[r.id][col.key].mean * col.scale for r in rows]
+    stds = [cells[r.id][col.key].std * col.scale for r in rows]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2), dpi=100)
     ax.barh(range(len(rows)), means, xerr=stds, color="tab:blue", alpha=0.8, capsize=3)
     ax.set_yticks(range(len(rows)), [f"{r.label} (n={cells[r.id][col.key].n})" for r in rows], fontsize=8)
