@@ -45,6 +45,19 @@ def functional_gradient_push(x: Tensor, critics: Iterable[nn.Module], eta: float
     return x
 
 
+_INAPPLICABLE = {"ema_decay": None, "lr_decay": "none", "g_regularizers": None, "loss_args": None}
+
+
+def _refuse_inapplicable(options: dict[str, Any]) -> None:
+    """One clear error for a base-loop option xICFG has no use for (set to other than its neutral value)."""
+    for name, neutral in _INAPPLICABLE.items():
+        if options.get(name, neutral) not in (neutral, []):
+            raise ValueError(
+                f"model.{name} does not apply to xICFG (its generator update is the refit of G~, which restarts "
+                f"the learning rate each stage; D's loss is the logistic one); remove it, got {options[name]!r}"
+            )
+
+
 class XICFG(GANModule):
     """xICFG with a logistic-loss D, T snapshots per stage and an approximator G~.
 
@@ -83,13 +96,7 @@ class XICFG(GANModule):
         lr_d: float = 2.5e-4,
         **kwargs: Any,
     ):
-        fixed = {"ema_decay": None, "lr_decay": "none", "g_regularizers": None, "loss_args": None}
-        for name, allowed in fixed.items():
-            if kwargs.get(name) not in (allowed, []):
-                raise ValueError(
-                    f"model.{name} does not apply to xICFG (its generator update is the refit of G~, which restarts "
-                    f"the learning rate each stage; D's loss is the logistic one); remove it, got {kwargs[name]!r}"
-                )
+        _refuse_inapplicable(kwargs)
         for name, value in (("functional_steps", functional_steps), ("d_updates", d_updates),
                             ("refit_batches", refit_batches), ("refit_epochs", refit_epochs)):
             if value < 1:
