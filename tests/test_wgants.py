@@ -100,6 +100,7 @@ def test_weight_scaling_leaves_the_ratio_at_most_one():
             p.mul_(3.0)
     real, fake = torch.randn(32, 2) + 1, torch.randn(32, 2) - 1
     cost = l1_cost(real, fake)
+    d.requires_grad_(False)
     ratio = float(lipschitz_ratio(d(real), d(fake), cost))
     assert ratio > 1 and weight_layers(d) == 3
     assert scale_weights(d, ratio, weight_layers(d))
