@@ -21,7 +21,7 @@ from repro.tables.curves import RULE, convergence, draw_curves, in_progress
 from repro.tables.runner import Run, plan, read_record
 from repro.tables.spec import Claim, Column, Row, TableSpec
 
-__all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns"]
+__all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns", "summary_table"]
 
 
 @dataclass
@@ -349,3 +349,21 @@ def write_report(spec: TableSpec) -> Path:
             f"in `paper_tables/{spec.name}.md`. Checkpoints are not committed; their paths (under `runs/`) "
             f"are in each `metrics.json`.\n")
     return page
+
+
+def summary_table(spec: TableSpec) -> Any:
+    """The page's results as a terminal table (rich): one line per row, ours beside the paper's where printed."""
+    from rich.table import Table
+
+    cells = _display_cells(spec, aggregate(spec))
+    table = Table(title=f"{spec.name}: {spec.title}", title_justify="left")
+    table.add_column("row")
+    for col in spec.columns:
+        table.add_column(col.label, justify="right")
+    for row in spec.rows:
+        texts = []
+        for col in spec.columns:
+            pub = row.published.get(col.key)
+            texts.append(format_cell(cells[row.id][col.key], col) + (f"\n(paper {pub.value})" if pub else ""))
+        table.add_row(row.label, *texts)
+    return table
