@@ -4,7 +4,8 @@
 # in-progress checkpoint, so stopping the queue (or the session) loses at most `resumable.every_minutes` per run.
 # Run it from a checkout pinned at one commit (e.g. `git worktree add ../queue HEAD`), not from the tree you edit:
 # each run imports the checkout's code when it starts, and its record names the commit the runner started at.
-# Usage: tools/queue.sh "TABLE [TABLE ...]" "TABLE [TABLE ...]"   (lane 1, lane 2); logs in runs/queue-lane*.log
+# Usage: tools/queue.sh "ITEM[;ITEM...]" "ITEM[;ITEM...]"   (lane 1, lane 2), an ITEM being the arguments of one
+# `repro reproduce` (a table, optionally --seeds / --only, disjoint between lanes); logs in runs/queue-lane*.log
 set -u
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 REPRO_DATA_DIR="${REPRO_DATA_DIR:-../shared/data}" PYTHONPATH="$PWD"
