@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from repro.losses import objective
+from repro.regularizers import HistoricalAveraging
 from repro.nets import MinibatchDiscriminator, MLPDiscriminator, MLPGenerator, VirtualBatchNormGenerator
 from repro.nets.minibatch import MinibatchDiscrimination, minibatch_features
 from repro.nets.vbn import VirtualBatchNorm
@@ -132,3 +133,45 @@ def test_vbn_generator_examples_do_not_depend_on_each_other():
     assert all(p.grad is not None for p in g.parameters())
     with pytest.raises(ValueError, match="no batch-norm"):
         VirtualBatchNormGenerator(MLPGenerator(width=8, depth=1, batch_norm=False))
+
+
+# ----------------------------------------------------------------- historical averaging (Sec. 3.3)
+class _Players(torch.nn.Module):
+    """A two-parameter 'G' and a one-parameter 'D', enough for the regularizer's bookkeeping."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generator = torch.nn.Linear(1, 1, bias=True)
+        self.discriminator = torch.nn.Linear(1, 1, bias=False)
+
+
+def test_historical_averaging_is_the_distance_to_the_mean_of_past_parameters():
+    m, reg = _Players(), HistoricalAveraging(weight=0.5)
+    x = torch.zeros(1)
+    m.discriminator.requires_grad_(False)  # as in G's step: the player is G
+    history = [(1.0, 2.0), (3.0, -2.0), (-1.0, 6.0)]
+    for t, (w, b) in enumerate(history, start=1):
+        with torch.no_grad():
+            m.generator.weight.fill_(w)
+            m.generator.bias.fill_(b)
+        m.generator.zero_grad()
+        value = reg(m, x, x)
+        mean_w = sum(h[0] for h in history[:t]) / t
+        mean_b = sum(h[1] for h in history[:t]) / t
+        assert value.item() == pytest.approx(0.5 * ((w - mean_w) ** 2 + (b - mean_b) ** 2), rel=1e-6)
+        value.backward()  # d/dtheta = 2 * weight * (theta - mean), the mean held fixed
+        assert m.generator.weight.grad.item() == pytest.approx(w - mean_w, abs=1e-6)
+    assert reg.player == "generator" and int(reg.count) == 3
+    assert reg(m, x, x).item() > 0  # t = 4 at (-1, 6): still away from the mean
+
+
+def test_historical_averaging_state_is_checkpointed_and_player_fixed():
+    m, reg = _Players(), HistoricalAveraging()
+    reg(m, torch.zeros(1), torch.zeros(1))  # D trainable: the player is D
+    assert reg.player == "discriminator" and reg.average.numel() == 1
+    fresh = HistoricalAveraging()
+    fresh.load_state_dict(reg.state_dict())  # the buffer is resized to the saved parameter count
+    assert torch.equal(fresh.average, reg.average) and int(fresh.count) == 1
+    m.discriminator.requires_grad_(False)
+    with pytest.raises(ValueError, match="both players"):
+        reg(m, torch.zeros(1), torch.zeros(1))
