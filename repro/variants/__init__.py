@@ -5,6 +5,7 @@ from repro.variants.jacobian import JCGAN, JacobianClamped
 from repro.variants.lsgan import LSGAN
 from repro.variants.rfgan import RFGAN
 from repro.variants.sngan import SNGAN
+from repro.variants.ssgan import SSGAN
 from repro.variants.tan import TAN
 from repro.variants.vanilla import NSGAN, VanillaGAN
 from repro.variants.wgan import WGAN, WGANGP
@@ -24,6 +25,7 @@ VARIANTS: dict[str, type[GANModule]] = {
     "jcgan": JCGAN,
     "xicfg": XICFG,
     "wgants": WGANTS,
+    "ssgan": SSGAN,
 }
 
 __all__ = ["GANModule", "VARIANTS", "JacobianClamped", *(cls.__name__ for cls in VARIANTS.values())]
