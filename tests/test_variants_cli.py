@@ -6,7 +6,7 @@ import torch
 
 from repro.cli import REPO_ROOT, ReproCLI, main
 
-VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp"]
+VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "rasgan"]
 
 
 def train_from_config(config: str, *extra: str) -> tuple[ReproCLI, dict[str, torch.Tensor]]:

@@ -28,7 +28,8 @@ import torch
 from lightning.pytorch.core.optimizer import do_nothing_closure
 from torch import Tensor, nn
 
-from repro import distributed, ema
+from repro import distributed
+from repro.ema import standing_statistics, update_ema as lerp_ema
 from repro.losses import objective
 from repro.nets.base import check_shapes
 from repro.regularizers import Regularizer
@@ -161,7 +162,7 @@ class GANModule(L.LightningModule):
         """Samples in eval mode from the EMA generator (if any and ``ema``) or G; ``z`` defaults to fresh draws."""
         net = self.generator_ema if (ema and self.generator_ema is not None) else self.generator
         if net is self.generator_ema and self._ema_stats_version != self._ema_version:
-            self.standing_statistics(net)
+            standing_statistics(net, self.z_dim, self.device)
             self._ema_stats_version = self._ema_version
         if z is None:
             z = self.sample_z(n if n is not None else len(self.fixed_z))
@@ -171,15 +172,11 @@ class GANModule(L.LightningModule):
         net.train(was_training)
         return out
 
-    def standing_statistics(self, net: nn.Module) -> None:
-        """Re-estimate ``net``'s BN statistics from its own outputs on fixed latents (``repro.ema``)."""
-        ema.standing_statistics(net, self.z_dim, self.device)
-
     def update_ema(self) -> None:
         """Move the EMA generator towards G (weight ``1 - ema_decay`` on G's parameters); no-op without EMA."""
         if self.generator_ema is None:
             return
-        ema.update_ema(self.generator_ema, self.generator, self.ema_decay)
+        lerp_ema(self.generator_ema, self.generator, self.ema_decay)
         self._ema_version += 1  # BN statistics are re-estimated before the next EMA sample
 
     # ----------------------------------------------------------------- the players' losses
