@@ -275,7 +275,7 @@ def test_jsd_to_uniform_by_hand_and_against_scipy():
     """PacGAN's logged JSD(p_hat, U_K): one mode of 8 by hand, a skewed histogram against SciPy's."""
     from scipy.spatial.distance import jensenshannon
 
-    mix = ring8()
+    mix = TOY_SETS["ring8"].mixture()
     one = mode_metrics(mix.centers[2] + mix.std * torch.randn(2500, 2, generator=torch.Generator().manual_seed(1)), mix)
     by_hand = 0.5 * (math.log(16 / 9) + math.log(2 / 9) / 8 + 7 * math.log(2) / 8)
     assert one["jsd"] == pytest.approx(by_hand, abs=1e-12)
