@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from repro.nets.classifier import CLASSIFIER_WEIGHTS, load_classifier, sha256_file
+from repro.pixels import to_float
 
 __all__ = [
     "FeatureExtractor",
@@ -114,7 +115,7 @@ class ClassifierExtractor(FeatureExtractor):
         x = images.float()
         if x.shape[-2:] != (28, 28):
             x = F.interpolate(x, size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
-        features = self.net.features(x.div(127.5).sub(1.0))
+        features = self.net.features(to_float(x))
         return features, self.net.head(features)
 
 

@@ -35,6 +35,7 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from repro.metrics.features import FeatureExtractor
+from repro.pixels import to_uint8
 
 __all__ = [
     "to_uint8",
@@ -50,11 +51,6 @@ __all__ = [
 ]
 
 PREPROCESSING = "(x+1)/2 -> round to uint8 (clamped to 0..255) -> extractor's own resize"
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    """Model-space images in [-1, 1] -> uint8 by the fixed map (x+1)/2 * 255, rounded and clamped."""
-    return x.detach().float().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from repro.pixels import to_float
+
 __all__ = [
     "MNISTClassifier",
     "CLASSIFIER_WEIGHTS",
@@ -62,17 +64,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _to_input(images: Tensor) -> Tensor:
-    """uint8 digits (N, 1, 28, 28) -> floats in [-1, 1], the map the GAN data use."""
-    return images.float().div(127.5).sub(1.0)
-
-
 @torch.inference_mode()
 def classifier_accuracy(net: MNISTClassifier, images: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
     """Share of ``images`` (uint8) whose argmax logit equals the label."""
     net.eval()
     correct = sum(
-        int((net(_to_input(x)).argmax(1) == y).sum()) for x, y in zip(images.split(batch_size), labels.split(batch_size))
+        int((net(to_float(x)).argmax(1) == y).sum()) for x, y in zip(images.split(batch_size), labels.split(batch_size))
     )
     return correct / len(labels)
 
@@ -97,7 +94,7 @@ def train_classifier(
         images, labels = images[:num_train], labels[:num_train]
     torch.manual_seed(seed)
     net = MNISTClassifier()
-    x_all = _to_input(images)
+    x_all = to_float(images)
     steps_per_epoch = len(x_all) // batch_size
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.25)

@@ -7,6 +7,7 @@ configuration (``RFGAN.ae_cache_path``). ``fit`` refuses to start when that file
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -74,7 +75,7 @@ def pretrain_autoencoder(ae: nn.Module, data: Tensor, steps: int, lr: float, bat
     return loss.item()
 
 
-class RFGAN(GANModule):
+class RFGAN(GANModule, name="rfgan"):
     """Representative-feature GAN over any objective (Bang & Shim 2018, Sec. 3 and Fig. 2).
 
     Args:
@@ -126,6 +127,8 @@ class RFGAN(GANModule):
             "toy_seed": dm.seed if dm.is_toy else None, "autoencoder": self.autoencoder.config,
             "steps": self.ae_steps, "lr": self.ae_lr, "batch_size": self.ae_batch_size,
         }
+        if dm.geometry is not None:  # dataset: mixture
+            key["mixture"] = dataclasses.asdict(dm.geometry)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
         return Path(self.ae_cache_dir) / f"{dm.dataset}-{digest}.pt"
 
