@@ -10,7 +10,14 @@ from typing import Any, Callable
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from repro.callbacks import ConditioningTrace, DivergenceStop, FinalEvaluation, SamplePlots, SpectraPlots
+from repro.callbacks import (
+    ConditioningTrace,
+    DivergenceStop,
+    FinalEvaluation,
+    ResumableCheckpoint,
+    SamplePlots,
+    SpectraPlots,
+)
 from repro.callbacks.divergence import DIVERGED_EXIT_CODE, TrainingDiverged
 from repro.data import GANDataModule
 from repro.loggers import WandbOptions, with_loggers
@@ -57,6 +64,7 @@ class ReproCLI(LightningCLI):
         parser.add_lightning_class_args(DivergenceStop, "divergence")
         parser.add_lightning_class_args(SpectraPlots, "spectra")
         parser.add_lightning_class_args(ConditioningTrace, "conditioning")
+        parser.add_lightning_class_args(ResumableCheckpoint, "resumable")
         parser.add_class_arguments(WandbOptions, "wandb")
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from")
 
