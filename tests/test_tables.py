@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repro.cli import REPO_ROOT, main
+from repro import REPO_ROOT
+from repro.cli import main
+from repro.record import read_json
+from repro.tables.plan import Run, is_done, plan
 from repro.tables.report import aggregate, claim_verdict, unreported_columns, write_report
-from repro.tables.runner import Run, is_done, plan, read_record, source_state
+from repro.tables.runner import source_state
 from repro.tables.spec import SpecError, load_spec
 
 REPRO_ROOT_CONFIG = REPO_ROOT / "configs/ring8/nsgan.yaml"
@@ -125,7 +128,7 @@ def test_aggregate_mean_std_counts_and_truncated_files(tmp_path):
     _fake_record(ls[1], "failed")
     ls[2].results_dir.mkdir(parents=True)
     (ls[2].results_dir / "metrics.json").write_text('{"status": "finished", "metr')  # killed mid-write
-    assert read_record(ls[2].results_dir / "metrics.json") is None and not is_done(ls[2])
+    assert read_json(ls[2].results_dir / "metrics.json") is None and not is_done(ls[2])
     assert is_done(ns[2]) and not is_done(ls[1])  # diverged is final; failed reruns
     cells = aggregate(spec)
     c = cells["nsgan"]["modes_200"]
@@ -195,7 +198,7 @@ def test_chart_of_a_column_and_unknown_chart_column(tmp_path):
 
 def _done_runs(root: Path) -> list[Path]:
     return [p for p in (root / "results" / "tiny").glob("*/seed*/metrics.json")
-            if (read_record(p) or {}).get("status") == "finished"]
+            if (read_json(p) or {}).get("status") == "finished"]
 
 
 def test_table_end_to_end_resumes_after_kill(tmp_path, capsys):
@@ -218,7 +221,7 @@ def test_table_end_to_end_resumes_after_kill(tmp_path, capsys):
     assert "1 finished, 3 to run" in out
     assert first[0].read_bytes() == first_bytes  # not redone
     assert len(_done_runs(tmp_path)) == 4
-    record = read_record(tmp_path / "results/tiny/lsgan/seed1/metrics.json")
+    record = read_json(tmp_path / "results/tiny/lsgan/seed1/metrics.json")
     assert record["generator_steps"] == 4 and record["seed"] == 1
     assert record["config"]["trainer"]["max_steps"] == 4 and record["config"]["seed_everything"] == 1
     assert "--seed_everything 1" in record["command"] and record["versions"]["torch"]
@@ -248,7 +251,7 @@ def test_committed_specs_load(spec_path):
 
 
 def _progress_steps(root: Path, table: str) -> int:
-    record = read_record(root / "results" / table / "nsgan" / "seed0" / "in_progress" / "progress.json") or {}
+    record = read_json(root / "results" / table / "nsgan" / "seed0" / "in_progress" / "progress.json") or {}
     return record.get("generator_steps", 0)
 
 
@@ -276,8 +279,8 @@ def test_killed_run_continues_from_its_checkpoint_bit_identically(tmp_path, caps
     main(["reproduce", str(killed), "--devices", "1"])
     main(["reproduce", str(whole), "--devices", "1"])
     capsys.readouterr()
-    a = read_record(tmp_path / "results/killed/nsgan/seed0/metrics.json")
-    b = read_record(tmp_path / "results/whole/nsgan/seed0/metrics.json")
+    a = read_json(tmp_path / "results/killed/nsgan/seed0/metrics.json")
+    b = read_json(tmp_path / "results/whole/nsgan/seed0/metrics.json")
     assert a["status"] == b["status"] == "finished" and a["generator_steps"] == 160
     assert a["resumed_at_steps"] and a["resumed_at_steps"][0] >= stopped_at - 1 and b["resumed_at_steps"] == []
     assert a["metrics"] == b["metrics"]
