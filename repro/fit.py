@@ -90,6 +90,9 @@ class ReproCLI(LightningCLI):
         """Refuse, before any training, data the networks cannot take and checkpoints that cannot resume them."""
         self.model.check_sample_shape(self.datamodule.sample_shape)
         self.model.check_schedule(self.trainer.max_steps)
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, FinalEvaluation):
+                callback.check_data(self.datamodule)
         if self.config.get("ckpt_path"):
             check_checkpoint(Path(self.config["ckpt_path"]), self.model)
 

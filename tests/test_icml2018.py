@@ -244,3 +244,9 @@ def test_jcgan_ring8(run_dir):
 
 def test_jcgan_mnist_subset(run_dir, mnist_root):
     fit_and_check(make_cli("configs/mnist/jcgan.yaml", *mnist_args(mnist_root)))
+
+
+def test_prepare_without_a_preparation_step_does_nothing(run_dir, capsys):
+    main(["prepare", "--config", "configs/ring8/nsgan.yaml"])
+    assert "no preparation step" in capsys.readouterr().out
+    assert not list(run_dir.iterdir())  # nothing trained, nothing cached

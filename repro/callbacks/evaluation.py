@@ -97,11 +97,14 @@ class FinalEvaluation(L.Callback):
             return self.families
         return [f for f in families() if f.applies(datamodule) and (self.image_metrics or not f.on_request)]
 
-    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        dm = trainer.datamodule  # set up by now: Lightning runs the data module's setup before this hook
-        wrong = [f.name for f in self.families or [] if not f.applies(dm)]
+    def check_data(self, datamodule: Any) -> None:
+        """Raise ``ValueError`` if a configured family cannot measure this (set-up) data module's data."""
+        wrong = [f.name for f in self.families or [] if not f.applies(datamodule)]
         if wrong:
-            raise ValueError(f"evaluation.metrics: {', '.join(wrong)} cannot measure data set {dm.dataset!r}")
+            raise ValueError(f"evaluation.metrics: {', '.join(wrong)} cannot measure data set {datamodule.dataset!r}")
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.check_data(trainer.datamodule)  # set up by now: Lightning sets the data module up before this hook
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
