@@ -92,7 +92,7 @@ def _cmd_train_classifier(args: list[str]) -> None:
     """Train the MNIST classifier behind classifier FID/KID/IS and stacked-MNIST modes, deterministically;
     writes its weights, and a record (command, test accuracy, sha256) beside them."""
     from repro.data.module import default_data_root  # Lightning: seconds to import
-    from repro.metrics.classifier import CLASSIFIER_WEIGHTS, train_classifier
+    from repro.metrics.classifier import CLASSIFIER_WEIGHTS, train_classifier  # torch
 
     parser = argparse.ArgumentParser(prog="repro train-classifier", description=_cmd_train_classifier.__doc__)
     parser.add_argument("--data_root", default=None, help="folder holding MNIST/raw (default: $REPRO_DATA_DIR or ./data)")
