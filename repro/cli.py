@@ -12,13 +12,15 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from rich.console import Console
+
 from repro import REPO_ROOT
 from repro.errors import DIVERGED_EXIT_CODE, USER_ERROR_EXIT_CODE, TrainingDiverged, UserError
 from repro.tables import plan, report, spec
 
 __all__ = ["main", "COMMANDS"]
 
-DEFAULT_TABLE = "toy"
+DEFAULT_TABLE = "quickstart"
 
 
 def _cmd_fit(args: list[str]) -> None:
@@ -57,7 +59,12 @@ def _cmd_reproduce(args: list[str]) -> None:
 
             runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run)
         if not opts.dry_run:
-            print(f"page: {report.write_report(table)}")
+            records = plan.read_records(table)
+            page = report.write_report(table, records)
+            console = Console()
+            console.print(report.summary_table(table, records))
+            figures = sorted((page.parent / "figures" / table.name).glob("*.png"))
+            console.print(f"page: {page}", *(f"figure: {f}" for f in figures), sep="\n")
     except spec.SpecError as err:
         raise UserError(str(err)) from None
 

@@ -129,11 +129,11 @@ _N = r"\d+k?"  # a sample count as metric names print it: 2500, 5k, 10k
 
 register_metric(
     "toy_modes",
-    keys=(rf"(modes|high_quality|reverse_kl)_{_N}",),
-    forms="modes_N, high_quality_N, reverse_kl_N",
+    keys=(rf"(modes|high_quality|reverse_kl|jsd)_{_N}",),
+    forms="modes_N, high_quality_N, reverse_kl_N, jsd_N",
     applies=lambda dm: getattr(dm, "mixture", None) is not None,
     compute="repro.metrics.toy:evaluate",
-    description="modes covered, share of high-quality samples, reverse KL (VEEGAN Sec. 5.1, PacGAN Table 1)",
+    description="modes covered, share of high-quality samples, reverse KL and JSD to uniform (VEEGAN Sec. 5.1, PacGAN Table 1)",
 )
 register_metric(
     "image",

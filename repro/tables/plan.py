@@ -11,7 +11,7 @@ from typing import Any
 from repro.record import CHECKPOINT_NAME, DONE, read_record, status_of
 from repro.tables.spec import Row, TableSpec
 
-__all__ = ["Run", "plan", "is_done", "override_args", "relative"]
+__all__ = ["Run", "Records", "plan", "is_done", "read_records", "override_args", "relative"]
 
 
 def relative(path: Path, root: Path) -> str:
@@ -95,3 +95,11 @@ def plan(spec: TableSpec, seeds: list[int] | None = None, only: list[str] | None
     """The table's runs (rows in ``only``, if given, and ``seeds``, default the spec's), row-major."""
     rows = [spec.row(r) for r in only] if only else spec.rows
     return [Run(spec, row, seed) for row in rows for seed in (seeds or spec.seeds)]
+
+
+Records = list[tuple[Run, "dict[str, Any] | None"]]  # planned runs with their records (None: not run, or unreadable)
+
+
+def read_records(spec: TableSpec) -> Records:
+    """Every planned run with its record, read once (a page is written from one such read)."""
+    return [(run, read_record(run.results_dir)) for run in plan(spec)]

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from repro.plotting import save_figure
-from repro.record import RECORD_FILE, Status, read_record, status_of
-from repro.tables.plan import Run, plan
+from repro.record import RECORD_FILE, Status, status_of
+from repro.tables.curves import RULE, convergence, draw_curves, in_progress
+from repro.tables.plan import Records, Run, read_records
 from repro.tables.spec import Claim, Column, Row, TableSpec
 
-__all__ = ["Cell", "read_records", "aggregate", "write_report", "claim_verdict", "unreported_columns"]
-
-Records = list[tuple[Run, "dict[str, Any] | None"]]  # each planned run with its record (None: not run, or unreadable)
+__all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns", "summary_table"]
 
 
 @dataclass
@@ -57,11 +56,6 @@ class Cell:
 def _value(record: dict[str, Any], key: str) -> Any:
     metrics = record.get("metrics") or {}
     return metrics[key] if key in metrics else record.get(key)
-
-
-def read_records(spec: TableSpec) -> Records:
-    """Every planned run's record, read once for the whole page."""
-    return [(run, read_record(run.results_dir)) for run in plan(spec)]
 
 
 def aggregate(spec: TableSpec, records: Records | None = None) -> dict[str, dict[str, Cell]]:
@@ -130,8 +124,10 @@ def format_cell(cell: Cell, col: Column) -> str:
     return f"{_fmt(cell.mean, col)} ± {_fmt(cell.std, col)} (n={cell.n}{'; ' + counts if counts else ''})"
 
 
-def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]]) -> tuple[str, str]:
-    """(the compared numbers, "holds" / "does not hold" / "not measured") at this project's scale."""
+def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]],
+                  flat: dict[str, dict[str, bool | None]] | None = None) -> tuple[str, str]:
+    """(the compared numbers, "holds" / "does not hold" / "not measured") at this project's scale; "not
+    converged" when a row it compares has a metric curve that had not flattened (``repro.tables.curves``)."""
     def resolve(ref: str | float) -> tuple[float | None, str]:
         if isinstance(ref, float):
             return ref, f"{ref:g}"
@@ -143,6 +139,9 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]]) -> tuple[str,
     shown = f"{a_text} {claim.op} {b_text}"
     if a is None or b is None:
         return shown, "not measured"
+    refs = [ref.split(":")[:2] for ref in (claim.a, claim.b) if isinstance(ref, str)]
+    if flat and any(flat.get(row, {}).get(col) is False for row, col in refs):
+        return shown, "not converged"
     holds = a < b if claim.op == "<" else a > b
     return shown, "holds" if holds else "does not hold"
 
@@ -222,8 +221,32 @@ def _status_line(spec: TableSpec, records: Records) -> str:
     return text + (f"; {missing} not run yet (`repro reproduce {spec.name}` runs them)." if missing else ".")
 
 
-def _markdown(spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path,
-              unreported: dict[str, list[str]], status_line: str) -> str:
+def _convergence_lines(spec: TableSpec, flat: dict[str, dict[str, bool | None]]) -> list[str]:
+    if not any(v is not None for row in flat.values() for v in row.values()):
+        return []
+    words = {True: "flattened", False: "**not flattened**", None: "—"}
+    lines = ["## Convergence", "", f"Rule: {RULE}. Curves: the `curves` figure below.", "",
+             "| row | " + " | ".join(c.label for c in spec.columns) + " |", "|" + "---|" * (len(spec.columns) + 1)]
+    lines += ["| " + " | ".join([row.label] + [words[flat[row.id][c.key]] for c in spec.columns]) + " |"
+              for row in spec.rows]
+    return lines + [""]
+
+
+def _progress_lines(spec: TableSpec, records: Records) -> list[str]:
+    running = in_progress(records)
+    if not running:
+        return []
+    lines = ["**Unfinished runs** (each continues from its checkpoint on the next `repro reproduce "
+             f"{spec.name}`):", ""]
+    lines += [f"- `{name}`: {done:,} of {asked:,} generator updates" if done is not None and asked
+              else f"- `{name}`: checkpoint present" for name, done, asked in running]
+    return lines + [""]
+
+
+def _markdown(
+    spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path, unreported: dict[str, list[str]],
+    records: Records, flat: dict[str, dict[str, bool | None]] | None = None,
+) -> str:
     sources: list[str] = []
 
     def cite(source: str) -> str:
@@ -239,7 +262,8 @@ def _markdown(spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[
              f"> **Scale difference:** {spec.scale}", ""]
     if spec.steps_note:
         lines += [f"**Training length:** {spec.steps_note}", ""]
-    lines += [f"**Runs:** {status_line}", ""]
+    lines += [f"**Runs:** {_status_line(spec, records)}", ""]
+    lines += _progress_lines(spec, records)
     if spec.notes:
         lines += [spec.notes.strip(), ""]
     lines += ["## Results", "",
@@ -275,10 +299,11 @@ def _markdown(spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[
                   "Each check is computed from the results above; \"does not hold\" is a finding at this scale.", "",
                   "| claim | source | check | at this scale |", "|---|---|---|---|"]
         for claim in spec.claims:
-            shown, verdict = claim_verdict(claim, cells)
+            shown, verdict = claim_verdict(claim, cells, flat)
             note = f" {claim.note}" if claim.note else ""
             lines.append(f"| {claim.text}{note} | {claim.source} | {shown} | **{verdict}** |")
         lines.append("")
+    lines += _convergence_lines(spec, flat or {})
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{f.stem}]({f.relative_to(page.parent).as_posix()})" for f in figures]
@@ -290,9 +315,10 @@ def _markdown(spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[
     return "\n".join(lines)
 
 
-def write_report(spec: TableSpec) -> Path:
-    """Write ``paper_tables/<name>.md``, ``.csv``, the figure panels and ``results/<name>/README.md``."""
-    records = read_records(spec)
+def write_report(spec: TableSpec, records: Records | None = None) -> Path:
+    """Write ``paper_tables/<name>.md``, ``.csv``, the figure panels and ``results/<name>/README.md`` from the
+    run records, each read once (``records``: already read, else read here)."""
+    records = read_records(spec) if records is None else records
     cells = _display_cells(spec, aggregate(spec, records))
     page = spec.path.with_suffix(".md")
     figures = []
@@ -314,7 +340,11 @@ def write_report(spec: TableSpec) -> Path:
         out = _chart(spec, col, cells, page.parent / "figures" / spec.name / f"chart_{key}.png")
         if out is not None:
             figures.append(out)
-    page.write_text(_markdown(spec, cells, figures, page, unreported, _status_line(spec, records)))
+    flat = convergence(spec, records)
+    out = draw_curves(spec, records, page.parent / "figures" / spec.name / "curves.png")
+    if out is not None:
+        figures.insert(0, out)
+    page.write_text(_markdown(spec, cells, figures, page, unreported, records, flat))
     page.with_suffix(".csv").write_text(_csv(spec, cells))
     if spec.results_dir.exists():
         (spec.results_dir / "README.md").write_text(
@@ -324,3 +354,21 @@ def write_report(spec: TableSpec) -> Path:
             f"in `paper_tables/{spec.name}.md`. Checkpoints are not committed; their paths (under `runs/`) "
             f"are in each `{RECORD_FILE}`.\n")
     return page
+
+
+def summary_table(spec: TableSpec, records: Records | None = None) -> Any:
+    """The page's results as a terminal table (rich): one line per row, ours beside the paper's where printed."""
+    from rich.table import Table
+
+    cells = _display_cells(spec, aggregate(spec, records))
+    table = Table(title=f"{spec.name}: {spec.title}", title_justify="left")
+    table.add_column("row")
+    for col in spec.columns:
+        table.add_column(col.label, justify="right")
+    for row in spec.rows:
+        texts = []
+        for col in spec.columns:
+            pub = row.published.get(col.key)
+            texts.append(format_cell(cells[row.id][col.key], col) + (f"\n(paper {pub.value})" if pub else ""))
+        table.add_row(row.label, *texts)
+    return table
