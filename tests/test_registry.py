@@ -14,7 +14,7 @@ SHORT = ["--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false", "
 
 
 @pytest.mark.parametrize("key, family", [
-    ("modes_2500", "toy_modes"), ("reverse_kl_200", "toy_modes"), ("high_quality_2500", "toy_modes"),
+    ("modes_2500", "toy_modes"), ("reverse_kl_200", "toy_modes"), ("high_quality_2500", "toy_modes"), ("jsd_2500", "toy_modes"),
     ("fid10k_train_classifier", "image"), ("fid5k_train10k_inception", "image"), ("kid5k_test_classifier_std", "image"),
     ("is50k_inception", "image"), ("modes26k_classifier", "stacked_modes"), ("kl26k_classifier", "stacked_modes"),
     ("fid", None), ("modes", None), ("is5k", None), ("seconds_per_generator_step", None),
@@ -46,7 +46,7 @@ def test_evaluation_runs_the_configured_families(run_dir):
     """Default: the families that apply to the data (mode metrics on ring8); `evaluation.metrics` names them."""
     main(["fit", "--config", RING, *SHORT, "--trainer.default_root_dir", "a", "--trainer.logger.init_args.save_dir", "a"])
     (record,) = [json.loads(p.read_text()) for p in (run_dir / "a").rglob(RECORD_FILE)]
-    assert set(record["metrics"]) == {"modes_200", "high_quality_200", "reverse_kl_200"}
+    assert set(record["metrics"]) == {"modes_200", "high_quality_200", "reverse_kl_200", "jsd_200"}
     assert record["protocols"]["modes_200"]["n_generated"] == 200
     main(["fit", "--config", RING, *SHORT, "--evaluation.metrics", "[]", "--trainer.logger.init_args.save_dir", "b"])
     (record,) = [json.loads(p.read_text()) for p in (run_dir / "b").rglob(RECORD_FILE)]
