@@ -28,7 +28,7 @@ from repro.metrics.image import (
 )
 from repro.metrics.stacked import digit_triples, stacked_mode_metrics
 from repro.metrics.toy import mode_metrics
-from repro.nets.classifier import CLASSIFIER_WEIGHTS, load_classifier, sha256_file, train_classifier
+from repro.metrics.classifier import CLASSIFIER_WEIGHTS, load_classifier, sha256_file, train_classifier
 
 
 # ----------------------------------------------------------------------------- preprocessing

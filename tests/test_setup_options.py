@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from repro.cli import REPO_ROOT, ReproCLI
+from repro import REPO_ROOT
+from repro.fit import ReproCLI
 from repro.data import GANDataModule
 from repro.data.toy import TOY_SETS, Geometry
 from repro.nets import (

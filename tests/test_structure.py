@@ -9,7 +9,8 @@ import lightning as L
 import pytest
 import torch
 
-from repro.cli import REPO_ROOT, ReproCLI
+from repro import REPO_ROOT
+from repro.fit import ReproCLI
 from repro.data import GANDataModule
 from repro.nets import MLPDiscriminator, MLPGenerator
 from repro.nets.lens import MLPLens

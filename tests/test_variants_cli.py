@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from repro.cli import REPO_ROOT, ReproCLI, main
+from repro.cli import main
+from repro.fit import REPO_ROOT, ReproCLI
 
 VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "rasgan", "xicfg", "wgants"]
 # xICFG's step is a whole stage (T D updates, 10 epochs of refit over 10 batches): a short stage keeps the

@@ -58,8 +58,8 @@ class ReferenceLoop:
         hp = self.m.hparams
         if hp.updates != "alternating":
             raise ValueError("the reference loop mirrors alternating updates only; set model.updates: alternating")
-        self.opt_g = self.m._make_optimizer(self.m.generator.parameters(), hp.lr_g, tuple(hp.betas_g))
-        self.opt_d = self.m._make_optimizer(self.m.discriminator.parameters(), hp.lr_d, tuple(hp.betas_d))
+        self.opt_g = self.m.make_optimizer(self.m.generator.parameters(), hp.lr_g, tuple(hp.betas_g))
+        self.opt_d = self.m.make_optimizer(self.m.discriminator.parameters(), hp.lr_d, tuple(hp.betas_d))
         self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
         if hp.lr_decay == "linear":
             if not max_steps:

@@ -13,7 +13,9 @@ updates". A variant overrides only the hooks where it differs:
 - ``d_fakes(n)``           the fakes a D step trains against (xICFG's functional-gradient pushes);
 - ``d_regularizers`` / ``g_regularizers``  extra loss terms (gradient penalty, Jacobian clamping, ...);
 - ``after_d_step(real, fake)``  work after each D update (weight clipping, TAN's lens update);
-- ``extra_optimizers()``   optimizers of extra networks, stepped by the variant.
+- ``extra_optimizers()``   optimizers of extra networks, stepped by the variant;
+- ``prepare(datamodule)`` / ``preparation_missing(datamodule)``  one-off cached work before training
+  (RFGAN's autoencoder pre-training): ``repro prepare`` runs it, ``repro fit`` when it is missing.
 
 ``class X(GANModule, name="x")`` registers a variant under ``repro.variants.VARIANTS``. DDP sync,
 per-rank RNG and the lean step test live in ``repro.distributed``; the EMA in ``repro.ema``.
@@ -154,6 +156,15 @@ class GANModule(L.LightningModule):
     def extra_optimizers(self) -> list[torch.optim.Optimizer]:
         """Optimizers of extra networks (returned after G's and D's by ``optimizers()``)."""
         return []
+
+    def prepare(self, datamodule: Any) -> str | None:
+        """One-off work on the training data shared by every run of this configuration (e.g. pre-training
+        part of the model), cached by the variant; returns where the result is, for the log. None: nothing to do."""
+        return None
+
+    def preparation_missing(self, datamodule: Any) -> str | None:
+        """Why training cannot start before ``prepare`` runs (its cached result does not exist), else None."""
+        return None
 
     def check_sample_shape(self, sample_shape: tuple[int, ...]) -> None:
         """One clear ``ValueError`` if G's samples or D's inputs do not have the data's ``sample_shape``."""
@@ -310,7 +321,13 @@ class GANModule(L.LightningModule):
             self.log_dict({f"train/{k}": v for k, v in self._last.items()}, prog_bar=True)
 
     # ----------------------------------------------------------------- optimizers, checkpoints
-    def _make_optimizer(self, params: Any, lr: float, betas: Betas) -> torch.optim.Optimizer:
+    @property
+    def last_losses(self) -> dict[str, Tensor]:
+        """The last generator iteration's losses (``d_loss``: mean over its D steps, ``g_loss``), on the device."""
+        return dict(self._last)
+
+    def make_optimizer(self, params: Any, lr: float, betas: Betas) -> torch.optim.Optimizer:
+        """The configured optimizer (``optimizer``: Adam with ``betas``, or RMSprop) over ``params``."""
         if self.hparams.optimizer == "rmsprop":
             return torch.optim.RMSprop(params, lr=lr)
         return torch.optim.Adam(params, lr=lr, betas=betas)
@@ -325,8 +342,8 @@ class GANModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         optimizers = [
-            self._make_optimizer(self.generator.parameters(), hp.lr_g, tuple(hp.betas_g)),
-            self._make_optimizer(self.discriminator.parameters(), hp.lr_d, tuple(hp.betas_d)),
+            self.make_optimizer(self.generator.parameters(), hp.lr_g, tuple(hp.betas_g)),
+            self.make_optimizer(self.discriminator.parameters(), hp.lr_d, tuple(hp.betas_d)),
             *self.extra_optimizers(),
         ]
         if hp.lr_decay == "none":

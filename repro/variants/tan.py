@@ -97,4 +97,4 @@ class TAN(GANModule, name="tan"):
         hp = self.hparams
         lr = self.lr_lens if self.lr_lens is not None else hp.lr_d
         betas = tuple(self.betas_lens if self.betas_lens is not None else hp.betas_d)
-        return [self._make_optimizer(self.lens.parameters(), lr, betas)]
+        return [self.make_optimizer(self.lens.parameters(), lr, betas)]

@@ -218,6 +218,6 @@ class XICFG(GANModule, name="xicfg"):
             self.initialize_approximator(self.hparams.refit_batches * (self.g_batch_size or n), self.optimizers()[0])
         super().training_step(batch, batch_idx)
 
-    def _make_optimizer(self, params: Any, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
+    def make_optimizer(self, params: Any, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
         hp = self.hparams
         return torch.optim.RMSprop(params, lr=lr, alpha=hp.rmsprop_alpha, eps=hp.rmsprop_eps)

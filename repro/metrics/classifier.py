@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from repro.data.images import load_images, load_test_images
 from repro.pixels import to_float
 
 __all__ = [
@@ -86,10 +87,8 @@ def train_classifier(
 ) -> dict[str, object]:
     """Train ``MNISTClassifier`` on the MNIST training set, save its weights to ``out`` and a record to
     ``out.with_suffix('.json')``; returns the record (test accuracy on the 10,000 test digits, sha256)."""
-    from repro.data.images import _load_torchvision
-
-    images, labels = _load_torchvision("mnist", Path(data_root), False, train=True)
-    test_images, test_labels = _load_torchvision("mnist", Path(data_root), False, train=False)
+    images, labels = load_images("mnist", Path(data_root), download=False)
+    test_images, test_labels = load_test_images("mnist", Path(data_root), download=False)
     if num_train is not None:
         images, labels = images[:num_train], labels[:num_train]
     torch.manual_seed(seed)
