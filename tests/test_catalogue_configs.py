@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import repro.data.module as data_module
-from repro.cli import REPO_ROOT, ReproCLI
+from repro.fit import REPO_ROOT, ReproCLI
 from repro.nets import ResNetDiscriminator
 from repro.normalization import SpectralNorm
 from repro.variants import SSGAN
@@ -73,7 +73,8 @@ TABLE_ROWS = {
 @pytest.mark.parametrize("table", sorted(TABLE_ROWS))
 def test_table_rows_resolve_like_repro_reproduce(table, run_dir):
     """The rows parse exactly as ``repro reproduce <table>`` checks them before training (config + overrides)."""
-    from repro.tables.runner import check_configs, plan
+    from repro.tables.plan import plan
+    from repro.tables.runner import check_configs
     from repro.tables.spec import load_spec
 
     spec = load_spec(REPO_ROOT / "paper_tables" / f"{table}.yaml")

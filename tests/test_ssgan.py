@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from repro.cli import REPO_ROOT, main
+from repro.cli import main
+from repro.fit import REPO_ROOT
 from repro.nets import StandardCNNDiscriminator, StandardCNNGenerator
 from repro.variants import SSGAN
 from repro.variants.ssgan import RotationLoss, rotate_quarters

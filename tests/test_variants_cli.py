@@ -4,10 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from repro.cli import REPO_ROOT, ReproCLI, main
+from repro.cli import main
+from repro.fit import REPO_ROOT, ReproCLI
 
-VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "xicfg", "wgants",
-            "label_smoothing", "minibatch", "vbn", "historical_averaging"]  # issue 15
+VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "rasgan", "xicfg", "wgants",
+            # issue 15
+            "label_smoothing", "minibatch", "vbn", "historical_averaging", "rsgan", "ralsgan", "rahinge",
+            "feature_matching"]
 IMAGE_ONLY = ["ssgan"]  # rotations need images: 2-D data is refused (tests/test_ssgan.py)
 # xICFG's step is a whole stage (T D updates, 10 epochs of refit over 10 batches): a short stage keeps the
 # test to seconds; the configs' own settings are checked line by line in tests/test_icml2018_configs.py.

@@ -73,7 +73,7 @@ class RotationLoss(Regularizer):
         return self.weight * F.cross_entropy(module.discriminator.rotation_logits(rotated), labels)
 
 
-class SSGAN(GANModule):
+class SSGAN(GANModule, name="ssgan"):
     """Any GAN loss (Mimicry's SSGAN: hinge) plus the rotation losses (Chen et al. 2019, eq. 1-2).
 
     Args:
