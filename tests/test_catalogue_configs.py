@@ -10,11 +10,24 @@ import torch
 
 import repro.data.module as data_module
 from repro.fit import REPO_ROOT, ReproCLI
-from repro.nets import ResNetDiscriminator
-from repro.normalization import SpectralNorm
-from repro.variants import SSGAN
+from repro.nets import ResNetDiscriminator, StandardCNNDiscriminator, StandardCNNGenerator
+from repro.normalization import ShiftOnlyNorm, SpectralNorm
+from repro.regularizers import GradientPenalty
+from repro.variants import SSGAN, RelativisticGAN
 
-GPU_CONFIGS = sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "configs" / "ssgan").glob("*.yaml"))
+GPU_CONFIGS = sorted(str(p.relative_to(REPO_ROOT)) for folder in ("relativistic", "ssgan")
+                     for p in (REPO_ROOT / "configs" / folder).glob("*.yaml"))
+
+# AlexiaJM/RelativisticGAN stable.sh / unstable.sh: config -> (lr, betas, n_D, D norm, GP, BN in G, activation)
+RELATIVISTIC = {
+    "cifar10_stable_lr2e-4_nd1": (2e-4, (0.5, 0.999), 1, "spectral", False, True, "relu"),
+    "cifar10_stable_lr2e-4_nd1_gp": (2e-4, (0.5, 0.999), 1, "spectral", True, True, "relu"),
+    "cifar10_stable_lr1e-4_nd5": (1e-4, (0.5, 0.9), 5, "spectral", False, True, "relu"),
+    "cifar10_unstable_lr1e-3": (1e-3, (0.5, 0.999), 1, "batch", False, True, "relu"),
+    "cifar10_unstable_betas0.9": (1e-4, (0.9, 0.9), 1, "batch", False, True, "relu"),
+    "cifar10_unstable_no_bn": (1e-4, (0.5, 0.999), 1, "none", False, False, "relu"),
+    "cifar10_unstable_tanh": (1e-4, (0.5, 0.999), 1, "batch", False, True, "tanh"),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -51,16 +64,44 @@ def test_ssgan_config_is_mimicrys(run_dir):
     assert (evaluation.image_metrics, evaluation.n_fid, evaluation.n_is) == (True, 50_000, 50_000)
 
 
+@pytest.mark.parametrize("name", sorted(RELATIVISTIC))
+def test_relativistic_config_is_the_authors_setup(name, run_dir):
+    lr, betas, n_dis, norm, gp, g_bn, activation = RELATIVISTIC[name]
+    cli = load(f"configs/relativistic/{name}.yaml")
+    model, hp = cli.model, cli.model.hparams
+    assert isinstance(model, RelativisticGAN) and hp.kind == ("rsgan" if gp else "rasgan") and not hp.paper_era
+    assert (hp.lr_g, hp.lr_d, hp.n_dis, hp.optimizer, hp.lr_decay) == (lr, lr, n_dis, "adam", "none")
+    assert tuple(hp.betas_g) == tuple(hp.betas_d) == betas
+    assert cli.datamodule.batch_size == 32 and model.z_dim == 128 and cli.trainer.max_steps == 100_000
+    g, d = model.generator, model.discriminator
+    assert isinstance(g, StandardCNNGenerator) and isinstance(d, StandardCNNDiscriminator)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules()) == g_bn
+    assert (sum(isinstance(m, SpectralNorm) for m in d.modules()) == 8) == (norm == "spectral")  # 7 convs + head
+    assert any(isinstance(m, ShiftOnlyNorm) and m.kind == "batch" for m in d.modules()) == (norm == "batch")
+    tanh = [isinstance(m, torch.nn.Tanh) for net in (g, d) for m in net.modules()]
+    assert (sum(tanh) > 1) == (activation == "tanh")  # G's output tanh is always there
+    assert [type(r) for r in model.d_regularizers] == ([GradientPenalty] if gp else [])
+    if gp:
+        assert model.d_regularizers[0].weight == 10.0  # --penalty 10
+
+
 @pytest.mark.parametrize("config", GPU_CONFIGS)
 def test_one_step_on_stand_in_images(config, run_dir):
-    small = ["--model.init_args.generator.init_args.width", "0.05",
-             "--model.init_args.discriminator.init_args.width", "0.05"]
+    width = "0.05" if "ssgan" in config else "2"  # ResNet widths are multipliers, standard-CNN widths channels
+    small = ["--model.init_args.generator.init_args.width", width,
+             "--model.init_args.discriminator.init_args.width", width]
     cli = load(config, "--trainer.max_steps", "1", "--trainer.enable_checkpointing", "false",
                "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu", "--data.batch_size", "8",
                "--evaluation.image_metrics", "false", "--evaluation.n_samples", "16", *small)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.global_step == 1
     assert all(torch.isfinite(v) for v in cli.model._last.values())
+
+
+def test_relativistic_loss_choice_and_paper_era_override(run_dir):
+    cli = load("configs/relativistic/cifar10_stable_lr2e-4_nd1.yaml", "--model.init_args.kind", "ralsgan",
+               "--model.init_args.paper_era", "true")
+    assert cli.model.hparams.kind == "ralsgan" and cli.model.hparams.paper_era
 
 
 # rows issue 15 adds to the CPU tables (unrun until the queue trains them: the pages show "not run")

@@ -28,7 +28,8 @@ from repro.metrics.features import FeatureExtractor
 from repro.metrics.image import ImageProtocol, evaluate_images
 
 VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "sngan", "gngan", "tan", "rfgan", "jcgan", "xicfg", "wgants",
-            "label_smoothing", "minibatch", "vbn", "historical_averaging", "ssgan"]
+            "label_smoothing", "minibatch", "vbn", "historical_averaging", "ssgan", "rasgan", "rsgan", "ralsgan",
+            "rahinge", "feature_matching"]
 IMAGE_CONFIGS = {"ssgan": "configs/mnist/ssgan.yaml"}  # rotations need images: a 512-image MNIST subset
 STEPS = 10
 PER_DEVICE_BATCH = 32

@@ -32,6 +32,9 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "historical_averaging": ("configs/ring8/historical_averaging.yaml", []),
     # virtual batch norm: the fixed reference latents
     "vbn": ("configs/ring8/vbn.yaml", []),
+    # G's step on the real batch: a relativistic loss (paper-era form) and feature matching
+    "ralsgan": ("configs/ring8/ralsgan.yaml", ["--model.init_args.paper_era", "true"]),
+    "feature_matching": ("configs/ring8/feature_matching.yaml", []),
 }
 
 
