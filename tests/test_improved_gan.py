@@ -175,3 +175,17 @@ def test_historical_averaging_state_is_checkpointed_and_player_fixed():
     m.discriminator.requires_grad_(False)
     with pytest.raises(ValueError, match="both players"):
         reg(m, torch.zeros(1), torch.zeros(1))
+
+
+def test_minibatch_real_and_fake_batches_go_through_d_separately():
+    """D's loss on [real; fake] equals the loss on D(real) and D(fake) computed as two minibatches."""
+    from repro.variants import NSGAN
+
+    torch.manual_seed(0)
+    d = MinibatchDiscriminator(MLPDiscriminator(width=8, depth=1), kernels=4, kernel_dim=2)
+    model = NSGAN(MLPGenerator(width=8, depth=1), d)
+    real, fake = torch.randn(6, 2), torch.randn(6, 2) + 3
+    separate = model.objective.d_loss(d(real), d(fake))
+    joint = d(torch.cat([real, fake]))  # what one minibatch of both would give instead
+    assert model.discriminator_loss(real, fake).item() == pytest.approx(separate.item(), rel=1e-6)
+    assert model.objective.d_loss(joint[:6], joint[6:]).item() != pytest.approx(separate.item(), rel=1e-3)
