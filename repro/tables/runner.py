@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from repro.console import wide_console
 from repro.fit import has_preparation, parse_config
 from repro.record import DONE, Status, read_json, read_record, status_of, write_json_atomic, write_record
 from repro.tables.plan import Run, is_done, override_args, plan, relative
@@ -232,7 +233,7 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
     """Run every unfinished (row, seed) of ``spec`` on ``devices`` parallel slots (default: every GPU, else
     every core); returns the records written this time."""
     devices = (torch.cuda.device_count() or os.cpu_count() or 1) if devices is None else devices
-    console = console or Console()
+    console = console or wide_console()
     runs = plan(spec, seeds, only)
     variants = check_configs(spec, runs)
     todo = [r for r in runs if not is_done(r)]
