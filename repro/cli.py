@@ -12,8 +12,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from repro.callbacks import ConditioningTrace, DivergenceStop, FinalEvaluation, SamplePlots, SpectraPlots
 from repro.callbacks.divergence import DIVERGED_EXIT_CODE, TrainingDiverged
+from repro.checkpoints import SAFE_GLOBALS, ConfigStamp, check_resume
 from repro.data import GANDataModule
 from repro.loggers import WandbOptions, with_loggers
+from repro.preflight import check_run, check_sizes
 from repro.variants import RFGAN, GANModule
 from repro.variants.rfgan import MissingPretrainedWeights
 
@@ -64,6 +66,7 @@ class ReproCLI(LightningCLI):
         """The configured trainer, with a CSV logger always on and W&B added if ``wandb.enabled``."""
         trainer = super().instantiate_trainer(**kwargs)
         config = self.config.as_dict()
+        trainer.callbacks.append(ConfigStamp(config))
         trainer.loggers = with_loggers(trainer.loggers, self.config_init.get("wandb"), self.model,
                                        self.datamodule.dataset, config)
         return trainer
@@ -75,36 +78,17 @@ class ReproCLI(LightningCLI):
         except ArgumentError as err:
             raise ValueError(str(err)) from None
 
+    def before_instantiate_classes(self) -> None:
+        """Refuse negative network sizes by key before torch meets them (``repro.preflight.check_sizes``)."""
+        check_sizes(self.config.as_dict())
+
     def after_instantiate_classes(self) -> None:
-        """Refuse, before any training, data the networks cannot take and checkpoints that cannot resume them."""
-        self.model.check_sample_shape(self.datamodule.sample_shape)
+        """Refuse, before any training, settings outside their domain, data the networks cannot take, missing
+    evaluation inputs (``repro.preflight``) and checkpoints that cannot resume the run (``repro.checkpoints``)."""
+        check_run(self.model, self.datamodule, self.trainer)
         self.model.check_schedule(self.trainer.max_steps)
         if self.config.get("ckpt_path"):
-            check_checkpoint(Path(self.config["ckpt_path"]), self.model)
-
-
-def check_checkpoint(path: Path, model: GANModule) -> None:
-    """Raise ``ValueError`` unless ``path`` is a readable repro checkpoint whose weights fit ``model``."""
-    import torch
-
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: {path} is not a file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as err:  # torch raises RuntimeError / UnpicklingError / EOFError / ... for bad files
-        raise ValueError(f"ckpt_path: {path} is not a readable PyTorch checkpoint (corrupt or truncated?): "
-                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "repro_rng" not in ckpt:
-        raise ValueError(f"ckpt_path: {path} was not written by `repro fit` (no state_dict / repro_rng entries)")
-    mine = model.state_dict()
-    theirs = ckpt["state_dict"]
-    missing, extra = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
-    shapes = [k for k in set(mine) & set(theirs) if tuple(mine[k].shape) != tuple(theirs[k].shape)]
-    if missing or extra or shapes:
-        what = "; ".join(f"{label}: {', '.join(keys[:3])}" for label, keys in
-                         (("missing", missing), ("unexpected", extra), ("other shape", sorted(shapes))) if keys)
-        raise ValueError(f"ckpt_path: {path} holds a different model than the one configured ({what}); "
-                         "resume with the config the checkpoint was trained with")
+            check_resume(Path(self.config["ckpt_path"]), self.model, self.config.as_dict())
 
 
 def resolve_config(path: str) -> str:
@@ -147,19 +131,30 @@ def concise_error(text: str) -> str:
 
 def build_cli(args: list[str]) -> ReproCLI:
     """Parse and instantiate a fit configuration; input errors become ``UserError``."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     try:
         return ReproCLI(args=_fix_config_args(args))
+    except MisconfigurationException as err:  # Lightning's own checks of trainer options
+        raise UserError(f"trainer: {concise_error(str(err))}") from err
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError) as err:
         raise UserError(concise_error(str(err))) from err
 
 
 def run_fit(args: list[str]) -> ReproCLI:
     """Parse and instantiate (input errors become ``UserError``), then train."""
+    import torch
+
     cli = build_cli(args)
     try:
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"),
+                            weights_only=True)
     except MissingPretrainedWeights as err:
         raise UserError(str(err)) from err
+    record = next((cb.metrics for cb in cli.trainer.callbacks if isinstance(cb, FinalEvaluation)), {})
+    if record.get("status") == "stopped":
+        print(f"repro fit: {record['stop_reason']}; recorded as status 'stopped', not finished", file=sys.stderr)
     return cli
 
 

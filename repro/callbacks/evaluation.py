@@ -1,7 +1,6 @@
 """End-of-training evaluation written to ``<log_dir>/metrics.json`` (atomically)."""
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -9,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 
 from repro.callbacks.rundir import run_dir
 from repro.metrics.features import EXTRACTORS, make_extractor
@@ -23,18 +23,49 @@ from repro.metrics.image import (
 )
 from repro.metrics.stacked import N_TRIPLES, digit_triples, stacked_mode_metrics
 from repro.metrics.toy import mode_metrics
+from repro.portable import dumps
 
-__all__ = ["FinalEvaluation", "write_json_atomic", "REFERENCE_SPLITS"]
+__all__ = ["FinalEvaluation", "write_json_atomic", "REFERENCE_SPLITS", "steps_asked", "run_status"]
 
 REFERENCE_SPLITS = ("train", "test")
 
 
 def write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    """Write JSON to a temp file, then rename: a reader never sees a half-written file."""
+    """Write strict JSON (``repro.portable.dumps``) to a temp file, then rename: a reader never sees a
+    half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.write_text(dumps(data))
     os.replace(tmp, path)
+
+
+def steps_asked(trainer: L.Trainer) -> int | None:
+    """The generator steps a run was asked for: ``max_steps``, or ``max_epochs`` passes over the data,
+    whichever is fewer; None when nothing but a time limit bounds it."""
+    asked = [trainer.max_steps] if trainer.max_steps is not None and trainer.max_steps > 0 else []
+    batches = trainer.num_training_batches
+    if trainer.max_epochs is not None and trainer.max_epochs >= 0 and batches != float("inf"):
+        asked.append(trainer.max_epochs * int(batches))
+    return min(asked) if asked else None
+
+
+def run_status(trainer: L.Trainer) -> dict[str, Any]:
+    """``status: finished`` only when the run reached the length it was asked for; otherwise
+    ``status: stopped`` with why (``max_time`` reached, interrupted, or stopped by a callback).
+    Both carry ``generator_steps`` (done) and ``steps_asked``."""
+    asked, done = steps_asked(trainer), trainer.global_step
+    record: dict[str, Any] = {"status": "finished", "generator_steps": done, "steps_asked": asked}
+    if asked is None or done >= asked:
+        return record
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+    remaining = timer.time_remaining() if timer is not None else None
+    if remaining is not None and remaining <= 0:
+        reason = "trainer.max_time reached"
+    elif trainer.interrupted:
+        reason = "interrupted"
+    else:
+        reason = "stopped early by a callback"
+    return record | {"status": "stopped", "stop_reason": f"{reason} at generator step {done} of {asked}"}
 
 
 class FinalEvaluation(L.Callback):
@@ -122,8 +153,7 @@ class FinalEvaluation(L.Callback):
                 self._image_metrics(dm, module, weights, trainer.global_rank, trainer.world_size)
             return
         record: dict[str, Any] = {
-            "status": "finished",
-            "generator_steps": trainer.global_step,
+            **run_status(trainer),
             "train_seconds": time.perf_counter() - self._t0,
             "weights": weights,
         }

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from repro.checkpoints import safe_load
+
 __all__ = [
     "MNISTClassifier",
     "CLASSIFIER_WEIGHTS",
@@ -149,5 +151,5 @@ def load_classifier(path: Path = CLASSIFIER_WEIGHTS) -> tuple[MNISTClassifier, s
                 f"{expected[:12]}...; re-run `repro train-classifier` or restore the committed file"
             )
     net = MNISTClassifier()
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    net.load_state_dict(safe_load(path, "evaluation.extractor_weights"))
     return net.eval().requires_grad_(False), digest

@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from repro.callbacks.evaluation import write_json_atomic
+from repro.portable import loads, path_roles, portable, portable_text
 from repro.tables.spec import Row, SpecError, TableSpec
 
 __all__ = ["Run", "plan", "is_done", "read_record", "check_configs", "reproduce", "DONE_STATUSES"]
@@ -92,9 +93,10 @@ def override_args(overrides: dict[str, Any]) -> list[str]:
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
-    """A run's ``metrics.json`` if it parses as a JSON object, else None (missing or truncated)."""
+    """A run's ``metrics.json`` if it parses as a JSON object, else None (missing or truncated); non-finite
+    values come back as floats, from strict (``"Infinity"``) and older (bare ``Infinity``) records alike."""
     try:
-        record = json.loads(path.read_text())
+        record = loads(path.read_text())
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
@@ -198,8 +200,9 @@ def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, A
         shutil.copy2(png, target)
         figures.append(str(png.relative_to(work)))
     config_path = work / "config.yaml"
+    roles = path_roles(root)  # records name paths by role, never by this machine's absolute paths
     if config_path.exists():
-        shutil.copy2(config_path, out / "config.yaml")
+        (out / "config.yaml").write_text(portable_text(config_path.read_text(), roles))
     if (work / "metrics.csv").exists():
         shutil.copy2(work / "metrics.csv", out / "train_log.csv")
     checkpoints = sorted(work.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -213,6 +216,7 @@ def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, A
         figures=figures, checkpoint=_relative(checkpoints[-1], root) if checkpoints else None,
         run_dir=_relative(work, root), **context,
     )
+    record = portable(record, roles)
     write_json_atomic(record, out / "metrics.json")
     return record
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from repro.data import GANDataModule
+from repro.checkpoints import safe_load
 from repro.data.loader import InMemoryBatches
 from repro.normalization import wrap
 from repro.variants.base import GANModule
@@ -147,7 +148,7 @@ class RFGAN(GANModule):
                 f"RFGAN needs a pre-trained autoencoder for this data set and model.autoencoder, expected at {path}; "
                 "create it with `repro pretrain-ae` followed by the same arguments you gave `repro fit`"
             )
-        self.autoencoder.load_state_dict(torch.load(path, map_location="cpu")["state_dict"])
+        self.autoencoder.load_state_dict(safe_load(path, "model.ae_cache_dir")["state_dict"])
 
     def train(self, mode: bool = True) -> "RFGAN":
         super().train(mode)
