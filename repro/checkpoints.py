@@ -102,6 +102,7 @@ def _legacy_differences(ckpt: dict[str, Any], model: nn.Module) -> list[tuple[st
     saved.pop("_instantiator", None)
     now = {"_class_path": f"{type(model).__module__.rsplit('.', 1)[0]}.{type(model).__name__}",
            **getattr(model, "hparams", {})}
+    now.pop("_instantiator", None)
     if "_class_path" not in saved:
         now.pop("_class_path")
     return [(f"model.{k}", old, new) for k, old, new in config_differences(saved, now)]

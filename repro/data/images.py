@@ -99,7 +99,7 @@ def _load_folder(root: Path, image_size: int | None) -> tuple[Tensor, None]:
         images.append(image if image_size is None else resize_uint8(image[None], image_size)[0])
     sizes = sorted({tuple(image.shape[1:]) for image in images})
     if len(sizes) > 1:
-        raise ValueError(f"image_folder: images differ in size ({', '.join(f'{h}x{w}' for h, w in sizes[:3])}"
+        raise ValueError(f"image_folder: images differ in size ({', '.join(f'{w}x{h}' for h, w in sizes[:3])}"
                          f"{', ...' if len(sizes) > 3 else ''}); set data.image_size to resize them to one size")
     return torch.stack(images), None
 

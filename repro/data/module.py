@@ -94,7 +94,8 @@ class GANDataModule(L.LightningDataModule):
             if self.num_samples is not None:
                 images = images[: self.num_samples]
                 self.labels = None if self.labels is None else self.labels[: self.num_samples]
-        self.data = resize_uint8(images, self.image_size).contiguous()
+        # an image folder without data.image_size keeps its images' own size
+        self.data = (images if self.image_size is None else resize_uint8(images, self.image_size)).contiguous()
 
     def train_dataloader(self) -> InMemoryBatches:
         self.setup()
