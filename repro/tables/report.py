@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from repro.plotting import save_figure
+from repro.tables.curves import RULE, convergence, draw_curves, in_progress
 from repro.tables.runner import Run, plan, read_record
 from repro.tables.spec import Claim, Column, Row, TableSpec
 
-__all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns"]
+__all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns", "summary_table"]
 
 
 @dataclass
@@ -121,8 +122,10 @@ def format_cell(cell: Cell, col: Column) -> str:
     return f"{_fmt(cell.mean, col)} ± {_fmt(cell.std, col)} (n={cell.n}{'; ' + counts if counts else ''})"
 
 
-def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]]) -> tuple[str, str]:
-    """(the compared numbers, "holds" / "does not hold" / "not measured") at this project's scale."""
+def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]],
+                  flat: dict[str, dict[str, bool | None]] | None = None) -> tuple[str, str]:
+    """(the compared numbers, "holds" / "does not hold" / "not measured") at this project's scale; "not
+    converged" when a row it compares has a metric curve that had not flattened (``repro.tables.curves``)."""
     def resolve(ref: str | float) -> tuple[float | None, str]:
         if isinstance(ref, float):
             return ref, f"{ref:g}"
@@ -134,6 +137,9 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]]) -> tuple[str,
     shown = f"{a_text} {claim.op} {b_text}"
     if a is None or b is None:
         return shown, "not measured"
+    refs = [ref.split(":")[:2] for ref in (claim.a, claim.b) if isinstance(ref, str)]
+    if flat and any(flat.get(row, {}).get(col) is False for row, col in refs):
+        return shown, "not converged"
     holds = a < b if claim.op == "<" else a > b
     return shown, "holds" if holds else "does not hold"
 
@@ -212,8 +218,31 @@ def _status_line(spec: TableSpec) -> str:
     return text + (f"; {missing} not run yet (`repro reproduce {spec.name}` runs them)." if missing else ".")
 
 
+def _convergence_lines(spec: TableSpec, flat: dict[str, dict[str, bool | None]]) -> list[str]:
+    if not any(v is not None for row in flat.values() for v in row.values()):
+        return []
+    words = {True: "flattened", False: "**not flattened**", None: "—"}
+    lines = ["## Convergence", "", f"Rule: {RULE}. Curves: the `curves` figure below.", "",
+             "| row | " + " | ".join(c.label for c in spec.columns) + " |", "|" + "---|" * (len(spec.columns) + 1)]
+    lines += ["| " + " | ".join([row.label] + [words[flat[row.id][c.key]] for c in spec.columns]) + " |"
+              for row in spec.rows]
+    return lines + [""]
+
+
+def _progress_lines(spec: TableSpec) -> list[str]:
+    running = in_progress(spec)
+    if not running:
+        return []
+    lines = ["**Unfinished runs** (each continues from its checkpoint on the next `repro reproduce "
+             f"{spec.name}`):", ""]
+    lines += [f"- `{name}`: {done:,} of {asked:,} generator updates" if done is not None and asked
+              else f"- `{name}`: checkpoint present" for name, done, asked in running]
+    return lines + [""]
+
+
 def _markdown(
-    spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path, unreported: dict[str, list[str]]
+    spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path, unreported: dict[str, list[str]],
+    flat: dict[str, dict[str, bool | None]] | None = None,
 ) -> str:
     sources: list[str] = []
 
@@ -231,6 +260,7 @@ def _markdown(
     if spec.steps_note:
         lines += [f"**Training length:** {spec.steps_note}", ""]
     lines += [f"**Runs:** {_status_line(spec)}", ""]
+    lines += _progress_lines(spec)
     if spec.notes:
         lines += [spec.notes.strip(), ""]
     lines += ["## Results", "",
@@ -266,10 +296,11 @@ def _markdown(
                   "Each check is computed from the results above; \"does not hold\" is a finding at this scale.", "",
                   "| claim | source | check | at this scale |", "|---|---|---|---|"]
         for claim in spec.claims:
-            shown, verdict = claim_verdict(claim, cells)
+            shown, verdict = claim_verdict(claim, cells, flat)
             note = f" {claim.note}" if claim.note else ""
             lines.append(f"| {claim.text}{note} | {claim.source} | {shown} | **{verdict}** |")
         lines.append("")
+    lines += _convergence_lines(spec, flat or {})
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{f.stem}]({f.relative_to(page.parent).as_posix()})" for f in figures]
@@ -304,7 +335,11 @@ def write_report(spec: TableSpec) -> Path:
         out = _chart(spec, col, cells, page.parent / "figures" / spec.name / f"chart_{key}.png")
         if out is not None:
             figures.append(out)
-    page.write_text(_markdown(spec, cells, figures, page, unreported))
+    flat = convergence(spec)
+    out = draw_curves(spec, page.parent / "figures" / spec.name / "curves.png")
+    if out is not None:
+        figures.insert(0, out)
+    page.write_text(_markdown(spec, cells, figures, page, unreported, flat))
     page.with_suffix(".csv").write_text(_csv(spec, cells))
     if spec.results_dir.exists():
         (spec.results_dir / "README.md").write_text(
@@ -314,3 +349,21 @@ def write_report(spec: TableSpec) -> Path:
             f"in `paper_tables/{spec.name}.md`. Checkpoints are not committed; their paths (under `runs/`) "
             f"are in each `metrics.json`.\n")
     return page
+
+
+def summary_table(spec: TableSpec) -> Any:
+    """The page's results as a terminal table (rich): one line per row, ours beside the paper's where printed."""
+    from rich.table import Table
+
+    cells = _display_cells(spec, aggregate(spec))
+    table = Table(title=f"{spec.name}: {spec.title}", title_justify="left")
+    table.add_column("row")
+    for col in spec.columns:
+        table.add_column(col.label, justify="right")
+    for row in spec.rows:
+        texts = []
+        for col in spec.columns:
+            pub = row.published.get(col.key)
+            texts.append(format_cell(cells[row.id][col.key], col) + (f"\n(paper {pub.value})" if pub else ""))
+        table.add_row(row.label, *texts)
+    return table
