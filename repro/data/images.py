@@ -23,6 +23,7 @@ _EXPECTED = {
     "mnist": "MNIST/raw/train-images-idx3-ubyte",
     "cifar10": "cifar-10-batches-py/data_batch_1",
     "stl10": "stl10_binary/unlabeled_X.bin",
+    "svhn": "train_32x32.mat",
 }
 
 
@@ -44,6 +45,9 @@ def _torchvision(name: str, root: Path, download: bool, train: bool):
         return tvd.MNIST(str(root), train=train, download=download)
     if name == "cifar10":
         return tvd.CIFAR10(str(root), train=train, download=download)
+    if name == "svhn":  # training: "train" + "extra" (604,388 digits), as the xICFG authors' code
+        splits = ("train", "extra") if train else ("test",)
+        return [tvd.SVHN(str(root), split=split, download=download) for split in splits]
     return tvd.STL10(str(root), split="unlabeled" if train else "test", download=download)
 
 
@@ -64,6 +68,8 @@ def _load_torchvision(name: str, root: Path, download: bool, train: bool) -> tup
         return ds.data.unsqueeze(1), ds.targets
     if name == "cifar10":
         return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+    if name == "svhn":
+        return torch.cat([torch.from_numpy(part.data) for part in ds]), torch.cat([torch.from_numpy(part.labels) for part in ds])
     return torch.from_numpy(ds.data), None
 
 
@@ -127,7 +133,7 @@ def stack_digits(images: Tensor, labels: Tensor, n: int, generator: torch.Genera
     return images[idx, 0], labels[idx]
 
 
-IMAGE_SETS = ("mnist", "digits", "cifar10", "stl10", "image_folder", "stacked-mnist")
+IMAGE_SETS = ("mnist", "digits", "cifar10", "stl10", "svhn", "image_folder", "stacked-mnist")
 
 
 def load_images(name: str, root: Path, download: bool, image_size: int | None = None) -> tuple[Tensor, Tensor | None]:

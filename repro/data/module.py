@@ -16,7 +16,7 @@ __all__ = ["GANDataModule", "DATASETS", "default_data_root"]
 
 TOY_NAMES = (*TOY_SETS, "swissroll")
 DATASETS = (*TOY_NAMES, *IMAGE_SETS)
-_NATIVE_SIZE = {"mnist": 28, "stacked-mnist": 28, "digits": 8, "cifar10": 32, "stl10": 96}
+_NATIVE_SIZE = {"mnist": 28, "stacked-mnist": 28, "digits": 8, "cifar10": 32, "stl10": 96, "svhn": 32}
 _DEFAULT_SIZE = {"digits": 32, "stl10": 48}  # STL-10 at 48x48 as in the SN-GAN paper
 
 

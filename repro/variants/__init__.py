@@ -8,6 +8,8 @@ from repro.variants.sngan import SNGAN
 from repro.variants.tan import TAN
 from repro.variants.vanilla import NSGAN, VanillaGAN
 from repro.variants.wgan import WGAN, WGANGP
+from repro.variants.wgants import WGANTS
+from repro.variants.xicfg import XICFG
 
 VARIANTS: dict[str, type[GANModule]] = {
     "vanilla": VanillaGAN,
@@ -20,6 +22,8 @@ VARIANTS: dict[str, type[GANModule]] = {
     "tan": TAN,
     "rfgan": RFGAN,
     "jcgan": JCGAN,
+    "xicfg": XICFG,
+    "wgants": WGANTS,
 }
 
 __all__ = ["GANModule", "VARIANTS", "JacobianClamped", *(cls.__name__ for cls in VARIANTS.values())]

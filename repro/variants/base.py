@@ -7,6 +7,7 @@ updates". A variant overrides only the hooks where it differs:
 
 - ``discriminate(x)``      what D outputs for an input (gradient normalization lives here);
 - ``real_input(x)``        what D sees for real data (TAN's lens);
+- ``d_fakes(n)``           the fakes a D step trains against (xICFG's functional-gradient pushes);
 - ``d_regularizers`` / ``g_regularizers``  extra loss terms (gradient penalty, Jacobian clamping, ...);
 - ``after_d_step(real, fake)``  work after each D update (weight clipping, TAN's lens update);
 - ``extra_optimizers()``   optimizers of extra networks, stepped by the variant.
@@ -144,6 +145,11 @@ class GANModule(L.LightningModule):
         """What D sees for a real batch."""
         return x
 
+    def d_fakes(self, n: int) -> Tensor:
+        """The ``n`` (detached) fakes a D step trains against: G(z) for fresh z."""
+        with torch.no_grad():
+            return self.generator(self.sample_z(n))
+
     def after_d_step(self, real: Tensor, fake: Tensor) -> None:
         """Called after every D update with the real batch and the (detached) fakes it used."""
 
@@ -271,8 +277,7 @@ class GANModule(L.LightningModule):
             self.trainer.strategy.optimizer_step(optimizer, do_nothing_closure)
 
     def d_step(self, real: Tensor, opt_d: Any) -> Tensor:
-        with torch.no_grad():
-            fake = self.generator(self.sample_z(len(real)))
+        fake = self.d_fakes(len(real))
         real_in = self.real_input(real)
         loss = self.objective.d_loss(self.discriminate(real_in), self.discriminate(fake))
         for reg in self.d_regularizers:
