@@ -76,37 +76,35 @@ def _net_arguments(init_args: dict[str, Any], prefix: str) -> list[tuple[str, An
     return out
 
 
-def check_evaluation(evaluation: Any, datamodule: Any, model: nn.Module) -> None:
+def check_evaluation(evaluation: Any, datamodule: Any) -> None:
     """Everything the final evaluation of ``evaluation`` (a ``FinalEvaluation``) will need, now: the
     extractor's weights (loaded: missing or altered files fail here), that it can read the data's
     images, the reference split and its size, and sample counts the statistics are defined for."""
     from repro.metrics.features import ClassifierExtractor, InceptionExtractor, inception_weights_path
     from repro.metrics.image import check_sample_counts, reference_images
 
-    if getattr(datamodule, "is_toy", False):
-        if evaluation.n_samples < 1:
-            raise ValueError(f"evaluation.n_samples must be >= 1, got {evaluation.n_samples}")
+    settings = evaluation.settings
+    selected = {family.name for family in evaluation.selected(datamodule)}
+    if "toy_modes" in selected and settings.n_samples < 1:
+        raise ValueError(f"evaluation.n_samples must be >= 1, got {settings.n_samples}")
+    if "stacked_modes" in selected:
+        ClassifierExtractor(settings.extractor_weights)
+    if "image" not in selected:
         return
-    if not evaluation.image_metrics:
-        return
-    stacked = datamodule.dataset == "stacked-mnist"
-    name = "classifier" if stacked else evaluation.extractor or (
-        "classifier" if datamodule.dataset in ("mnist", "digits") else "inception")
+    name = settings.extractor or ("classifier" if datamodule.dataset in ("mnist", "digits") else "inception")
     if name == "inception":
-        inception_weights_path(evaluation.extractor_weights)
+        inception_weights_path(settings.extractor_weights)
         features = InceptionExtractor.num_features
     else:
-        features = ClassifierExtractor(evaluation.extractor_weights).num_features
+        features = ClassifierExtractor(settings.extractor_weights).num_features
         channels = datamodule.sample_shape[0]
-        if channels != 1 and not stacked:
+        if channels != 1:
             raise ValueError(f"evaluation.extractor: the MNIST classifier reads one grey channel, but {datamodule.dataset} "
                              f"images have {channels}; use evaluation.extractor inception")
-    if stacked:
-        return
-    n_reference = len(reference_images(datamodule, evaluation.reference_split))
-    if evaluation.n_reference is not None:
-        n_reference = min(n_reference, evaluation.n_reference)
-    check_sample_counts(evaluation.n_fid, evaluation.n_is, n_reference, features, name)
+    n_reference = len(reference_images(datamodule, settings.reference_split))
+    if settings.n_reference is not None:
+        n_reference = min(n_reference, settings.n_reference)
+    check_sample_counts(settings.n_fid, settings.n_is, n_reference, features, name)
 
 
 def check_conditioning(conditioning: Any, model: nn.Module, sample_shape: tuple[int, ...]) -> None:
@@ -132,6 +130,7 @@ def check_run(model: nn.Module, datamodule: Any, trainer: L.Trainer) -> None:
     model.check_sample_shape(datamodule.sample_shape)
     for callback in trainer.callbacks:
         if isinstance(callback, FinalEvaluation):
-            check_evaluation(callback, datamodule, model)
+            callback.check_data(datamodule)
+            check_evaluation(callback, datamodule)
         elif isinstance(callback, ConditioningTrace):
             check_conditioning(callback, model, datamodule.sample_shape)

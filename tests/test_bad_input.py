@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from repro.cli import REPO_ROOT, main
+from repro import REPO_ROOT
+from repro.cli import main
 
 RING = "configs/ring8/nsgan.yaml"
 MNIST = "configs/mnist/nsgan.yaml"
@@ -67,9 +68,6 @@ CASES = [
                  ["model.discriminator", "GNGAN", "batch norm"], id="gngan-with-batch-norm"),
     pytest.param("configs/ring8/gngan.yaml", ["--model.init_args.discriminator.init_args.norm", "spectral"],
                  ["model.discriminator", "GNGAN", "spectral norm"], id="gngan-with-spectral-norm"),
-    pytest.param("configs/ring8/rfgan.yaml", ["--model.init_args.ae_cache_dir", MISSING_DIR],
-                 ["model.autoencoder", "pretrain-ae"],
-                 id="rfgan-without-ae-weights"),
     # issue 17: numbers outside their domain
     pytest.param(RING, ["--trainer.log_every_n_steps", "0"], ["trainer.log_every_n_steps", ">= 1"], id="log-every-0"),
     pytest.param(RING, ["--trainer.log_every_n_steps=-5"], ["trainer.log_every_n_steps"], id="log-every-negative"),

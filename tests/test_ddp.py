@@ -23,7 +23,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from repro.callbacks.divergence import TrainingDiverged
-from repro.cli import REPO_ROOT, ReproCLI
+from repro.fit import REPO_ROOT, ReproCLI
 from repro.metrics.features import FeatureExtractor
 from repro.metrics.image import ImageProtocol, evaluate_images
 
@@ -73,7 +73,7 @@ def train(variant: str, out: Path, devices: int, batch: int, steps: int = STEPS,
         cli.trainer.callbacks.append(ModelCheckpoint(dirpath=out / "ckpt", every_n_train_steps=save_every,
                                                      save_top_k=-1, filename="{step}"))
     if variant == "rfgan":
-        cli.model.pretrain(cli.datamodule)
+        cli.model.prepare(cli.datamodule)
     trace = _LossTrace()
     step = cli.model.training_step
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import repro.data.module as data_module
-from repro.cli import REPO_ROOT, ReproCLI
+from repro.fit import REPO_ROOT, ReproCLI
 from repro.nets.cfg import (
     DCGANDiscriminator, DCGANGenerator, DCGANxDiscriminator, DCGANxGenerator, ResNet4Discriminator, ResNet4Generator,
 )

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repro.callbacks.evaluation import write_json_atomic
-from repro.cli import REPO_ROOT
+from repro import REPO_ROOT
 from repro.portable import dumps, loads, path_roles, portable, portable_text
-from repro.tables.runner import collect, plan, read_record
+from repro.record import read_json, write_json_atomic
+from repro.tables.plan import plan
+from repro.tables.runner import collect
 from repro.tables.spec import load_spec
 from test_tables import write_spec
 
@@ -29,12 +30,12 @@ def test_non_finite_values_are_written_as_strings_and_read_back(tmp_path: Path) 
     write_json_atomic(record, tmp_path / "metrics.json")
     text = (tmp_path / "metrics.json").read_text()
     assert _strict(text)["metrics"]["reverse_kl"] == "Infinity"
-    back = read_record(tmp_path / "metrics.json")["metrics"]
+    back = read_json(tmp_path / "metrics.json")["metrics"]
     assert back["reverse_kl"] == math.inf and back["low"] == -math.inf and math.isnan(back["odd"])
     assert back["modes"] == 3.0
     legacy = tmp_path / "old.json"  # records written before: bare literals
     legacy.write_text('{"metrics": {"reverse_kl": Infinity}}')
-    assert read_record(legacy)["metrics"]["reverse_kl"] == math.inf
+    assert read_json(legacy)["metrics"]["reverse_kl"] == math.inf
     assert loads(dumps({"a": [math.inf]})) == {"a": [math.inf]}
 
 

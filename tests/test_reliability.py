@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from repro import REPO_ROOT
 from repro.checkpoints import UnsafeFileError, check_resume, safe_load
-from repro.cli import REPO_ROOT, build_cli, main
+from repro.cli import main
+from repro.fit import build_cli
 from repro.data.images import load_images
 from repro.data.loader import InMemoryBatches
 from repro.metrics.conditioning import condition_numbers, generator_jacobian

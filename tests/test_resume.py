@@ -15,7 +15,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from repro.cli import REPO_ROOT, ReproCLI
+from repro.fit import REPO_ROOT, ReproCLI
 
 # (config, extra args): a plain variant with EMA + linear lr decay, WGAN-GP (n_dis = 5, double
 # backward), SN-GAN (u / v buffers), xICFG and WGAN-TS.

@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from repro.cli import REPO_ROOT, ReproCLI, main
+from repro.cli import main
+from repro.fit import REPO_ROOT, ReproCLI
 
-VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "xicfg", "wgants"]
+VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "rasgan", "xicfg", "wgants"]
 # xICFG's step is a whole stage (T D updates, 10 epochs of refit over 10 batches): a short stage keeps the
 # test to seconds; the configs' own settings are checked line by line in tests/test_icml2018_configs.py.
 SHORTER = {"xicfg": ["--model.init_args.functional_steps", "3", "--model.init_args.refit_batches", "2",

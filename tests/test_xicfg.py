@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from repro.cli import REPO_ROOT, ReproCLI
+from repro.fit import REPO_ROOT, ReproCLI
 from repro.nets import MLPDiscriminator, MLPGenerator
 from repro.variants import XICFG
 from repro.variants.xicfg import functional_gradient_push

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DataNotFoundError", "DataUnreadableError", "load_images", "IMAGE_SETS", "resize_uint8", "stack_digits"]
+__all__ = ["DataNotFoundError", "DataUnreadableError", "load_images", "load_test_images", "IMAGE_SETS", "TEST_SETS",
+           "resize_uint8", "stack_digits"]
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -25,6 +26,9 @@ _EXPECTED = {
     "stl10": "stl10_binary/unlabeled_X.bin",
     "svhn": "train_32x32.mat",
 }
+
+
+TEST_SETS = tuple(_EXPECTED)  # the sets with a held-out test split (STL-10: its labelled test set)
 
 
 def _missing(name: str, root: Path, err: Exception) -> DataNotFoundError:
@@ -144,3 +148,10 @@ def load_images(name: str, root: Path, download: bool, image_size: int | None = 
     if name == "image_folder":
         return _load_folder(root, image_size)
     return _load_torchvision(name, root, download, train=True)
+
+
+def load_test_images(name: str, root: Path, download: bool) -> tuple[Tensor, Tensor | None]:
+    """Test-split images (uint8, N x C x H x W) and labels of one of ``TEST_SETS``."""
+    if name not in TEST_SETS:
+        raise ValueError(f"data set {name!r} has no test split here; sets with one: {', '.join(TEST_SETS)}")
+    return _load_torchvision(name, root, download, train=False)

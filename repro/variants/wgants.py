@@ -94,7 +94,7 @@ def scale_weights(net: nn.Module, ratio: float, layers: int) -> bool:
     return True
 
 
-class WGANTS(GANModule):
+class WGANTS(GANModule, name="wgants"):
     """The two-step WGAN: exact batch W1 LP, then regression of D onto its potentials.
 
     Args:
@@ -158,7 +158,7 @@ class WGANTS(GANModule):
         for _ in range(self.regression_steps):
             loss = self.regression_loss(real_in, fake, target, direction)
             opt_d.zero_grad(set_to_none=True)
-            self.backward_loss(loss)
+            self.manual_backward(loss)
             self.step_uncounted(opt_d)
         with torch.no_grad():
             d_real, d_fake = self.discriminate(real_in), self.discriminate(fake)

@@ -58,7 +58,7 @@ def _refuse_inapplicable(options: dict[str, Any]) -> None:
             )
 
 
-class XICFG(GANModule):
+class XICFG(GANModule, name="xicfg"):
     """xICFG with a logistic-loss D, T snapshots per stage and an approximator G~.
 
     Args:
@@ -179,10 +179,9 @@ class XICFG(GANModule):
             for i, idx in enumerate(chunks):
                 loss = 0.5 * (self.generator(z[idx]) - target[idx]).flatten(1).square().sum(1).mean()
                 opt.zero_grad(set_to_none=True)
-                self.backward_loss(loss)
+                self.manual_backward(loss)
                 if count_last_step and epoch == hp.refit_epochs - 1 and i == len(chunks) - 1:
-                    self.sync_gradients(opt_g)
-                    opt_g.step()
+                    self.step_counted(opt_g)
                 else:
                     self.step_uncounted(opt_g)
                 total += loss.detach()
@@ -204,8 +203,9 @@ class XICFG(GANModule):
         self.approximator_initialized.fill_(True)
         return loss
 
-    def g_step(self, n: int, opt_g: Any) -> Tensor:
-        """The refit of G~ to N = refit_batches x n pairs (z, G_T(z)); closes the stage."""
+    def g_step(self, real: Tensor, opt_g: Any) -> Tensor:
+        """The refit of G~ to N = refit_batches x n pairs (z, G_T(z)), n the G batch; closes the stage."""
+        n = self.g_batch_size or len(real)
         n_pairs = self.hparams.refit_batches * n
         z = self.sample_z(n_pairs)
         target = torch.cat([self.push(self.approximator(part)) for part in z.split(n)])
@@ -218,6 +218,6 @@ class XICFG(GANModule):
             self.initialize_approximator(self.hparams.refit_batches * (self.g_batch_size or n), self.optimizers()[0])
         super().training_step(batch, batch_idx)
 
-    def _make_optimizer(self, params: Any, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
+    def make_optimizer(self, params: Any, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
         hp = self.hparams
         return torch.optim.RMSprop(params, lr=lr, alpha=hp.rmsprop_alpha, eps=hp.rmsprop_eps)
