@@ -354,3 +354,10 @@ def test_sngan_matrix_specs_plan_the_runs_of_the_hand_written_ones():
                          "published": {k: [p.value, p.source] for k, p in r.published.items()},
                          "fit_args": [a.replace(str(REPO_ROOT) + "/", "") for a in run.fit_args()]})
         assert rows == old["rows"], name
+
+
+def test_a_key_twice_in_a_spec_is_one_clear_error(tmp_path):
+    path = write_spec(tmp_path)
+    path.write_text(path.read_text() + "seeds: [3]\n")  # plain YAML would silently keep the last value
+    with pytest.raises(SpecError, match="'seeds' appears twice"):
+        load_spec(path)
