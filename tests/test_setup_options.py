@@ -183,3 +183,19 @@ def test_simultaneous_updates_take_both_gradients_before_either_step():
     assert not same(alt_slow.generator, alt_fast.generator)
     assert same(sim_slow.discriminator, alt_slow.discriminator)
     assert not same(sim_slow.generator, alt_slow.generator)
+
+
+def test_pacgan_code_nets_from_yaml(run_dir):
+    """configs/nets/pacgan_code_*.yaml: hidden linears without bias, BN momentum 0.05, weights N(0, 0.02^2), biases 0."""
+    nets = REPO_ROOT / "configs/nets"
+    cli = build(run_dir, f"model:\n  init_args:\n    generator: {nets / 'pacgan_code_g.yaml'}\n"
+                         f"    discriminator: {nets / 'pacgan_code_d.yaml'}\n")
+    g, d = cli.model.generator, cli.model.discriminator
+    linears = kinds(g, (nn.Linear,))
+    assert [lin.bias is None for lin in linears] == [True] * 4 + [False]
+    assert all(bn.momentum == 0.05 for bn in kinds(g, (nn.BatchNorm1d,)))
+    weights = torch.cat([lin.weight.flatten() for lin in linears[1:4]])  # 480,000 draws of N(0, 0.02^2)
+    assert abs(weights.std().item() - 0.02) < 2e-4 and abs(weights.mean().item()) < 2e-4
+    d_linears = kinds(d, (nn.Linear,))
+    assert len(d_linears) == 4 and all(torch.equal(lin.bias, torch.zeros_like(lin.bias)) for lin in d_linears)
+    assert abs(torch.cat([lin.weight.flatten() for lin in d_linears]).std().item() - 0.02) < 3e-4

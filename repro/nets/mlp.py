@@ -14,18 +14,23 @@ class MLPGenerator(nn.Module):
     """z -> ``depth`` hidden layers of ``width`` (optionally batch-normed; ``activation``, default ReLU) -> ``out_dim``.
 
     PacGAN's 2-D G: z_dim=2, width=400, depth=4, batch_norm=True; WGAN-GP's gan_toy: width=512, depth=3.
-    ``slope`` is LeakyReLU's; ``init`` the weight initialization (``repro.nets.layers``).
+    ``slope`` is LeakyReLU's; ``init`` the weight initialization (``repro.nets.layers``). ``hidden_bias``:
+    biases on the hidden linear layers (PacGAN's code has none: batch norm's shift follows each);
+    ``bn_momentum``: weight of a batch in the running statistics (PyTorch's 0.1; PacGAN's code 0.05).
     """
 
     def __init__(self, z_dim: int = 2, out_dim: int = 2, width: int = 400, depth: int = 4, batch_norm: bool = True,
-                 activation: str = "relu", slope: float = 0.2, init: Init = Init()):
+                 activation: str = "relu", slope: float = 0.2, init: Init = Init(), hidden_bias: bool = True,
+                 bn_momentum: float = 0.1):
         super().__init__()
+        if not 0.0 < bn_momentum <= 1.0:
+            raise ValueError(f"generator bn_momentum must be in (0, 1], got {bn_momentum}")
         self.z_dim = z_dim
         layers: list[nn.Module] = []
         d = z_dim
         for _ in range(depth):
-            norm = nn.BatchNorm1d(width) if batch_norm else nn.Identity()
-            layers += [nn.Linear(d, width), norm, make_activation(activation, slope)]
+            norm = nn.BatchNorm1d(width, momentum=bn_momentum) if batch_norm else nn.Identity()
+            layers += [nn.Linear(d, width, bias=hidden_bias), norm, make_activation(activation, slope)]
             d = width
         layers.append(nn.Linear(d, out_dim))
         self.net = nn.Sequential(*layers)
