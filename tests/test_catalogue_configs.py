@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import repro.data.module as data_module
+import repro.preflight as preflight
 from repro.fit import REPO_ROOT, ReproCLI
 from repro.nets import ResNetDiscriminator, StandardCNNDiscriminator, StandardCNNGenerator
 from repro.normalization import ShiftOnlyNorm, SpectralNorm
@@ -33,8 +34,20 @@ RELATIVISTIC = {
 @pytest.fixture(autouse=True)
 def fake_images(monkeypatch: pytest.MonkeyPatch) -> None:
     """``load_images`` returns 64 random uint8 CIFAR-sized images (the CLI reads the data to check shapes)."""
-    monkeypatch.setattr(data_module, "load_images",
-                        lambda name, root, download: (torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8), None))
+    def fake(name: str, root: object, download: bool, image_size: int | None = None) -> tuple[torch.Tensor, None]:
+        return torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8), None
+
+    monkeypatch.setattr(data_module, "load_images", fake)
+
+
+@pytest.fixture(autouse=True)
+def evaluations(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The configs ask for Inception FID / IS, whose preflight loads the Inception weights (absent on a machine
+    without them): record the evaluation settings the preflight receives instead of checking the weights."""
+    seen: list = []
+    monkeypatch.setattr(preflight, "check_evaluation", lambda evaluation, datamodule: seen.append(
+        (evaluation.settings, {family.name for family in evaluation.selected(datamodule)})))
+    return seen
 
 
 def load(config: str, *extra: str) -> ReproCLI:
@@ -49,7 +62,7 @@ def test_every_gpu_config_states_its_target_and_parses(config, run_dir):
     assert cli.trainer.max_steps == 100_000 and cli.datamodule.dataset == "cifar10"
 
 
-def test_ssgan_config_is_mimicrys(run_dir):
+def test_ssgan_config_is_mimicrys(run_dir, evaluations):
     cli = load("configs/ssgan/cifar10.yaml")
     model, hp = cli.model, cli.model.hparams
     assert isinstance(model, SSGAN) and isinstance(model.discriminator.inner, ResNetDiscriminator)
@@ -60,8 +73,9 @@ def test_ssgan_config_is_mimicrys(run_dir):
     # spectral norm on every D layer: 4 blocks (2 convs each, 2 shortcuts), the GAN head and the rotation head
     assert sum(isinstance(m, SpectralNorm) for m in model.discriminator.modules()) == 12
     assert isinstance(model.discriminator.rotation_head.parametrizations.weight[0], SpectralNorm)
-    evaluation = cli.config["evaluation"]
-    assert (evaluation.image_metrics, evaluation.n_fid, evaluation.n_is) == (True, 50_000, 50_000)
+    ((evaluation, families),) = evaluations
+    assert "image" in families and (evaluation.n_fid, evaluation.n_is) == (50_000, 50_000)
+    assert evaluation.reference_split == "train"
 
 
 @pytest.mark.parametrize("name", sorted(RELATIVISTIC))
