@@ -81,7 +81,7 @@ def ra_g_loss(fake: Tensor, real: Tensor, loss: str, paper_era: bool = False) ->
     return 0.5 * (f2(r).mean() + f1(q).mean())
 
 
-def relativistic_objective(kind: str, paper_era: float = False) -> Objective:
+def relativistic_objective(kind: str, paper_era: bool | float = False) -> Objective:
     """The (L_D, L_G) pair of ``kind`` (one of ``KINDS``); ``paper_era`` as in the module docstring."""
     if kind not in KINDS:
         raise ValueError(f"unknown relativistic loss {kind!r}; valid: {', '.join(KINDS)}")
