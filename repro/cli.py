@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from repro.callbacks import ConditioningTrace, DivergenceStop, FinalEvaluation, SamplePlots, SpectraPlots
 from repro.callbacks.divergence import DIVERGED_EXIT_CODE, TrainingDiverged
 from repro.data import GANDataModule
+from repro.ensemble.run import EnsembleOptions, build_ensemble
 from repro.loggers import WandbOptions, with_loggers
 from repro.variants import RFGAN, GANModule
 from repro.variants.rfgan import MissingPretrainedWeights
@@ -58,6 +59,7 @@ class ReproCLI(LightningCLI):
         parser.add_lightning_class_args(SpectraPlots, "spectra")
         parser.add_lightning_class_args(ConditioningTrace, "conditioning")
         parser.add_class_arguments(WandbOptions, "wandb")
+        parser.add_class_arguments(EnsembleOptions, "ensemble")
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from")
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
@@ -79,6 +81,8 @@ class ReproCLI(LightningCLI):
         """Refuse, before any training, data the networks cannot take and checkpoints that cannot resume them."""
         self.model.check_sample_shape(self.datamodule.sample_shape)
         self.model.check_schedule(self.trainer.max_steps)
+        if self.config_init["ensemble"].size is not None:
+            build_ensemble(self)
         if self.config.get("ckpt_path"):
             check_checkpoint(Path(self.config["ckpt_path"]), self.model)
 
@@ -124,6 +128,8 @@ def _fix_config_args(args: list[str]) -> list[str]:
             out[i + 1] = resolve_config(out[i + 1])
         elif a.startswith("--config="):
             out[i] = "--config=" + resolve_config(a.split("=", 1)[1])
+        elif a == "--ensemble" or a.startswith("--ensemble="):  # shorthand for --ensemble.size
+            out[i] = "--ensemble.size" + a.removeprefix("--ensemble")
     return out
 
 

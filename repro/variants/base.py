@@ -174,7 +174,16 @@ class GANModule(L.LightningModule):
 
     # ----------------------------------------------------------------- sampling
     def sample_z(self, n: int) -> Tensor:
-        return torch.randn(n, self.z_dim, device=self.device)
+        return self.sample_noise(lambda m: torch.randn(m, self.z_dim, device=self.device), n)
+
+    def sample_noise(self, draw: Callable[[int], Tensor], n: int) -> Tensor:
+        """``draw(n)``: random values for ``n`` samples. Every random draw of a training step goes through
+        here, so a seed ensemble (``repro.ensemble``) can take each member's share from its own stream."""
+        return draw(n)
+
+    def batch_mean(self, values: Tensor) -> Tensor:
+        """A loss term from per-sample ``values``: their mean (a seed ensemble keeps one mean per member)."""
+        return values.mean()
 
     @torch.no_grad()
     def sample(self, n: int | None = None, z: Tensor | None = None, ema: bool = True) -> Tensor:
@@ -290,7 +299,7 @@ class GANModule(L.LightningModule):
 
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()[:2]
-        d_loss = torch.stack([self.d_step(real, opt_d) for real in batch.chunk(self.n_dis)]).mean()
+        d_loss = torch.stack([self.d_step(real, opt_d) for real in batch.chunk(self.n_dis)]).mean(0)
         g_loss = self.g_step(self.g_batch_size or len(batch) // self.n_dis, opt_g)
         self.broadcast_buffers()
         self.update_ema()

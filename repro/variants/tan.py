@@ -71,7 +71,7 @@ class TAN(GANModule):
     def lens_losses(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
         """(L_L^A, L_L^R) for a real batch and (detached) fakes; D's parameters get no gradient."""
         lensed = self.lens(real)
-        recon = (real - lensed).flatten(1).square().sum(1).mean()
+        recon = self.batch_mean((real - lensed).flatten(1).square().sum(1))
         self.discriminator.requires_grad_(False)
         try:
             adv = -self.objective.d_loss(self.discriminate(lensed), self.discriminate(fake.detach()))
