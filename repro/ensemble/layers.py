@@ -70,6 +70,10 @@ class _BatchedLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if weight.shape[1] == 1:  # one output (a D head): as y^T = W x^T, which rounds as nn.Linear's gemv does
+            xt = x.transpose(1, 2)
+            y = torch.bmm(weight, xt) if bias is None else torch.baddbmm(bias.unsqueeze(2), weight, xt)
+            return y.transpose(1, 2)
         w = weight.transpose(1, 2)
         return torch.bmm(x, w) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, w)
 
@@ -81,6 +85,7 @@ class _BatchedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
         need_x, need_w, need_b = ctx.needs_input_grad
         return (torch.bmm(grad, weight) if need_x else None,
                 torch.bmm(grad.transpose(1, 2), x) if need_w else None,
@@ -99,7 +104,7 @@ class EnsembleLinear(EnsembleLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         y = _BatchedLinear.apply(_members(x, self.members), self.weight, self.bias)
-        return y.view(x.shape[0], self.out_features)
+        return y.reshape(x.shape[0], self.out_features)
 
 
 class _EnsembleConvBase(EnsembleLayer):
