@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from repro.callbacks import ConditioningTrace, DivergenceStop, FinalEvaluation, SamplePlots, SpectraPlots
 from repro.callbacks.divergence import DIVERGED_EXIT_CODE, TrainingDiverged
 from repro.data import GANDataModule
+from repro.ensemble import check_supported
 from repro.ensemble.run import EnsembleOptions, build_ensemble
 from repro.loggers import WandbOptions, with_loggers
 from repro.variants import RFGAN, GANModule
@@ -79,6 +80,8 @@ class ReproCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         """Refuse, before any training, data the networks cannot take and checkpoints that cannot resume them."""
+        if self.config_init["ensemble"].size is not None:
+            check_supported(self.model)  # an ensemble's refusal first: it is the one to act on
         self.model.check_sample_shape(self.datamodule.sample_shape)
         self.model.check_schedule(self.trainer.max_steps)
         if self.config_init["ensemble"].size is not None:

@@ -91,6 +91,7 @@ class EnsembleMixin:
     member_models: tuple[GANModule, ...]
     member_loggers: list[list[Any]]
     member_rows: dict[tuple[int, int], dict[str, float]]
+    _member_epoch_rows: dict[int, dict[str, float]]
     _member_rng: list[Tensor]
     _member_rng_device: str
 
@@ -145,8 +146,14 @@ class EnsembleMixin:
         super().log_dict({key: v.mean() for key, v in values.items()}, *args, **kwargs)  # type: ignore[misc]
 
     def flush_member_logs(self) -> None:
-        """Write the rows ``log_dict`` collected to each member's loggers."""
-        for (step, i), row in self.member_rows.items():
+        """Write the rows ``log_dict`` collected to each member's loggers. As Lightning does for a single run,
+        a value logged earlier in the same epoch and not this step is repeated (e.g. TAN's lens values
+        after the lens is removed)."""
+        for (step, i), row in sorted(self.member_rows.items()):
+            previous = self._member_epoch_rows.get(i, {})
+            if previous.get("epoch") == row["epoch"]:
+                row = {**previous, **row}
+            self._member_epoch_rows[i] = row
             for logger in self.member_loggers[i]:
                 logger.log_metrics(row, step=step)
         self.member_rows.clear()
@@ -233,7 +240,7 @@ def make_ensemble(template: GANModule, members: Sequence[GANModule], seeds: Sequ
     ens: Any = template
     ens.members, ens.seeds = k, list(seeds)
     ens.member_models = tuple(members)  # a tuple: not registered as submodules
-    ens.member_loggers, ens.member_rows = [[] for _ in members], {}
+    ens.member_loggers, ens.member_rows, ens._member_epoch_rows = [[] for _ in members], {}, {}
     ens._member_rng, ens._member_rng_device = [s.clone() for s in rng_states], "cpu"
     ens.objective = MemberObjective(template.objective, k)
     if template.g_batch_size is not None:
