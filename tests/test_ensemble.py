@@ -235,3 +235,19 @@ def test_every_variant_trains_as_ensemble_or_refuses(variant: str, nets: str, ru
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     for seed in (4, 5):
         assert json.loads((run_dir / f"seed{seed}" / "metrics.json").read_text())["generator_steps"] == 2
+
+
+def test_bench_step_timer_and_input_errors(run_dir: Path) -> None:
+    """``repro bench ensemble``'s timing callback records steady-state steps and one step's FLOPs; bad input is
+    refused before anything runs."""
+    from repro.bench.ensemble import StepTimer, main
+
+    cli = build_cli([*_args("ring8/nsgan", 6, SMALL), "--ensemble", "2", *_logger(run_dir)])
+    cli.trainer.callbacks.append(StepTimer(str(run_dir / "timing.json"), warmup=2))
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    timing = json.loads((run_dir / "timing.json").read_text())
+    assert len(timing["step_seconds"]) == 4 and timing["flops_per_step"] > 2 * 32 * 16 * 16 * 2
+    with pytest.raises(UserError, match="unknown nope"):
+        main(["--workloads", "nope"])
+    with pytest.raises(UserError, match="--steps >= --warmup"):
+        main(["--steps", "3", "--warmup", "5"])
