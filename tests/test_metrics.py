@@ -14,7 +14,7 @@ import scipy.linalg
 import torch
 
 from repro.data.images import _load_torchvision, stack_digits
-from repro.data.toy import grid25, ring8
+from repro.data.toy import TOY_SETS
 from repro.metrics import features as features_mod
 from repro.metrics.features import ClassifierExtractor, make_extractor
 from repro.metrics.image import (
@@ -28,7 +28,7 @@ from repro.metrics.image import (
 )
 from repro.metrics.stacked import digit_triples, stacked_mode_metrics
 from repro.metrics.toy import mode_metrics
-from repro.nets.classifier import CLASSIFIER_WEIGHTS, load_classifier, sha256_file, train_classifier
+from repro.metrics.classifier import CLASSIFIER_WEIGHTS, load_classifier, sha256_file, train_classifier
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -245,7 +245,7 @@ def test_stacked_mnist_triples_and_mode_metrics(mnist_test_set, classifier):
 
 # ----------------------------------------------------------------------------- toy mode metrics
 def test_ring8_exact_samples_score_all_modes():
-    mix = ring8()
+    mix = TOY_SETS["ring8"].mixture()
     samples = mix.sample(20_000, torch.Generator().manual_seed(0))
     m = mode_metrics(samples, mix)
     assert m["modes"] == 8
@@ -257,15 +257,31 @@ def test_ring8_exact_samples_score_all_modes():
 
 
 def test_one_mode_scores_one_mode_and_log8():
-    mix = ring8()
+    mix = TOY_SETS["ring8"].mixture()
     samples = mix.centers[2] + mix.std * torch.randn(2500, 2, generator=torch.Generator().manual_seed(1))
     m = mode_metrics(samples, mix)
     assert m["modes"] == 1 and m["reverse_kl"] == pytest.approx(math.log(8), abs=1e-9)
 
 
 def test_grid25_and_far_samples():
-    mix = grid25()
+    mix = TOY_SETS["grid25"].mixture()
     m = mode_metrics(mix.sample(25_000, torch.Generator().manual_seed(2)), mix)
     assert m["modes"] == 25 and m["reverse_kl"] < 5e-3
     far = mode_metrics(torch.full((100, 2), 1.0), mix)  # 1.0 is 20 std from every centre
     assert far["modes"] == 0 and far["high_quality"] == 0.0 and far["reverse_kl"] == math.inf
+
+
+def test_jsd_to_uniform_by_hand_and_against_scipy():
+    """PacGAN's logged JSD(p_hat, U_K): one mode of 8 by hand, a skewed histogram against SciPy's."""
+    from scipy.spatial.distance import jensenshannon
+
+    mix = TOY_SETS["ring8"].mixture()
+    one = mode_metrics(mix.centers[2] + mix.std * torch.randn(2500, 2, generator=torch.Generator().manual_seed(1)), mix)
+    by_hand = 0.5 * (math.log(16 / 9) + math.log(2 / 9) / 8 + 7 * math.log(2) / 8)
+    assert one["jsd"] == pytest.approx(by_hand, abs=1e-12)
+    counts = [300, 100, 100, 0, 0, 50, 0, 450]
+    samples = torch.cat([mix.centers[i].expand(n, 2) for i, n in enumerate(counts) if n])
+    m = mode_metrics(samples, mix)
+    p = torch.tensor(counts, dtype=torch.float64) / sum(counts)
+    assert m["jsd"] == pytest.approx(jensenshannon(p.numpy(), [1 / 8] * 8) ** 2, abs=1e-12)
+    assert m["jsd"] <= math.log(2) and m["reverse_kl"] > m["jsd"]

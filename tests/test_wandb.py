@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from repro.cli import REPO_ROOT, ReproCLI
+from repro.fit import REPO_ROOT, ReproCLI
 from repro.loggers import wandb_mode
-from repro.nets.classifier import CLASSIFIER_WEIGHTS
+from repro.metrics.classifier import CLASSIFIER_WEIGHTS
 
 
 def wandb_records(path: Path) -> list:

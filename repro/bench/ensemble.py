@@ -26,8 +26,9 @@ from typing import Any
 import lightning as L
 import torch
 
-from repro.bench.harness import machine_description
-from repro.cli import REPO_ROOT, UserError
+from repro import REPO_ROOT
+from repro.bench.summary import machine_description
+from repro.errors import UserError
 
 __all__ = ["StepTimer", "ENSEMBLE_WORKLOADS", "peak_gflops", "main"]
 

@@ -27,13 +27,13 @@ from torch import Tensor, nn
 from repro.ensemble.layers import EnsembleError, is_stackable, stack_layers
 from repro.losses import Objective
 from repro.regularizers import GradientPenalty, JacobianClamping
-from repro.variants import GNGAN, LSGAN, NSGAN, SNGAN, TAN, WGAN, WGANGP, GANModule, VanillaGAN
+from repro.variants import GNGAN, LSGAN, NSGAN, SNGAN, TAN, WGAN, WGANGP, GANModule, RaSGAN, VanillaGAN
 
 __all__ = ["make_ensemble", "check_supported", "EnsembleMixin", "SUPPORTED_VARIANTS", "SUPPORTED_REGULARIZERS"]
 
 # Variants whose loop, hooks and losses were checked against single runs (tests/test_ensemble.py);
 # JacobianClamped(X) of any of them is supported too (it only adds a regularizer).
-SUPPORTED_VARIANTS: tuple[type[GANModule], ...] = (VanillaGAN, NSGAN, LSGAN, WGAN, WGANGP, SNGAN, GNGAN, TAN)
+SUPPORTED_VARIANTS: tuple[type[GANModule], ...] = (VanillaGAN, NSGAN, LSGAN, RaSGAN, WGAN, WGANGP, SNGAN, GNGAN, TAN)
 # Regularizers that draw their noise through ``sample_noise`` and reduce with ``batch_mean``.
 SUPPORTED_REGULARIZERS = (GradientPenalty, JacobianClamping)
 _RANDOM_MODULES = (nn.modules.dropout._DropoutNd,)
@@ -67,14 +67,20 @@ class MemberObjective:
 
     def __init__(self, objective: Objective, members: int):
         self.base, self.members = objective, members
+        self.g_needs_real = objective.g_needs_real
         self._d = torch.func.vmap(objective.d_loss)
-        self._g = torch.func.vmap(objective.g_loss)
+        self._g = torch.func.vmap(objective.generator)
 
     def d_loss(self, real: Tensor, fake: Tensor) -> Tensor:
         return self._d(real.view(self.members, -1), fake.view(self.members, -1))
 
-    def g_loss(self, fake: Tensor) -> Tensor:
-        return self._g(fake.view(self.members, -1))
+    def g_loss(self, fake: Tensor, real: Tensor | None = None) -> Tensor:
+        per_member = [fake.view(self.members, -1)]
+        if self.g_needs_real:
+            if real is None:
+                raise ValueError("this objective's generator loss compares fakes with real data: pass real_out")
+            per_member.append(real.view(self.members, -1))
+        return self._g(*per_member)
 
 
 def _device_generator(device: torch.device) -> torch.Generator:

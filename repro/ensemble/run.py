@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from repro.callbacks.divergence import TrainingDiverged
+from repro.callbacks.resumable import ResumableCheckpoint
 from repro.callbacks.rundir import run_dir
 from repro.ensemble.layers import EnsembleError
 from repro.ensemble.module import make_ensemble
@@ -31,6 +32,8 @@ from repro.variants import GANModule
 
 __all__ = ["EnsembleOptions", "Member", "MemberCallbacks", "MemberTrainer", "build_ensemble"]
 
+# callbacks of the process, not of a run: they stay on the ensemble's trainer and checkpoint the ensemble
+ENSEMBLE_LEVEL: tuple[type[L.Callback], ...] = (ResumableCheckpoint,)
 _CALLBACK_HOOKS = (
     "on_fit_start", "on_train_epoch_start", "on_train_batch_start", "on_train_epoch_end",
     "on_fit_end", "on_exception",
@@ -212,7 +215,8 @@ def build_ensemble(cli: Any) -> None:
     first = int(cli.config["seed_everything"])
     seeds = list(range(first, first + options.size))
     folders = options.folders(seeds, run_dir(trainer))
-    parsed = [(key, value) for key, value in cli.config_init.items() if isinstance(value, L.Callback)]
+    parsed = [(key, value) for key, value in cli.config_init.items()
+              if isinstance(value, L.Callback) and not isinstance(value, ENSEMBLE_LEVEL)]
     mine = {id(value) for _, value in parsed}
     members, rng_states = [], []
     for seed, folder in zip(seeds, folders):

@@ -7,7 +7,7 @@ same path: model output -> ``to_uint8`` ((x+1)/2, quantized) -> extractor. ``nam
 - ``inception``: torch-fidelity's Inception-v3 (the TF 2015-12-05 weights converted), 2048-d pool
   features for FID/KID and the 1008 unbiased logits for IS, TF1-compatible bilinear resize to 299 px;
   the standard protocol of Heusel et al. 2017 / Salimans et al. 2016.
-- ``classifier``: repro's own MNIST classifier (``repro.nets.classifier``), 128-d penultimate
+- ``classifier``: repro's own MNIST classifier (``repro.metrics.classifier``), 128-d penultimate
   features and 10 logits, input resized to 28 px.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from repro.nets.classifier import CLASSIFIER_WEIGHTS, load_classifier, sha256_file
+from repro.metrics.classifier import CLASSIFIER_WEIGHTS, load_classifier, sha256_file
+from repro.pixels import to_float
 
 __all__ = [
     "FeatureExtractor",
@@ -114,7 +115,7 @@ class ClassifierExtractor(FeatureExtractor):
         x = images.float()
         if x.shape[-2:] != (28, 28):
             x = F.interpolate(x, size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
-        features = self.net.features(x.div(127.5).sub(1.0))
+        features = self.net.features(to_float(x))
         return features, self.net.head(features)
 
 

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from repro.plotting import save_figure
-from repro.tables.runner import Run, plan, read_record
+from repro.record import RECORD_FILE, Status, status_of
+from repro.tables.curves import RULE, convergence, draw_curves, in_progress
+from repro.tables.plan import Records, Run, read_records
 from repro.tables.spec import Claim, Column, Row, TableSpec
 
-__all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns"]
+__all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns", "summary_table"]
 
 
 @dataclass
@@ -56,15 +58,15 @@ def _value(record: dict[str, Any], key: str) -> Any:
     return metrics[key] if key in metrics else record.get(key)
 
 
-def aggregate(spec: TableSpec) -> dict[str, dict[str, Cell]]:
-    """``cells[row_id][column_key]`` over the spec's seeds, from ``results/<table>/<row>/seed<k>/metrics.json``."""
+def aggregate(spec: TableSpec, records: Records | None = None) -> dict[str, dict[str, Cell]]:
+    """``cells[row_id][column_key]`` over the spec's seeds, from the run records (``results/<table>/<row>/seed<k>/``)."""
+    records = read_records(spec) if records is None else records
     cells: dict[str, dict[str, Cell]] = {r.id: {c.key: Cell() for c in spec.columns} for r in spec.rows}
-    for run in plan(spec):
-        record = read_record(run.results_dir / "metrics.json")
-        status = record.get("status") if record else None
+    for run, record in records:
+        status = status_of(record)
         for col in spec.columns:
             cell = cells[run.row.id][col.key]
-            if status == "finished":
+            if status is Status.FINISHED:
                 value = _value(record, col.key)
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     cell.values.append(float(value))
@@ -72,20 +74,21 @@ def aggregate(spec: TableSpec) -> dict[str, dict[str, Cell]]:
                     cell.nonfinite += 1
                 else:
                     cell.missing += 1
-            elif status == "diverged":
+            elif status is Status.DIVERGED:
                 cell.diverged += 1
-            elif status == "failed":
+            elif status is Status.FAILED:
                 cell.failed += 1
             else:
                 cell.missing += 1
     return cells
 
 
-def unreported_columns(spec: TableSpec) -> dict[str, list[str]]:
-    """Columns that no finished run reports, each with the metric keys the runs do report (a key typo in a
-    spec shows up here instead of as a silently empty column); empty until some run has finished."""
-    finished = [r for r in (read_record(run.results_dir / "metrics.json") for run in plan(spec))
-                if r and r.get("status") == "finished"]
+def unreported_columns(spec: TableSpec, records: Records | None = None) -> dict[str, list[str]]:
+    """Columns that no finished run reports, each with the metric keys the runs do report (a column whose
+    metric the configured evaluation does not run shows up here instead of as a silently empty column);
+    empty until some run has finished."""
+    records = read_records(spec) if records is None else records
+    finished = [r for _, r in records if status_of(r) is Status.FINISHED]
     if not finished:
         return {}
     reported = {key for record in finished for key in (record.get("metrics") or {})}
@@ -121,8 +124,10 @@ def format_cell(cell: Cell, col: Column) -> str:
     return f"{_fmt(cell.mean, col)} ± {_fmt(cell.std, col)} (n={cell.n}{'; ' + counts if counts else ''})"
 
 
-def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]]) -> tuple[str, str]:
-    """(the compared numbers, "holds" / "does not hold" / "not measured") at this project's scale."""
+def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]],
+                  flat: dict[str, dict[str, bool | None]] | None = None) -> tuple[str, str]:
+    """(the compared numbers, "holds" / "does not hold" / "not measured") at this project's scale; "not
+    converged" when a row it compares has a metric curve that had not flattened (``repro.tables.curves``)."""
     def resolve(ref: str | float) -> tuple[float | None, str]:
         if isinstance(ref, float):
             return ref, f"{ref:g}"
@@ -134,6 +139,9 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]]) -> tuple[str,
     shown = f"{a_text} {claim.op} {b_text}"
     if a is None or b is None:
         return shown, "not measured"
+    refs = [ref.split(":")[:2] for ref in (claim.a, claim.b) if isinstance(ref, str)]
+    if flat and any(flat.get(row, {}).get(col) is False for row, col in refs):
+        return shown, "not converged"
     holds = a < b if claim.op == "<" else a > b
     return shown, "holds" if holds else "does not hold"
 
@@ -203,17 +211,41 @@ def _csv(spec: TableSpec, cells: dict[str, dict[str, Cell]]) -> str:
     return buf.getvalue()
 
 
-def _status_line(spec: TableSpec) -> str:
+def _status_line(spec: TableSpec, records: Records) -> str:
     """How many of the table's runs exist, by status: a page never hides that a table was only partly run."""
-    statuses = [(read_record(r.results_dir / "metrics.json") or {}).get("status") for r in plan(spec)]
-    done = {s: statuses.count(s) for s in ("finished", "diverged", "failed")}
+    statuses = [status_of(r) for _, r in records]
+    done = {s: statuses.count(s) for s in Status}
     missing = len(statuses) - sum(done.values())
-    text = f"{done['finished']} of {len(statuses)} finished, {done['diverged']} diverged, {done['failed']} failed"
+    text = (f"{done[Status.FINISHED]} of {len(statuses)} finished, {done[Status.DIVERGED]} diverged, "
+            f"{done[Status.FAILED]} failed")
     return text + (f"; {missing} not run yet (`repro reproduce {spec.name}` runs them)." if missing else ".")
 
 
+def _convergence_lines(spec: TableSpec, flat: dict[str, dict[str, bool | None]]) -> list[str]:
+    if not any(v is not None for row in flat.values() for v in row.values()):
+        return []
+    words = {True: "flattened", False: "**not flattened**", None: "—"}
+    lines = ["## Convergence", "", f"Rule: {RULE}. Curves: the `curves` figure below.", "",
+             "| row | " + " | ".join(c.label for c in spec.columns) + " |", "|" + "---|" * (len(spec.columns) + 1)]
+    lines += ["| " + " | ".join([row.label] + [words[flat[row.id][c.key]] for c in spec.columns]) + " |"
+              for row in spec.rows]
+    return lines + [""]
+
+
+def _progress_lines(spec: TableSpec, records: Records) -> list[str]:
+    running = in_progress(records)
+    if not running:
+        return []
+    lines = ["**Unfinished runs** (each continues from its checkpoint on the next `repro reproduce "
+             f"{spec.name}`):", ""]
+    lines += [f"- `{name}`: {done:,} of {asked:,} generator updates" if done is not None and asked
+              else f"- `{name}`: checkpoint present" for name, done, asked in running]
+    return lines + [""]
+
+
 def _markdown(
-    spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path, unreported: dict[str, list[str]]
+    spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path, unreported: dict[str, list[str]],
+    records: Records, flat: dict[str, dict[str, bool | None]] | None = None,
 ) -> str:
     sources: list[str] = []
 
@@ -230,7 +262,8 @@ def _markdown(
              f"> **Scale difference:** {spec.scale}", ""]
     if spec.steps_note:
         lines += [f"**Training length:** {spec.steps_note}", ""]
-    lines += [f"**Runs:** {_status_line(spec)}", ""]
+    lines += [f"**Runs:** {_status_line(spec, records)}", ""]
+    lines += _progress_lines(spec, records)
     if spec.notes:
         lines += [spec.notes.strip(), ""]
     lines += ["## Results", "",
@@ -266,10 +299,11 @@ def _markdown(
                   "Each check is computed from the results above; \"does not hold\" is a finding at this scale.", "",
                   "| claim | source | check | at this scale |", "|---|---|---|---|"]
         for claim in spec.claims:
-            shown, verdict = claim_verdict(claim, cells)
+            shown, verdict = claim_verdict(claim, cells, flat)
             note = f" {claim.note}" if claim.note else ""
             lines.append(f"| {claim.text}{note} | {claim.source} | {shown} | **{verdict}** |")
         lines.append("")
+    lines += _convergence_lines(spec, flat or {})
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{f.stem}]({f.relative_to(page.parent).as_posix()})" for f in figures]
@@ -281,9 +315,11 @@ def _markdown(
     return "\n".join(lines)
 
 
-def write_report(spec: TableSpec) -> Path:
-    """Write ``paper_tables/<name>.md``, ``.csv``, the figure panels and ``results/<name>/README.md``."""
-    cells = _display_cells(spec, aggregate(spec))
+def write_report(spec: TableSpec, records: Records | None = None) -> Path:
+    """Write ``paper_tables/<name>.md``, ``.csv``, the figure panels and ``results/<name>/README.md`` from the
+    run records, each read once (``records``: already read, else read here)."""
+    records = read_records(spec) if records is None else records
+    cells = _display_cells(spec, aggregate(spec, records))
     page = spec.path.with_suffix(".md")
     figures = []
     for panel in spec.panels:
@@ -296,7 +332,7 @@ def write_report(spec: TableSpec) -> Path:
                          page.parent / "figures" / spec.name / f"{group}_{name}.png")
             if out is not None:
                 figures.append(out)
-    unreported = unreported_columns(spec)
+    unreported = unreported_columns(spec, records)
     for key, reported in unreported.items():
         print(f"warning: {spec.name}: column {key!r} is in no finished run's metrics (they report: {', '.join(reported)})")
     for key in spec.charts:
@@ -304,13 +340,35 @@ def write_report(spec: TableSpec) -> Path:
         out = _chart(spec, col, cells, page.parent / "figures" / spec.name / f"chart_{key}.png")
         if out is not None:
             figures.append(out)
-    page.write_text(_markdown(spec, cells, figures, page, unreported))
+    flat = convergence(spec, records)
+    out = draw_curves(spec, records, page.parent / "figures" / spec.name / "curves.png")
+    if out is not None:
+        figures.insert(0, out)
+    page.write_text(_markdown(spec, cells, figures, page, unreported, records, flat))
     page.with_suffix(".csv").write_text(_csv(spec, cells))
     if spec.results_dir.exists():
         (spec.results_dir / "README.md").write_text(
             f"# results/{spec.name}\n\nWritten by `repro reproduce {spec.name}` (possibly in parts, with `--only` / "
-            f"`--seeds`) from committed code: each `metrics.json` records the git commit and the exact `repro fit` "
+            f"`--seeds`) from committed code: each `{RECORD_FILE}` records the git commit and the exact `repro fit` "
             f"command of its run. Aggregated "
             f"in `paper_tables/{spec.name}.md`. Checkpoints are not committed; their paths (under `runs/`) "
-            f"are in each `metrics.json`.\n")
+            f"are in each `{RECORD_FILE}`.\n")
     return page
+
+
+def summary_table(spec: TableSpec, records: Records | None = None) -> Any:
+    """The page's results as a terminal table (rich): one line per row, ours beside the paper's where printed."""
+    from rich.table import Table
+
+    cells = _display_cells(spec, aggregate(spec, records))
+    table = Table(title=f"{spec.name}: {spec.title}", title_justify="left")
+    table.add_column("row")
+    for col in spec.columns:
+        table.add_column(col.label, justify="right")
+    for row in spec.rows:
+        texts = []
+        for col in spec.columns:
+            pub = row.published.get(col.key)
+            texts.append(format_cell(cells[row.id][col.key], col) + (f"\n(paper {pub.value})" if pub else ""))
+        table.add_row(row.label, *texts)
+    return table
