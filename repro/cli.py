@@ -91,7 +91,13 @@ def _cmd_tables(args: list[str]) -> None:
 
 
 def _cmd_bench(args: list[str]) -> None:
-    """Time repro against the bare-PyTorch reference loop (``repro bench --help``)."""
+    """Time repro against the bare-PyTorch reference loop (``repro bench --help``), or seed ensembles against
+    separate runs (``repro bench ensemble --help``)."""
+    if args[:1] == ["ensemble"]:
+        from repro.bench.ensemble import main as ensemble_main
+
+        ensemble_main(args[1:])
+        return
     from repro.bench import main as bench_main  # Lightning and torch: seconds to import
 
     bench_main(args)

@@ -27,6 +27,8 @@ from repro.callbacks import (
     SpectraPlots,
 )
 from repro.data import GANDataModule
+from repro.ensemble import check_supported
+from repro.ensemble.run import EnsembleOptions, build_ensemble
 from repro import REPO_ROOT
 from repro.checkpoints import SAFE_GLOBALS, ConfigStamp, check_resume
 from repro.errors import UserError
@@ -71,6 +73,7 @@ class ReproCLI(LightningCLI):
         parser.add_lightning_class_args(ConditioningTrace, "conditioning")
         parser.add_lightning_class_args(ResumableCheckpoint, "resumable")
         parser.add_class_arguments(WandbOptions, "wandb")
+        parser.add_class_arguments(EnsembleOptions, "ensemble")
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from")
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
@@ -95,9 +98,15 @@ class ReproCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         """Refuse, before any training, settings outside their domain, data the networks cannot take, missing
-        evaluation inputs (``repro.preflight``) and checkpoints that cannot resume the run (``repro.checkpoints``)."""
+        evaluation inputs (``repro.preflight``) and checkpoints that cannot resume the run (``repro.checkpoints``);
+        with ``ensemble.size``, build the seed ensemble (``repro.ensemble``)."""
+        ensemble = self.config_init["ensemble"].size is not None
+        if ensemble:
+            check_supported(self.model)  # an ensemble's refusal first: it is the one to act on
         check_run(self.model, self.datamodule, self.trainer)
         self.model.check_schedule(self.trainer.max_steps)
+        if ensemble:
+            build_ensemble(self)
         if self.config.get("ckpt_path"):
             check_resume(Path(self.config["ckpt_path"]), self.model, self.config.as_dict())
 
@@ -133,6 +142,8 @@ def resolve_config_args(args: list[str]) -> list[str]:
             out[i + 1] = resolve_config(out[i + 1])
         elif a.startswith("--config="):
             out[i] = "--config=" + resolve_config(a.split("=", 1)[1])
+        elif a == "--ensemble" or a.startswith("--ensemble="):  # shorthand for --ensemble.size
+            out[i] = "--ensemble.size" + a.removeprefix("--ensemble")
     return out
 
 

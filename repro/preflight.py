@@ -20,6 +20,8 @@ from typing import Any
 import lightning as L
 from torch import nn
 
+from repro.callbacks import ConditioningTrace, FinalEvaluation
+
 __all__ = ["check_sizes", "check_trainer", "check_networks", "check_evaluation", "check_conditioning", "check_run"]
 
 
@@ -80,6 +82,7 @@ def check_evaluation(evaluation: Any, datamodule: Any) -> None:
     """Everything the final evaluation of ``evaluation`` (a ``FinalEvaluation``) will need, now: the
     extractor's weights (loaded: missing or altered files fail here), that it can read the data's
     images, the reference split and its size, and sample counts the statistics are defined for."""
+    # imported here: torchmetrics alone takes seconds, and the metric families are loaded only when used
     from repro.metrics.features import ClassifierExtractor, InceptionExtractor, inception_weights_path
     from repro.metrics.image import check_sample_counts, reference_images
 
@@ -123,8 +126,6 @@ def check_conditioning(conditioning: Any, model: nn.Module, sample_shape: tuple[
 
 def check_run(model: nn.Module, datamodule: Any, trainer: L.Trainer) -> None:
     """Every check above but ``check_sizes``, for a built ``repro fit`` run."""
-    from repro.callbacks import ConditioningTrace, FinalEvaluation
-
     check_trainer(trainer)
     check_networks(model)
     model.check_sample_shape(datamodule.sample_shape)

@@ -189,3 +189,20 @@ def test_minibatch_real_and_fake_batches_go_through_d_separately():
     joint = d(torch.cat([real, fake]))  # what one minibatch of both would give instead
     assert model.discriminator_loss(real, fake).item() == pytest.approx(separate.item(), rel=1e-6)
     assert model.objective.d_loss(joint[:6], joint[6:]).item() != pytest.approx(separate.item(), rel=1e-3)
+
+
+def test_seed_ensembles_refuse_what_they_cannot_split_by_member():
+    """Minibatch discrimination would compare members' samples with each other, historical averaging's state
+    is per run: ``repro fit --ensemble K`` refuses both with one clear error (label smoothing is supported)."""
+    from repro.ensemble.layers import EnsembleError
+    from repro.ensemble.module import check_supported
+    from repro.variants import NSGAN
+
+    def model(**kwargs):
+        return NSGAN(MLPGenerator(width=8, depth=1), kwargs.pop("d", MLPDiscriminator(width=8, depth=1)), **kwargs)
+
+    check_supported(model(loss_args={"real_label": 0.9}))
+    with pytest.raises(EnsembleError, match="compares the samples of a batch"):
+        check_supported(model(d=MinibatchDiscriminator(MLPDiscriminator(width=8, depth=1), kernels=4)))
+    with pytest.raises(EnsembleError, match="HistoricalAveraging"):
+        check_supported(model(g_regularizers=[HistoricalAveraging()]))

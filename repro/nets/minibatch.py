@@ -31,6 +31,8 @@ def minibatch_features(m: Tensor) -> Tensor:
 class MinibatchDiscrimination(nn.Module):
     """x (n, A) -> o (n, B): the kernels T as a bias-free linear map A -> B*C (wrapped by ``norm``)."""
 
+    couples_batch = True  # each output depends on the whole batch (a seed ensemble refuses it)
+
     def __init__(self, in_features: int, kernels: int = 100, kernel_dim: int = 5, norm: str = "none"):
         super().__init__()
         if kernels < 1 or kernel_dim < 1:
