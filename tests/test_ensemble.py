@@ -39,6 +39,8 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "tan": ("ring8/tan", ["--model.init_args.temper_steps", "60"]),  # the lens is removed mid-run
     "gngan": ("ring8/gngan", []),
     "rasgan": ("ring8/rasgan", []),  # G's loss compares with D's output on the real batch
+    "rsgan": ("ring8/rsgan", []),  # real and fake outputs paired one to one
+    "ralsgan-paper": ("ring8/ralsgan", ["--model.init_args.paper_era", "true"]),
 }
 
 
@@ -211,7 +213,10 @@ NETS = {
              "--model.init_args.generator", str(REPO_ROOT / "configs/nets/metz_g.yaml"),
              "--model.init_args.discriminator", str(REPO_ROOT / "configs/nets/metz_d_half.yaml")],
 }
-REFUSED = {"rfgan": "RFGAN", "wgants": "WGANTS", "xicfg": "XICFG"}  # not checked against single runs (yet)
+REFUSED = {"rfgan": "RFGAN", "wgants": "WGANTS", "xicfg": "XICFG",  # not checked against single runs (yet)
+           # their G / D terms are batch means over the stacked members' samples
+           "feature_matching": "FeatureMatchingGAN", "ssgan": "SSGAN"}
+CONFIGS = {"relativistic": "ring8/ralsgan", "ssgan": "mnist/ssgan"}  # registered names without a ring8/<name>.yaml
 _CONV_LENS = '{"class_path": "repro.nets.lens.ConvLens", "init_args": {"channels": 3, "width": 4, "blocks": 1}}'
 
 
@@ -229,7 +234,7 @@ def test_every_variant_trains_as_ensemble_or_refuses(variant: str, nets: str, ru
         extra += ["--model.init_args.discriminator.init_args.batch_norm", "false"]
     if nets == "metz" and variant == "tan":
         extra += ["--model.init_args.lens", _CONV_LENS]
-    config = ["--config", f"configs/ring8/{variant}.yaml"]
+    config = ["--config", f"configs/{CONFIGS.get(variant, f'ring8/{variant}')}.yaml"]
     if variant in REFUSED:
         with pytest.raises(UserError, match=f"{REFUSED[variant]} cannot run as a seed ensemble .*train its seeds separately"):
             build_cli([*config, "--ensemble", "2", *extra])

@@ -27,13 +27,15 @@ from torch import Tensor, nn
 from repro.ensemble.layers import EnsembleError, is_stackable, stack_layers
 from repro.losses import Objective
 from repro.regularizers import GradientPenalty, JacobianClamping
-from repro.variants import GNGAN, LSGAN, NSGAN, SNGAN, TAN, WGAN, WGANGP, GANModule, RaSGAN, VanillaGAN
+from repro.variants import GNGAN, LSGAN, NSGAN, SNGAN, TAN, WGAN, WGANGP, GANModule, RelativisticGAN, VanillaGAN
 
 __all__ = ["make_ensemble", "check_supported", "EnsembleMixin", "SUPPORTED_VARIANTS", "SUPPORTED_REGULARIZERS"]
 
 # Variants whose loop, hooks and losses were checked against single runs (tests/test_ensemble.py);
 # JacobianClamped(X) of any of them is supported too (it only adds a regularizer).
-SUPPORTED_VARIANTS: tuple[type[GANModule], ...] = (VanillaGAN, NSGAN, LSGAN, RaSGAN, WGAN, WGANGP, SNGAN, GNGAN, TAN)
+# RelativisticGAN covers RaSGAN and the other relativistic losses (one objective path, vmapped per member).
+SUPPORTED_VARIANTS: tuple[type[GANModule], ...] = (VanillaGAN, NSGAN, LSGAN, RelativisticGAN, WGAN, WGANGP, SNGAN, GNGAN,
+                                                   TAN)
 # Regularizers that draw their noise through ``sample_noise`` and reduce with ``batch_mean``.
 SUPPORTED_REGULARIZERS = (GradientPenalty, JacobianClamping)
 _RANDOM_MODULES = (nn.modules.dropout._DropoutNd,)
