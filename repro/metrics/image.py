@@ -13,6 +13,8 @@
   computation of Heusel et al. 2017 / pytorch-fid, so numbers match the standard tools.
 - IS (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))) over 10 splits of a seeded random
   permutation of the samples (torchmetrics' convention), reported as mean and std over splits.
+  An extractor without logits (``inception-ts``) gives FID and KID only; the protocol then records
+  ``n_is: 0``.
 - KID (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel, mean and std over 100
   random subsets of 1,000 (or fewer, if fewer samples) per set.
 - Reference features are computed once per (data set, split, size, image size, extractor, weights
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -212,6 +214,8 @@ def evaluate_images(
     list states, which its gather cannot concatenate, and gathering by rank would reorder the samples
     that KID's subsets and IS's splits are drawn from.)"""
     d, device = extractor.num_features, _device(extractor)
+    if not extractor.has_logits:
+        protocol = replace(protocol, n_is=0)
     total = max(protocol.n_fid, protocol.n_is)
     n_batches = -(-total // batch_size)
     if n_batches < world_size:
@@ -224,7 +228,7 @@ def evaluate_images(
             done = k * batch_size
             f, lg = extractor(to_uint8(sample(min(batch_size, total - done))).to(device))
             feats.append(f[: max(0, protocol.n_fid - done)].cpu())  # only what FID / KID and IS use
-            logits.append(lg[: max(0, protocol.n_is - done)].cpu())
+            logits.append(f.new_zeros(0, 0) if lg is None else lg[: max(0, protocol.n_is - done)].cpu())
     feats, logits = torch.cat(feats), torch.cat(logits)
     if world_size > 1:
         feats, logits = _gather_rows(feats, device), _gather_rows(logits, device)
@@ -246,16 +250,17 @@ def evaluate_images(
     with torch.random.fork_rng():
         torch.manual_seed(protocol.seed)  # KID's subsets and IS's shuffle
         kid_mean, kid_std = kid.compute()
-        is_mean, is_std = isc.compute()
+        is_mean, is_std = isc.compute() if protocol.n_is else (None, None)
     fid_value = fid.compute()
-    record = asdict(protocol) | {"kid_subset_size": kid_size}
+    record = asdict(protocol) | {"kid_subset_size": kid_size, "extractor_resize": extractor.resize,
+                                 "extractor_input_range": extractor.input_range}
     ref = protocol.reference_split + ("" if protocol.reference_full else count_name(protocol.reference_size))
     n_fid, n_is, ext = count_name(protocol.n_fid), count_name(protocol.n_is), protocol.extractor
     values = {
         f"fid{n_fid}_{ref}_{ext}": float(fid_value),
         f"kid{n_fid}_{ref}_{ext}": float(kid_mean),
         f"kid{n_fid}_{ref}_{ext}_std": float(kid_std),
-        f"is{n_is}_{ext}": float(is_mean),
-        f"is{n_is}_{ext}_std": float(is_std),
     }
+    if protocol.n_is:
+        values |= {f"is{n_is}_{ext}": float(is_mean), f"is{n_is}_{ext}_std": float(is_std)}
     return values, {name: record for name in values}

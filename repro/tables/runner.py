@@ -74,6 +74,10 @@ class Run:
     def command(self, subcommand: str = "fit") -> list[str]:
         return [sys.executable, "-m", "repro", subcommand, *self.fit_args()]
 
+    def wandb_args(self) -> list[str]:
+        """``repro fit`` arguments that log this run to W&B: the table as the group, named ``<row>/seed<k>``."""
+        return ["--wandb.enabled", "true", "--wandb.table", self.spec.name, "--wandb.variant", self.row.id]
+
 
 def override_args(overrides: dict[str, Any]) -> list[str]:
     """Dotted-key overrides as CLI arguments (lists and mappings as JSON, which jsonargparse reads)."""
@@ -259,8 +263,9 @@ def print_plan(spec: TableSpec, runs: list[Run], console: Console) -> None:
 
 
 def reproduce(spec: TableSpec, devices: int = 1, seeds: list[int] | None = None, only: list[str] | None = None,
-              dry_run: bool = False, console: Console | None = None) -> list[dict[str, Any]]:
-    """Run every unfinished (row, seed) of ``spec``; returns the records written this time."""
+              dry_run: bool = False, console: Console | None = None, wandb: bool = False) -> list[dict[str, Any]]:
+    """Run every unfinished (row, seed) of ``spec``; returns the records written this time. ``wandb``: each
+    run also logs to W&B (``Run.wandb_args``; not part of the recorded command, it changes no result)."""
     import torch
 
     console = console or Console()
@@ -297,7 +302,8 @@ def reproduce(spec: TableSpec, devices: int = 1, seeds: list[int] | None = None,
                         shutil.rmtree(run.work_dir)
                     run.work_dir.mkdir(parents=True)
                     out, err = (run.work_dir / "stdout.log").open("w"), (run.work_dir / "stderr.log").open("w")
-                    proc = subprocess.Popen(run.command(), stdout=out, stderr=err, cwd=spec.root,
+                    proc = subprocess.Popen(run.command() + (run.wandb_args() if wandb else []), stdout=out,
+                                            stderr=err, cwd=spec.root,
                                             env=_child_env(slots, use_cuda))
                     task = progress.add_task(f"  {run.name}", total=None)
                     active.append(_Active(run, proc, slots, time.perf_counter(), task, out, err))
