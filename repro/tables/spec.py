@@ -3,7 +3,14 @@
 A spec names the paper table it reproduces, the scale at which this project runs it, its columns
 (each a metric key of ``metrics.json`` with its evaluation protocol), its rows (a config plus
 overrides; ``matrix`` blocks expand a template over a product of values), the seeds, the published
-numbers with their sources, the claims to check and the figure panels. See ``paper_tables/toy.yaml``.
+numbers with their sources, the claims to check and the figures. See ``paper_tables/toy.yaml``.
+
+Numbers in a spec are in the units the page shows (after a column's ``scale``: percent columns in percent).
+A column may state the statistic of the published spread (``paper_stat: se`` or ``std``, ``paper_n``: the
+paper's number of runs), which the page then shows for ours too; a ``noise_floor`` (page units) under which a
+claim's two sides are "within noise"; and which direction is ``better`` (``lower`` / ``higher``), which
+``best(<group>)`` in a claim needs: the row of that group with the best mean of the column, found from the data.
+``curves`` draw one logged series (a column of each run's ``train_log.csv``) of several rows on shared axes.
 """
 from __future__ import annotations
 
@@ -15,15 +22,19 @@ from typing import Any
 
 import yaml
 
-__all__ = ["SpecError", "Column", "Published", "Row", "Claim", "Panel", "TableSpec", "load_spec", "find_spec", "list_specs"]
+__all__ = ["SpecError", "Column", "Published", "Row", "Claim", "Panel", "Curve", "TableSpec", "load_spec", "find_spec",
+           "list_specs", "BEST"]
 
 SPEC_DIR = "paper_tables"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _TOP_KEYS = {"title", "paper", "table", "scale", "notes", "seeds", "overrides", "columns", "rows", "matrix",
-             "claims", "panels", "charts", "steps_note"}
+             "claims", "panels", "charts", "steps_note", "curves"}
 _ROW_KEYS = {"id", "label", "config", "overrides", "group", "devices", "published", "prepare"}
 _PREPARE = ("pretrain-ae",)
-_STATS = ("mean", "std")
+_STATS = ("mean", "std", "se")
+_PAPER_STATS = ("std", "se")
+_BETTER = ("", "lower", "higher")
+BEST = re.compile(r"^best\((?P<group>[^()]+)\)$")  # best(<group>): that group's row with the best mean
 
 
 class SpecError(ValueError):
@@ -41,6 +52,10 @@ class Column:
     format: str = ".3g"
     scale: float = 1.0  # e.g. 100 to show a fraction as a percentage
     relative_to: str = ""  # a row id: report mean / that row's mean
+    paper_stat: str = "std"  # the published spread's statistic ("std" or "se"); ours is shown the same way
+    paper_n: int = 0  # the paper's number of runs behind its spread (0: not stated)
+    noise_floor: float = 0.0  # in page units: claims whose sides differ by no more are "within noise"
+    better: str = ""  # "lower" / "higher": needed by best(<group>) claims
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,17 @@ class Panel:
 
 
 @dataclass(frozen=True)
+class Curve:
+    """One figure: a series logged in each run's ``train_log.csv`` (``key`` against ``step``) for ``rows``, on
+    shared axes (per-seed lines and their mean), so the comparison a claim rests on is read off one plot."""
+
+    key: str
+    rows: tuple[str, ...]
+    label: str = ""
+    title: str = ""
+
+
+@dataclass(frozen=True)
 class TableSpec:
     name: str
     path: Path
@@ -101,6 +127,7 @@ class TableSpec:
     claims: list[Claim] = field(default_factory=list)
     panels: list[Panel] = field(default_factory=list)
     charts: list[str] = field(default_factory=list)  # column keys drawn as a bar chart over rows
+    curves: list[Curve] = field(default_factory=list)
     notes: str = ""
     steps_note: str = ""
 
@@ -202,13 +229,20 @@ def _row(data: dict[str, Any], where: str, root: Path, columns: set[str]) -> Row
                devices, _published(data.get("published"), f"row {row_id!r}", columns), tuple(prepare))
 
 
-def _ref(value: Any, spec_rows: set[str], columns: set[str], where: str) -> str | float:
+def _ref(value: Any, spec_rows: set[str], columns: dict[str, Column], groups: set[str], where: str) -> str | float:
+    """A claim side: a number (page units) or 'row:column:stat', where row may be 'best(<group>)'."""
     if isinstance(value, (int, float)):
         return float(value)
     parts = str(value).split(":")
-    if len(parts) != 3 or parts[0] not in spec_rows or parts[1] not in columns or parts[2] not in _STATS:
-        raise SpecError(f"{where}: {value!r} must be a number or 'row:column:stat' with a known row, "
-                        f"column ({', '.join(sorted(columns))}) and stat ({', '.join(_STATS)})")
+    best = BEST.match(parts[0]) if parts else None
+    known_row = bool(parts) and (parts[0] in spec_rows or (best is not None and best["group"] in groups))
+    if len(parts) != 3 or not known_row or parts[1] not in columns or parts[2] not in _STATS:
+        raise SpecError(f"{where}: {value!r} must be a number or 'row:column:stat' with a known row (or "
+                        f"best(<group>), groups: {', '.join(sorted(groups))}), column ({', '.join(sorted(columns))}) "
+                        f"and stat ({', '.join(_STATS)})")
+    if best is not None and not columns[parts[1]].better:
+        raise SpecError(f"{where}: {value!r} needs column {parts[1]!r} to say which way is better "
+                        "(better: lower or higher)")
     return str(value)
 
 
@@ -231,7 +265,14 @@ def load_spec(path: str | Path) -> TableSpec:
         _check_keys(c, {f for f in Column.__dataclass_fields__}, cw)
         columns.append(Column(str(_require(c, "key", cw)), str(c.get("label", c["key"])), str(_require(c, "protocol", cw)),
                               str(c.get("paper_protocol", "")), str(c.get("format", ".3g")), float(c.get("scale", 1.0)),
-                              str(c.get("relative_to", ""))))
+                              str(c.get("relative_to", "")), str(c.get("paper_stat", "std")), int(c.get("paper_n", 0)),
+                              float(c.get("noise_floor", 0.0)), str(c.get("better", ""))))
+        for key, value, valid in (("paper_stat", columns[-1].paper_stat, _PAPER_STATS),
+                                  ("better", columns[-1].better, _BETTER)):
+            if value not in valid:
+                raise SpecError(f"{cw}: {key} {value!r} is not valid; valid: {', '.join(v or '(empty)' for v in valid)}")
+        if columns[-1].noise_floor < 0 or columns[-1].paper_n < 0:
+            raise SpecError(f"{cw}: noise_floor and paper_n must be >= 0")
     keys = {c.key for c in columns}
     raw_rows = list(data.get("rows") or [])
     for i, block in enumerate(data.get("matrix") or []):
@@ -250,6 +291,7 @@ def load_spec(path: str | Path) -> TableSpec:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise SpecError(f"{where}: 'seeds' must be a non-empty list of integers")
     claims = []
+    by_key, groups = {c.key: c for c in columns}, {r.group for r in rows}
     for i, c in enumerate(data.get("claims") or []):
         cw = f"{where}: claims[{i}]"
         _check_keys(c, {"text", "source", "a", "op", "b", "note"}, cw)
@@ -257,19 +299,29 @@ def load_spec(path: str | Path) -> TableSpec:
         if op not in ("<", ">"):
             raise SpecError(f"{cw}: op {op!r} is not valid; valid: <, >")
         claims.append(Claim(str(_require(c, "text", cw)), str(_require(c, "source", cw)),
-                            str(_ref(_require(c, "a", cw, (str, int, float)), set(ids), keys, cw)), op,
-                            _ref(_require(c, "b", cw, (str, int, float)), set(ids), keys, cw), str(c.get("note", ""))))
+                            str(_ref(_require(c, "a", cw, (str, int, float)), set(ids), by_key, groups, cw)), op,
+                            _ref(_require(c, "b", cw, (str, int, float)), set(ids), by_key, groups, cw),
+                            str(c.get("note", ""))))
     panels = [Panel(str(_require(p, "image", f"{where}: panels[{i}]")), str(p.get("title", "")))
               for i, p in enumerate(data.get("panels") or [])]
     charts = [str(k) for k in data.get("charts") or []]
     for key in charts:
         if key not in keys:
             raise SpecError(f"{where}: charts: unknown column {key!r}; valid: {', '.join(sorted(keys))}")
+    curves = []
+    for i, c in enumerate(data.get("curves") or []):
+        cw = f"{where}: curves[{i}]"
+        _check_keys(c, {"key", "rows", "label", "title"}, cw)
+        curve_rows = _require(c, "rows", cw, list)
+        unknown = [r for r in curve_rows if r not in ids]
+        if unknown or not curve_rows:
+            raise SpecError(f"{cw}: rows must be row ids; unknown: {', '.join(map(str, unknown)) or '(none given)'}")
+        curves.append(Curve(str(_require(c, "key", cw)), tuple(curve_rows), str(c.get("label", "")), str(c.get("title", ""))))
     return TableSpec(
         name=path.stem, path=path, root=root, title=str(_require(data, "title", where)),
         paper=str(_require(data, "paper", where)), table=str(_require(data, "table", where)),
         scale=str(_require(data, "scale", where)), seeds=seeds, columns=columns, rows=rows,
-        overrides=dict(data.get("overrides") or {}), claims=claims, panels=panels, charts=charts,
+        overrides=dict(data.get("overrides") or {}), claims=claims, panels=panels, charts=charts, curves=curves,
         notes=str(data.get("notes", "")), steps_note=str(data.get("steps_note", "")),
     )
 
