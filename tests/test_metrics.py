@@ -227,6 +227,41 @@ def test_evaluation_wiring_with_a_stand_in_extractor(tmp_path):
     assert count_name(10_000) == "10k" and count_name(2500) == "2500"
 
 
+def test_extractor_without_logits_gives_fid_kid_and_says_is_is_missing(run_dir, monkeypatch):
+    """A run evaluated with a logit-free extractor (inception-ts; a stand-in here) writes FID / KID only and
+    warns that IS needs torch-fidelity's weights."""
+    from repro.callbacks import evaluation
+    from repro.cli import REPO_ROOT, ReproCLI
+
+    class NoLogits(features_mod.FeatureExtractor):
+        name, num_features, has_logits, sha256 = "inception-ts", 4, False, "1" * 64
+        resize, input_range = "none", "x / 255"
+
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(4))
+
+        def forward(self, images):
+            x = images.float().div(255).flatten(1)
+            return self.scale * torch.stack([x.mean(1), x.std(1), x.amax(1), x[:, : x.shape[1] // 2].mean(1)], 1), None
+
+    monkeypatch.setattr(evaluation, "make_extractor", lambda name, weights=None: NoLogits())
+    cli = ReproCLI(args=[
+        "--config", str(REPO_ROOT / "configs/mnist/nsgan.yaml"), "--data.num_samples", "256",
+        "--data.batch_size", "32", "--trainer.max_steps", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_checkpointing", "false", "--samples.every_n_steps", "0",
+        "--evaluation.image_metrics", "true", "--evaluation.extractor", "inception-ts", "--evaluation.n_fid", "64",
+        "--evaluation.n_is", "64", "--evaluation.batch_size", "32", "--evaluation.cache_dir", str(run_dir / "cache"),
+    ])
+    with pytest.warns(UserWarning, match=r"IS not computed: extractor inception-ts has no logits; IS needs "
+                                         r"torch-fidelity's Inception weights weights-inception-2015-12-05"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    record = json.loads((run_dir / "runs" / "lightning_logs" / "version_0" / "metrics.json").read_text())
+    assert set(record["metrics"]) == {"fid64_train_inception-ts", "kid64_train_inception-ts",
+                                      "kid64_train_inception-ts_std"}
+    assert record["protocols"]["fid64_train_inception-ts"]["n_is"] == 0
+
+
 # ----------------------------------------------------------------------------- the MNIST classifier
 def test_committed_classifier_record_and_checksum():
     record = json.loads(CLASSIFIER_WEIGHTS.with_suffix(".json").read_text())
