@@ -9,8 +9,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from rich.console import Console
 
-from repro.callbacks import ConditioningTrace, DivergenceStop, FinalEvaluation, SamplePlots, SpectraPlots
+from repro.callbacks import (
+    ConditioningTrace,
+    DivergenceStop,
+    FinalEvaluation,
+    ResumableCheckpoint,
+    SamplePlots,
+    SpectraPlots,
+)
 from repro.callbacks.divergence import DIVERGED_EXIT_CODE, TrainingDiverged
 from repro.callbacks.progress import install_run_display
 from repro.console import FIT_USAGE, MAX_STEPS_HELP, FitHelpFormatter, fit_help, quiet_library_noise
@@ -24,7 +32,7 @@ __all__ = ["ReproCLI", "main", "REPO_ROOT", "run_fit"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # repro passes argv to LightningCLI itself; Lightning warns about that by design.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-DEFAULT_TABLE = "toy"
+DEFAULT_TABLE = "quickstart"
 
 
 class UserError(Exception):
@@ -59,6 +67,7 @@ class ReproCLI(LightningCLI):
         parser.add_lightning_class_args(DivergenceStop, "divergence")
         parser.add_lightning_class_args(SpectraPlots, "spectra")
         parser.add_lightning_class_args(ConditioningTrace, "conditioning")
+        parser.add_lightning_class_args(ResumableCheckpoint, "resumable")
         parser.add_class_arguments(WandbOptions, "wandb")
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from")
         parser._option_string_actions["--trainer.max_steps"].help = MAX_STEPS_HELP
@@ -202,7 +211,11 @@ def _cmd_reproduce(args: list[str]) -> None:
         if not opts.report_only:
             runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run, wandb=opts.wandb)
         if not opts.dry_run:
-            print(f"page: {report.write_report(table)}")
+            page = report.write_report(table)
+            console = Console()
+            console.print(report.summary_table(table))
+            figures = sorted((page.parent / "figures" / table.name).glob("*.png"))
+            console.print(f"page: {page}", *(f"figure: {f}" for f in figures), sep="\n")
     except spec.SpecError as err:
         raise UserError(str(err)) from None
 

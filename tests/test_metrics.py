@@ -374,3 +374,19 @@ def test_grid25_and_far_samples():
     assert m["modes"] == 25 and m["reverse_kl"] < 5e-3
     far = mode_metrics(torch.full((100, 2), 1.0), mix)  # 1.0 is 20 std from every centre
     assert far["modes"] == 0 and far["high_quality"] == 0.0 and far["reverse_kl"] == math.inf
+
+
+def test_jsd_to_uniform_by_hand_and_against_scipy():
+    """PacGAN's logged JSD(p_hat, U_K): one mode of 8 by hand, a skewed histogram against SciPy's."""
+    from scipy.spatial.distance import jensenshannon
+
+    mix = ring8()
+    one = mode_metrics(mix.centers[2] + mix.std * torch.randn(2500, 2, generator=torch.Generator().manual_seed(1)), mix)
+    by_hand = 0.5 * (math.log(16 / 9) + math.log(2 / 9) / 8 + 7 * math.log(2) / 8)
+    assert one["jsd"] == pytest.approx(by_hand, abs=1e-12)
+    counts = [300, 100, 100, 0, 0, 50, 0, 450]
+    samples = torch.cat([mix.centers[i].expand(n, 2) for i, n in enumerate(counts) if n])
+    m = mode_metrics(samples, mix)
+    p = torch.tensor(counts, dtype=torch.float64) / sum(counts)
+    assert m["jsd"] == pytest.approx(jensenshannon(p.numpy(), [1 / 8] * 8) ** 2, abs=1e-12)
+    assert m["jsd"] <= math.log(2) and m["reverse_kl"] > m["jsd"]

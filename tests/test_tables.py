@@ -182,18 +182,18 @@ def test_page_shows_the_papers_statistic_and_checks_claims_in_page_units(tmp_pat
         load_spec(write_spec(tmp_path, name="bad2", columns=[{"key": "modes_200", "protocol": "p", "paper_stat": "sem"}]))
 
 
-def test_curve_draws_rows_on_shared_axes_from_train_logs(tmp_path):
-    spec = load_spec(write_spec(tmp_path, seeds=[0, 1], curves=[
+def test_trace_draws_rows_on_shared_axes_from_train_logs(tmp_path):
+    spec = load_spec(write_spec(tmp_path, seeds=[0, 1], traces=[
         {"key": "conditioning/log_cond_mean", "rows": ["nsgan", "lsgan"], "label": "log cond"}]))
     for run in plan(spec):
         _fake_record(run, "finished", 6)
         (run.results_dir / "train_log.csv").write_text(
             "conditioning/log_cond_mean,step,train/d_loss\n2.0,0,\n,1,0.7\n" + f"{5 + run.seed},4,\n")
     text = write_report(spec).read_text()
-    figure = tmp_path / "paper_tables" / "figures" / "tiny" / "curve_conditioning_log_cond_mean.png"
-    assert figure.stat().st_size > 1000 and "(figures/tiny/curve_conditioning_log_cond_mean.png)" in text
-    with pytest.raises(SpecError, match="curves\\[0\\]: rows must be row ids; unknown: wgan"):
-        load_spec(write_spec(tmp_path, name="bad", curves=[{"key": "k", "rows": ["wgan"]}]))
+    figure = tmp_path / "paper_tables" / "figures" / "tiny" / "trace_conditioning_log_cond_mean.png"
+    assert figure.stat().st_size > 1000 and "(figures/tiny/trace_conditioning_log_cond_mean.png)" in text
+    with pytest.raises(SpecError, match="traces\\[0\\]: rows must be row ids; unknown: wgan"):
+        load_spec(write_spec(tmp_path, name="bad", traces=[{"key": "k", "rows": ["wgan"]}]))
 
 
 def test_column_no_run_reports_is_flagged_on_the_page(tmp_path, capsys):
@@ -294,3 +294,44 @@ def test_committed_specs_load(spec_path):
     for row in spec.rows:
         for pub in row.published.values():
             assert pub.source and pub.value and "NOT FOUND" not in pub.value
+
+
+def _progress_steps(root: Path, table: str) -> int:
+    record = read_record(root / "results" / table / "nsgan" / "seed0" / "in_progress" / "progress.json") or {}
+    return record.get("generator_steps", 0)
+
+
+def test_killed_run_continues_from_its_checkpoint_bit_identically(tmp_path, capsys):
+    """SIGKILL the runner mid-run: the next `repro reproduce` continues from the in-progress checkpoint
+    (not from step 0), and the finished record (metrics, curve) and train log equal an uninterrupted run's."""
+    run = {**TINY_RUN, "trainer.max_steps": 160, "evaluation.curve_points": 4, "resumable.every_minutes": 0.001}
+    matrix = [{"vars": {"variant": ["nsgan"]}, "id": "{variant}", "group": "{variant}",
+               "config": str(REPO_ROOT / "configs/ring8/{variant}.yaml")}]
+    killed = write_spec(tmp_path, "killed", overrides=run, matrix=matrix, seeds=[0], claims=[])
+    whole = write_spec(tmp_path, "whole", overrides=run, matrix=matrix, seeds=[0], claims=[])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "repro", "reproduce", str(killed), "--devices", "1"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 240
+    while _progress_steps(tmp_path, "killed") < 60 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stopped_at = _progress_steps(tmp_path, "killed")
+    assert 0 < stopped_at < 160, proc.stderr.read().decode()[-2000:]
+    assert not (tmp_path / "results/killed/nsgan/seed0/metrics.json").exists()
+
+    main(["reproduce", str(killed), "--devices", "1"])
+    main(["reproduce", str(whole), "--devices", "1"])
+    capsys.readouterr()
+    a = read_record(tmp_path / "results/killed/nsgan/seed0/metrics.json")
+    b = read_record(tmp_path / "results/whole/nsgan/seed0/metrics.json")
+    assert a["status"] == b["status"] == "finished" and a["generator_steps"] == 160
+    assert a["resumed_at_steps"] and a["resumed_at_steps"][0] >= stopped_at - 1 and b["resumed_at_steps"] == []
+    assert a["metrics"] == b["metrics"]
+    assert a["curves"] == b["curves"] and [p[0] for p in a["curves"]["modes_200"]] == [40, 80, 120, 160]
+    assert not (tmp_path / "results/killed/nsgan/seed0/in_progress").exists()
+    log_a = (tmp_path / "results/killed/nsgan/seed0/train_log.csv").read_text()
+    log_b = (tmp_path / "results/whole/nsgan/seed0/train_log.csv").read_text()
+    assert log_a == log_b

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from repro.plotting import save_figure
+from repro.tables.curves import RULE, convergence, draw_curves, in_progress
 from repro.tables.runner import Run, plan, read_record
-from repro.tables.spec import BEST, Claim, Column, Curve, Row, TableSpec
+from repro.tables.spec import BEST, Claim, Column, Row, TableSpec, Trace
 
-__all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns"]
+__all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns", "summary_table"]
 
 
 @dataclass
@@ -149,10 +150,14 @@ def best_row(spec: TableSpec, group: str, col: Column, cells: dict[str, dict[str
     return pick(ran, key=lambda row: cells[row][col.key].mean)
 
 
-def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSpec) -> tuple[str, str]:
-    """(the compared numbers, "holds" / "does not hold" / "within noise" / "not measured"), compared in the
-    page's units (a column's ``scale`` applied); "within noise" when the sides differ by no more than the
-    noise floor of the claim's column."""
+def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSpec,
+                  flat: dict[str, dict[str, bool | None]] | None = None) -> tuple[str, str]:
+    """(the compared numbers, "holds" / "does not hold" / "within noise" / "not converged" / "not measured"),
+    compared in the page's units (a column's ``scale`` applied). "not converged" when a row it compares has a
+    metric curve that had not flattened (``repro.tables.curves``); "within noise" when the sides differ by no
+    more than the noise floor of the claim's column."""
+    compared: list[tuple[str, str]] = []  # (row, column) of each side, best(<group>) resolved
+
     def resolve(ref: str | float) -> tuple[float | None, str, Column | None]:
         if isinstance(ref, float):
             return ref, f"{ref:g}", None
@@ -163,6 +168,7 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
         if best:
             row = best_row(spec, best["group"], col, cells) or ""
             shown_row = f"{row or '—'}, the best of {best['group']}"
+        compared.append((row, key))
         value = cells[row][key].stat(stat) if row else None
         value = None if value is None else value * col.scale
         return value, f"{stat}({shown_row}, {key}) = {'—' if value is None else format(value, '.3g')}", col
@@ -172,6 +178,8 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
     shown = f"{a_text} {claim.op} {b_text}" + (f" (noise floor {floor:g})" if floor else "")
     if a is None or b is None:
         return shown, "not measured"
+    if flat and any(flat.get(row, {}).get(col) is False for row, col in compared):
+        return shown, "not converged"
     if floor and abs(a - b) <= floor:
         return shown, "within noise"
     holds = a < b if claim.op == "<" else a > b
@@ -241,8 +249,8 @@ def _series(path: Path, key: str) -> dict[int, float]:
         return {int(float(r["step"])): float(r[key]) for r in csv.DictReader(f) if r.get(key) and r.get("step")}
 
 
-def _curve(spec: TableSpec, curve: Curve, out: Path) -> Path | None:
-    """``curve.key`` against generator step for each of ``curve.rows`` on one pair of axes: a thin line per
+def _trace(spec: TableSpec, trace: Trace, out: Path) -> Path | None:
+    """``trace.key`` against generator step for each of ``trace.rows`` on one pair of axes: a thin line per
     seed and the mean over seeds (at the steps every seed logged) in the row's colour; None if nothing ran."""
     import matplotlib
 
@@ -251,9 +259,9 @@ def _curve(spec: TableSpec, curve: Curve, out: Path) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
     drawn = False
-    for i, row_id in enumerate(curve.rows):
+    for i, row_id in enumerate(trace.rows):
         row, colour = spec.row(row_id), f"C{i}"
-        runs = [s for s in (_series(Run(spec, row, seed).results_dir / "train_log.csv", curve.key) for seed in spec.seeds) if s]
+        runs = [s for s in (_series(Run(spec, row, seed).results_dir / "train_log.csv", trace.key) for seed in spec.seeds) if s]
         for s in runs:
             ax.plot(list(s), list(s.values()), color=colour, lw=0.7, alpha=0.35)
         if runs:
@@ -264,9 +272,9 @@ def _curve(spec: TableSpec, curve: Curve, out: Path) -> Path | None:
     if not drawn:
         plt.close(fig)
         return None
-    ax.set(xlabel="generator step", ylabel=curve.label or curve.key)
+    ax.set(xlabel="generator step", ylabel=trace.label or trace.key)
     ax.legend(fontsize=8)
-    ax.set_title(textwrap.fill(f"{spec.name}: {curve.title or curve.label or curve.key} (thin: each seed)", 70),
+    ax.set_title(textwrap.fill(f"{spec.name}: {trace.title or trace.label or trace.key} (thin: each seed)", 70),
                  fontsize=10)
     return save_figure(fig, out)
 
@@ -296,8 +304,31 @@ def _status_line(spec: TableSpec) -> str:
     return text + (f"; {missing} not run yet (`repro reproduce {spec.name}` runs them)." if missing else ".")
 
 
+def _convergence_lines(spec: TableSpec, flat: dict[str, dict[str, bool | None]]) -> list[str]:
+    if not any(v is not None for row in flat.values() for v in row.values()):
+        return []
+    words = {True: "flattened", False: "**not flattened**", None: "—"}
+    lines = ["## Convergence", "", f"Rule: {RULE}. Curves: the `curves` figure below.", "",
+             "| row | " + " | ".join(c.label for c in spec.columns) + " |", "|" + "---|" * (len(spec.columns) + 1)]
+    lines += ["| " + " | ".join([row.label] + [words[flat[row.id][c.key]] for c in spec.columns]) + " |"
+              for row in spec.rows]
+    return lines + [""]
+
+
+def _progress_lines(spec: TableSpec) -> list[str]:
+    running = in_progress(spec)
+    if not running:
+        return []
+    lines = ["**Unfinished runs** (each continues from its checkpoint on the next `repro reproduce "
+             f"{spec.name}`):", ""]
+    lines += [f"- `{name}`: {done:,} of {asked:,} generator updates" if done is not None and asked
+              else f"- `{name}`: checkpoint present" for name, done, asked in running]
+    return lines + [""]
+
+
 def _markdown(
-    spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path, unreported: dict[str, list[str]]
+    spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path, unreported: dict[str, list[str]],
+    flat: dict[str, dict[str, bool | None]] | None = None,
 ) -> str:
     sources: list[str] = []
 
@@ -319,6 +350,7 @@ def _markdown(
     if spec.steps_note:
         lines += [f"**Training length:** {spec.steps_note}", ""]
     lines += [f"**Runs:** {_status_line(spec)}", ""]
+    lines += _progress_lines(spec)
     if spec.notes:
         lines += [spec.notes.strip(), ""]
     lines += ["## Results", "",
@@ -357,10 +389,11 @@ def _markdown(
                   "stated noise floor, so the data do not decide.", "",
                   "| claim | source | check | at this scale |", "|---|---|---|---|"]
         for claim in spec.claims:
-            shown, verdict = claim_verdict(claim, cells, spec)
+            shown, verdict = claim_verdict(claim, cells, spec, flat)
             note = f" {claim.note}" if claim.note else ""
             lines.append(f"| {claim.text}{note} | {claim.source} | {shown} | **{verdict}** |")
         lines.append("")
+    lines += _convergence_lines(spec, flat or {})
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{f.stem}]({f.relative_to(page.parent).as_posix()})" for f in figures]
@@ -390,9 +423,9 @@ def write_report(spec: TableSpec) -> Path:
     unreported = unreported_columns(spec)
     for key, reported in unreported.items():
         print(f"warning: {spec.name}: column {key!r} is in no finished run's metrics (they report: {', '.join(reported)})")
-    for curve in spec.curves:
-        name = curve.key.replace("/", "_")
-        out = _curve(spec, curve, page.parent / "figures" / spec.name / f"curve_{name}.png")
+    for trace in spec.traces:
+        name = trace.key.replace("/", "_")
+        out = _trace(spec, trace, page.parent / "figures" / spec.name / f"trace_{name}.png")
         if out is not None:
             figures.append(out)
     for key in spec.charts:
@@ -400,7 +433,11 @@ def write_report(spec: TableSpec) -> Path:
         out = _chart(spec, col, cells, page.parent / "figures" / spec.name / f"chart_{key}.png")
         if out is not None:
             figures.append(out)
-    page.write_text(_markdown(spec, cells, figures, page, unreported))
+    flat = convergence(spec)
+    out = draw_curves(spec, page.parent / "figures" / spec.name / "curves.png")
+    if out is not None:
+        figures.insert(0, out)
+    page.write_text(_markdown(spec, cells, figures, page, unreported, flat))
     page.with_suffix(".csv").write_text(_csv(spec, cells))
     if spec.results_dir.exists():
         (spec.results_dir / "README.md").write_text(
@@ -410,3 +447,21 @@ def write_report(spec: TableSpec) -> Path:
             f"in `paper_tables/{spec.name}.md`. Checkpoints are not committed; their paths (under `runs/`) "
             f"are in each `metrics.json`.\n")
     return page
+
+
+def summary_table(spec: TableSpec) -> Any:
+    """The page's results as a terminal table (rich): one line per row, ours beside the paper's where printed."""
+    from rich.table import Table
+
+    cells = _display_cells(spec, aggregate(spec))
+    table = Table(title=f"{spec.name}: {spec.title}", title_justify="left")
+    table.add_column("row")
+    for col in spec.columns:
+        table.add_column(col.label, justify="right")
+    for row in spec.rows:
+        texts = []
+        for col in spec.columns:
+            pub = row.published.get(col.key)
+            texts.append(format_cell(cells[row.id][col.key], col) + (f"\n(paper {pub.value})" if pub else ""))
+        table.add_row(row.label, *texts)
+    return table

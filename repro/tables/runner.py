@@ -4,11 +4,17 @@ A crash or divergence of one run never stops the table. ``devices`` slots run in
 parallel processes with one thread each; GPU: one ``CUDA_VISIBLE_DEVICES`` slot per device, a row
 with ``devices: k`` takes k slots for a DDP run). A run whose ``results/<table>/<row>/seed<k>/
 metrics.json`` parses and says ``finished`` or ``diverged`` is skipped, so a killed table resumes
-where it stopped; an unfinished run restarts from scratch in a fresh run folder.
+where it stopped. Every run keeps a resumable checkpoint in ``results/<table>/<row>/seed<k>/in_progress/``
+(written every ``resumable.every_minutes`` and when the run is stopped; ``repro.callbacks.resumable``): an
+unfinished or failed run continues from it, bit-exactly, instead of restarting; a run without one restarts
+from scratch in a fresh run folder. The folder is replaced by the final record when the run finishes.
+Children get SIGTERM (and so write their checkpoint) when the runner dies, even by SIGKILL.
 """
 from __future__ import annotations
 
 import contextlib
+import csv
+import ctypes
 import io
 import json
 import os
@@ -31,6 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from repro.callbacks.evaluation import write_json_atomic
+from repro.callbacks.resumable import CHECKPOINT_NAME
 from repro.tables.spec import Row, SpecError, TableSpec
 
 __all__ = ["Run", "plan", "is_done", "read_record", "check_configs", "reproduce", "DONE_STATUSES"]
@@ -59,6 +66,16 @@ class Run:
     def work_dir(self) -> Path:
         return self.spec.runs_dir / self.row.id / f"seed{self.seed}"
 
+    @property
+    def in_progress_dir(self) -> Path:
+        """Where the run keeps its resumable checkpoint until it finishes (inside ``results_dir``)."""
+        return self.results_dir / "in_progress"
+
+    def resume_checkpoint(self) -> Path | None:
+        """The checkpoint an unfinished run continues from, if it left one."""
+        ckpt = self.in_progress_dir / CHECKPOINT_NAME
+        return ckpt if ckpt.is_file() else None
+
     def fit_args(self) -> list[str]:
         """Arguments of ``repro fit``: the row's config, table and row overrides, seed, logger in ``work_dir``."""
         logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
@@ -66,13 +83,15 @@ class Run:
         args = ["--config", str(self.row.config)]
         args += override_args({**self.spec.overrides, **self.row.overrides})
         args += ["--seed_everything", str(self.seed), "--trainer.logger", json.dumps(logger),
-                 "--trainer.enable_progress_bar", "false"]
+                 "--trainer.enable_progress_bar", "false",
+                 "--resumable.dirpath", _relative(self.in_progress_dir, self.spec.root)]
         if self.row.devices != 1:
             args += ["--trainer.devices", str(self.row.devices)]
         return args
 
-    def command(self, subcommand: str = "fit") -> list[str]:
-        return [sys.executable, "-m", "repro", subcommand, *self.fit_args()]
+    def command(self, subcommand: str = "fit", ckpt: Path | None = None) -> list[str]:
+        resume = ["--ckpt_path", _relative(ckpt, self.spec.root)] if ckpt else []
+        return [sys.executable, "-m", "repro", subcommand, *self.fit_args(), *resume]
 
     def wandb_args(self) -> list[str]:
         """``repro fit`` arguments that log this run to W&B: the table as the group, named ``<row>/seed<k>``."""
@@ -192,9 +211,17 @@ def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, A
     if record["status"] == "failed":
         log = (work / "stderr.log").read_text(errors="replace").splitlines() if (work / "stderr.log").exists() else []
         record["error_tail"] = log[-15:]
+    resumes = read_record(run.in_progress_dir / "resumes.json") or {}
+    keep = run.in_progress_dir.exists() and record["status"] not in DONE_STATUSES
+    if keep:  # a failed run keeps its checkpoint: the next `repro reproduce` continues (or re-evaluates) it
+        parked = run.work_dir / "in_progress.parked"
+        shutil.rmtree(parked, ignore_errors=True)
+        shutil.move(str(run.in_progress_dir), parked)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    if keep:
+        shutil.move(str(parked), run.in_progress_dir)
     figures = []
     for png in sorted(work.rglob("*.png")):
         target = out / png.relative_to(work)
@@ -205,7 +232,7 @@ def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, A
     if config_path.exists():
         shutil.copy2(config_path, out / "config.yaml")
     if (work / "metrics.csv").exists():
-        shutil.copy2(work / "metrics.csv", out / "train_log.csv")
+        stitch_logs([*sorted(work.glob("metrics.part*.csv")), work / "metrics.csv"], out / "train_log.csv")
     checkpoints = sorted(work.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     steps = record.get("generator_steps")
     record.update(
@@ -215,10 +242,28 @@ def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, A
         command="repro fit " + shlex.join(run.fit_args()).replace(str(root) + os.sep, ""),
         config=yaml.safe_load(config_path.read_text()) if config_path.exists() else None,
         figures=figures, checkpoint=_relative(checkpoints[-1], root) if checkpoints else None,
-        run_dir=_relative(work, root), **context,
+        run_dir=_relative(work, root), resumed_at_steps=resumes.get("steps", []), **context,
     )
     write_json_atomic(record, out / "metrics.json")
     return record
+
+
+def stitch_logs(parts: list[Path], target: Path) -> None:
+    """One training log from the CSV logs of a run's segments (oldest first): rows a segment logged after
+    its last checkpoint, which the next segment logged again, are taken from the later segment."""
+    tables = []
+    for part in parts:
+        with part.open(newline="") as f:
+            tables.append(list(csv.DictReader(f)))
+    rows: list[dict[str, str]] = []
+    for table in reversed(tables):
+        first = min((int(r["step"]) for r in rows), default=None)
+        rows = [r for r in table if first is None or int(r["step"]) < first] + rows
+    keys = sorted({k for table in tables for r in table for k in r})
+    with target.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _child_env(slot_ids: list[int], use_cuda: bool) -> dict[str, str]:
@@ -228,6 +273,36 @@ def _child_env(slot_ids: list[int], use_cuda: bool) -> dict[str, str]:
     else:  # parallel CPU processes: one thread each, or they fight over the cores
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return env
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to send SIGTERM when the runner dies (prctl PR_SET_PDEATHSIG),
+    so no training outlives its table runner, and each writes its resumable checkpoint on the way out."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def start(run: Run, env: dict[str, str], extra: list[str] | tuple[str, ...] = ()) -> tuple[subprocess.Popen, Any, Any]:
+    """Start ``run``'s ``repro fit`` (plus ``extra`` arguments that change no result, e.g. ``Run.wandb_args``):
+    continuing from its in-progress checkpoint if it has one, else fresh."""
+    ckpt = run.resume_checkpoint()
+    if ckpt is None:
+        if run.work_dir.exists():
+            shutil.rmtree(run.work_dir)
+    else:
+        progress = read_record(run.in_progress_dir / "progress.json") or {}
+        resumes = read_record(run.in_progress_dir / "resumes.json") or {"steps": []}
+        resumes["steps"].append(progress.get("generator_steps"))
+        write_json_atomic(resumes, run.in_progress_dir / "resumes.json")
+        log = run.work_dir / "metrics.csv"
+        if log.exists():  # Lightning's CSV logger deletes it on start: keep it as a part, stitched by `collect`
+            log.rename(run.work_dir / f"metrics.part{len(list(run.work_dir.glob('metrics.part*.csv'))):03d}.csv")
+    run.work_dir.mkdir(parents=True, exist_ok=True)
+    mode = "a" if ckpt else "w"
+    out, err = (run.work_dir / "stdout.log").open(mode), (run.work_dir / "stderr.log").open(mode)
+    proc = subprocess.Popen([*run.command(ckpt=ckpt), *extra], stdout=out, stderr=err, cwd=run.spec.root, env=env,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    return proc, out, err
 
 
 @dataclass
@@ -298,14 +373,9 @@ def reproduce(spec: TableSpec, devices: int = 1, seeds: list[int] | None = None,
                     if run.row.prepare and run.row.id not in prepared:
                         prepare(run, console, _child_env(slots, use_cuda))
                         prepared.add(run.row.id)
-                    if run.work_dir.exists():
-                        shutil.rmtree(run.work_dir)
-                    run.work_dir.mkdir(parents=True)
-                    out, err = (run.work_dir / "stdout.log").open("w"), (run.work_dir / "stderr.log").open("w")
-                    proc = subprocess.Popen(run.command() + (run.wandb_args() if wandb else []), stdout=out,
-                                            stderr=err, cwd=spec.root,
-                                            env=_child_env(slots, use_cuda))
-                    task = progress.add_task(f"  {run.name}", total=None)
+                    proc, out, err = start(run, _child_env(slots, use_cuda), run.wandb_args() if wandb else [])
+                    resumed = " (resumed)" if run.resume_checkpoint() else ""
+                    task = progress.add_task(f"  {run.name}{resumed}", total=None)
                     active.append(_Active(run, proc, slots, time.perf_counter(), task, out, err))
                 time.sleep(0.2)
                 for job in [a for a in active if a.proc.poll() is not None]:
@@ -322,11 +392,11 @@ def reproduce(spec: TableSpec, devices: int = 1, seeds: list[int] | None = None,
                                   f"{record['wall_seconds']:.0f}s  {json.dumps(record.get('metrics', {}))}")
     finally:
         signal.signal(signal.SIGTERM, previous)
-        for job in active:  # interrupted: stop children; their runs stay unfinished and rerun next time
+        for job in active:  # interrupted: stop children; each writes its checkpoint and continues next time
             job.proc.terminate()
         for job in active:
             try:
-                job.proc.wait(timeout=15)
+                job.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:  # Lightning only flags SIGTERM; do not wait for the step loop
                 job.proc.kill()
                 job.proc.wait()

@@ -10,7 +10,8 @@ A column may state the statistic of the published spread (``paper_stat: se`` or 
 paper's number of runs), which the page then shows for ours too; a ``noise_floor`` (page units) under which a
 claim's two sides are "within noise"; and which direction is ``better`` (``lower`` / ``higher``), which
 ``best(<group>)`` in a claim needs: the row of that group with the best mean of the column, found from the data.
-``curves`` draw one logged series (a column of each run's ``train_log.csv``) of several rows on shared axes.
+``traces`` draw one logged training series (a column of each run's ``train_log.csv``, e.g. the conditioning
+trace) of several rows on shared axes.
 """
 from __future__ import annotations
 
@@ -22,13 +23,13 @@ from typing import Any
 
 import yaml
 
-__all__ = ["SpecError", "Column", "Published", "Row", "Claim", "Panel", "Curve", "TableSpec", "load_spec", "find_spec",
+__all__ = ["SpecError", "Column", "Published", "Row", "Claim", "Panel", "Trace", "TableSpec", "load_spec", "find_spec",
            "list_specs", "BEST"]
 
 SPEC_DIR = "paper_tables"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _TOP_KEYS = {"title", "paper", "table", "scale", "notes", "seeds", "overrides", "columns", "rows", "matrix",
-             "claims", "panels", "charts", "steps_note", "curves"}
+             "claims", "panels", "charts", "steps_note", "traces"}
 _ROW_KEYS = {"id", "label", "config", "overrides", "group", "devices", "published", "prepare"}
 _PREPARE = ("pretrain-ae",)
 _STATS = ("mean", "std", "se")
@@ -101,7 +102,7 @@ class Panel:
 
 
 @dataclass(frozen=True)
-class Curve:
+class Trace:
     """One figure: a series logged in each run's ``train_log.csv`` (``key`` against ``step``) for ``rows``, on
     shared axes (per-seed lines and their mean), so the comparison a claim rests on is read off one plot."""
 
@@ -127,7 +128,7 @@ class TableSpec:
     claims: list[Claim] = field(default_factory=list)
     panels: list[Panel] = field(default_factory=list)
     charts: list[str] = field(default_factory=list)  # column keys drawn as a bar chart over rows
-    curves: list[Curve] = field(default_factory=list)
+    traces: list[Trace] = field(default_factory=list)
     notes: str = ""
     steps_note: str = ""
 
@@ -308,20 +309,20 @@ def load_spec(path: str | Path) -> TableSpec:
     for key in charts:
         if key not in keys:
             raise SpecError(f"{where}: charts: unknown column {key!r}; valid: {', '.join(sorted(keys))}")
-    curves = []
-    for i, c in enumerate(data.get("curves") or []):
-        cw = f"{where}: curves[{i}]"
+    traces = []
+    for i, c in enumerate(data.get("traces") or []):
+        cw = f"{where}: traces[{i}]"
         _check_keys(c, {"key", "rows", "label", "title"}, cw)
-        curve_rows = _require(c, "rows", cw, list)
-        unknown = [r for r in curve_rows if r not in ids]
-        if unknown or not curve_rows:
+        trace_rows = _require(c, "rows", cw, list)
+        unknown = [r for r in trace_rows if r not in ids]
+        if unknown or not trace_rows:
             raise SpecError(f"{cw}: rows must be row ids; unknown: {', '.join(map(str, unknown)) or '(none given)'}")
-        curves.append(Curve(str(_require(c, "key", cw)), tuple(curve_rows), str(c.get("label", "")), str(c.get("title", ""))))
+        traces.append(Trace(str(_require(c, "key", cw)), tuple(trace_rows), str(c.get("label", "")), str(c.get("title", ""))))
     return TableSpec(
         name=path.stem, path=path, root=root, title=str(_require(data, "title", where)),
         paper=str(_require(data, "paper", where)), table=str(_require(data, "table", where)),
         scale=str(_require(data, "scale", where)), seeds=seeds, columns=columns, rows=rows,
-        overrides=dict(data.get("overrides") or {}), claims=claims, panels=panels, charts=charts, curves=curves,
+        overrides=dict(data.get("overrides") or {}), claims=claims, panels=panels, charts=charts, traces=traces,
         notes=str(data.get("notes", "")), steps_note=str(data.get("steps_note", "")),
     )
 

@@ -1,0 +1,106 @@
+"""Resumable checkpoints of a long run: on a wall-clock interval and when the run is asked to stop.
+
+A run killed by its session (SIGTERM, Ctrl-C) or by the machine (SIGKILL) loses at most ``every_minutes``
+of training: ``repro fit ... --ckpt_path <dirpath>/last.ckpt`` (or ``repro reproduce``, which does it for
+unfinished table runs) continues it bit-exactly (tests/test_resume.py). The file is written to a temporary
+name and renamed, so a reader never sees half a checkpoint; ``progress.json`` beside it says how far it got.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from repro.callbacks.evaluation import write_json_atomic
+from repro.callbacks.rundir import run_dir
+
+__all__ = ["ResumableCheckpoint", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "last.ckpt"
+
+
+class ResumableCheckpoint(L.Callback):
+    """Save ``<dirpath>/last.ckpt`` every ``every_minutes`` of wall time and on SIGTERM / SIGINT.
+
+    Args:
+        every_minutes: wall-clock interval between checkpoints (0 or less: only when stopped).
+        dirpath: folder of the checkpoint (default: ``<run folder>/in_progress``).
+        check_every_n_steps: under DDP, how often rank 0's clock is broadcast to the other ranks
+            (one collective per this many steps); one process reads its clock every step (no device sync).
+    """
+
+    def __init__(self, every_minutes: float = 10.0, dirpath: str | None = None, check_every_n_steps: int = 50):
+        if check_every_n_steps < 1:
+            raise ValueError(f"resumable.check_every_n_steps must be >= 1, got {check_every_n_steps}")
+        self.every_seconds = every_minutes * 60.0
+        self.dirpath = dirpath
+        self.check_every_n_steps = check_every_n_steps
+        self._last_save = 0.0
+        self._previous_sigint: Any = None
+
+    def directory(self, trainer: L.Trainer) -> Path:
+        return Path(self.dirpath) if self.dirpath else run_dir(trainer) / "in_progress"
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._last_save = time.monotonic()
+        if trainer.world_size == 1 and _in_main_thread():
+            # Ctrl-C stops at the end of the current step (like SIGTERM) so the checkpoint is consistent
+            self._previous_sigint = signal.signal(signal.SIGINT, lambda *_: _request_stop(trainer))
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._restore_sigint()
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        if self.every_seconds <= 0:
+            return False
+        if trainer.world_size == 1:
+            return time.monotonic() - self._last_save >= self.every_seconds
+        if trainer.global_step % self.check_every_n_steps:
+            return False
+        return bool(trainer.strategy.broadcast(time.monotonic() - self._last_save >= self.every_seconds, src=0))
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        if self._due(trainer) and trainer.global_step < (trainer.max_steps if trainer.max_steps > 0 else float("inf")):
+            self.save(trainer)
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        """Lightning raises ``SIGTERMException`` at the end of a step after SIGTERM (or our SIGINT): state is consistent."""
+        self._restore_sigint()
+        if isinstance(exception, SIGTERMException) and trainer.global_step > 0:
+            self.save(trainer)
+
+    def save(self, trainer: L.Trainer) -> Path:
+        """Write the checkpoint atomically (every rank takes part; rank 0 writes) and its ``progress.json``."""
+        folder = self.directory(trainer)
+        target = folder / CHECKPOINT_NAME
+        tmp = folder / (CHECKPOINT_NAME + ".tmp")
+        if trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, target)
+            write_json_atomic({"generator_steps": trainer.global_step, "max_steps": trainer.max_steps,
+                               "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, folder / "progress.json")
+        self._last_save = time.monotonic()
+        return target
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None and _in_main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+
+def _request_stop(trainer: L.Trainer) -> None:
+    if trainer.received_sigterm:  # a second Ctrl-C: stop now, without a checkpoint
+        raise KeyboardInterrupt
+    trainer._signal_connector.received_sigterm = True
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,148 @@
+"""Metric curves of a table: each column against generator updates, and whether each row had flattened.
+
+A run with ``evaluation.curve_points`` records ``curves = {metric: [[step, value], ...]}`` (the last point is
+its final value). Per row, the curve is the mean over the seeds that finished, with a ± sample-std band;
+the published value and its ± as a horizontal band.
+
+Flattening rule (stated on every page that uses it): over the last 20 % of training (points at steps
+≥ 0.8 × the final step, at least two of them), the row's mean curve moves by at most
+``max(2 × standard error of the final value over seeds, 5 % of |final mean|)``. A claim about a row
+whose curve did not flatten is reported as "not converged", not as holds / does not hold.
+"""
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from repro.plotting import save_figure
+from repro.tables.runner import Run, plan, read_record
+from repro.tables.spec import TableSpec
+
+__all__ = ["RowCurve", "row_curves", "flattened", "convergence", "draw_curves", "in_progress", "TAIL", "REL_TOL",
+           "RULE"]
+
+TAIL, REL_TOL = 0.2, 0.05
+RULE = ("a row's metric has flattened when, over the last 20% of training (at least two evaluation points), its "
+        "mean over seeds moved by at most max(2 × standard error of the final value over seeds, 5% of the final mean)")
+
+
+@dataclass(frozen=True)
+class RowCurve:
+    """Mean ± std over seeds at each evaluation step common to the row's finished runs."""
+
+    steps: list[int]
+    mean: list[float]
+    std: list[float]
+    finals: list[float]  # each seed's final value
+
+
+def _finished(spec: TableSpec) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {r.id: [] for r in spec.rows}
+    for run in plan(spec):
+        record = read_record(run.results_dir / "metrics.json")
+        if record and record.get("status") == "finished" and record.get("curves"):
+            out[run.row.id].append(record)
+    return out
+
+
+def row_curves(records: list[dict[str, Any]], key: str) -> RowCurve | None:
+    """The row curve of metric ``key`` from its runs' records (None when no run has a finite curve for it)."""
+    series = []
+    for record in records:
+        points = {int(s): v for s, v in record["curves"].get(key, []) if isinstance(v, (int, float)) and math.isfinite(v)}
+        if points:
+            series.append(points)
+    if not series:
+        return None
+    steps = sorted(set.intersection(*(set(p) for p in series)))
+    if not steps:
+        return None
+    mean = [statistics.fmean(p[s] for p in series) for s in steps]
+    std = [statistics.stdev(p[s] for p in series) if len(series) > 1 else 0.0 for s in steps]
+    return RowCurve(steps, mean, std, [p[steps[-1]] for p in series])
+
+
+def flattened(curve: RowCurve, tail: float = TAIL, rel_tol: float = REL_TOL) -> bool | None:
+    """The module's flattening rule; None when fewer than two points fall in the last ``tail`` of training."""
+    start = (1.0 - tail) * curve.steps[-1]
+    window = [m for s, m in zip(curve.steps, curve.mean) if s >= start]
+    if len(window) < 2:
+        return None
+    n = len(curve.finals)
+    se = statistics.stdev(curve.finals) / math.sqrt(n) if n > 1 else 0.0
+    return max(window) - min(window) <= max(2.0 * se, rel_tol * abs(curve.mean[-1]))
+
+
+def convergence(spec: TableSpec) -> dict[str, dict[str, bool | None]]:
+    """``flat[row_id][column_key]``: True / False by the rule, None where the row has no curve."""
+    finished = _finished(spec)
+    out: dict[str, dict[str, bool | None]] = {}
+    for row in spec.rows:
+        out[row.id] = {}
+        for col in spec.columns:
+            curve = row_curves(finished[row.id], col.key)
+            out[row.id][col.key] = flattened(curve) if curve else None
+    return out
+
+
+def _published_band(text: str) -> tuple[float, float] | None:
+    numbers = [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", text)]
+    if not numbers:
+        return None
+    return numbers[0], numbers[1] if "±" in text and len(numbers) > 1 else 0.0
+
+
+def draw_curves(spec: TableSpec, out: Path) -> Path | None:
+    """One panel per column: each row's mean curve with a ± std band, published value ± its spread dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finished = _finished(spec)
+    if not any(finished.values()):
+        return None
+    fig, axes = plt.subplots(1, len(spec.columns), figsize=(4.2 * len(spec.columns), 3.4), squeeze=False, dpi=100)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, col in zip(axes[0], spec.columns):
+        for i, row in enumerate(spec.rows):
+            curve = row_curves(finished[row.id], col.key)
+            if curve is None:
+                continue
+            colour = colours[i % len(colours)]
+            mean = [m * col.scale for m in curve.mean]
+            low = [(m - s) * col.scale for m, s in zip(curve.mean, curve.std)]
+            high = [(m + s) * col.scale for m, s in zip(curve.mean, curve.std)]
+            ax.plot(curve.steps, mean, color=colour, lw=1.4, label=f"{row.label} (n={len(curve.finals)})")
+            ax.fill_between(curve.steps, low, high, color=colour, alpha=0.2, lw=0)
+            published = row.published.get(col.key)
+            band = _published_band(published.value) if published else None
+            if band:
+                value, spread = band
+                ax.axhline(value, color=colour, ls="--", lw=1)
+                if spread:
+                    ax.axhspan(value - spread, value + spread, color=colour, alpha=0.08)
+        ax.set_title(col.label, fontsize=9)
+        ax.set_xlabel("generator updates", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{spec.name}: metrics through training (mean ± std over seeds; dashed: paper ± its spread)",
+                 fontsize=10)
+    return save_figure(fig, out)
+
+
+def in_progress(spec: TableSpec) -> list[tuple[str, int | None, int | None]]:
+    """Unfinished runs that left a checkpoint: (run name, generator updates done, updates asked)."""
+    out = []
+    for run in plan(spec):
+        record = read_record(run.results_dir / "metrics.json")
+        if record and record.get("status") in ("finished", "diverged"):
+            continue
+        progress = read_record(run.in_progress_dir / "progress.json")
+        if progress is not None:
+            out.append((run.name, progress.get("generator_steps"), progress.get("max_steps")))
+    return out

@@ -1,0 +1,51 @@
+"""Metric curves on a table's page: row curves over seeds, the flattening rule, "not converged" verdicts."""
+from __future__ import annotations
+
+import json
+import math
+
+from repro.tables.curves import RowCurve, convergence, flattened, row_curves
+from repro.tables.report import aggregate, claim_verdict, write_report
+from repro.tables.spec import load_spec
+from test_tables import write_spec
+
+
+def _record(values: list[float], steps: tuple[int, ...] = (25, 50, 80, 100)) -> dict:
+    return {"status": "finished", "metrics": {"modes_200": values[-1], "high_quality_200": 0.5},
+            "curves": {"modes_200": [[s, v] for s, v in zip(steps, values)],
+                       "high_quality_200": [[s, 0.5] for s in steps]}}
+
+
+def test_row_curve_is_the_mean_and_std_over_seeds_at_common_steps():
+    curve = row_curves([_record([1, 2, 3, 4]), _record([3, 4, 5, 6])], "modes_200")
+    assert curve.steps == [25, 50, 80, 100]
+    assert curve.mean == [2, 3, 4, 5] and curve.finals == [4, 6]
+    assert math.isclose(curve.std[0], math.sqrt(2))
+    assert row_curves([_record([1, 2, 3, 4])], "missing") is None
+
+
+def test_flattening_rule_by_hand():
+    # last 20% of 100 steps = steps >= 80: the points at 80 and 100; tolerance max(2 se, 5% of |final mean|)
+    steps = [20, 40, 60, 80, 100]
+    moving = RowCurve(steps, [1, 2, 3, 4, 5], [0] * 5, [5.0, 5.0])  # moved 1 > max(0, 0.25)
+    still = RowCurve(steps, [1, 2, 3, 4.9, 5], [0] * 5, [5.0, 5.0])  # moved 0.1 <= 0.25
+    noisy = RowCurve(steps, [1, 2, 3, 4, 5], [0] * 5, [3.0, 7.0])  # se = 2: tolerance 4 >= 1
+    assert flattened(moving) is False and flattened(still) is True and flattened(noisy) is True
+    assert flattened(RowCurve([50, 100], [1, 5], [0, 0], [5.0])) is None  # one point in the tail
+
+
+def test_claim_on_a_row_that_did_not_flatten_says_not_converged(tmp_path):
+    spec = load_spec(write_spec(tmp_path))
+    for row, values in (("nsgan", [1, 2, 3, 4]), ("lsgan", [5, 6, 7, 7.1])):
+        for seed in spec.seeds:
+            folder = spec.results_dir / row / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "metrics.json").write_text(json.dumps(_record(values)))
+    flat = convergence(spec)
+    assert flat["nsgan"]["modes_200"] is False and flat["lsgan"]["modes_200"] is True
+    claim = spec.claims[0]  # lsgan:modes_200:mean > nsgan:modes_200:mean
+    assert claim_verdict(claim, aggregate(spec))[1] == "holds"
+    assert claim_verdict(claim, aggregate(spec), flat)[1] == "not converged"
+    page = write_report(spec).read_text()
+    assert "**not converged**" in page and "## Convergence" in page and "**not flattened**" in page
+    assert (tmp_path / "paper_tables/figures/tiny/curves.png").stat().st_size > 1000
