@@ -24,13 +24,16 @@ class _Collect(logging.Handler):
 
 
 def test_fit_shows_generator_progress_losses_and_a_summary(run_dir, capsys, recwarn):
-    collect = _Collect()
-    logging.getLogger("lightning.pytorch").addHandler(collect)
+    collect, lightning_log = _Collect(), logging.getLogger("lightning.pytorch")
+    level = lightning_log.level  # other tests (repro bench) raise it to WARNING
+    lightning_log.addHandler(collect)
+    lightning_log.setLevel(logging.INFO)
     try:
         main(["fit", "--config", "configs/ring8/nsgan.yaml", "--trainer.max_steps", "20",
               "--data.num_samples", "1000", "--samples.every_n_steps", "0"])
     finally:
-        logging.getLogger("lightning.pytorch").removeHandler(collect)
+        lightning_log.removeHandler(collect)
+        lightning_log.setLevel(level)
     out = capsys.readouterr().out
     assert "generator updates" in out and "20/20" in out and "d_loss" in out and "g_loss" in out
     assert "Epoch" not in out and "v_num" not in out  # not Lightning's batches-per-epoch bar
