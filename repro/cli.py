@@ -1,185 +1,41 @@
-"""The ``repro`` command: ``fit`` through LightningCLI (jsonargparse YAML configs) plus repro's own commands."""
+"""The ``repro`` command: one function per sub-command, nothing else imports this module.
+
+Each command imports the layer it drives when it runs (``repro.fit``, ``repro.tables.runner``,
+``repro.bench``, ``repro.metrics.classifier``): those load torch and Lightning, which take seconds,
+so ``repro --help``, ``repro tables`` and ``repro reproduce --report-only`` start without them.
+"""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-import warnings
-from argparse import ArgumentError
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from rich.console import Console
 
-from repro.callbacks import (
-    ConditioningTrace,
-    DivergenceStop,
-    FinalEvaluation,
-    ResumableCheckpoint,
-    SamplePlots,
-    SpectraPlots,
-)
-from repro.callbacks.divergence import DIVERGED_EXIT_CODE, TrainingDiverged
-from repro.callbacks.progress import install_run_display
-from repro.console import FIT_USAGE, MAX_STEPS_HELP, FitHelpFormatter, fit_help, quiet_library_noise
-from repro.data import GANDataModule
-from repro.loggers import GeneratorStepStamp, WandbOptions, scale_intervals, with_loggers
-from repro.variants import RFGAN, GANModule
-from repro.variants.rfgan import MissingPretrainedWeights
+from repro import REPO_ROOT
+from repro.console import quiet_library_noise
+from repro.errors import DIVERGED_EXIT_CODE, USER_ERROR_EXIT_CODE, TrainingDiverged, UserError
+from repro.tables import plan, report, spec
 
-__all__ = ["ReproCLI", "main", "REPO_ROOT", "run_fit"]
+__all__ = ["main", "COMMANDS"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# repro passes argv to LightningCLI itself; Lightning warns about that by design.
-warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
 DEFAULT_TABLE = "quickstart"
 
 
-class UserError(Exception):
-    """A problem with the user's input: reported as one paragraph, no traceback."""
-
-
-class ReproCLI(LightningCLI):
-    """LightningCLI with a variant chosen by ``model.class_path`` and one shared data module."""
-
-    def __init__(self, args: list[str] | None = None, **kwargs: object):
-        super().__init__(
-            GANModule,
-            GANDataModule,
-            subclass_mode_model=True,
-            run=False,
-            args=args,
-            seed_everything_default=0,
-            save_config_kwargs={"overwrite": True},
-            trainer_defaults={
-                "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
-                "enable_model_summary": False,
-            },
-            # parse errors raise (not print usage and exit) so `build_cli` can report them as one paragraph
-            parser_kwargs={"prog": "repro fit", "usage": FIT_USAGE, "description": fit_help(),
-                           "formatter_class": FitHelpFormatter, "exit_on_error": False},
-            **kwargs,
-        )
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(SamplePlots, "samples")
-        parser.add_lightning_class_args(FinalEvaluation, "evaluation")
-        parser.add_lightning_class_args(DivergenceStop, "divergence")
-        parser.add_lightning_class_args(SpectraPlots, "spectra")
-        parser.add_lightning_class_args(ConditioningTrace, "conditioning")
-        parser.add_lightning_class_args(ResumableCheckpoint, "resumable")
-        parser.add_class_arguments(WandbOptions, "wandb")
-        parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from")
-        parser._option_string_actions["--trainer.max_steps"].help = MAX_STEPS_HELP
-
-    def instantiate_trainer(self, **kwargs: Any) -> Any:
-        """The configured trainer, with a CSV logger always on and W&B added if ``wandb.enabled``."""
-        trainer = super().instantiate_trainer(**kwargs)
-        config = self.config.as_dict()
-        wandb = self.config_init.get("wandb")
-        trainer.loggers = with_loggers(trainer.loggers, wandb, self.model, self.datamodule, config)
-        scale_intervals(trainer, bool(wandb and wandb.enabled))
-        trainer.callbacks.append(GeneratorStepStamp())
-        install_run_display(trainer)
-        return trainer
-
-    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parse; a jsonargparse error becomes a ``ValueError`` (``build_cli`` shortens it)."""
-        try:
-            super().parse_arguments(parser, args)
-        except ArgumentError as err:
-            raise ValueError(str(err)) from None
-
-    def after_instantiate_classes(self) -> None:
-        """Refuse, before any training, data the networks cannot take and checkpoints that cannot resume them."""
-        self.model.check_sample_shape(self.datamodule.sample_shape)
-        self.model.check_schedule(self.trainer.max_steps)
-        if self.config.get("ckpt_path"):
-            check_checkpoint(Path(self.config["ckpt_path"]), self.model)
-
-
-def check_checkpoint(path: Path, model: GANModule) -> None:
-    """Raise ``ValueError`` unless ``path`` is a readable repro checkpoint whose weights fit ``model``."""
-    import torch
-
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: {path} is not a file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as err:  # torch raises RuntimeError / UnpicklingError / EOFError / ... for bad files
-        raise ValueError(f"ckpt_path: {path} is not a readable PyTorch checkpoint (corrupt or truncated?): "
-                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "repro_rng" not in ckpt:
-        raise ValueError(f"ckpt_path: {path} was not written by `repro fit` (no state_dict / repro_rng entries)")
-    mine = model.state_dict()
-    theirs = ckpt["state_dict"]
-    missing, extra = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
-    shapes = [k for k in set(mine) & set(theirs) if tuple(mine[k].shape) != tuple(theirs[k].shape)]
-    if missing or extra or shapes:
-        what = "; ".join(f"{label}: {', '.join(keys[:3])}" for label, keys in
-                         (("missing", missing), ("unexpected", extra), ("other shape", sorted(shapes))) if keys)
-        raise ValueError(f"ckpt_path: {path} holds a different model than the one configured ({what}); "
-                         "resume with the config the checkpoint was trained with")
-
-
-def resolve_config(path: str) -> str:
-    """A config path as given, or relative to the repository root."""
-    if Path(path).exists():
-        return path
-    candidate = REPO_ROOT / path
-    if candidate.exists():
-        return str(candidate)
-    raise UserError(f"config file {path!r} not found (looked in {Path.cwd()} and {REPO_ROOT})")
-
-
-def _fix_config_args(args: list[str]) -> list[str]:
-    out = list(args)
-    for i, a in enumerate(out):
-        if a in ("--config", "-c") and i + 1 < len(out):
-            out[i + 1] = resolve_config(out[i + 1])
-        elif a.startswith("--config="):
-            out[i] = "--config=" + resolve_config(a.split("=", 1)[1])
-    return out
-
-
-_ERROR_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value",
-                "- Expected a <class 'NoneType'>")
-
-
-def concise_error(text: str) -> str:
-    """jsonargparse's nested error report as one line: the failing keys and reasons, without dumps of
-    the whole namespace; a bad ``model.class_path`` also lists the registered variants."""
-    from repro.variants import VARIANTS
-
-    lines = [ln.strip() for ln in text.splitlines()]
-    kept = [ln.removeprefix("- ") for ln in lines if ln and not ln.startswith(_ERROR_NOISE)]
-    message = " ".join(kept)
-    if "Problem with given class_path" in message and 'Parser key "model"' in message and "has no attribute" in message:
-        valid = ", ".join(f"repro.variants.{cls.__name__}" for cls in VARIANTS.values())
-        message += f"; valid model.class_path values: {valid}"
-    return message
-
-
-def build_cli(args: list[str]) -> ReproCLI:
-    """Parse and instantiate a fit configuration; input errors become ``UserError``."""
-    try:
-        return ReproCLI(args=_fix_config_args(args))
-    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError) as err:
-        raise UserError(concise_error(str(err))) from err
-
-
-def run_fit(args: list[str]) -> ReproCLI:
-    """Parse and instantiate (input errors become ``UserError``), then train."""
-    cli = build_cli(args)
-    try:
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
-    except MissingPretrainedWeights as err:
-        raise UserError(str(err)) from err
-    return cli
-
-
 def _cmd_fit(args: list[str]) -> None:
+    from repro.fit import run_fit  # Lightning: seconds to import
+
     run_fit(args)
+
+
+def _cmd_prepare(args: list[str]) -> None:
+    """Run the configured variant's preparation (e.g. RFGAN's autoencoder pre-training) and cache it."""
+    from repro.fit import build_cli, prepare  # Lightning: seconds to import
+
+    made = prepare(build_cli(args))
+    print(f"prepared: {made}" if made else "this variant has no preparation step; nothing to do")
 
 
 def _table_roots() -> list[Path]:
@@ -188,15 +44,9 @@ def _table_roots() -> list[Path]:
 
 def _cmd_reproduce(args: list[str]) -> None:
     """Run a paper table's unfinished (row, seed) runs, then write its page; default: the CPU table ``toy``."""
-    import argparse
-
-    import torch
-
-    from repro.tables import report, runner, spec
-
     parser = argparse.ArgumentParser(prog="repro reproduce", description=_cmd_reproduce.__doc__)
     parser.add_argument("table", nargs="?", default=DEFAULT_TABLE, help=f"table name or spec path (default: {DEFAULT_TABLE})")
-    parser.add_argument("--devices", type=int, default=torch.cuda.device_count() or os.cpu_count() or 1,
+    parser.add_argument("--devices", type=int, default=None,
                         help="parallel runs: GPUs, or CPU processes (default: all GPUs, else all cores)")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the spec's)")
     parser.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows")
@@ -209,11 +59,14 @@ def _cmd_reproduce(args: list[str]) -> None:
     try:
         table = spec.load_spec(spec.find_spec(opts.table, _table_roots()))
         if not opts.report_only:
+            from repro.tables import runner  # parses configs with the fit layer: Lightning, seconds to import
+
             runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run, wandb=opts.wandb)
         if not opts.dry_run:
-            page = report.write_report(table)
+            records = plan.read_records(table)
+            page = report.write_report(table, records)
             console = Console()
-            console.print(report.summary_table(table))
+            console.print(report.summary_table(table, records))
             figures = sorted((page.parent / "figures" / table.name).glob("*.png"))
             console.print(f"page: {page}", *(f"figure: {f}" for f in figures), sep="\n")
     except spec.SpecError as err:
@@ -222,8 +75,6 @@ def _cmd_reproduce(args: list[str]) -> None:
 
 def _cmd_tables(args: list[str]) -> None:
     """List every table spec with its rows and how many of their runs are finished."""
-    from repro.tables import runner, spec
-
     if args:
         raise UserError(f"`repro tables` takes no arguments, got {' '.join(args)}")
     roots = _table_roots()
@@ -233,25 +84,17 @@ def _cmd_tables(args: list[str]) -> None:
         except spec.SpecError as err:
             print(f"{path.stem}: INVALID: {err}")
             continue
-        runs = runner.plan(table)
-        done = sum(runner.is_done(r) for r in runs)
+        runs = plan.plan(table)
+        done = sum(plan.is_done(r) for r in runs)
         print(f"{table.name}: {table.title} [{done}/{len(runs)} runs done]")
         for row in table.rows:
             mine = [r for r in runs if r.row.id == row.id]
-            print(f"    {row.id:<28} {sum(runner.is_done(r) for r in mine)}/{len(mine)}")
-
-
-def _cmd_pretrain_ae(args: list[str]) -> None:
-    """Pre-train and cache RFGAN's autoencoder for the data and model of a fit configuration."""
-    cli = build_cli(args)
-    if not isinstance(cli.model, RFGAN):
-        raise UserError(f"model.class_path: pretrain-ae needs repro.variants.RFGAN, got {type(cli.model).__name__}")
-    print(f"autoencoder weights: {cli.model.pretrain(cli.datamodule)}")
+            print(f"    {row.id:<28} {sum(plan.is_done(r) for r in mine)}/{len(mine)}")
 
 
 def _cmd_bench(args: list[str]) -> None:
     """Time repro against the bare-PyTorch reference loop (``repro bench --help``)."""
-    from repro.bench import main as bench_main  # imported here: repro.bench imports this module
+    from repro.bench import main as bench_main  # Lightning and torch: seconds to import
 
     bench_main(args)
 
@@ -259,10 +102,8 @@ def _cmd_bench(args: list[str]) -> None:
 def _cmd_train_classifier(args: list[str]) -> None:
     """Train the MNIST classifier behind classifier FID/KID/IS and stacked-MNIST modes, deterministically;
     writes its weights, and a record (command, test accuracy, sha256) beside them."""
-    import argparse
-
-    from repro.data.module import default_data_root
-    from repro.nets.classifier import CLASSIFIER_WEIGHTS, train_classifier
+    from repro.data.module import default_data_root  # Lightning: seconds to import
+    from repro.metrics.classifier import CLASSIFIER_WEIGHTS, train_classifier  # torch
 
     parser = argparse.ArgumentParser(prog="repro train-classifier", description=_cmd_train_classifier.__doc__)
     parser.add_argument("--data_root", default=None, help="folder holding MNIST/raw (default: $REPRO_DATA_DIR or ./data)")
@@ -281,7 +122,7 @@ def _cmd_train_classifier(args: list[str]) -> None:
 COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "fit": (_cmd_fit, "train one variant from YAML configs (LightningCLI; `repro fit --help`)"),
     "reproduce": (_cmd_reproduce, f"run a paper table and write its page (default: the CPU table `{DEFAULT_TABLE}`)"),
-    "pretrain-ae": (_cmd_pretrain_ae, "pre-train RFGAN's autoencoder (same arguments as `fit`)"),
+    "prepare": (_cmd_prepare, "run a variant's preparation, e.g. RFGAN's autoencoder (same arguments as `fit`)"),
     "tables": (_cmd_tables, "list the paper tables, their rows and how many runs are done"),
     "train-classifier": (_cmd_train_classifier, "train the MNIST classifier used by classifier FID/IS/KID"),
     "bench": (_cmd_bench, "time an iteration: repro vs a bare-PyTorch loop, fp32 / bf16 (`repro bench --help`)"),
@@ -290,7 +131,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
 
 def _usage() -> str:
     lines = ["usage: repro COMMAND [options]", "", "Reproduce GAN papers' results. Commands:"]
-    lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<16} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "Example: repro fit --config configs/ring8/wgangp.yaml --trainer.max_steps 2000"]
     return "\n".join(lines)
 
@@ -304,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     quiet_library_noise()
     if command not in COMMANDS:
         print(f"repro: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(USER_ERROR_EXIT_CODE)
     try:
         COMMANDS[command][0](rest)
     except TrainingDiverged as err:
@@ -314,4 +155,4 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("REPRO_DEBUG"):
             raise
         print(f"repro {command}: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(USER_ERROR_EXIT_CODE) from None

@@ -6,8 +6,8 @@ is named ``<variant>/seed<k>`` and grouped by table (``repro reproduce TABLE --w
 and the row id, so every run of a table is in one group, one job type per row), tagged with table,
 variant, data set and ``seed<k>``. The full resolved config is logged once as the run's config, with a
 ``run`` entry holding the resolved data root, the git commit and the seed (Lightning's own second,
-top-level copy of the model's hyper-parameters is not sent). ``scale_intervals`` makes any run, short or
-long, log losses, sample grids, spectra and conditioning at intervals proportional to ``max_steps``.
+top-level copy of the model's hyper-parameters is not sent). ``repro.callbacks.intervals`` makes any run,
+short or long, log losses, sample grids, spectra and conditioning at intervals proportional to ``max_steps``.
 """
 from __future__ import annotations
 
@@ -18,11 +18,10 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
-__all__ = ["WandbOptions", "RunLogger", "GeneratorStepStamp", "with_loggers", "wandb_mode", "scale_intervals",
-           "POINTS_PER_RUN"]
+from repro import REPO_ROOT
+from repro.record import source_state
 
-# how many times over a run each series is logged at most (intervals = max_steps // points)
-POINTS_PER_RUN = {"losses": 100, "samples": 10, "spectra": 5, "conditioning": 10}
+__all__ = ["WandbOptions", "RunLogger", "GeneratorStepStamp", "with_loggers", "wandb_mode"]
 
 
 def wandb_mode() -> str:
@@ -80,8 +79,6 @@ class WandbOptions:
 
     def logger(self, save_dir: Path, model: Any, datamodule: Any, config: dict[str, Any]) -> RunLogger:
         """The W&B logger of a run writing under ``save_dir``, with ``config`` and the run's facts logged."""
-        from repro.tables.runner import source_state
-
         table = self.table or "adhoc"
         variant = self.variant or type(model).__name__.lower()
         seed = config.get("seed_everything")
@@ -95,7 +92,7 @@ class WandbOptions:
             mode=wandb_mode(),
         )
         facts = {"data_root": str(Path(datamodule.data_root).resolve()), "seed": seed,
-                 **source_state(Path(__file__).resolve().parents[1])}
+                 **source_state(REPO_ROOT)}
         logger.log_config({**config, "run": facts})
         return logger
 
@@ -113,27 +110,3 @@ def with_loggers(loggers: list[Logger], wandb: WandbOptions | None, model: Any, 
         csv.experiment  # noqa: B018 -- creates the CSV run folder before W&B writes into it
         out.append(wandb.logger(Path(csv.log_dir), model, datamodule, config))
     return out
-
-
-def _interval(configured: int | None, max_steps: int, points: int) -> int:
-    """``configured`` made at most ``max_steps // points``, so a run logs ~``points`` times; None (off)
-    becomes that interval, 0 (an explicit "only at the end") stays."""
-    scaled = max(1, max_steps // points)
-    return scaled if configured is None else min(configured, scaled) if configured > 0 else configured
-
-
-def scale_intervals(trainer: L.Trainer, wandb_enabled: bool) -> None:
-    """Loss logging every ``max_steps / 100`` generator updates at most (any run); with W&B also sample grids,
-    spectra and the conditioning trace at intervals proportional to ``max_steps`` (turned on if off; an
-    interval of 0, "only at the end", is kept)."""
-    from repro.callbacks import ConditioningTrace, SamplePlots, SpectraPlots
-
-    if not trainer.max_steps or trainer.max_steps < 1:
-        return
-    trainer.log_every_n_steps = _interval(trainer.log_every_n_steps, trainer.max_steps, POINTS_PER_RUN["losses"])
-    if not wandb_enabled:
-        return
-    for cb in trainer.callbacks:
-        for kind, key in ((SamplePlots, "samples"), (SpectraPlots, "spectra"), (ConditioningTrace, "conditioning")):
-            if isinstance(cb, kind):
-                cb.every_n_steps = _interval(cb.every_n_steps, trainer.max_steps, POINTS_PER_RUN[key])

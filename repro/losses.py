@@ -2,6 +2,8 @@
 
 Every objective is a pair: ``d_loss(real_out, fake_out)`` minimized by D and ``g_loss(fake_out)``
 minimized by G, where ``*_out`` are raw discriminator outputs (logits for the probabilistic losses).
+An objective whose G loss compares fakes with real data (relativistic losses) sets ``g_needs_real``;
+the training loop then also passes D's output on the real batch: ``g_loss(fake_out, real_out)``.
 Networks know nothing of losses; this module knows nothing of networks.
 """
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Objective", "OBJECTIVES", "objective"]
+__all__ = ["Objective", "OBJECTIVES", "objective", "register_objective"]
 
 
 # Goodfellow et al. 2014, eq. 1: max_D E log D(x) + E log(1 - D(G(z))), with D = sigmoid(logit).
@@ -87,10 +89,19 @@ def bounded_bce_g_loss(fake: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class Objective:
-    """A (d_loss, g_loss) pair."""
+    """A (d_loss, G loss) pair; ``generator`` takes ``(fake_out, real_out)`` when ``g_needs_real``, else ``(fake_out)``."""
 
     d_loss: Callable[[Tensor, Tensor], Tensor]
-    g_loss: Callable[[Tensor], Tensor]
+    generator: Callable[..., Tensor]
+    g_needs_real: bool = False
+
+    def g_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
+        """G's loss; ``real_out`` (D's output on real data) is required exactly when ``g_needs_real``."""
+        if not self.g_needs_real:
+            return self.generator(fake_out)
+        if real_out is None:
+            raise ValueError("this objective's generator loss compares fakes with real data: pass real_out")
+        return self.generator(fake_out, real_out)
 
 
 def _least_squares(a: float = 0.0, b: float = 1.0, c: float = 1.0) -> Objective:
@@ -106,6 +117,13 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "hinge": lambda: Objective(hinge_d_loss, wasserstein_g_loss),
     "bounded_bce": lambda: Objective(bounded_bce_d_loss, bounded_bce_g_loss),
 }
+
+
+def register_objective(name: str, factory: Callable[..., Objective]) -> None:
+    """Make ``loss: <name>`` valid for every variant (a variant file may register the objective it defines)."""
+    if name in OBJECTIVES and OBJECTIVES[name] is not factory:
+        raise ValueError(f"an objective named {name!r} is already registered")
+    OBJECTIVES[name] = factory
 
 
 def objective(name: str, **kwargs: float) -> Objective:

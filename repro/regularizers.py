@@ -1,27 +1,36 @@
 """Terms added to a player's loss, composable with any variant.
 
 A regularizer is called as ``reg(module, a, b)``: for D terms ``(real, fake)`` as D sees them, for
-G terms ``(z, fake)``. It returns a scalar to add to that player's loss.
+G terms ``(z, fake)``. It returns a scalar to add to that player's loss. ``module`` is anything with
+the ``Players`` attributes (a ``GANModule`` is one); this module imports no variant.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from repro.normalization import raw_weight, weight_layers
 
-if TYPE_CHECKING:
-    from repro.variants.base import GANModule
+__all__ = ["Players", "Regularizer", "GradientPenalty", "OrthonormalRegularizer", "JacobianClamping"]
 
-__all__ = ["Regularizer", "GradientPenalty", "OrthonormalRegularizer", "JacobianClamping"]
+
+class Players(Protocol):
+    """What a regularizer may use of the module it regularizes."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+
+    def discriminate(self, x: Tensor) -> Tensor:
+        """D's output as the variant defines it (e.g. gradient-normalized)."""
+        ...
 
 
 class Regularizer:
     """Base class: ``__call__(module, a, b) -> scalar tensor``."""
 
-    def __call__(self, module: "GANModule", a: Tensor, b: Tensor) -> Tensor:
+    def __call__(self, module: Players, a: Tensor, b: Tensor) -> Tensor:
         raise NotImplementedError
 
 
@@ -34,7 +43,7 @@ class GradientPenalty(Regularizer):
             raise ValueError(f"GradientPenalty.weight must be >= 0, got {weight}")
         self.weight, self.center = weight, center
 
-    def __call__(self, module: "GANModule", real: Tensor, fake: Tensor) -> Tensor:
+    def __call__(self, module: Players, real: Tensor, fake: Tensor) -> Tensor:
         eps = torch.rand((len(real),) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
         x_hat = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
         out = module.discriminate(x_hat)
@@ -64,7 +73,7 @@ class OrthonormalRegularizer(Regularizer):
         gram = w @ w.t() if w.shape[0] <= w.shape[1] else w.t() @ w
         return (gram - torch.eye(len(gram), device=w.device, dtype=w.dtype)).square().sum()
 
-    def __call__(self, module: "GANModule", real: Tensor, fake: Tensor) -> Tensor:
+    def __call__(self, module: Players, real: Tensor, fake: Tensor) -> Tensor:
         layers = weight_layers(module.discriminator)
         return self.weight * torch.stack([self.penalty(raw_weight(m)) for m in layers]).sum()
 
@@ -89,7 +98,7 @@ class JacobianClamping(Regularizer):
         moved = generator(z + delta)
         return (fake - moved).flatten(1).norm(dim=1) / delta.flatten(1).norm(dim=1)
 
-    def __call__(self, module: "GANModule", z: Tensor, fake: Tensor) -> Tensor:
+    def __call__(self, module: Players, z: Tensor, fake: Tensor) -> Tensor:
         q = self.ratio(module.generator, z, fake)
         l_max = (q.clamp_min(self.lambda_max) - self.lambda_max).square()
         l_min = (q.clamp_max(self.lambda_min) - self.lambda_min).square()

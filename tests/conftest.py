@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro.cli import REPO_ROOT
+from repro import REPO_ROOT
 
 # The README's test command passes a relative REPRO_DATA_DIR (../shared/data); tests chdir into
 # temporary folders, so resolve it once, against the directory pytest was started from.

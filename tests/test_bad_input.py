@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro.cli import REPO_ROOT, main
+from repro import REPO_ROOT
+from repro.cli import main
 
 RING = "configs/ring8/nsgan.yaml"
 MNIST = "configs/mnist/nsgan.yaml"
@@ -65,9 +66,6 @@ CASES = [
                  ["model.discriminator", "GNGAN", "batch norm"], id="gngan-with-batch-norm"),
     pytest.param("configs/ring8/gngan.yaml", ["--model.init_args.discriminator.init_args.norm", "spectral"],
                  ["model.discriminator", "GNGAN", "spectral norm"], id="gngan-with-spectral-norm"),
-    pytest.param("configs/ring8/rfgan.yaml", ["--model.init_args.ae_cache_dir", MISSING_DIR],
-                 ["model.autoencoder", "pretrain-ae"],
-                 id="rfgan-without-ae-weights"),
 ]
 
 

@@ -1,6 +1,7 @@
 """The bench command end to end, the reference loop's exactness, the lean step path, and bf16-mixed."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 
@@ -8,8 +9,8 @@ import lightning as L
 import pytest
 import torch
 
+from repro import REPO_ROOT
 from repro.bench import ReferenceLoop
-from repro.bench.harness import d_step_costs
 from repro.cli import main
 from repro.data import GANDataModule
 from repro.nets import MLPDiscriminator, MLPGenerator
@@ -32,8 +33,7 @@ def fit(model: L.LightningModule, steps: int, callbacks: list[L.Callback] = (), 
 
 def test_bench_command_prints_ratios(run_dir, capsys):
     main(["bench", "--workloads", "mlp", "--variants", "nsgan", "--precisions", "32-true",
-          "--warmup", "1", "--block", "2", "--rounds", "2", "--out", "bench",
-          "--extractor", "classifier", "--extractor-images", "600"])
+          "--warmup", "1", "--block", "2", "--rounds", "2", "--out", "bench"])
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| mlp | nsgan |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -47,11 +47,24 @@ def test_bench_command_prints_ratios(run_dir, capsys):
     assert len(raw["seconds"]["repro"]) == len(raw["seconds"]["ref-fp32"]) == 2
     assert raw["peak_mb"]["repro"] > 0 and raw["peak_mb"]["ref-fp32"] > 0
     assert re.search(r"\| mlp \| nsgan \|", (run_dir / "bench" / "table.md").read_text())
-    assert record["extractor"]["images_per_s"] > 0 and "images/s" in out
+
+
+def _micro():
+    """benchmarks/micro.py (a script, not part of the package) as a module."""
+    spec = importlib.util.spec_from_file_location("micro", REPO_ROOT / "benchmarks" / "micro.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_extractor_micro_benchmark(run_dir, capsys):
+    _micro().main(["extractor", "--extractor", "classifier", "--images", "600", "--out", "ext.json"])
+    assert "images/s" in capsys.readouterr().out
+    assert json.loads((run_dir / "ext.json").read_text())["extractor"]["images_per_s"] > 0
 
 
 def test_d_step_costs_time_three_kinds():
-    fp32, bf16 = d_step_costs(("32-true", "bf16-mixed"), block=1, rounds=2, batch=4, width=4)
+    fp32, bf16 = _micro().d_step_costs(("32-true", "bf16-mixed"), block=1, rounds=2, batch=4, width=4)
     assert set(fp32["ms"]) == set(bf16["ms"]) == {"plain", "spectral", "gp"}
     assert fp32["vs_plain"]["plain"] == 1.0 and fp32["ms"]["gp"] > 0
     assert set(bf16["speedup_vs_fp32"]) == {"plain", "spectral", "gp"} and "speedup_vs_fp32" not in fp32

@@ -5,6 +5,7 @@ import json
 import math
 
 from repro.tables.curves import RowCurve, convergence, flattened, row_curves
+from repro.tables.plan import read_records
 from repro.tables.report import aggregate, claim_verdict, write_report
 from repro.tables.spec import load_spec
 from test_tables import write_spec
@@ -41,7 +42,7 @@ def test_claim_on_a_row_that_did_not_flatten_says_not_converged(tmp_path):
             folder = spec.results_dir / row / f"seed{seed}"
             folder.mkdir(parents=True)
             (folder / "metrics.json").write_text(json.dumps(_record(values)))
-    flat = convergence(spec)
+    flat = convergence(spec, read_records(spec))
     assert flat["nsgan"]["modes_200"] is False and flat["lsgan"]["modes_200"] is True
     claim = spec.claims[0]  # lsgan:modes_200:mean > nsgan:modes_200:mean
     assert claim_verdict(claim, aggregate(spec), spec)[1] == "holds"

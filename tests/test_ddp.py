@@ -23,11 +23,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from repro.callbacks.divergence import TrainingDiverged
-from repro.cli import REPO_ROOT, ReproCLI
+from repro.fit import REPO_ROOT, ReproCLI
 from repro.metrics.features import FeatureExtractor
 from repro.metrics.image import ImageProtocol, evaluate_images
 
-VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "sngan", "gngan", "tan", "rfgan", "jcgan"]
+VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "sngan", "gngan", "tan", "rfgan", "jcgan", "xicfg", "wgants"]
 STEPS = 10
 PER_DEVICE_BATCH = 32
 
@@ -48,6 +48,11 @@ def fit_args(variant: str, out: Path, devices: int, batch: int, steps: int = STE
         args += ["--model.init_args.ema_decay", "0.99"]
     if variant == "rfgan":  # a short autoencoder pre-training, cached per run
         args += ["--model.init_args.ae_steps", "20", "--model.init_args.ae_cache_dir", str(out / "ae")]
+    if variant == "xicfg":  # short stages; the refit's epoch loss is averaged over the ranks
+        args += ["--model.init_args.functional_steps", "3", "--model.init_args.refit_batches", "2",
+                 "--model.init_args.refit_epochs", "3"]
+    if variant == "wgants":  # each rank solves the LP of its own batches; weight scaling must act alike
+        args += ["--model.init_args.weight_scaling", "true"]
     return args
 
 
@@ -68,7 +73,7 @@ def train(variant: str, out: Path, devices: int, batch: int, steps: int = STEPS,
         cli.trainer.callbacks.append(ModelCheckpoint(dirpath=out / "ckpt", every_n_train_steps=save_every,
                                                      save_top_k=-1, filename="{step}"))
     if variant == "rfgan":
-        cli.model.pretrain(cli.datamodule)
+        cli.model.prepare(cli.datamodule)
     trace = _LossTrace()
     step = cli.model.training_step
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from repro.cli import REPO_ROOT, ReproCLI
+from repro.fit import REPO_ROOT, ReproCLI
 from repro.metrics.conditioning import condition_numbers, generator_jacobian, log_condition_stats
 from repro.metrics.spectra import layer_spectra, normalized_spectrum
 from repro.normalization import spectral_norm

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from repro import REPO_ROOT
 from repro.callbacks.divergence import DIVERGED_EXIT_CODE
-from repro.callbacks.evaluation import write_json_atomic
-from repro.cli import REPO_ROOT, main
+from repro.cli import main
+from repro.record import read_json, write_json_atomic
+from repro.tables.plan import is_done, plan
 from repro.tables.report import aggregate
-from repro.tables.runner import is_done, plan, read_record
 from repro.tables.spec import load_spec
 
 RING = str(REPO_ROOT / "configs/ring8/nsgan.yaml")
@@ -70,10 +71,10 @@ def test_table_with_a_diverging_row_completes(tmp_path: Path, capsys: pytest.Cap
     spec = load_spec(spec_path)
     ok, blowup = plan(spec)
     assert is_done(ok) and is_done(blowup)  # a diverged run is final: the table does not rerun it
-    record = read_record(blowup.results_dir / "metrics.json")
+    record = read_json(blowup.results_dir / "metrics.json")
     assert record["status"] == "diverged" and record["diverged_at_step"] == 1
     assert record["returncode"] == DIVERGED_EXIT_CODE
-    assert read_record(ok.results_dir / "metrics.json")["status"] == "finished"
+    assert read_json(ok.results_dir / "metrics.json")["status"] == "finished"
     cells = aggregate(spec)
     assert (cells["ok"]["modes_200"].n, cells["ok"]["modes_200"].diverged) == (1, 0)
     assert (cells["blowup"]["modes_200"].n, cells["blowup"]["modes_200"].diverged) == (0, 1)

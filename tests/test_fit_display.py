@@ -9,9 +9,10 @@ import sys
 
 import pytest
 
-from repro.cli import REPO_ROOT, main
+from repro import REPO_ROOT
+from repro.cli import main
 from repro.console import LIBRARIES
-from repro.loggers import _interval
+from repro.callbacks.intervals import _interval
 
 
 class _Collect(logging.Handler):
@@ -72,8 +73,8 @@ def test_table_runs_log_to_one_wandb_group_named_by_row_and_seed(tmp_path, monke
     """`repro reproduce TABLE --wandb` adds ``Run.wandb_args`` to each run's `repro fit`: W&B group = the table,
     name = <row>/seed<k>, tags with the seed (the W&B logger is recorded, not started)."""
     from repro import loggers
-    from repro.cli import build_cli
-    from repro.tables.runner import Run, plan
+    from repro.fit import build_cli
+    from repro.tables.plan import Run, plan
     from repro.tables.spec import load_spec
 
     made = {}

@@ -8,12 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from repro.cli import REPO_ROOT, ReproCLI, main
+from repro.cli import main
+from repro.fit import REPO_ROOT, ReproCLI
 from repro.nets.autoencoder import ConvAutoencoder, MLPAutoencoder
 from repro.nets.lens import ConvLens, MLPLens
 from repro.nets.mlp import MLPDiscriminator, MLPGenerator
 from repro.regularizers import GradientPenalty, JacobianClamping
 from repro.variants import JCGAN, NSGAN, TAN, WGANGP, JacobianClamped, RFGAN
+from repro.variants.rfgan import MissingPretrainedWeights
 from repro.variants.tan import tan_lambda
 
 FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_checkpointing", "false",
@@ -112,20 +114,27 @@ def rfgan_cli(config: str, cache: Path, *extra: str, steps: int = 20) -> ReproCL
                     *extra, steps=steps)
 
 
-def test_rfgan_missing_weights_is_one_clear_error(run_dir, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["fit", "--config", "configs/ring8/rfgan.yaml", "--model.init_args.ae_cache_dir", str(run_dir / "none"),
-              "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false"])
-    assert exc.value.code == 2
+def test_rfgan_fit_prepares_missing_weights_and_says_so(run_dir, capsys):
+    """`repro fit` runs the preparation hook when its cached result is missing, and says so on stderr."""
+    cache = run_dir / "cache"
+    main(["fit", "--config", "configs/ring8/rfgan.yaml", "--model.init_args.ae_cache_dir", str(cache),
+          "--model.init_args.ae_steps", "5", "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false"])
     err = capsys.readouterr().err
-    assert "repro pretrain-ae" in err and str(run_dir / "none") in err and "Traceback" not in err
+    assert "no pre-trained autoencoder" in err and "preparing it now" in err and "repro prepare" in err
+    assert len(list(cache.glob("ring8-*.pt"))) == 1
+
+
+def test_rfgan_module_without_preparation_refuses_to_train(run_dir):
+    cli = rfgan_cli("configs/ring8/rfgan.yaml", run_dir / "none", steps=2)
+    with pytest.raises(MissingPretrainedWeights, match="repro prepare"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
 
 
 def test_rfgan_pretrain_then_train_keeps_encoder_frozen(run_dir, capsys):
     cache = run_dir / "cache"
     args = ["--config", "configs/ring8/rfgan.yaml", "--model.init_args.ae_cache_dir", str(cache),
             "--model.init_args.ae_steps", "30"]
-    main(["pretrain-ae", *args])
+    main(["prepare", *args])
     path = Path(capsys.readouterr().out.strip().split(": ", 1)[1])
     assert path.parent == cache and path.name.startswith("ring8-")
     cached = torch.load(path)["state_dict"]
@@ -166,7 +175,7 @@ def test_rfgan_mnist_subset(run_dir, mnist_root):
     cache = run_dir / "cache"
     cli = rfgan_cli("configs/mnist/rfgan.yaml", cache, *mnist_args(mnist_root))
     assert isinstance(cli.model.autoencoder, ConvAutoencoder)
-    cli.model.pretrain(cli.datamodule)
+    cli.model.prepare(cli.datamodule)
     fit_and_check(cli)
 
 
@@ -235,3 +244,9 @@ def test_jcgan_ring8(run_dir):
 
 def test_jcgan_mnist_subset(run_dir, mnist_root):
     fit_and_check(make_cli("configs/mnist/jcgan.yaml", *mnist_args(mnist_root)))
+
+
+def test_prepare_without_a_preparation_step_does_nothing(run_dir, capsys):
+    main(["prepare", "--config", "configs/ring8/nsgan.yaml"])
+    assert "no preparation step" in capsys.readouterr().out
+    assert not list(run_dir.iterdir())  # nothing trained, nothing cached

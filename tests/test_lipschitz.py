@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from test_variants_cli import check_trained, train_from_config
 
-from repro.cli import REPO_ROOT, ReproCLI
+from repro.fit import REPO_ROOT, ReproCLI
 from repro.losses import objective
 from repro.metrics.lipschitz import conv_adjoint, conv_operator_norm, conv_operator_norms
 from repro.nets import MLPDiscriminator, MLPGenerator, ResNetDiscriminator, StandardCNNDiscriminator

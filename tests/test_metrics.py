@@ -14,7 +14,7 @@ import scipy.linalg
 import torch
 
 from repro.data.images import _load_torchvision, stack_digits
-from repro.data.toy import grid25, ring8
+from repro.data.toy import TOY_SETS
 from repro.metrics import features as features_mod
 from repro.metrics.features import ClassifierExtractor, make_extractor
 from repro.metrics.image import (
@@ -28,7 +28,7 @@ from repro.metrics.image import (
 )
 from repro.metrics.stacked import digit_triples, stacked_mode_metrics
 from repro.metrics.toy import mode_metrics
-from repro.nets.classifier import CLASSIFIER_WEIGHTS, load_classifier, sha256_file, train_classifier
+from repro.metrics.classifier import CLASSIFIER_WEIGHTS, load_classifier, sha256_file, train_classifier
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -230,8 +230,8 @@ def test_evaluation_wiring_with_a_stand_in_extractor(tmp_path):
 def test_extractor_without_logits_gives_fid_kid_and_says_is_is_missing(run_dir, monkeypatch):
     """A run evaluated with a logit-free extractor (inception-ts; a stand-in here) writes FID / KID only and
     warns that IS needs torch-fidelity's weights."""
-    from repro.callbacks import evaluation
-    from repro.cli import REPO_ROOT, ReproCLI
+    from repro.fit import REPO_ROOT, ReproCLI
+    from repro.metrics import image
 
     class NoLogits(features_mod.FeatureExtractor):
         name, num_features, has_logits, sha256 = "inception-ts", 4, False, "1" * 64
@@ -245,7 +245,7 @@ def test_extractor_without_logits_gives_fid_kid_and_says_is_is_missing(run_dir, 
             x = images.float().div(255).flatten(1)
             return self.scale * torch.stack([x.mean(1), x.std(1), x.amax(1), x[:, : x.shape[1] // 2].mean(1)], 1), None
 
-    monkeypatch.setattr(evaluation, "make_extractor", lambda name, weights=None: NoLogits())
+    monkeypatch.setattr(image, "make_extractor", lambda name, weights=None: NoLogits())
     cli = ReproCLI(args=[
         "--config", str(REPO_ROOT / "configs/mnist/nsgan.yaml"), "--data.num_samples", "256",
         "--data.batch_size", "32", "--trainer.max_steps", "1", "--trainer.enable_progress_bar", "false",
@@ -350,7 +350,7 @@ def test_stacked_mnist_triples_and_mode_metrics(mnist_test_set, classifier):
 
 # ----------------------------------------------------------------------------- toy mode metrics
 def test_ring8_exact_samples_score_all_modes():
-    mix = ring8()
+    mix = TOY_SETS["ring8"].mixture()
     samples = mix.sample(20_000, torch.Generator().manual_seed(0))
     m = mode_metrics(samples, mix)
     assert m["modes"] == 8
@@ -362,14 +362,14 @@ def test_ring8_exact_samples_score_all_modes():
 
 
 def test_one_mode_scores_one_mode_and_log8():
-    mix = ring8()
+    mix = TOY_SETS["ring8"].mixture()
     samples = mix.centers[2] + mix.std * torch.randn(2500, 2, generator=torch.Generator().manual_seed(1))
     m = mode_metrics(samples, mix)
     assert m["modes"] == 1 and m["reverse_kl"] == pytest.approx(math.log(8), abs=1e-9)
 
 
 def test_grid25_and_far_samples():
-    mix = grid25()
+    mix = TOY_SETS["grid25"].mixture()
     m = mode_metrics(mix.sample(25_000, torch.Generator().manual_seed(2)), mix)
     assert m["modes"] == 25 and m["reverse_kl"] < 5e-3
     far = mode_metrics(torch.full((100, 2), 1.0), mix)  # 1.0 is 20 std from every centre
@@ -380,7 +380,7 @@ def test_jsd_to_uniform_by_hand_and_against_scipy():
     """PacGAN's logged JSD(p_hat, U_K): one mode of 8 by hand, a skewed histogram against SciPy's."""
     from scipy.spatial.distance import jensenshannon
 
-    mix = ring8()
+    mix = TOY_SETS["ring8"].mixture()
     one = mode_metrics(mix.centers[2] + mix.std * torch.randn(2500, 2, generator=torch.Generator().manual_seed(1)), mix)
     by_hand = 0.5 * (math.log(16 / 9) + math.log(2 / 9) / 8 + 7 * math.log(2) / 8)
     assert one["jsd"] == pytest.approx(by_hand, abs=1e-12)

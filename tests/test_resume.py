@@ -15,14 +15,19 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from repro.cli import REPO_ROOT, ReproCLI
+from repro.fit import REPO_ROOT, ReproCLI
 
 # (config, extra args): a plain variant with EMA + linear lr decay, WGAN-GP (n_dis = 5, double
-# backward), SN-GAN (u / v buffers).
+# backward), SN-GAN (u / v buffers), xICFG and WGAN-TS.
 CASES: dict[str, tuple[str, list[str]]] = {
     "nsgan": ("configs/ring8/nsgan.yaml", ["--model.init_args.ema_decay", "0.9", "--model.init_args.lr_decay", "linear"]),
     "wgangp": ("configs/ring8/wgangp.yaml", []),
     "sngan": ("configs/ring8/sngan.yaml", []),
+    # xICFG: D snapshots, the approximator's init flag, the refit's restarted optimizer (short stages)
+    "xicfg": ("configs/ring8/xicfg.yaml", ["--model.init_args.functional_steps", "3", "--model.init_args.refit_batches",
+                                           "2", "--model.init_args.refit_epochs", "2"]),
+    # WGAN-TS: one LP and 5 regression steps per D update, weight scaling on
+    "wgants": ("configs/ring8/wgants.yaml", ["--model.init_args.weight_scaling", "true"]),
 }
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import repro.data.module as data_module
-from repro.cli import REPO_ROOT, ReproCLI
+from repro.fit import REPO_ROOT, ReproCLI
 from repro.nets import ResNetDiscriminator, StandardCNNDiscriminator
 from repro.normalization import SpectralNorm
 from repro.variants import GNGAN, SNGAN

@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repro.cli import REPO_ROOT, main
+from repro import REPO_ROOT
+from repro.cli import main
+from repro.record import read_json
+from repro.tables.plan import Run, is_done, plan
 from repro.tables.report import aggregate, claim_verdict, unreported_columns, write_report
-from repro.tables.runner import Run, is_done, plan, read_record, source_state
+from repro.tables.runner import source_state
 from repro.tables.spec import SpecError, load_spec
 
 REPRO_ROOT_CONFIG = REPO_ROOT / "configs/ring8/nsgan.yaml"
@@ -125,7 +128,7 @@ def test_aggregate_mean_std_counts_and_truncated_files(tmp_path):
     _fake_record(ls[1], "failed")
     ls[2].results_dir.mkdir(parents=True)
     (ls[2].results_dir / "metrics.json").write_text('{"status": "finished", "metr')  # killed mid-write
-    assert read_record(ls[2].results_dir / "metrics.json") is None and not is_done(ls[2])
+    assert read_json(ls[2].results_dir / "metrics.json") is None and not is_done(ls[2])
     assert is_done(ns[2]) and not is_done(ls[1])  # diverged is final; failed reruns
     cells = aggregate(spec)
     c = cells["nsgan"]["modes_200"]
@@ -244,7 +247,7 @@ def test_chart_of_a_column_and_unknown_chart_column(tmp_path):
 
 def _done_runs(root: Path) -> list[Path]:
     return [p for p in (root / "results" / "tiny").glob("*/seed*/metrics.json")
-            if (read_record(p) or {}).get("status") == "finished"]
+            if (read_json(p) or {}).get("status") == "finished"]
 
 
 def test_table_end_to_end_resumes_after_kill(tmp_path, capsys):
@@ -267,7 +270,7 @@ def test_table_end_to_end_resumes_after_kill(tmp_path, capsys):
     assert "1 finished, 3 to run" in out
     assert first[0].read_bytes() == first_bytes  # not redone
     assert len(_done_runs(tmp_path)) == 4
-    record = read_record(tmp_path / "results/tiny/lsgan/seed1/metrics.json")
+    record = read_json(tmp_path / "results/tiny/lsgan/seed1/metrics.json")
     assert record["generator_steps"] == 4 and record["seed"] == 1
     assert record["config"]["trainer"]["max_steps"] == 4 and record["config"]["seed_everything"] == 1
     assert "--seed_everything 1" in record["command"] and record["versions"]["torch"]
@@ -297,7 +300,7 @@ def test_committed_specs_load(spec_path):
 
 
 def _progress_steps(root: Path, table: str) -> int:
-    record = read_record(root / "results" / table / "nsgan" / "seed0" / "in_progress" / "progress.json") or {}
+    record = read_json(root / "results" / table / "nsgan" / "seed0" / "in_progress" / "progress.json") or {}
     return record.get("generator_steps", 0)
 
 
@@ -325,8 +328,8 @@ def test_killed_run_continues_from_its_checkpoint_bit_identically(tmp_path, caps
     main(["reproduce", str(killed), "--devices", "1"])
     main(["reproduce", str(whole), "--devices", "1"])
     capsys.readouterr()
-    a = read_record(tmp_path / "results/killed/nsgan/seed0/metrics.json")
-    b = read_record(tmp_path / "results/whole/nsgan/seed0/metrics.json")
+    a = read_json(tmp_path / "results/killed/nsgan/seed0/metrics.json")
+    b = read_json(tmp_path / "results/whole/nsgan/seed0/metrics.json")
     assert a["status"] == b["status"] == "finished" and a["generator_steps"] == 160
     assert a["resumed_at_steps"] and a["resumed_at_steps"][0] >= stopped_at - 1 and b["resumed_at_steps"] == []
     assert a["metrics"] == b["metrics"]
@@ -335,3 +338,68 @@ def test_killed_run_continues_from_its_checkpoint_bit_identically(tmp_path, caps
     log_a = (tmp_path / "results/killed/nsgan/seed0/train_log.csv").read_text()
     log_b = (tmp_path / "results/whole/nsgan/seed0/train_log.csv").read_text()
     assert log_a == log_b
+
+
+def test_column_naming_an_unregistered_metric_fails_at_load(tmp_path):
+    """A column key no metric family writes (and no run-record field) is one SpecError at load, listing the
+    registered families with their key forms: found before anything trains, not as an empty column after."""
+    columns = [{"key": "fid_2500", "label": "FID", "protocol": "p"}]
+    with pytest.raises(SpecError) as exc:
+        load_spec(write_spec(tmp_path, columns=columns, claims=[]))
+    message = str(exc.value)
+    assert "columns[0]" in message and "'fid_2500' is no registered metric" in message
+    for name in ("toy_modes (modes_N", "image (fidN_SPLIT", "stacked_modes (modesN_classifier"):
+        assert name in message
+    assert "seconds_per_generator_step" in message  # the record fields a column may show too
+    ok = [{"key": k, "protocol": "p"} for k in ("fid5k_train10k_inception", "is50k_inception_std", "kl26k_classifier",
+                                                  "reverse_kl_2500", "wall_seconds")]
+    assert [c.key for c in load_spec(write_spec(tmp_path, name="ok", columns=ok, claims=[])).columns] == \
+        [c["key"] for c in ok]
+
+
+def test_spec_fields_come_from_the_dataclasses(tmp_path):
+    """Keys are read by field name: an unknown key names the dataclass's fields; a removed key (`prepare`, now
+    the variant's own hook) is unknown; a column's label defaults to its key."""
+    row = {"id": "x", "config": str(REPO_ROOT / "configs/ring8/rfgan.yaml"), "prepare": ["pretrain-ae"]}
+    with pytest.raises(SpecError, match="unknown key 'prepare'; valid: config, devices, group, id, label, "
+                                        "overrides, published"):
+        load_spec(write_spec(tmp_path, rows=[row], matrix=[], claims=[]))
+    spec = load_spec(write_spec(tmp_path, name="ok", columns=[{"key": "modes_200", "protocol": "p"}], claims=[]))
+    assert spec.columns[0].label == "modes_200" and spec.columns[0].format == ".3g"
+    with pytest.raises(SpecError, match=r"columns\[0\]: missing required key 'protocol'"):
+        load_spec(write_spec(tmp_path, name="bad", columns=[{"key": "modes_200"}]))
+
+
+def test_matrix_inside_rows_keeps_order_and_whole_value_placeholders(tmp_path):
+    """A `{matrix: ...}` entry of `rows` expands in place; a string that is exactly one placeholder of a
+    mapping value becomes that mapping (a method's overrides), a scalar is formatted in as before."""
+    config = str(REPO_ROOT / "configs/ring8/{m[cfg]}.yaml")
+    methods = [{"id": "wc", "cfg": "wgan", "overrides": {"model.init_args.clip": 0.01, "data.batch_size": 32}},
+               {"id": "sn", "cfg": "sngan", "overrides": {}}]
+    rows = [{"id": "first", "config": str(REPO_ROOT / "configs/ring8/nsgan.yaml")},
+            {"matrix": {"vars": {"m": methods, "s": [1, 2]}, "id": "{m[id]}-{s}", "config": config,
+                        "overrides": "{m[overrides]}", "group": "{m[id]}"}},
+            {"id": "last", "config": str(REPO_ROOT / "configs/ring8/lsgan.yaml")}]
+    spec = load_spec(write_spec(tmp_path, rows=rows, matrix=[], claims=[]))
+    assert [r.id for r in spec.rows] == ["first", "wc-1", "wc-2", "sn-1", "sn-2", "last"]
+    assert spec.row("wc-2").overrides == {"model.init_args.clip": 0.01, "data.batch_size": 32}
+    assert spec.row("sn-1").overrides == {} and spec.row("sn-1").config.name == "sngan.yaml"
+
+
+def test_sngan_matrix_specs_plan_the_runs_of_the_hand_written_ones():
+    """`paper_tables/sngan-{cifar10,stl10}.yaml` as matrix blocks plan exactly the runs the hand-written specs
+    planned: the fixture was captured from them (commit 608d10e, with main's resumable-checkpoint argument)
+    with the same fields: label, group, config, overrides, devices, published numbers, seeds and the
+    `repro fit` arguments of each row."""
+    expected = json.loads((Path(__file__).parent / "fixtures" / "sngan_plans.json").read_text())
+    for name, old in expected.items():
+        spec = load_spec(REPO_ROOT / "paper_tables" / f"{name}.yaml")
+        assert spec.seeds == old["seeds"] and len(plan(spec)) == old["runs"]
+        rows = []
+        for run in plan(spec, seeds=spec.seeds[:1]):
+            r = run.row
+            rows.append({"row": r.id, "label": r.label, "group": r.group, "config": str(r.config.relative_to(REPO_ROOT)),
+                         "overrides": {**spec.overrides, **r.overrides}, "devices": r.devices,
+                         "published": {k: [p.value, p.source] for k, p in r.published.items()},
+                         "fit_args": [a.replace(str(REPO_ROOT) + "/", "") for a in run.fit_args()]})
+        assert rows == old["rows"], name

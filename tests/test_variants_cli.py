@@ -4,9 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from repro.cli import REPO_ROOT, ReproCLI, main
+from repro.cli import main
+from repro.fit import REPO_ROOT, ReproCLI
 
-VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp"]
+VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "rasgan", "xicfg", "wgants"]
+# xICFG's step is a whole stage (T D updates, 10 epochs of refit over 10 batches): a short stage keeps the
+# test to seconds; the configs' own settings are checked line by line in tests/test_icml2018_configs.py.
+SHORTER = {"xicfg": ["--model.init_args.functional_steps", "3", "--model.init_args.refit_batches", "2",
+                     "--model.init_args.refit_epochs", "2"]}
 
 
 def train_from_config(config: str, *extra: str) -> tuple[ReproCLI, dict[str, torch.Tensor]]:
@@ -36,14 +41,14 @@ def check_trained(cli: ReproCLI, before: dict[str, torch.Tensor]) -> None:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_ring8(variant, run_dir):
-    check_trained(*train_from_config(f"configs/ring8/{variant}.yaml"))
+    check_trained(*train_from_config(f"configs/ring8/{variant}.yaml", *SHORTER.get(variant, [])))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_mnist_subset(variant, run_dir, mnist_root):
     cli, before = train_from_config(
         f"configs/mnist/{variant}.yaml", "--data.data_root", str(mnist_root), "--data.num_samples", "1024",
-        "--data.batch_size", "16",
+        "--data.batch_size", "16", *SHORTER.get(variant, []),
     )
     check_trained(cli, before)
     assert (run_dir / "runs").exists()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from repro.cli import REPO_ROOT, ReproCLI
+from repro.fit import REPO_ROOT, ReproCLI
 from repro.loggers import wandb_mode
-from repro.nets.classifier import CLASSIFIER_WEIGHTS
+from repro.metrics.classifier import CLASSIFIER_WEIGHTS
 
 
 def read_wandb_log(path: Path) -> list[dict]:

@@ -1,7 +1,7 @@
 """The bare-PyTorch reference: the same GAN iteration as ``GANModule.training_step``, no framework.
 
-It drives a private copy of a variant's networks and math hooks (``objective``, ``discriminate``,
-``real_input``, ``d_regularizers`` / ``g_regularizers``, ``after_d_step``) with plain
+It drives a private copy of a variant's networks and math hooks (``discriminator_loss`` /
+``generator_loss``: objective, ``discriminate``, ``real_input``, regularizers; ``after_d_step``) with plain
 ``torch.optim`` optimizers in a plain loop: no Trainer, strategy, precision plugin, LightningOptimizer,
 callbacks or logging. Real batches come from the same in-memory tensor, drawn by index. This is the
 practical limit the benchmark compares ``repro`` against.
@@ -56,8 +56,10 @@ class ReferenceLoop:
         autocast_context(precision)  # validate early
         self.m = copy.deepcopy(module)
         hp = self.m.hparams
-        self.opt_g = self.m._make_optimizer(self.m.generator.parameters(), hp.lr_g, tuple(hp.betas_g))
-        self.opt_d = self.m._make_optimizer(self.m.discriminator.parameters(), hp.lr_d, tuple(hp.betas_d))
+        if hp.updates != "alternating":
+            raise ValueError("the reference loop mirrors alternating updates only; set model.updates: alternating")
+        self.opt_g = self.m.make_optimizer(self.m.generator.parameters(), hp.lr_g, tuple(hp.betas_g))
+        self.opt_d = self.m.make_optimizer(self.m.discriminator.parameters(), hp.lr_d, tuple(hp.betas_d))
         self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
         if hp.lr_decay == "linear":
             if not max_steps:
@@ -81,21 +83,13 @@ class ReferenceLoop:
             for real in batch.chunk(m.n_dis):
                 with torch.no_grad():
                     fake = m.generator(torch.randn(len(real), z_dim))
-                real_in = m.real_input(real)
-                loss = m.objective.d_loss(m.discriminate(real_in), m.discriminate(fake))
-                for reg in m.d_regularizers:
-                    loss = loss + reg(m, real_in, fake)
+                loss = m.discriminator_loss(real, fake)
                 self.opt_d.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt_d.step()
                 m.after_d_step(real, fake)
-            z = torch.randn(m.g_batch_size or len(batch) // m.n_dis, z_dim)
-            fake = m.generator(z)
-            m.discriminator.requires_grad_(False)
-            loss = m.objective.g_loss(m.discriminate(fake))
-            for reg in m.g_regularizers:
-                loss = loss + reg(m, z, fake)
-            m.discriminator.requires_grad_(True)
+            z = torch.randn(m.g_batch_size or len(real), z_dim)
+            loss = m.generator_loss(real, z, m.generator(z))  # D frozen inside; ``real``: the last D batch
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_g.step()

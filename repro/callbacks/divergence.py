@@ -19,16 +19,11 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from repro.callbacks.evaluation import write_json_atomic
 from repro.callbacks.rundir import run_dir
+from repro.errors import DIVERGED_EXIT_CODE, TrainingDiverged
+from repro.record import Status, write_record
 
 __all__ = ["DivergenceStop", "TrainingDiverged", "DIVERGED_EXIT_CODE"]
-
-DIVERGED_EXIT_CODE = 3
-
-
-class TrainingDiverged(RuntimeError):
-    """Raised (on every rank) after the diverged record is written."""
 
 
 def _nonfinite_tensors(module: torch.nn.Module) -> list[str]:
@@ -62,7 +57,7 @@ class DivergenceStop(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         every = self._interval(trainer)
-        losses = list(getattr(module, "_last", {}).values())
+        losses = list(getattr(module, "last_losses", {}).values())
         if every == 0 or not losses:
             return
         step = trainer.global_step
@@ -86,12 +81,12 @@ class DivergenceStop(L.Callback):
             shown = ", ".join(bad_weights[:3]) + (" ..." if len(bad_weights) > 3 else "")
             reason += ("; " if reason else "") + f"non-finite weights at step {step}: {shown}"
         self.record = {
-            "status": "diverged",
+            "status": Status.DIVERGED.value,
             "generator_steps": step,
             "diverged_at_step": first,
             "reason": reason or "non-finite weights on another rank",
             "train_seconds": time.perf_counter() - self._t0,
         }
         if trainer.global_rank == 0:
-            write_json_atomic(self.record, run_dir(trainer) / "metrics.json")
-        raise TrainingDiverged(f"training diverged ({self.record['reason']}); recorded as status 'diverged'")
+            write_record(self.record, run_dir(trainer))
+        raise TrainingDiverged(f"training diverged ({self.record['reason']}); recorded as status {Status.DIVERGED.value!r}")

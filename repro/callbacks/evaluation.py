@@ -1,55 +1,35 @@
-"""End-of-training evaluation written to ``<log_dir>/metrics.json`` (atomically), and the same metrics at
-points through training (metric curves)."""
+"""End-of-training evaluation: the configured registry metrics, written as the run record (``repro.record``),
+and the same metrics at points through training (metric curves)."""
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 
 from repro.callbacks.rundir import run_dir
-from repro.metrics.features import EXTRACTORS, INCEPTION_WEIGHTS_FILE, default_extractor, make_extractor
-from repro.metrics.image import (
-    PREPROCESSING,
-    ImageProtocol,
-    count_name,
-    evaluate_images,
-    reference_features,
-    reference_images,
-    to_uint8,
-)
-from repro.metrics.stacked import N_TRIPLES, digit_triples, stacked_mode_metrics
-from repro.metrics.toy import mode_metrics
+from repro.metrics.features import EXTRACTORS
+from repro.metrics.registry import EvalContext, EvaluationSettings, MetricFamily, families, family
+from repro.record import Status, write_record
 
-__all__ = ["FinalEvaluation", "write_json_atomic", "REFERENCE_SPLITS"]
+__all__ = ["FinalEvaluation", "REFERENCE_SPLITS"]
 
 REFERENCE_SPLITS = ("train", "test")
 
 
-def write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    """Write JSON to a temp file, then rename: a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
 class FinalEvaluation(L.Callback):
-    """After fit: evaluate the final (EMA if on) generator and write ``metrics.json``.
+    """After fit: evaluate the final (EMA if on) generator with the registered metric families
+    (``repro.metrics.registry``) and write the run record.
 
-    2-D mixtures: mode metrics (``repro.metrics.toy``) on ``n_samples`` samples (PacGAN: 2,500).
-    Image sets, when ``image_metrics`` is on (it costs ``max(n_fid, n_is)`` generated samples):
-    FID / KID of ``n_fid`` and IS of ``n_is`` samples (``repro.metrics.image``) with feature
-    ``extractor`` (default: ``classifier`` for MNIST and digits, else ``inception``, or ``inception-ts``
-    (FID / KID only) when torch-fidelity's weights are not on disk; ``features.default_extractor``) against the
-    ``reference_split`` (all of it, or a seeded subset of ``n_reference``); stacked MNIST: the digit
-    triples of ``n_stacked`` samples (VEEGAN's 26,000; ``repro.metrics.stacked``). Every value gets its
-    protocol in ``metrics.json["protocols"]``.
+    ``metrics`` names the families to run; by default every family that applies to the data, the
+    costly ones (FID / KID / IS, stacked-MNIST modes) only when ``image_metrics`` is on. The settings:
+    2-D mixtures: mode metrics on ``n_samples`` samples (PacGAN: 2,500). Images: FID / KID of ``n_fid``
+    and IS of ``n_is`` samples with feature ``extractor`` (default: ``classifier`` for MNIST and digits,
+    ``inception`` otherwise) against the ``reference_split`` (all of it, or a seeded subset of
+    ``n_reference``); stacked MNIST: the digit triples of ``n_stacked`` samples (VEEGAN's 26,000).
+    Every value gets its protocol in ``metrics.json["protocols"]``.
 
     Curves: with ``curve_points`` = P > 1 the same metrics, with the same protocol, are also evaluated after
     ``round(i * max_steps / P)`` generator updates for i = 1 .. P-1 (under ``inference_mode``, the training RNG
@@ -64,6 +44,7 @@ class FinalEvaluation(L.Callback):
         n_samples: int = 2500,
         seed: int = 1234,
         image_metrics: bool = False,
+        metrics: list[str] | None = None,
         extractor: str | None = None,
         extractor_weights: str | None = None,
         n_fid: int = 10_000,
@@ -82,15 +63,20 @@ class FinalEvaluation(L.Callback):
         for key, n in (("n_fid", n_fid), ("n_is", n_is), ("n_stacked", n_stacked), ("batch_size", batch_size)):
             if n < 2:
                 raise ValueError(f"evaluation.{key} must be >= 2, got {n}")
-        self.n_samples, self.seed = n_samples, seed
-        self.image_metrics, self.extractor, self.extractor_weights = image_metrics, extractor, extractor_weights
-        self.n_fid, self.n_is, self.n_stacked, self.batch_size = n_fid, n_is, n_stacked, batch_size
-        self.reference_split, self.n_reference = reference_split, n_reference
         if curve_points < 0:
             raise ValueError(f"evaluation.curve_points must be >= 0, got {curve_points}")
-        self.cache_dir = Path(cache_dir) if cache_dir else None
+        try:
+            self.families = None if metrics is None else [family(name) for name in metrics]
+        except ValueError as err:
+            raise ValueError(f"evaluation.metrics: {err}") from None
+        self.image_metrics = image_metrics
+        self.settings = EvaluationSettings(
+            n_samples=n_samples, seed=seed, extractor=extractor, extractor_weights=extractor_weights, n_fid=n_fid,
+            n_is=n_is, reference_split=reference_split, n_reference=n_reference, n_stacked=n_stacked,
+            batch_size=batch_size, cache_dir=Path(cache_dir) if cache_dir else None,
+        )
         self.curve_points = curve_points
-        self.metrics: dict[str, Any] = {}
+        self.record: dict[str, Any] = {}  # the last record written
         self.curve: list[dict[str, Any]] = []  # one entry per point: step, train_seconds, metric values
         self._t0, self._seconds_before = 0.0, 0.0
         self._curve_steps: set[int] = set()
@@ -104,6 +90,21 @@ class FinalEvaluation(L.Callback):
     def train_seconds(self) -> float:
         """Training wall time so far, summed over resumed segments."""
         return self._seconds_before + (time.perf_counter() - self._t0 if self._t0 else 0.0)
+
+    def selected(self, datamodule: Any) -> list[MetricFamily]:
+        """The families this run measures: the configured ones, else those that apply to the data."""
+        if self.families is not None:
+            return self.families
+        return [f for f in families() if f.applies(datamodule) and (self.image_metrics or not f.on_request)]
+
+    def check_data(self, datamodule: Any) -> None:
+        """Raise ``ValueError`` if a configured family cannot measure this (set-up) data module's data."""
+        wrong = [f.name for f in self.families or [] if not f.applies(datamodule)]
+        if wrong:
+            raise ValueError(f"evaluation.metrics: {', '.join(wrong)} cannot measure data set {datamodule.dataset!r}")
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.check_data(trainer.datamodule)  # set up by now: Lightning sets the data module up before this hook
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
@@ -122,62 +123,20 @@ class FinalEvaluation(L.Callback):
         if values is not None:
             self.curve.append({"step": step, "train_seconds": seconds, "metrics": values[0]})
 
-    def _image_metrics(self, dm: Any, module: L.LightningModule, weights: str, rank: int = 0,
-                       world_size: int = 1) -> tuple[dict, dict]:
-        sample = module.sample  # EMA weights when EMA is on, eval mode
-        if dm.dataset == "stacked-mnist":
-            extractor = make_extractor("classifier", self.extractor_weights).to(module.device)
-            with torch.random.fork_rng():
-                torch.manual_seed(self.seed)
-                triples = torch.cat([
-                    digit_triples(to_uint8(sample(min(self.batch_size, self.n_stacked - i))), extractor).cpu()
-                    for i in range(0, self.n_stacked, self.batch_size)
-                ])
-            name = count_name(self.n_stacked)
-            protocol = {"extractor": "classifier", "extractor_sha256": extractor.sha256, "n_generated": self.n_stacked,
-                        "preprocessing": PREPROCESSING + ", each channel classified", "weights": weights,
-                        "seed": self.seed, "modes_of": N_TRIPLES}
-            values = {f"{k}{name}_classifier": v for k, v in stacked_mode_metrics(triples).items()}
-            return values, {k: protocol for k in values}
-        name = self.extractor or default_extractor(dm.dataset)
-        extractor = make_extractor(name, self.extractor_weights).to(module.device)
-        if not extractor.has_logits:
-            rank_zero_warn(f"evaluation: IS not computed: extractor {name} has no logits; IS needs torch-fidelity's "
-                           f"Inception weights {INCEPTION_WEIGHTS_FILE} in {Path(torch.hub.get_dir()) / 'checkpoints'} "
-                           "(or $REPRO_INCEPTION_WEIGHTS) and evaluation.extractor inception")
-        images = reference_images(dm, self.reference_split)
-        full = self.n_reference is None or self.n_reference >= len(images)
-        if not full:
-            images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[: self.n_reference]]
-        real = reference_features(images, extractor, f"{dm.dataset}_{self.reference_split}", self.batch_size, self.cache_dir)
-        protocol = ImageProtocol(
-            extractor=name, extractor_sha256=extractor.sha256, dataset=dm.dataset,
-            reference_split=self.reference_split, reference_size=len(images), reference_full=full,
-            n_fid=self.n_fid, n_is=self.n_is, image_size=int(images.shape[-1]), weights=weights, seed=self.seed,
-        )
-        return evaluate_images(sample, real, extractor, protocol, self.batch_size, rank, world_size)
-
     def evaluate(self, trainer: L.Trainer, module: L.LightningModule) -> tuple[dict, dict] | None:
-        """The configured metrics of the current (EMA if on) generator: ``(values, protocols)`` on rank 0,
-        ``None`` on other ranks (which draw their share of image-metric samples) and when nothing applies."""
-        dm = trainer.datamodule
+        """The selected families on the current (EMA if on) generator: ``(values, protocols)`` on rank 0;
+        ``None`` on other ranks (which draw their share of the shared families' samples) and when none applies."""
+        dm, rank = trainer.datamodule, trainer.global_rank
         weights = "ema" if getattr(module, "generator_ema", None) is not None else "final"
-        shared = self.image_metrics and not getattr(dm, "is_toy", False) and dm.dataset != "stacked-mnist"
-        if trainer.global_rank != 0:
-            if shared:
-                self._image_metrics(dm, module, weights, trainer.global_rank, trainer.world_size)
-            return None
-        if getattr(dm, "mixture", None) is not None:
-            with torch.random.fork_rng():
-                torch.manual_seed(self.seed)
-                fake = module.sample(self.n_samples).float().cpu()
-            values = {f"{k}_{self.n_samples}": v for k, v in mode_metrics(fake, dm.mixture).items()}
-            protocol = {"n_generated": self.n_samples, "weights": weights, "seed": self.seed, "n_std": 3.0,
-                        "definition": "VEEGAN Sec. 5.1 / PacGAN Table 1"}
-            return values, {k: protocol for k in values}
-        if self.image_metrics and not getattr(dm, "is_toy", False):
-            return self._image_metrics(dm, module, weights, 0, trainer.world_size)
-        return None
+        ctx = EvalContext(module.sample, dm, module.device, weights, self.settings, rank, trainer.world_size)
+        values: dict[str, float] = {}
+        protocols: dict[str, dict[str, Any]] = {}
+        for fam in self.selected(dm):
+            if rank == 0 or fam.all_ranks:
+                measured, protocol = fam.run(ctx)
+                values |= measured
+                protocols |= protocol
+        return (values, protocols) if rank == 0 and values else None
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         seconds = self.train_seconds()
@@ -185,18 +144,18 @@ class FinalEvaluation(L.Callback):
         if trainer.global_rank != 0:
             return
         record: dict[str, Any] = {
-            "status": "finished",
+            "status": Status.FINISHED.value,
             "generator_steps": trainer.global_step,
             "train_seconds": seconds,
             "weights": "ema" if getattr(module, "generator_ema", None) is not None else "final",
         }
         if evaluated is not None:
             record["metrics"], record["protocols"] = evaluated
-            for logger in trainer.loggers:  # toy modes or image metrics, once
+            for logger in trainer.loggers:
                 logger.log_metrics({f"eval/{k}": v for k, v in evaluated[0].items()}, step=trainer.global_step)
             if self.curve:
                 points = [*self.curve, {"step": trainer.global_step, "train_seconds": seconds, "metrics": evaluated[0]}]
                 record["curves"] = {k: [[p["step"], p["metrics"].get(k)] for p in points] for k in evaluated[0]}
                 record["curve_seconds"] = [[p["step"], round(p["train_seconds"], 2)] for p in points]
-        self.metrics = record
-        write_json_atomic(record, run_dir(trainer) / "metrics.json")
+        self.record = record
+        write_record(record, run_dir(trainer))

@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar, TQDMProgressBar
 
+from repro.callbacks.evaluation import FinalEvaluation
 from repro.callbacks.rundir import run_dir
 
 __all__ = ["GeneratorProgress", "RunSummary", "install_run_display", "loss_text"]
@@ -87,7 +88,7 @@ class RunSummary(L.Callback):
         folder = run_dir(trainer)
         lines = [f"run folder: {folder}",
                  f"generator updates: {trainer.global_step}" + (f" of {trainer.max_steps}" if trainer.max_steps > 0 else "")]
-        record = next((cb.metrics for cb in trainer.callbacks if hasattr(cb, "metrics") and cb.metrics), {})
+        record = next((cb.record for cb in trainer.callbacks if isinstance(cb, FinalEvaluation)), {})
         metrics = record.get("metrics") or {}
         if metrics:
             lines.append(f"final metrics ({folder / 'metrics.json'}):")

@@ -17,12 +17,10 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from repro.callbacks.evaluation import write_json_atomic
 from repro.callbacks.rundir import run_dir
+from repro.record import CHECKPOINT_NAME, write_json_atomic
 
 __all__ = ["ResumableCheckpoint", "CHECKPOINT_NAME"]
-
-CHECKPOINT_NAME = "last.ckpt"
 
 
 class ResumableCheckpoint(L.Callback):

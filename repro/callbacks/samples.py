@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from repro.callbacks.rundir import last_step, run_dir
+from repro.pixels import to_uint8
 from repro.plotting import save_figure
 
 __all__ = ["SamplePlots", "save_scatter", "save_grid"]
@@ -35,7 +36,7 @@ def save_grid(images: Tensor, path: Path) -> Path:
     from torchvision.utils import save_image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images.add(1).div(2).clamp(0, 1), path, nrow=int(len(images) ** 0.5))
+    save_image(to_uint8(images).float().div(255), path, nrow=int(len(images) ** 0.5))  # save_image re-quantizes exactly
     return path
 
 

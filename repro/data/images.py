@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DataNotFoundError", "load_images", "IMAGE_SETS", "resize_uint8", "stack_digits"]
+__all__ = ["DataNotFoundError", "load_images", "load_test_images", "IMAGE_SETS", "TEST_SETS", "resize_uint8",
+           "stack_digits"]
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -19,7 +20,11 @@ _EXPECTED = {
     "mnist": "MNIST/raw/train-images-idx3-ubyte",
     "cifar10": "cifar-10-batches-py/data_batch_1",
     "stl10": "stl10_binary/unlabeled_X.bin",
+    "svhn": "train_32x32.mat",
 }
+
+
+TEST_SETS = tuple(_EXPECTED)  # the sets with a held-out test split (STL-10: its labelled test set)
 
 
 def _missing(name: str, root: Path, err: Exception) -> DataNotFoundError:
@@ -40,6 +45,9 @@ def _torchvision(name: str, root: Path, download: bool, train: bool):
         return tvd.MNIST(str(root), train=train, download=download)
     if name == "cifar10":
         return tvd.CIFAR10(str(root), train=train, download=download)
+    if name == "svhn":  # training: "train" + "extra" (604,388 digits), as the xICFG authors' code
+        splits = ("train", "extra") if train else ("test",)
+        return [tvd.SVHN(str(root), split=split, download=download) for split in splits]
     return tvd.STL10(str(root), split="unlabeled" if train else "test", download=download)
 
 
@@ -54,6 +62,8 @@ def _load_torchvision(name: str, root: Path, download: bool, train: bool) -> tup
         return ds.data.unsqueeze(1), ds.targets
     if name == "cifar10":
         return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+    if name == "svhn":
+        return torch.cat([torch.from_numpy(part.data) for part in ds]), torch.cat([torch.from_numpy(part.labels) for part in ds])
     return torch.from_numpy(ds.data), None
 
 
@@ -105,7 +115,7 @@ def stack_digits(images: Tensor, labels: Tensor, n: int, generator: torch.Genera
     return images[idx, 0], labels[idx]
 
 
-IMAGE_SETS = ("mnist", "digits", "cifar10", "stl10", "image_folder", "stacked-mnist")
+IMAGE_SETS = ("mnist", "digits", "cifar10", "stl10", "svhn", "image_folder", "stacked-mnist")
 
 
 def load_images(name: str, root: Path, download: bool) -> tuple[Tensor, Tensor | None]:
@@ -115,3 +125,10 @@ def load_images(name: str, root: Path, download: bool) -> tuple[Tensor, Tensor |
     if name == "image_folder":
         return _load_folder(root)
     return _load_torchvision(name, root, download, train=True)
+
+
+def load_test_images(name: str, root: Path, download: bool) -> tuple[Tensor, Tensor | None]:
+    """Test-split images (uint8, N x C x H x W) and labels of one of ``TEST_SETS``."""
+    if name not in TEST_SETS:
+        raise ValueError(f"data set {name!r} has no test split here; sets with one: {', '.join(TEST_SETS)}")
+    return _load_torchvision(name, root, download, train=False)

@@ -6,6 +6,8 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
+from repro.pixels import to_float
+
 __all__ = ["InMemoryBatches"]
 
 
@@ -39,9 +41,7 @@ class InMemoryBatches:
         return perm[self.rank * per_rank : (self.rank + 1) * per_rank]
 
     def _convert(self, batch: Tensor) -> Tensor:
-        if batch.dtype == torch.uint8:
-            return batch.float().div_(127.5).sub_(1.0)
-        return batch
+        return to_float(batch) if batch.dtype == torch.uint8 else batch
 
     def __iter__(self) -> Iterator[Tensor]:
         order = self._order()

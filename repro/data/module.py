@@ -10,13 +10,14 @@ from torch import Tensor
 
 from repro.data.images import IMAGE_SETS, load_images, resize_uint8, stack_digits
 from repro.data.loader import InMemoryBatches
-from repro.data.toy import TOY_SETS, ToyMixture, make_toy
+from repro.data.toy import TOY_SETS, Geometry, ToyMixture, make_toy
+from repro.pixels import to_float
 
 __all__ = ["GANDataModule", "DATASETS", "default_data_root"]
 
-TOY_NAMES = (*TOY_SETS, "swissroll")
+TOY_NAMES = (*TOY_SETS, "mixture", "swissroll")
 DATASETS = (*TOY_NAMES, *IMAGE_SETS)
-_NATIVE_SIZE = {"mnist": 28, "stacked-mnist": 28, "digits": 8, "cifar10": 32, "stl10": 96}
+_NATIVE_SIZE = {"mnist": 28, "stacked-mnist": 28, "digits": 8, "cifar10": 32, "stl10": 96, "svhn": 32}
 _DEFAULT_SIZE = {"digits": 32, "stl10": 48}  # STL-10 at 48x48 as in the SN-GAN paper
 
 
@@ -29,14 +30,16 @@ class GANDataModule(L.LightningDataModule):
     """Real samples for GAN training, held in memory and batched by index.
 
     Args:
-        dataset: one of ``DATASETS``.
-        batch_size: real samples per discriminator step (per device under DDP).
+        dataset: one of ``DATASETS``; ``mixture`` is the 2-D mixture that ``mixture`` describes.
+        batch_size: real samples per discriminator step (per device under DDP). The model sets how many
+            such batches one training step takes (``set_batches_per_step``; ``n_dis`` for the GAN loop).
         data_root: folder in torchvision's layout; default ``$REPRO_DATA_DIR`` or ``./data``.
         image_size: output side length for image sets (default: native, 32 for digits, 48 for STL-10).
         num_workers: kept for API compatibility; in-memory batching needs no workers.
         seed: seed of the toy samples, stacked-MNIST triples, subsets and batch order.
         num_samples: use only the first ``num_samples`` training items (toy: how many points to draw).
         download: let torchvision try to download a missing set.
+        mixture: the geometry of ``dataset: mixture`` (``repro.data.toy.Geometry``; the named 2-D sets are presets).
     """
 
     def __init__(
@@ -49,10 +52,16 @@ class GANDataModule(L.LightningDataModule):
         seed: int = 0,
         num_samples: int | None = None,
         download: bool = True,
+        mixture: Geometry | None = None,
     ):
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+        if (dataset == "mixture") != (mixture is not None):
+            raise ValueError(
+                "data.mixture goes with data.dataset: mixture (and that data set needs it); "
+                f"got dataset {dataset!r}, mixture {mixture}. Named 2-D sets: {', '.join(TOY_SETS)}"
+            )
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         if num_samples is not None and num_samples < batch_size:
@@ -63,6 +72,8 @@ class GANDataModule(L.LightningDataModule):
         self.dataset, self.batch_size, self.data_root = dataset, batch_size, root
         self.image_size = image_size if image_size is not None else _DEFAULT_SIZE.get(dataset, _NATIVE_SIZE.get(dataset))
         self.num_workers, self.seed, self.num_samples, self.download = num_workers, seed, num_samples, download
+        self.geometry = mixture
+        self.batches_per_step = 1
         self.data: Tensor | None = None
         self.labels: Tensor | None = None  # class labels, or digit triples for stacked-mnist
         self.mixture: ToyMixture | None = None
@@ -81,7 +92,7 @@ class GANDataModule(L.LightningDataModule):
         if self.data is not None:
             return
         if self.is_toy:
-            self.data, self.mixture = make_toy(self.dataset, self.num_samples or 100_000, self.seed)
+            self.data, self.mixture = make_toy(self.dataset, self.num_samples or 100_000, self.seed, self.geometry)
             return
         if self.dataset == "stacked-mnist":
             digits, labels = load_images("mnist", self.data_root, self.download)
@@ -94,19 +105,22 @@ class GANDataModule(L.LightningDataModule):
                 self.labels = None if self.labels is None else self.labels[: self.num_samples]
         self.data = resize_uint8(images, self.image_size).contiguous()
 
+    def set_batches_per_step(self, n: int) -> None:
+        """Serve ``n`` real batches per training step, as one tensor of ``n * batch_size`` rows (the model
+        calls this at setup: one GAN iteration takes ``n_dis`` batches)."""
+        if n < 1:
+            raise ValueError(f"batches per step must be >= 1, got {n}")
+        self.batches_per_step = n
+
     def train_dataloader(self) -> InMemoryBatches:
         self.setup()
-        rank, world, per_step = 0, 1, 1
-        if self.trainer is not None:
-            rank, world = self.trainer.global_rank, self.trainer.world_size
-            # one training step is one G iteration: it takes n_dis real batches at once
-            per_step = getattr(self.trainer.lightning_module, "n_dis", 1)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         # Lightning saves and restores this loader's position (state_dict) in checkpoints.
-        return InMemoryBatches(self.data, self.batch_size * per_step, self.seed, rank, world)
+        return InMemoryBatches(self.data, self.batch_size * self.batches_per_step, self.seed, rank, world)
 
     def real_batch(self, n: int, seed: int = 0) -> Tensor:
         """``n`` real samples in model space (floats; images in [-1, 1]) for plots and metrics."""
         self.setup()
         idx = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(seed))[:n]
         x = self.data[idx]
-        return x.float().div(127.5).sub(1.0) if x.dtype == torch.uint8 else x
+        return to_float(x) if x.dtype == torch.uint8 else x

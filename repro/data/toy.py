@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-__all__ = ["ToyMixture", "TOY_SETS", "make_toy"]
+__all__ = ["ToyMixture", "Geometry", "TOY_SETS", "make_toy"]
 
 
 @dataclass(frozen=True)
@@ -32,29 +33,56 @@ def _ring(k: int, radius: float) -> Tensor:
     return (radius * torch.stack([angles.cos(), angles.sin()], 1)).float()
 
 
-def _grid(values: tuple[float, ...]) -> Tensor:
-    v = torch.tensor(values)
+def _grid(side: int, spacing: float) -> Tensor:
+    v = ((torch.arange(side, dtype=torch.float64) - (side - 1) / 2) * spacing).float()
     return torch.cartesian_prod(v, v)
 
 
-# PacGAN / VEEGAN (Srivastava et al. 2017, Sec. 5.1): 8 modes on a circle of radius 1, std 0.01.
-def ring8() -> ToyMixture:
-    return ToyMixture(_ring(8, 1.0), 0.01)
+@dataclass(frozen=True)
+class Geometry:
+    """Where a 2-D mixture's modes lie (``data.mixture`` in a config, with ``data.dataset: mixture``).
 
+    layout: "ring" (``modes`` centres evenly on a circle of ``radius``, the first at angle 0) or "grid"
+        (``modes`` = k^2 centres on a square grid centred at 0, neighbours ``spacing`` apart, or give
+        ``extent`` instead: the outermost centres at +-extent).
+    std: each mode's standard deviation.
+    divisor: centres and std are divided by it at the end (WGAN-GP's toy sets: 1.414, 2.828).
+    """
 
-# PacGAN / VEEGAN: 25 modes at {-4,-2,0,2,4}^2, std 0.05.
-def grid25() -> ToyMixture:
-    return ToyMixture(_grid((-4.0, -2.0, 0.0, 2.0, 4.0)), 0.05)
+    layout: Literal["ring", "grid"] = "ring"
+    modes: int = 8
+    std: float = 0.01
+    radius: float | None = None
+    spacing: float | None = None
+    extent: float | None = None
+    divisor: float = 1.0
 
+    def __post_init__(self) -> None:
+        if self.layout not in ("ring", "grid"):
+            raise ValueError(f"data.mixture.layout must be ring or grid, got {self.layout!r}")
+        if self.modes < 1 or not self.std > 0 or not self.divisor > 0:
+            raise ValueError(
+                f"data.mixture needs modes >= 1, std > 0 and divisor > 0, got {self.modes}, {self.std}, {self.divisor}"
+            )
+        sizes = [v for v in (self.radius, self.spacing, self.extent) if v is not None]
+        if self.layout == "ring" and (self.radius is None or len(sizes) != 1):
+            raise ValueError("data.mixture: a ring takes radius (and neither spacing nor extent)")
+        if self.layout == "grid":
+            side = math.isqrt(self.modes)
+            if side * side != self.modes or side < 2:
+                raise ValueError(f"data.mixture: a grid needs modes = k^2 with k >= 2 (4, 9, 25, ...), got {self.modes}")
+            if self.radius is not None or len(sizes) != 1:
+                raise ValueError("data.mixture: a grid takes exactly one of spacing and extent (and no radius)")
+        if not sizes[0] > 0:
+            raise ValueError(f"data.mixture: the {self.layout}'s size must be > 0, got {sizes[0]}")
 
-# WGAN-GP gan_toy.py ("8gaussians"): radius 2, std 0.02, whole set divided by 1.414.
-def wgangp_8gaussians() -> ToyMixture:
-    return ToyMixture(_ring(8, 2.0) / 1.414, 0.02 / 1.414)
-
-
-# WGAN-GP gan_toy.py ("25gaussians"): grid spacing 2, std 0.05, whole set divided by 2.828.
-def wgangp_25gaussians() -> ToyMixture:
-    return ToyMixture(_grid((-4.0, -2.0, 0.0, 2.0, 4.0)) / 2.828, 0.05 / 2.828)
+    def mixture(self) -> ToyMixture:
+        if self.layout == "ring":
+            centers = _ring(self.modes, self.radius)
+        else:
+            side = math.isqrt(self.modes)
+            centers = _grid(side, self.spacing if self.spacing is not None else 2 * self.extent / (side - 1))
+        return ToyMixture(centers / self.divisor, self.std / self.divisor)
 
 
 def swissroll(n: int, seed: int) -> Tensor:
@@ -65,17 +93,28 @@ def swissroll(n: int, seed: int) -> Tensor:
     return torch.from_numpy(points[:, [0, 2]] / 7.5).float()
 
 
-TOY_SETS = {
-    "ring8": ring8,
-    "grid25": grid25,
-    "wgangp-8gaussians": wgangp_8gaussians,
-    "wgangp-25gaussians": wgangp_25gaussians,
+# The named sets, each a Geometry preset:
+TOY_SETS: dict[str, Geometry] = {
+    # PacGAN / VEEGAN (Srivastava et al. 2017, Sec. 5.1): 8 modes on a circle of radius 1, std 0.01.
+    "ring8": Geometry("ring", 8, 0.01, radius=1.0),
+    # PacGAN / VEEGAN: 25 modes at {-4,-2,0,2,4}^2, std 0.05.
+    "grid25": Geometry("grid", 25, 0.05, spacing=2.0),
+    # WGAN-GP gan_toy.py ("8gaussians"): radius 2, std 0.02, whole set divided by 1.414.
+    "wgangp-8gaussians": Geometry("ring", 8, 0.02, radius=2.0, divisor=1.414),
+    # WGAN-GP gan_toy.py ("25gaussians"): grid spacing 2, std 0.05, whole set divided by 2.828.
+    "wgangp-25gaussians": Geometry("grid", 25, 0.05, spacing=2.0, divisor=2.828),
 }
 
 
-def make_toy(name: str, n: int, seed: int) -> tuple[Tensor, ToyMixture | None]:
-    """``n`` points of the named 2-D set and its mixture (None for the swiss roll, which has no modes)."""
+def make_toy(name: str, n: int, seed: int, geometry: Geometry | None = None) -> tuple[Tensor, ToyMixture | None]:
+    """``n`` points of the named 2-D set (``mixture``: of ``geometry``) and its mixture (None for the
+    swiss roll, which has no modes)."""
     if name == "swissroll":
         return swissroll(n, seed), None
-    mixture = TOY_SETS[name]()
+    if name == "mixture":
+        if geometry is None:
+            raise ValueError("data.dataset: mixture needs data.mixture (layout, modes, std, radius or spacing)")
+        mixture = geometry.mixture()
+    else:
+        mixture = TOY_SETS[name].mixture()
     return mixture.sample(n, torch.Generator().manual_seed(seed)), mixture

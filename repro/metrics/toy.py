@@ -7,8 +7,9 @@ import torch
 from torch import Tensor
 
 from repro.data.toy import ToyMixture
+from repro.metrics.registry import EvalContext, Measured
 
-__all__ = ["mode_metrics"]
+__all__ = ["mode_metrics", "evaluate"]
 
 
 def mode_metrics(samples: Tensor, mixture: ToyMixture, n_std: float = 3.0) -> dict[str, float]:
@@ -37,3 +38,15 @@ def mode_metrics(samples: Tensor, mixture: ToyMixture, n_std: float = 3.0) -> di
     else:
         reverse_kl, jsd = float("inf"), float("nan")
     return {"modes": covered, "high_quality": float(hq.double().mean()), "reverse_kl": reverse_kl, "jsd": jsd}
+
+
+def evaluate(ctx: EvalContext) -> Measured:
+    """The ``toy_modes`` family: mode metrics of ``n_samples`` samples drawn after ``manual_seed(seed)``."""
+    n, seed = ctx.settings.n_samples, ctx.settings.seed
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        fake = ctx.sample(n).float().cpu()
+    values = {f"{k}_{n}": v for k, v in mode_metrics(fake, ctx.datamodule.mixture).items()}
+    protocol = {"n_generated": n, "weights": ctx.weights, "seed": seed, "n_std": 3.0,
+                "definition": "VEEGAN Sec. 5.1 / PacGAN Table 1"}
+    return values, {k: protocol for k in values}

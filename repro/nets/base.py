@@ -1,11 +1,13 @@
-"""What every discriminator shares: a feature body and a linear head to one output per sample."""
+"""What every discriminator shares (a feature body and a linear head to one output per sample), and
+the check that a generator / discriminator pair fits the data's sample shape."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from repro.normalization import wrap
 
-__all__ = ["Discriminator"]
+__all__ = ["Discriminator", "check_shapes"]
 
 
 class Discriminator(nn.Module):
@@ -29,3 +31,37 @@ class Discriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x)).squeeze(1)
+
+
+@torch.no_grad()
+def check_shapes(generator: nn.Module, discriminator: nn.Module, sample_shape: tuple[int, ...],
+                 device: torch.device) -> None:
+    """Raise one clear ``ValueError`` if G's samples or D's inputs do not have the data's ``sample_shape``.
+
+    Runs G and D once on two inputs in eval mode (no state changes: no BN statistics or SN
+    power-iteration updates)."""
+    nets = (generator, discriminator)
+    modes = [net.training for net in nets]
+    for net in nets:
+        net.eval()
+    try:
+        try:
+            fake = generator(torch.zeros(2, generator.z_dim, device=device))
+        except RuntimeError as err:
+            raise ValueError(f"model.generator fails on a batch of latents (z_dim {generator.z_dim}): {err}") from None
+        if tuple(fake.shape[1:]) != tuple(sample_shape):
+            raise ValueError(
+                f"model.generator makes samples of shape {tuple(fake.shape[1:])} but data samples have shape "
+                f"{tuple(sample_shape)}; set the generator's image_size / channels / out_dim to match "
+                "data.dataset and data.image_size"
+            )
+        try:
+            discriminator(torch.zeros(2, *sample_shape, device=device))
+        except RuntimeError as err:
+            raise ValueError(
+                f"model.discriminator cannot take data samples of shape {tuple(sample_shape)}; set its "
+                f"image_size / channels / in_dim to match data.dataset and data.image_size ({err})"
+            ) from None
+    finally:
+        for net, mode in zip(nets, modes):
+            net.train(mode)

@@ -3,7 +3,7 @@
 G: z -> dense M_g x M_g x 8w -> deconv 4x4/2 (BN, ReLU) halving channels -> conv 3x3 -> tanh.
 D: conv 3x3/1 and 4x4/2 pairs at w, 2w, 4w channels -> conv 3x3/1 at 8w -> dense -> 1, LeakyReLU 0.1.
 w = 64 is the paper's network. 32 and 48 px use three up-sampling stages (M_g = 4, 6); 28 px (MNIST)
-uses two (M_g = 7), since 28 is not a multiple of 8.
+uses two (M_g = 7), since 28 is not a multiple of 8. ``activation`` / ``slope`` / ``init``: ``repro.nets.layers``.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import math
 from torch import Tensor, nn
 
 from repro.nets.base import Discriminator
+from repro.nets.layers import Init, initialize, make_activation
 from repro.normalization import feature_norm, wrap
 
 __all__ = ["StandardCNNGenerator", "StandardCNNDiscriminator", "up_stages"]
@@ -27,7 +28,8 @@ def up_stages(image_size: int) -> int:
 
 
 class StandardCNNGenerator(nn.Module):
-    def __init__(self, z_dim: int = 128, image_size: int = 32, channels: int = 3, width: int = 64):
+    def __init__(self, z_dim: int = 128, image_size: int = 32, channels: int = 3, width: int = 64,
+                 activation: str = "relu", slope: float = 0.2, init: Init = Init()):
         super().__init__()
         self.z_dim = z_dim
         stages = up_stages(image_size)
@@ -35,12 +37,14 @@ class StandardCNNGenerator(nn.Module):
         ch = 8 * width
         self.top_channels = ch
         self.fc = nn.Linear(z_dim, self.bottom * self.bottom * ch)
-        layers: list[nn.Module] = [nn.BatchNorm2d(ch), nn.ReLU()]
+        layers: list[nn.Module] = [nn.BatchNorm2d(ch), make_activation(activation, slope)]
         for _ in range(stages):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1), nn.BatchNorm2d(ch // 2), nn.ReLU()]
+            up = nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1)
+            layers += [up, nn.BatchNorm2d(ch // 2), make_activation(activation, slope)]
             ch //= 2
         layers += [nn.Conv2d(ch, channels, 3, 1, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
+        initialize(self, init)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(self.fc(z).view(-1, self.top_channels, self.bottom, self.bottom))
@@ -48,7 +52,8 @@ class StandardCNNGenerator(nn.Module):
 
 class StandardCNNDiscriminator(Discriminator):
     def __init__(
-        self, image_size: int = 32, channels: int = 3, width: int = 64, slope: float = 0.1, norm: str = "none"
+        self, image_size: int = 32, channels: int = 3, width: int = 64, slope: float = 0.1, norm: str = "none",
+        activation: str = "leaky_relu", init: Init = Init(),
     ):
         super().__init__()
         up_stages(image_size)
@@ -64,6 +69,7 @@ class StandardCNNDiscriminator(Discriminator):
             layers.append(wrap(nn.Conv2d(c, out, k, s, 1), norm))
             if i > 0:  # no normalization of the input layer's features
                 layers.append(feature_norm(norm, out))
-            layers.append(nn.LeakyReLU(slope))
+            layers.append(make_activation(activation, slope))
             c, size = out, math.floor((size + 2 - k) / s) + 1
         self.set_body(nn.Sequential(*layers, nn.Flatten()), c * size * size, norm)
+        initialize(self, init)

@@ -4,46 +4,58 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from repro.nets.base import Discriminator
+from repro.nets.layers import Init, initialize, make_activation
 from repro.normalization import feature_norm, wrap
 
 __all__ = ["MLPGenerator", "MLPDiscriminator", "MaxoutDiscriminator"]
 
 
 class MLPGenerator(nn.Module):
-    """z -> ``depth`` hidden ReLU layers of ``width`` (optionally batch-normed) -> ``out_dim``.
+    """z -> ``depth`` hidden layers of ``width`` (optionally batch-normed; ``activation``, default ReLU) -> ``out_dim``.
 
     PacGAN's 2-D G: z_dim=2, width=400, depth=4, batch_norm=True; WGAN-GP's gan_toy: width=512, depth=3.
+    ``slope`` is LeakyReLU's; ``init`` the weight initialization (``repro.nets.layers``). ``hidden_bias``:
+    biases on the hidden linear layers (PacGAN's code has none: batch norm's shift follows each);
+    ``bn_momentum``: weight of a batch in the running statistics (PyTorch's 0.1; PacGAN's code 0.05).
     """
 
-    def __init__(self, z_dim: int = 2, out_dim: int = 2, width: int = 400, depth: int = 4, batch_norm: bool = True):
+    def __init__(self, z_dim: int = 2, out_dim: int = 2, width: int = 400, depth: int = 4, batch_norm: bool = True,
+                 activation: str = "relu", slope: float = 0.2, init: Init = Init(), hidden_bias: bool = True,
+                 bn_momentum: float = 0.1):
         super().__init__()
+        if not 0.0 < bn_momentum <= 1.0:
+            raise ValueError(f"generator bn_momentum must be in (0, 1], got {bn_momentum}")
         self.z_dim = z_dim
         layers: list[nn.Module] = []
         d = z_dim
         for _ in range(depth):
-            layers += [nn.Linear(d, width), nn.BatchNorm1d(width) if batch_norm else nn.Identity(), nn.ReLU()]
+            norm = nn.BatchNorm1d(width, momentum=bn_momentum) if batch_norm else nn.Identity()
+            layers += [nn.Linear(d, width, bias=hidden_bias), norm, make_activation(activation, slope)]
             d = width
         layers.append(nn.Linear(d, out_dim))
         self.net = nn.Sequential(*layers)
+        initialize(self, init)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)
 
 
 class MLPDiscriminator(Discriminator):
-    """x -> ``depth`` hidden layers of ``width`` (LeakyReLU ``slope``) -> one logit.
+    """x -> ``depth`` hidden layers of ``width`` (``activation``, default LeakyReLU ``slope``) -> one logit.
 
     ``features(x)`` returns the last hidden layer; ``head`` maps it to the output (hooks for RFGAN).
     """
 
-    def __init__(self, in_dim: int = 2, width: int = 400, depth: int = 3, slope: float = 0.2, norm: str = "none"):
+    def __init__(self, in_dim: int = 2, width: int = 400, depth: int = 3, slope: float = 0.2, norm: str = "none",
+                 activation: str = "leaky_relu", init: Init = Init()):
         super().__init__()
         layers: list[nn.Module] = []
         d = in_dim
         for _ in range(depth):
-            layers += [wrap(nn.Linear(d, width), norm), feature_norm(norm, width), nn.LeakyReLU(slope)]
+            layers += [wrap(nn.Linear(d, width), norm), feature_norm(norm, width), make_activation(activation, slope)]
             d = width
         self.set_body(nn.Sequential(*layers), d, norm)
+        initialize(self, init)
 
 
 class Maxout(nn.Module):
@@ -64,7 +76,8 @@ class MaxoutDiscriminator(Discriminator):
     PacGAN's / VEEGAN's 2-D D (Lin et al. 2018, Sec. 4.1): depth=3, width=200, pieces=5.
     """
 
-    def __init__(self, in_dim: int = 2, width: int = 200, depth: int = 3, pieces: int = 5, norm: str = "none"):
+    def __init__(self, in_dim: int = 2, width: int = 200, depth: int = 3, pieces: int = 5, norm: str = "none",
+                 init: Init = Init()):
         super().__init__()
         layers: list[nn.Module] = []
         d = in_dim
@@ -72,3 +85,4 @@ class MaxoutDiscriminator(Discriminator):
             layers += [Maxout(d, width, pieces, norm), feature_norm(norm, width)]
             d = width
         self.set_body(nn.Sequential(*layers), d, norm)
+        initialize(self, init)

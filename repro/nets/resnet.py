@@ -3,7 +3,7 @@
 CIFAR-10 (32 px): G linear -> 4x4x256, three up-blocks of 256; D optimized down-block, down-block,
 two plain blocks at 128, ReLU, global sum pooling, linear. STL-10 (48 px): G 6x6x512, up-blocks
 256/128/64; D down-blocks 64/128/256/512, a plain block at 1024. ``width`` scales all channels
-(paper: 1.0).
+(paper: 1.0). ``activation`` (ReLU in the paper) / ``slope`` / ``init``: ``repro.nets.layers``.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from repro.nets.base import Discriminator
+from repro.nets.layers import Init, initialize, make_activation
 from repro.normalization import feature_norm, wrap
 
 __all__ = ["ResNetGenerator", "ResNetDiscriminator"]
@@ -26,33 +27,34 @@ def _check_size(image_size: int) -> None:
 
 
 class _UpBlock(nn.Module):
-    """BN-ReLU-up-conv-BN-ReLU-conv with a 1x1 up-sampled shortcut."""
+    """BN-act-up-conv-BN-act-conv with a 1x1 up-sampled shortcut (act: ReLU in the paper)."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, act: nn.Module):
         super().__init__()
+        self.act = act
         self.bn1, self.bn2 = nn.BatchNorm2d(cin), nn.BatchNorm2d(cout)
         self.conv1, self.conv2 = nn.Conv2d(cin, cout, 3, 1, 1), nn.Conv2d(cout, cout, 3, 1, 1)
         self.shortcut = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.interpolate(F.relu(self.bn1(x)), scale_factor=2)
-        h = self.conv2(F.relu(self.bn2(self.conv1(h))))
+        h = F.interpolate(self.act(self.bn1(x)), scale_factor=2)
+        h = self.conv2(self.act(self.bn2(self.conv1(h))))
         return h + self.shortcut(F.interpolate(x, scale_factor=2))
 
 
 class _DownBlock(nn.Module):
-    """(ReLU)-conv-ReLU-conv-(avgpool) with a 1x1 shortcut; ``first`` is the "optimized" input block."""
+    """(act)-conv-act-conv-(avgpool) with a 1x1 shortcut; ``first`` is the "optimized" input block."""
 
-    def __init__(self, cin: int, cout: int, down: bool, first: bool, norm: str):
+    def __init__(self, cin: int, cout: int, down: bool, first: bool, norm: str, act: nn.Module):
         super().__init__()
-        self.down, self.first = down, first
+        self.down, self.first, self.act = down, first, act
         self.conv1, self.conv2 = wrap(nn.Conv2d(cin, cout, 3, 1, 1), norm), wrap(nn.Conv2d(cout, cout, 3, 1, 1), norm)
         self.norm1, self.norm2 = feature_norm(norm, cout), feature_norm(norm, cout)
         self.shortcut = wrap(nn.Conv2d(cin, cout, 1), norm) if (cin != cout or down) else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        h = x if self.first else F.relu(x)
-        h = self.norm2(self.conv2(F.relu(self.norm1(self.conv1(h)))))
+        h = x if self.first else self.act(x)
+        h = self.norm2(self.conv2(self.act(self.norm1(self.conv1(h)))))
         s = x
         if self.down:
             h = F.avg_pool2d(h, 2)
@@ -63,29 +65,36 @@ class _DownBlock(nn.Module):
 
 
 class ResNetGenerator(nn.Module):
-    def __init__(self, z_dim: int = 128, image_size: int = 32, channels: int = 3, width: float = 1.0):
+    def __init__(self, z_dim: int = 128, image_size: int = 32, channels: int = 3, width: float = 1.0,
+                 activation: str = "relu", slope: float = 0.2, init: Init = Init()):
         super().__init__()
         _check_size(image_size)
         self.z_dim = z_dim
         ch = [max(1, int(c * width)) for c in _G_CHANNELS[image_size]]
         self.bottom = image_size // 8
         self.fc = nn.Linear(z_dim, self.bottom * self.bottom * ch[0])
-        self.blocks = nn.Sequential(*(_UpBlock(a, b) for a, b in zip(ch[:-1], ch[1:])))
-        self.out = nn.Sequential(nn.BatchNorm2d(ch[-1]), nn.ReLU(), nn.Conv2d(ch[-1], channels, 3, 1, 1), nn.Tanh())
+        act = make_activation(activation, slope)
+        self.blocks = nn.Sequential(*(_UpBlock(a, b, act) for a, b in zip(ch[:-1], ch[1:])))
+        self.out = nn.Sequential(nn.BatchNorm2d(ch[-1]), act, nn.Conv2d(ch[-1], channels, 3, 1, 1), nn.Tanh())
         self.top_channels = ch[0]
+        initialize(self, init)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.out(self.blocks(self.fc(z).view(-1, self.top_channels, self.bottom, self.bottom)))
 
 
 class ResNetDiscriminator(Discriminator):
-    def __init__(self, image_size: int = 32, channels: int = 3, width: float = 1.0, norm: str = "none"):
+    def __init__(self, image_size: int = 32, channels: int = 3, width: float = 1.0, norm: str = "none",
+                 activation: str = "relu", slope: float = 0.2, init: Init = Init()):
         super().__init__()
         _check_size(image_size)
         ch = [max(1, int(c * width)) for c in _D_CHANNELS[image_size]]
         ins = [channels, *ch[:-1]]
-        blocks = (_DownBlock(a, b, d, i == 0, norm) for i, (a, b, d) in enumerate(zip(ins, ch, _D_DOWN[image_size])))
-        self.set_body(nn.Sequential(*blocks), ch[-1], norm)
+        self.act = make_activation(activation, slope)
+        layout = enumerate(zip(ins, ch, _D_DOWN[image_size]))
+        self.set_body(nn.Sequential(*(_DownBlock(a, b, d, i == 0, norm, self.act) for i, (a, b, d) in layout)),
+                      ch[-1], norm)
+        initialize(self, init)
 
     def features(self, x: Tensor) -> Tensor:
-        return F.relu(self.body(x)).sum(dim=(2, 3))  # global sum pooling
+        return self.act(self.body(x)).sum(dim=(2, 3))  # global sum pooling

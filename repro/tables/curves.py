@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from repro.plotting import save_figure
-from repro.tables.runner import Run, plan, read_record
+from repro.record import DONE, Status, read_json, status_of
+from repro.tables.plan import Records
 from repro.tables.spec import TableSpec
 
 __all__ = ["RowCurve", "row_curves", "flattened", "convergence", "draw_curves", "in_progress", "TAIL", "REL_TOL",
@@ -40,11 +41,10 @@ class RowCurve:
     finals: list[float]  # each seed's final value
 
 
-def _finished(spec: TableSpec) -> dict[str, list[dict[str, Any]]]:
+def _finished(spec: TableSpec, records: Records) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {r.id: [] for r in spec.rows}
-    for run in plan(spec):
-        record = read_record(run.results_dir / "metrics.json")
-        if record and record.get("status") == "finished" and record.get("curves"):
+    for run, record in records:
+        if status_of(record) is Status.FINISHED and record.get("curves"):
             out[run.row.id].append(record)
     return out
 
@@ -77,9 +77,9 @@ def flattened(curve: RowCurve, tail: float = TAIL, rel_tol: float = REL_TOL) -> 
     return max(window) - min(window) <= max(2.0 * se, rel_tol * abs(curve.mean[-1]))
 
 
-def convergence(spec: TableSpec) -> dict[str, dict[str, bool | None]]:
+def convergence(spec: TableSpec, records: Records) -> dict[str, dict[str, bool | None]]:
     """``flat[row_id][column_key]``: True / False by the rule, None where the row has no curve."""
-    finished = _finished(spec)
+    finished = _finished(spec, records)
     out: dict[str, dict[str, bool | None]] = {}
     for row in spec.rows:
         out[row.id] = {}
@@ -96,14 +96,14 @@ def _published_band(text: str) -> tuple[float, float] | None:
     return numbers[0], numbers[1] if "±" in text and len(numbers) > 1 else 0.0
 
 
-def draw_curves(spec: TableSpec, out: Path) -> Path | None:
+def draw_curves(spec: TableSpec, records: Records, out: Path) -> Path | None:
     """One panel per column: each row's mean curve with a ± std band, published value ± its spread dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    finished = _finished(spec)
+    finished = _finished(spec, records)
     if not any(finished.values()):
         return None
     fig, axes = plt.subplots(1, len(spec.columns), figsize=(4.2 * len(spec.columns), 3.4), squeeze=False, dpi=100)
@@ -135,14 +135,13 @@ def draw_curves(spec: TableSpec, out: Path) -> Path | None:
     return save_figure(fig, out)
 
 
-def in_progress(spec: TableSpec) -> list[tuple[str, int | None, int | None]]:
+def in_progress(records: Records) -> list[tuple[str, int | None, int | None]]:
     """Unfinished runs that left a checkpoint: (run name, generator updates done, updates asked)."""
     out = []
-    for run in plan(spec):
-        record = read_record(run.results_dir / "metrics.json")
-        if record and record.get("status") in ("finished", "diverged"):
+    for run, record in records:
+        if status_of(record) in DONE:
             continue
-        progress = read_record(run.in_progress_dir / "progress.json")
+        progress = read_json(run.in_progress_dir / "progress.json")
         if progress is not None:
             out.append((run.name, progress.get("generator_steps"), progress.get("max_steps")))
     return out

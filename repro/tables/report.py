@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from repro.plotting import save_figure
+from repro.record import RECORD_FILE, Status, status_of
 from repro.tables.curves import RULE, convergence, draw_curves, in_progress
-from repro.tables.runner import Run, plan, read_record
+from repro.tables.plan import Records, Run, read_records
 from repro.tables.spec import BEST, Claim, Column, Row, TableSpec, Trace
 
 __all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns", "summary_table"]
@@ -69,15 +70,15 @@ def _value(record: dict[str, Any], key: str) -> Any:
     return metrics[key] if key in metrics else record.get(key)
 
 
-def aggregate(spec: TableSpec) -> dict[str, dict[str, Cell]]:
-    """``cells[row_id][column_key]`` over the spec's seeds, from ``results/<table>/<row>/seed<k>/metrics.json``."""
+def aggregate(spec: TableSpec, records: Records | None = None) -> dict[str, dict[str, Cell]]:
+    """``cells[row_id][column_key]`` over the spec's seeds, from the run records (``results/<table>/<row>/seed<k>/``)."""
+    records = read_records(spec) if records is None else records
     cells: dict[str, dict[str, Cell]] = {r.id: {c.key: Cell() for c in spec.columns} for r in spec.rows}
-    for run in plan(spec):
-        record = read_record(run.results_dir / "metrics.json")
-        status = record.get("status") if record else None
+    for run, record in records:
+        status = status_of(record)
         for col in spec.columns:
             cell = cells[run.row.id][col.key]
-            if status == "finished":
+            if status is Status.FINISHED:
                 value = _value(record, col.key)
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     cell.values.append(float(value))
@@ -85,20 +86,21 @@ def aggregate(spec: TableSpec) -> dict[str, dict[str, Cell]]:
                     cell.nonfinite += 1
                 else:
                     cell.missing += 1
-            elif status == "diverged":
+            elif status is Status.DIVERGED:
                 cell.diverged += 1
-            elif status == "failed":
+            elif status is Status.FAILED:
                 cell.failed += 1
             else:
                 cell.missing += 1
     return cells
 
 
-def unreported_columns(spec: TableSpec) -> dict[str, list[str]]:
-    """Columns that no finished run reports, each with the metric keys the runs do report (a key typo in a
-    spec shows up here instead of as a silently empty column); empty until some run has finished."""
-    finished = [r for r in (read_record(run.results_dir / "metrics.json") for run in plan(spec))
-                if r and r.get("status") == "finished"]
+def unreported_columns(spec: TableSpec, records: Records | None = None) -> dict[str, list[str]]:
+    """Columns that no finished run reports, each with the metric keys the runs do report (a column whose
+    metric the configured evaluation does not run shows up here instead of as a silently empty column);
+    empty until some run has finished."""
+    records = read_records(spec) if records is None else records
+    finished = [r for _, r in records if status_of(r) is Status.FINISHED]
     if not finished:
         return {}
     reported = {key for record in finished for key in (record.get("metrics") or {})}
@@ -295,12 +297,13 @@ def _csv(spec: TableSpec, cells: dict[str, dict[str, Cell]]) -> str:
     return buf.getvalue()
 
 
-def _status_line(spec: TableSpec) -> str:
+def _status_line(spec: TableSpec, records: Records) -> str:
     """How many of the table's runs exist, by status: a page never hides that a table was only partly run."""
-    statuses = [(read_record(r.results_dir / "metrics.json") or {}).get("status") for r in plan(spec)]
-    done = {s: statuses.count(s) for s in ("finished", "diverged", "failed")}
+    statuses = [status_of(r) for _, r in records]
+    done = {s: statuses.count(s) for s in Status}
     missing = len(statuses) - sum(done.values())
-    text = f"{done['finished']} of {len(statuses)} finished, {done['diverged']} diverged, {done['failed']} failed"
+    text = (f"{done[Status.FINISHED]} of {len(statuses)} finished, {done[Status.DIVERGED]} diverged, "
+            f"{done[Status.FAILED]} failed")
     return text + (f"; {missing} not run yet (`repro reproduce {spec.name}` runs them)." if missing else ".")
 
 
@@ -315,8 +318,8 @@ def _convergence_lines(spec: TableSpec, flat: dict[str, dict[str, bool | None]])
     return lines + [""]
 
 
-def _progress_lines(spec: TableSpec) -> list[str]:
-    running = in_progress(spec)
+def _progress_lines(spec: TableSpec, records: Records) -> list[str]:
+    running = in_progress(records)
     if not running:
         return []
     lines = ["**Unfinished runs** (each continues from its checkpoint on the next `repro reproduce "
@@ -328,7 +331,7 @@ def _progress_lines(spec: TableSpec) -> list[str]:
 
 def _markdown(
     spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path, unreported: dict[str, list[str]],
-    flat: dict[str, dict[str, bool | None]] | None = None,
+    records: Records, flat: dict[str, dict[str, bool | None]] | None = None,
 ) -> str:
     sources: list[str] = []
 
@@ -349,8 +352,8 @@ def _markdown(
              f"> **Scale difference:** {spec.scale}", ""]
     if spec.steps_note:
         lines += [f"**Training length:** {spec.steps_note}", ""]
-    lines += [f"**Runs:** {_status_line(spec)}", ""]
-    lines += _progress_lines(spec)
+    lines += [f"**Runs:** {_status_line(spec, records)}", ""]
+    lines += _progress_lines(spec, records)
     if spec.notes:
         lines += [spec.notes.strip(), ""]
     lines += ["## Results", "",
@@ -405,9 +408,11 @@ def _markdown(
     return "\n".join(lines)
 
 
-def write_report(spec: TableSpec) -> Path:
-    """Write ``paper_tables/<name>.md``, ``.csv``, the figure panels and ``results/<name>/README.md``."""
-    cells = _display_cells(spec, aggregate(spec))
+def write_report(spec: TableSpec, records: Records | None = None) -> Path:
+    """Write ``paper_tables/<name>.md``, ``.csv``, the figure panels and ``results/<name>/README.md`` from the
+    run records, each read once (``records``: already read, else read here)."""
+    records = read_records(spec) if records is None else records
+    cells = _display_cells(spec, aggregate(spec, records))
     page = spec.path.with_suffix(".md")
     figures = []
     for panel in spec.panels:
@@ -420,7 +425,7 @@ def write_report(spec: TableSpec) -> Path:
                          page.parent / "figures" / spec.name / f"{group}_{name}.png")
             if out is not None:
                 figures.append(out)
-    unreported = unreported_columns(spec)
+    unreported = unreported_columns(spec, records)
     for key, reported in unreported.items():
         print(f"warning: {spec.name}: column {key!r} is in no finished run's metrics (they report: {', '.join(reported)})")
     for trace in spec.traces:
@@ -433,27 +438,27 @@ def write_report(spec: TableSpec) -> Path:
         out = _chart(spec, col, cells, page.parent / "figures" / spec.name / f"chart_{key}.png")
         if out is not None:
             figures.append(out)
-    flat = convergence(spec)
-    out = draw_curves(spec, page.parent / "figures" / spec.name / "curves.png")
+    flat = convergence(spec, records)
+    out = draw_curves(spec, records, page.parent / "figures" / spec.name / "curves.png")
     if out is not None:
         figures.insert(0, out)
-    page.write_text(_markdown(spec, cells, figures, page, unreported, flat))
+    page.write_text(_markdown(spec, cells, figures, page, unreported, records, flat))
     page.with_suffix(".csv").write_text(_csv(spec, cells))
     if spec.results_dir.exists():
         (spec.results_dir / "README.md").write_text(
             f"# results/{spec.name}\n\nWritten by `repro reproduce {spec.name}` (possibly in parts, with `--only` / "
-            f"`--seeds`) from committed code: each `metrics.json` records the git commit and the exact `repro fit` "
+            f"`--seeds`) from committed code: each `{RECORD_FILE}` records the git commit and the exact `repro fit` "
             f"command of its run. Aggregated "
             f"in `paper_tables/{spec.name}.md`. Checkpoints are not committed; their paths (under `runs/`) "
-            f"are in each `metrics.json`.\n")
+            f"are in each `{RECORD_FILE}`.\n")
     return page
 
 
-def summary_table(spec: TableSpec) -> Any:
+def summary_table(spec: TableSpec, records: Records | None = None) -> Any:
     """The page's results as a terminal table (rich): one line per row, ours beside the paper's where printed."""
     from rich.table import Table
 
-    cells = _display_cells(spec, aggregate(spec))
+    cells = _display_cells(spec, aggregate(spec, records))
     table = Table(title=f"{spec.name}: {spec.title}", title_justify="left")
     table.add_column("row")
     for col in spec.columns:

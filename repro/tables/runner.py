@@ -31,147 +31,45 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from repro.callbacks.evaluation import write_json_atomic
-from repro.callbacks.resumable import CHECKPOINT_NAME
-from repro.tables.spec import Row, SpecError, TableSpec
+from repro.fit import has_preparation, parse_config
+from repro.record import DONE, Status, read_json, read_record, source_state, status_of, write_json_atomic, write_record
+from repro.tables.plan import Run, is_done, override_args, plan, relative
+from repro.tables.spec import SpecError, TableSpec
 
-__all__ = ["Run", "plan", "is_done", "read_record", "check_configs", "reproduce", "DONE_STATUSES"]
+__all__ = ["check_configs", "collect", "reproduce", "stitch_logs", "library_versions", "source_state"]
 
-DONE_STATUSES = ("finished", "diverged")
 _VERSIONED = ("torch", "torchvision", "lightning", "torchmetrics", "torch-fidelity", "jsonargparse", "numpy")
 
 
-@dataclass(frozen=True)
-class Run:
-    """One training run of a table: a row trained with one seed."""
-
-    spec: TableSpec
-    row: Row
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.row.id}/seed{self.seed}"
-
-    @property
-    def results_dir(self) -> Path:
-        return self.spec.results_dir / self.row.id / f"seed{self.seed}"
-
-    @property
-    def work_dir(self) -> Path:
-        return self.spec.runs_dir / self.row.id / f"seed{self.seed}"
-
-    @property
-    def in_progress_dir(self) -> Path:
-        """Where the run keeps its resumable checkpoint until it finishes (inside ``results_dir``)."""
-        return self.results_dir / "in_progress"
-
-    def resume_checkpoint(self) -> Path | None:
-        """The checkpoint an unfinished run continues from, if it left one."""
-        ckpt = self.in_progress_dir / CHECKPOINT_NAME
-        return ckpt if ckpt.is_file() else None
-
-    def fit_args(self) -> list[str]:
-        """Arguments of ``repro fit``: the row's config, table and row overrides, seed, logger in ``work_dir``."""
-        logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                  "init_args": {"save_dir": str(self.work_dir), "name": "", "version": ""}}
-        args = ["--config", str(self.row.config)]
-        args += override_args({**self.spec.overrides, **self.row.overrides})
-        args += ["--seed_everything", str(self.seed), "--trainer.logger", json.dumps(logger),
-                 "--trainer.enable_progress_bar", "false",
-                 "--resumable.dirpath", _relative(self.in_progress_dir, self.spec.root)]
-        if self.row.devices != 1:
-            args += ["--trainer.devices", str(self.row.devices)]
-        return args
-
-    def command(self, subcommand: str = "fit", ckpt: Path | None = None) -> list[str]:
-        resume = ["--ckpt_path", _relative(ckpt, self.spec.root)] if ckpt else []
-        return [sys.executable, "-m", "repro", subcommand, *self.fit_args(), *resume]
-
-    def wandb_args(self) -> list[str]:
-        """``repro fit`` arguments that log this run to W&B: the table as the group, named ``<row>/seed<k>``."""
-        return ["--wandb.enabled", "true", "--wandb.table", self.spec.name, "--wandb.variant", self.row.id]
-
-
-def override_args(overrides: dict[str, Any]) -> list[str]:
-    """Dotted-key overrides as CLI arguments (lists and mappings as JSON, which jsonargparse reads)."""
-    args = []
-    for key, value in overrides.items():
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif value is None:
-            text = "null"
-        elif isinstance(value, (list, dict)):
-            text = json.dumps(value)
-        else:
-            text = str(value)
-        args += [f"--{key}", text]
-    return args
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """A run's ``metrics.json`` if it parses as a JSON object, else None (missing or truncated)."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def is_done(run: Run) -> bool:
-    record = read_record(run.results_dir / "metrics.json")
-    return record is not None and record.get("status") in DONE_STATUSES
-
-
-def plan(spec: TableSpec, seeds: list[int] | None = None, only: list[str] | None = None) -> list[Run]:
-    """The table's runs (rows in ``only``, if given, and ``seeds``, default the spec's), row-major."""
-    rows = [spec.row(r) for r in only] if only else spec.rows
-    return [Run(spec, row, seed) for row in rows for seed in (seeds or spec.seeds)]
-
-
-def check_configs(spec: TableSpec, runs: list[Run]) -> None:
-    """Parse (not instantiate) each row's config with its overrides; one ``SpecError`` for the first bad row."""
-    from repro.cli import ReproCLI
-
-    class ParseOnly(ReproCLI):
-        def instantiate_classes(self) -> None:
-            """Only parse: building models and data is the training run's job."""
-
-        def after_instantiate_classes(self) -> None:
-            """Nothing was instantiated."""
-
-        def _set_seed(self) -> None:
-            """The run seeds itself."""
-
+def check_configs(spec: TableSpec, runs: list[Run]) -> dict[str, str]:
+    """Parse (not instantiate) each row's config with its overrides, as the training subprocess will (from
+    the spec's root); one ``SpecError`` for the first bad row. Returns each row's ``model.class_path``."""
     cwd = Path.cwd()
     os.chdir(spec.root)  # as the training subprocess sees relative paths in overrides
+    variants: dict[str, str] = {}
     try:
-        _parse_rows(spec, runs, ParseOnly)
+        for run in runs:
+            if run.row.id in variants:
+                continue
+            err = io.StringIO()
+            try:
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
+                        warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # Lightning warns that args are passed in-process, by design
+                    variants[run.row.id] = parse_config(run.fit_args()).model.class_path
+            except (SystemExit, ValueError, TypeError, KeyError) as exc:
+                lines = [ln for ln in err.getvalue().splitlines() if ln.strip()] or [str(exc)]
+                raise SpecError(f"{spec.path.name}: row {run.row.id!r} ({run.row.config}) does not parse: "
+                                f"{lines[-1]}") from None
     finally:
         os.chdir(cwd)
-
-
-def _parse_rows(spec: TableSpec, runs: list[Run], parse_only: type) -> None:
-    from repro.cli import _fix_config_args
-
-    seen = set()
-    for run in runs:
-        if run.row.id in seen:
-            continue
-        seen.add(run.row.id)
-        err = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # Lightning warns that args are passed in-process, by design
-                parse_only(args=_fix_config_args(run.fit_args()))
-        except (SystemExit, ValueError, TypeError, KeyError) as exc:
-            lines = [ln for ln in err.getvalue().splitlines() if ln.strip()] or [str(exc)]
-            raise SpecError(f"{spec.path.name}: row {run.row.id!r} ({run.row.config}) does not parse: {lines[-1]}") from None
+    return variants
 
 
 def library_versions() -> dict[str, str]:
@@ -182,37 +80,17 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def source_state(root: Path) -> dict[str, Any]:
-    """The git commit of the code that ran, and whether its inputs (repro/, configs/, the table specs) differed
-    from it; generated pages, CSVs and figures under paper_tables/ are outputs and do not count."""
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
-
-    head = git("rev-parse", "HEAD")
-    if head.returncode != 0:
-        return {"git_commit": None}
-    dirty = git("diff", "--quiet", "HEAD", "--", "repro", "configs", "paper_tables/*.yaml").returncode != 0
-    return {"git_commit": head.stdout.strip(), "git_dirty": dirty}
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(path)
-
-
 def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, Any]) -> dict[str, Any]:
-    """Copy a finished subprocess's record and figures into ``results_dir`` and write its ``metrics.json``."""
+    """Copy a finished subprocess's record and figures into ``results_dir`` and write its run record there."""
     work, out, root = run.work_dir, run.results_dir, run.spec.root
-    record = read_record(work / "metrics.json") or {}
-    if "status" not in record or (returncode != 0 and record["status"] == "finished"):
-        record["status"] = "failed"
-    if record["status"] == "failed":
+    record = read_record(work) or {}
+    if status_of(record) is None or (returncode != 0 and status_of(record) is Status.FINISHED):
+        record["status"] = Status.FAILED.value
+    if status_of(record) is Status.FAILED:
         log = (work / "stderr.log").read_text(errors="replace").splitlines() if (work / "stderr.log").exists() else []
         record["error_tail"] = log[-15:]
-    resumes = read_record(run.in_progress_dir / "resumes.json") or {}
-    keep = run.in_progress_dir.exists() and record["status"] not in DONE_STATUSES
+    resumes = read_json(run.in_progress_dir / "resumes.json") or {}
+    keep = run.in_progress_dir.exists() and status_of(record) not in DONE
     if keep:  # a failed run keeps its checkpoint: the next `repro reproduce` continues (or re-evaluates) it
         parked = run.work_dir / "in_progress.parked"
         shutil.rmtree(parked, ignore_errors=True)
@@ -241,10 +119,10 @@ def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, A
         seconds_per_generator_step=(record["train_seconds"] / steps) if steps and "train_seconds" in record else None,
         command="repro fit " + shlex.join(run.fit_args()).replace(str(root) + os.sep, ""),
         config=yaml.safe_load(config_path.read_text()) if config_path.exists() else None,
-        figures=figures, checkpoint=_relative(checkpoints[-1], root) if checkpoints else None,
-        run_dir=_relative(work, root), resumed_at_steps=resumes.get("steps", []), **context,
+        figures=figures, checkpoint=relative(checkpoints[-1], root) if checkpoints else None,
+        run_dir=relative(work, root), resumed_at_steps=resumes.get("steps", []), **context,
     )
-    write_json_atomic(record, out / "metrics.json")
+    write_record(record, out)
     return record
 
 
@@ -290,8 +168,8 @@ def start(run: Run, env: dict[str, str], extra: list[str] | tuple[str, ...] = ()
         if run.work_dir.exists():
             shutil.rmtree(run.work_dir)
     else:
-        progress = read_record(run.in_progress_dir / "progress.json") or {}
-        resumes = read_record(run.in_progress_dir / "resumes.json") or {"steps": []}
+        progress = read_json(run.in_progress_dir / "progress.json") or {}
+        resumes = read_json(run.in_progress_dir / "resumes.json") or {"steps": []}
         resumes["steps"].append(progress.get("generator_steps"))
         write_json_atomic(resumes, run.in_progress_dir / "resumes.json")
         log = run.work_dir / "metrics.csv"
@@ -317,12 +195,12 @@ class _Active:
 
 
 def prepare(run: Run, console: Console, env: dict[str, str]) -> None:
-    """Run a row's ``prepare`` commands (e.g. RFGAN's autoencoder pre-training) before its first run."""
-    for step in run.row.prepare:
-        console.print(f"preparing {run.row.id}: repro {step}")
-        done = subprocess.run(run.command(step), cwd=run.spec.root, env=env, capture_output=True, text=True)
-        if done.returncode != 0:  # its runs will fail and be reported; the table goes on
-            console.print(f"[red]prepare {step} failed for {run.row.id}[/]: {done.stderr.strip()[-500:]}")
+    """Run the variant's preparation (``repro prepare``, e.g. RFGAN's autoencoder pre-training) once for a
+    row, with its first run's arguments, before any of its seeds start (so they do not all prepare at once)."""
+    console.print(f"preparing {run.row.id}: repro prepare")
+    done = subprocess.run(run.command("prepare"), cwd=run.spec.root, env=env, capture_output=True, text=True)
+    if done.returncode != 0:  # its runs will fail and be reported; the table goes on
+        console.print(f"[red]prepare failed for {run.row.id}[/]: {done.stderr.strip()[-500:]}")
 
 
 def print_plan(spec: TableSpec, runs: list[Run], console: Console) -> None:
@@ -331,21 +209,22 @@ def print_plan(spec: TableSpec, runs: list[Run], console: Console) -> None:
         table.add_column(col)
     for row in {r.row.id: r.row for r in runs}.values():
         mine = [r for r in runs if r.row.id == row.id]
-        table.add_row(row.id, _relative(row.config, spec.root),
+        table.add_row(row.id, relative(row.config, spec.root),
                       " ".join(override_args({**spec.overrides, **row.overrides})),
                       f"{sum(is_done(r) for r in mine)}/{len(mine)}")
     console.print(table)
 
 
-def reproduce(spec: TableSpec, devices: int = 1, seeds: list[int] | None = None, only: list[str] | None = None,
-              dry_run: bool = False, console: Console | None = None, wandb: bool = False) -> list[dict[str, Any]]:
-    """Run every unfinished (row, seed) of ``spec``; returns the records written this time. ``wandb``: each
-    run also logs to W&B (``Run.wandb_args``; not part of the recorded command, it changes no result)."""
-    import torch
-
+def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | None = None,
+              only: list[str] | None = None, dry_run: bool = False, console: Console | None = None,
+              wandb: bool = False) -> list[dict[str, Any]]:
+    """Run every unfinished (row, seed) of ``spec`` on ``devices`` parallel slots (default: every GPU, else
+    every core); returns the records written this time. ``wandb``: each run also logs to W&B
+    (``Run.wandb_args``; not part of the recorded command: it changes no result)."""
+    devices = (torch.cuda.device_count() or os.cpu_count() or 1) if devices is None else devices
     console = console or Console()
     runs = plan(spec, seeds, only)
-    check_configs(spec, runs)
+    variants = check_configs(spec, runs)
     todo = [r for r in runs if not is_done(r)]
     rows = len({r.row.id for r in runs})
     console.print(f"[bold]{spec.name}[/]: {rows} rows x {len(runs) // max(rows, 1)} seeds = {len(runs)} runs, "
@@ -360,7 +239,8 @@ def reproduce(spec: TableSpec, devices: int = 1, seeds: list[int] | None = None,
         raise SpecError(f"row {too_big[0]!r} asks for more devices than --devices {devices}")
     use_cuda = torch.cuda.is_available()
     context = {"versions": library_versions(), **source_state(spec.root)}
-    free, active, pending, written, prepared = list(range(devices)), [], list(todo), [], set()
+    unprepared = {row for row, class_path in variants.items() if has_preparation(class_path)}
+    free, active, pending, written = list(range(devices)), [], list(todo), []
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
@@ -370,9 +250,9 @@ def reproduce(spec: TableSpec, devices: int = 1, seeds: list[int] | None = None,
                 while pending and len(free) >= pending[0].row.devices:
                     run = pending.pop(0)
                     slots, free = free[: run.row.devices], free[run.row.devices:]
-                    if run.row.prepare and run.row.id not in prepared:
+                    if run.row.id in unprepared:
                         prepare(run, console, _child_env(slots, use_cuda))
-                        prepared.add(run.row.id)
+                        unprepared.discard(run.row.id)
                     proc, out, err = start(run, _child_env(slots, use_cuda), run.wandb_args() if wandb else [])
                     resumed = " (resumed)" if run.resume_checkpoint() else ""
                     task = progress.add_task(f"  {run.name}{resumed}", total=None)
@@ -387,7 +267,7 @@ def reproduce(spec: TableSpec, devices: int = 1, seeds: list[int] | None = None,
                     written.append(record)
                     progress.remove_task(job.task)
                     progress.advance(overall)
-                    colour = {"finished": "green", "diverged": "yellow"}.get(record["status"], "red")
+                    colour = {Status.FINISHED: "green", Status.DIVERGED: "yellow"}.get(status_of(record), "red")
                     console.print(f"[{colour}]{record['status']:>9}[/] {job.run.name}  "
                                   f"{record['wall_seconds']:.0f}s  {json.dumps(record.get('metrics', {}))}")
     finally:

@@ -3,39 +3,47 @@
 A spec names the paper table it reproduces, the scale at which this project runs it, its columns
 (each a metric key of ``metrics.json`` with its evaluation protocol), its rows (a config plus
 overrides; ``matrix`` blocks expand a template over a product of values), the seeds, the published
-numbers with their sources, the claims to check and the figures. See ``paper_tables/toy.yaml``.
+numbers with their sources, the claims to check and the figure panels. See ``paper_tables/toy.yaml``.
+
+Each YAML mapping is read into its dataclass by field name (``_build``): the valid keys of a row, column,
+claim or panel are the fields of ``Row``, ``Column``, ``Claim``, ``Panel``. A ``matrix`` block (top level,
+appended after ``rows``; or an entry ``{matrix: ...}`` inside ``rows``, expanded in place) is a row template
+plus ``vars``: one row per combination of the variables' values, each ``{name}`` / ``{name[field]}`` in the
+template filled in. A string that is exactly one placeholder of a mapping or list value becomes that value
+(``overrides: "{method[overrides]}"``). Column keys are checked against the metric registry
+(``repro.metrics.registry``) and the numeric fields of the run record (``repro.record.RECORD_FIELDS``).
 
 Numbers in a spec are in the units the page shows (after a column's ``scale``: percent columns in percent).
 A column may state the statistic of the published spread (``paper_stat: se`` or ``std``, ``paper_n``: the
-paper's number of runs), which the page then shows for ours too; a ``noise_floor`` (page units) under which a
-claim's two sides are "within noise"; and which direction is ``better`` (``lower`` / ``higher``), which
-``best(<group>)`` in a claim needs: the row of that group with the best mean of the column, found from the data.
-``traces`` draw one logged training series (a column of each run's ``train_log.csv``, e.g. the conditioning
-trace) of several rows on shared axes.
+paper's number of runs), which the page then shows for ours too; a ``noise_floor`` (page units) within which a
+claim's two sides are "within noise"; and which way is ``better`` (``lower`` / ``higher``), which
+``best(<group>)`` in a claim needs: the row of that group with the best mean of the column, found from the
+data. ``traces`` draw one logged training series (a column of each run's ``train_log.csv``, e.g. the
+conditioning trace) of several rows on shared axes.
 """
 from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from repro.metrics.registry import family_of_key, registered_names
+from repro.record import RECORD_FIELDS
 
 __all__ = ["SpecError", "Column", "Published", "Row", "Claim", "Panel", "Trace", "TableSpec", "load_spec", "find_spec",
            "list_specs", "BEST"]
 
 SPEC_DIR = "paper_tables"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_TOP_KEYS = {"title", "paper", "table", "scale", "notes", "seeds", "overrides", "columns", "rows", "matrix",
-             "claims", "panels", "charts", "steps_note", "traces"}
-_ROW_KEYS = {"id", "label", "config", "overrides", "group", "devices", "published", "prepare"}
-_PREPARE = ("pretrain-ae",)
 _STATS = ("mean", "std", "se")
 _PAPER_STATS = ("std", "se")
 _BETTER = ("", "lower", "higher")
 BEST = re.compile(r"^best\((?P<group>[^()]+)\)$")  # best(<group>): that group's row with the best mean
+_PLACEHOLDER = re.compile(r"^\{(\w+)((?:\[\w+\])*)\}$")
 
 
 class SpecError(ValueError):
@@ -78,7 +86,6 @@ class Row:
     group: str
     devices: int = 1
     published: dict[str, Published] = field(default_factory=dict)
-    prepare: tuple[str, ...] = ()  # repro commands run once with the row's arguments before its seeds
 
 
 @dataclass(frozen=True)
@@ -168,10 +175,50 @@ def _check_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
         raise SpecError(f"{where}: unknown key {unknown[0]!r}; valid: {', '.join(sorted(allowed))}")
 
 
+_SCALARS = {"str": str, "float": float, "int": int}
+
+
+def _build(cls: type, data: Any, where: str, derived: dict[str, Any], extra_keys: tuple[str, ...] = (),
+           internal: tuple[str, ...] = ()) -> Any:
+    """``cls`` from the YAML mapping ``data`` by field name. The valid keys are ``cls``'s fields except
+    ``internal`` ones, plus ``extra_keys`` (read by the caller); a field without default must be given;
+    ``derived`` holds the fields the caller computed itself (validated, converted); every other value is
+    converted to its field's scalar type (str, float, int)."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: must be a mapping, got {type(data).__name__}")
+    _check_keys(data, {f.name for f in fields(cls)} - set(internal) | set(extra_keys), where)
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in derived:
+            values[f.name] = derived[f.name]
+        elif f.name in data:
+            convert = _SCALARS.get(str(f.type))
+            try:
+                values[f.name] = convert(data[f.name]) if convert else data[f.name]
+            except (TypeError, ValueError):
+                raise SpecError(f"{where}: {f.name!r} must be {f.type}, got {data[f.name]!r}") from None
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise SpecError(f"{where}: missing required key {f.name!r}")
+    return cls(**values)
+
+
+def _lookup(env: dict[str, Any], name: str, index: str) -> Any:
+    value = env[name]
+    for key in re.findall(r"\[(\w+)\]", index):
+        value = value[key]
+    return value
+
+
 def _fill(value: Any, env: dict[str, Any]) -> Any:
-    """Substitute ``{name}`` placeholders in strings (recursively) for a matrix row."""
+    """Substitute ``{name}`` placeholders in strings (recursively) for a matrix row; a string that is exactly
+    one placeholder of a mapping or list value becomes that value."""
     if isinstance(value, str):
+        whole = _PLACEHOLDER.match(value)
         try:
+            if whole:
+                found = _lookup(env, *whole.groups())
+                if isinstance(found, (dict, list)):
+                    return found
             return value.format(**env)
         except (KeyError, TypeError) as err:
             raise SpecError(f"matrix template {value!r} uses {err} which is not a matrix variable") from None
@@ -182,7 +229,9 @@ def _fill(value: Any, env: dict[str, Any]) -> Any:
     return value
 
 
-def _expand_matrix(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
+def _expand_matrix(block: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(block, dict):
+        raise SpecError(f"{where}: a matrix block is a mapping of 'vars' and a row template")
     variables = _require(block, "vars", where, dict)
     if not variables or not all(isinstance(v, list) and v for v in variables.values()):
         raise SpecError(f"{where}: 'vars' must map each name to a non-empty list of values")
@@ -190,6 +239,19 @@ def _expand_matrix(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
     names = list(variables)
     # a value may be a mapping, used field by field: "{setting[lr]}" (zipped settings such as SN-GAN's A-F)
     return [_fill(template, dict(zip(names, combo))) for combo in itertools.product(*(variables[n] for n in names))]
+
+
+def _raw_rows(data: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """``rows`` in order, a ``{matrix: block}`` entry expanded in place, then the top-level ``matrix`` blocks."""
+    rows: list[dict[str, Any]] = []
+    for i, entry in enumerate(data.get("rows") or []):
+        if isinstance(entry, dict) and set(entry) == {"matrix"}:
+            rows += _expand_matrix(entry["matrix"], f"{where}: rows[{i}].matrix")
+        else:
+            rows.append(entry)
+    for i, block in enumerate(data.get("matrix") or []):
+        rows += _expand_matrix(block, f"{where}: matrix[{i}]")
+    return rows
 
 
 def _published(data: Any, where: str, columns: set[str]) -> dict[str, Published]:
@@ -207,8 +269,23 @@ def _published(data: Any, where: str, columns: set[str]) -> dict[str, Published]
     return out
 
 
-def _row(data: dict[str, Any], where: str, root: Path, columns: set[str]) -> Row:
-    _check_keys(data, _ROW_KEYS, where)
+def _column(data: Any, where: str) -> Column:
+    key = str(_require(data, "key", where)) if isinstance(data, dict) else ""
+    column = _build(Column, data, where, {"label": str(data.get("label", key))} if key else {})
+    if family_of_key(column.key) is None and column.key not in RECORD_FIELDS:
+        raise SpecError(f"{where}: column {column.key!r} is no registered metric (families: {registered_names()}) "
+                        f"and no run-record field ({', '.join(RECORD_FIELDS)})")
+    for key, value, valid in (("paper_stat", column.paper_stat, _PAPER_STATS), ("better", column.better, _BETTER)):
+        if value not in valid:
+            raise SpecError(f"{where}: {key} {value!r} is not valid; valid: {', '.join(v or '(empty)' for v in valid)}")
+    if column.noise_floor < 0 or column.paper_n < 0:
+        raise SpecError(f"{where}: noise_floor and paper_n must be >= 0")
+    return column
+
+
+def _row(data: Any, where: str, root: Path, columns: set[str]) -> Row:
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: a row is a mapping (id, config, ...), got {type(data).__name__}")
     row_id = str(_require(data, "id", where))
     if not _ID.match(row_id):
         raise SpecError(f"{where}: row id {row_id!r} must be letters, digits and _ . + - (it names a folder)")
@@ -222,12 +299,10 @@ def _row(data: dict[str, Any], where: str, root: Path, columns: set[str]) -> Row
     devices = data.get("devices", 1)
     if not isinstance(devices, int) or devices < 1:
         raise SpecError(f"row {row_id!r}: 'devices' must be a positive integer, got {devices!r}")
-    prepare = data.get("prepare") or []
-    bad = [p for p in prepare if p not in _PREPARE] if isinstance(prepare, list) else [prepare]
-    if bad:
-        raise SpecError(f"row {row_id!r}: prepare step {bad[0]!r} is not valid; valid: {', '.join(_PREPARE)}")
-    return Row(row_id, str(data.get("label", row_id)), config, dict(overrides), str(data.get("group", row_id)),
-               devices, _published(data.get("published"), f"row {row_id!r}", columns), tuple(prepare))
+    derived = {"id": row_id, "label": str(data.get("label", row_id)), "config": config, "overrides": dict(overrides),
+               "group": str(data.get("group", row_id)), "devices": devices,
+               "published": _published(data.get("published"), f"row {row_id!r}", columns)}
+    return _build(Row, data, where, derived)
 
 
 def _ref(value: Any, spec_rows: set[str], columns: dict[str, Column], groups: set[str], where: str) -> str | float:
@@ -235,8 +310,8 @@ def _ref(value: Any, spec_rows: set[str], columns: dict[str, Column], groups: se
     if isinstance(value, (int, float)):
         return float(value)
     parts = str(value).split(":")
-    best = BEST.match(parts[0]) if parts else None
-    known_row = bool(parts) and (parts[0] in spec_rows or (best is not None and best["group"] in groups))
+    best = BEST.match(parts[0])
+    known_row = parts[0] in spec_rows or (best is not None and best["group"] in groups)
     if len(parts) != 3 or not known_row or parts[1] not in columns or parts[2] not in _STATS:
         raise SpecError(f"{where}: {value!r} must be a number or 'row:column:stat' with a known row (or "
                         f"best(<group>), groups: {', '.join(sorted(groups))}), column ({', '.join(sorted(columns))}) "
@@ -247,8 +322,28 @@ def _ref(value: Any, spec_rows: set[str], columns: dict[str, Column], groups: se
     return str(value)
 
 
+def _claim(data: Any, where: str, rows: set[str], columns: dict[str, Column], groups: set[str]) -> Claim:
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: a claim is a mapping (text, source, a, op, b)")
+    op = str(_require(data, "op", where))
+    if op not in ("<", ">"):
+        raise SpecError(f"{where}: op {op!r} is not valid; valid: <, >")
+    derived = {"op": op, "a": str(_ref(_require(data, "a", where, (str, int, float)), rows, columns, groups, where)),
+               "b": _ref(_require(data, "b", where, (str, int, float)), rows, columns, groups, where)}
+    return _build(Claim, data, where, derived)
+
+
+def _trace(data: Any, where: str, ids: list[str]) -> Trace:
+    rows = _require(data, "rows", where, list) if isinstance(data, dict) else []
+    unknown = [str(r) for r in rows if r not in ids]
+    if unknown or not rows:
+        raise SpecError(f"{where}: rows must be row ids; unknown: {', '.join(unknown) or '(none given)'}")
+    return _build(Trace, data, where, {"rows": tuple(rows)})
+
+
 def load_spec(path: str | Path) -> TableSpec:
-    """Read and validate a spec; every row's config must exist (checked here, before any training)."""
+    """Read and validate a spec; every row's config must exist and every column name a registered metric
+    (checked here, before any training)."""
     path = Path(path).resolve()
     try:
         data = yaml.safe_load(path.read_text())
@@ -257,27 +352,10 @@ def load_spec(path: str | Path) -> TableSpec:
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a table spec is a YAML mapping")
     where = str(path)
-    _check_keys(data, _TOP_KEYS, where)
     root = path.parent.parent
-    raw_columns = _require(data, "columns", where, list)
-    columns = []
-    for i, c in enumerate(raw_columns):
-        cw = f"{where}: columns[{i}]"
-        _check_keys(c, {f for f in Column.__dataclass_fields__}, cw)
-        columns.append(Column(str(_require(c, "key", cw)), str(c.get("label", c["key"])), str(_require(c, "protocol", cw)),
-                              str(c.get("paper_protocol", "")), str(c.get("format", ".3g")), float(c.get("scale", 1.0)),
-                              str(c.get("relative_to", "")), str(c.get("paper_stat", "std")), int(c.get("paper_n", 0)),
-                              float(c.get("noise_floor", 0.0)), str(c.get("better", ""))))
-        for key, value, valid in (("paper_stat", columns[-1].paper_stat, _PAPER_STATS),
-                                  ("better", columns[-1].better, _BETTER)):
-            if value not in valid:
-                raise SpecError(f"{cw}: {key} {value!r} is not valid; valid: {', '.join(v or '(empty)' for v in valid)}")
-        if columns[-1].noise_floor < 0 or columns[-1].paper_n < 0:
-            raise SpecError(f"{cw}: noise_floor and paper_n must be >= 0")
+    columns = [_column(c, f"{where}: columns[{i}]") for i, c in enumerate(_require(data, "columns", where, list))]
     keys = {c.key for c in columns}
-    raw_rows = list(data.get("rows") or [])
-    for i, block in enumerate(data.get("matrix") or []):
-        raw_rows += _expand_matrix(block, f"{where}: matrix[{i}]")
+    raw_rows = _raw_rows(data, where)
     if not raw_rows:
         raise SpecError(f"{where}: a table needs 'rows' or 'matrix' entries")
     rows = [_row(r, f"{where}: rows[{i}]", root, keys) for i, r in enumerate(raw_rows)]
@@ -291,40 +369,18 @@ def load_spec(path: str | Path) -> TableSpec:
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise SpecError(f"{where}: 'seeds' must be a non-empty list of integers")
-    claims = []
     by_key, groups = {c.key: c for c in columns}, {r.group for r in rows}
-    for i, c in enumerate(data.get("claims") or []):
-        cw = f"{where}: claims[{i}]"
-        _check_keys(c, {"text", "source", "a", "op", "b", "note"}, cw)
-        op = str(_require(c, "op", cw))
-        if op not in ("<", ">"):
-            raise SpecError(f"{cw}: op {op!r} is not valid; valid: <, >")
-        claims.append(Claim(str(_require(c, "text", cw)), str(_require(c, "source", cw)),
-                            str(_ref(_require(c, "a", cw, (str, int, float)), set(ids), by_key, groups, cw)), op,
-                            _ref(_require(c, "b", cw, (str, int, float)), set(ids), by_key, groups, cw),
-                            str(c.get("note", ""))))
-    panels = [Panel(str(_require(p, "image", f"{where}: panels[{i}]")), str(p.get("title", "")))
-              for i, p in enumerate(data.get("panels") or [])]
+    claims = [_claim(c, f"{where}: claims[{i}]", set(ids), by_key, groups) for i, c in enumerate(data.get("claims") or [])]
+    panels = [_build(Panel, p, f"{where}: panels[{i}]", {}) for i, p in enumerate(data.get("panels") or [])]
     charts = [str(k) for k in data.get("charts") or []]
     for key in charts:
         if key not in keys:
             raise SpecError(f"{where}: charts: unknown column {key!r}; valid: {', '.join(sorted(keys))}")
-    traces = []
-    for i, c in enumerate(data.get("traces") or []):
-        cw = f"{where}: traces[{i}]"
-        _check_keys(c, {"key", "rows", "label", "title"}, cw)
-        trace_rows = _require(c, "rows", cw, list)
-        unknown = [r for r in trace_rows if r not in ids]
-        if unknown or not trace_rows:
-            raise SpecError(f"{cw}: rows must be row ids; unknown: {', '.join(map(str, unknown)) or '(none given)'}")
-        traces.append(Trace(str(_require(c, "key", cw)), tuple(trace_rows), str(c.get("label", "")), str(c.get("title", ""))))
-    return TableSpec(
-        name=path.stem, path=path, root=root, title=str(_require(data, "title", where)),
-        paper=str(_require(data, "paper", where)), table=str(_require(data, "table", where)),
-        scale=str(_require(data, "scale", where)), seeds=seeds, columns=columns, rows=rows,
-        overrides=dict(data.get("overrides") or {}), claims=claims, panels=panels, charts=charts, traces=traces,
-        notes=str(data.get("notes", "")), steps_note=str(data.get("steps_note", "")),
-    )
+    traces = [_trace(t, f"{where}: traces[{i}]", ids) for i, t in enumerate(data.get("traces") or [])]
+    derived = {"name": path.stem, "path": path, "root": root, "seeds": seeds, "columns": columns, "rows": rows,
+               "overrides": dict(data.get("overrides") or {}), "claims": claims, "panels": panels, "charts": charts,
+               "traces": traces}
+    return _build(TableSpec, data, where, derived, extra_keys=("matrix",), internal=("name", "path", "root"))
 
 
 def list_specs(root: Path) -> list[Path]:

@@ -1,25 +1,18 @@
-"""GAN variants: one small module each over ``GANModule``, and a name registry."""
-from repro.variants.base import GANModule
-from repro.variants.gngan import GNGAN
-from repro.variants.jacobian import JCGAN, JacobianClamped
-from repro.variants.lsgan import LSGAN
-from repro.variants.rfgan import RFGAN
-from repro.variants.sngan import SNGAN
-from repro.variants.tan import TAN
-from repro.variants.vanilla import NSGAN, VanillaGAN
-from repro.variants.wgan import WGAN, WGANGP
+"""GAN variants: one small module each over ``GANModule``, and a name registry.
 
-VARIANTS: dict[str, type[GANModule]] = {
-    "vanilla": VanillaGAN,
-    "nsgan": NSGAN,
-    "lsgan": LSGAN,
-    "wgan": WGAN,
-    "wgangp": WGANGP,
-    "sngan": SNGAN,
-    "gngan": GNGAN,
-    "tan": TAN,
-    "rfgan": RFGAN,
-    "jcgan": JCGAN,
-}
+Every module of this package is imported here, so a new variant is one file: a class declared as
+``class X(GANModule, name="x")`` is registered in ``VARIANTS`` and exported as ``repro.variants.X``.
+"""
+import importlib
+import pkgutil
+
+from repro.variants.base import GANModule
+from repro.variants.jacobian import JacobianClamped
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+VARIANTS: dict[str, type[GANModule]] = dict(sorted(GANModule.registry.items()))
+globals().update({cls.__name__: cls for cls in VARIANTS.values()})
 
 __all__ = ["GANModule", "VARIANTS", "JacobianClamped", *(cls.__name__ for cls in VARIANTS.values())]

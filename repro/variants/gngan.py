@@ -28,7 +28,7 @@ def gradient_normalize(f: nn.Module, x: Tensor) -> Tensor:
     return out / (grad_norm + out.abs())
 
 
-class GNGAN(GANModule):
+class GNGAN(GANModule, name="gngan"):
     """GANModule with D^ = gradient-normalized D in both players' updates (Wu et al. 2021; the authors'
     train.py applies it in both steps).
 

@@ -28,10 +28,11 @@ from repro.variants.vanilla import NSGAN
 __all__ = ["JacobianClamped", "JCGAN"]
 
 
-def JacobianClamped(variant: type[GANModule]) -> type[GANModule]:  # noqa: N802 (a class factory)
-    """``variant`` with ``JacobianClamping`` added to G's loss (Odena et al. 2018, Alg. 1; paper defaults)."""
+def JacobianClamped(variant: type[GANModule], name: str | None = None) -> type[GANModule]:  # noqa: N802 (factory)
+    """``variant`` with ``JacobianClamping`` added to G's loss (Odena et al. 2018, Alg. 1; paper defaults);
+    ``name`` registers the new class as a variant."""
 
-    class Clamped(variant):  # type: ignore[misc, valid-type]
+    class Clamped(variant, name=name):  # type: ignore[misc, valid-type]
         def __init__(
             self,
             generator: nn.Module,
@@ -52,5 +53,5 @@ def JacobianClamped(variant: type[GANModule]) -> type[GANModule]:  # noqa: N802 
     return Clamped
 
 
-JCGAN = JacobianClamped(NSGAN)
+JCGAN = JacobianClamped(NSGAN, name="jcgan")
 JCGAN.__name__ = JCGAN.__qualname__ = "JCGAN"

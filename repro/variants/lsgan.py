@@ -10,7 +10,7 @@ from repro.variants.base import GANModule
 __all__ = ["LSGAN"]
 
 
-class LSGAN(GANModule):
+class LSGAN(GANModule, name="lsgan"):
     """Least-squares D and G losses with labels a (fake), b (real), c (G's target); Mao et al. 2017, eq. 2.
 
     Defaults a=0, b=1, c=1 are the paper's eq. 9; a=-1, b=1, c=0 is its eq. 8.

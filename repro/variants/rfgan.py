@@ -1,14 +1,17 @@
 """GAN with representative features (Bang & Shim 2018): D's classifier sees [h2 = D.features(x), h1 = E(x)],
 with E the encoder of an autoencoder pre-trained on the real data and then frozen.
 
-Pre-training is its own command, ``repro pretrain-ae`` (same arguments as ``repro fit``); it caches
-the weights under ``ae_cache_dir`` at a name derived from the data set and the autoencoder's
-configuration (``RFGAN.ae_cache_path``). ``fit`` refuses to start when that file is missing.
+Pre-training is the variant's preparation hook (``prepare``): ``repro prepare`` (same arguments as
+``repro fit``) runs it, and ``repro fit`` runs it first when the cached weights are missing. The weights
+are cached under ``ae_cache_dir`` at a name derived from the data set and the autoencoder's
+configuration (``RFGAN.ae_cache_path``); a module set up without them refuses to train.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +77,14 @@ def pretrain_autoencoder(ae: nn.Module, data: Tensor, steps: int, lr: float, bat
     return loss.item()
 
 
-class RFGAN(GANModule):
+class RFGAN(GANModule, name="rfgan"):
     """Representative-feature GAN over any objective (Bang & Shim 2018, Sec. 3 and Fig. 2).
 
     Args:
         autoencoder: ``repro.nets.autoencoder.MLPAutoencoder`` / ``ConvAutoencoder``; its encoder gives h1.
         loss: objective name, as for ``GANModule`` (the paper: the DCGAN loss).
         head_norm: normalization of the new classifier head (``repro.normalization.NORMS``).
-        ae_steps, ae_lr, ae_batch_size: autoencoder pre-training (``repro pretrain-ae``).
+        ae_steps, ae_lr, ae_batch_size: autoencoder pre-training (``prepare``, ``repro prepare``).
         ae_cache_dir: folder of the cached autoencoder weights.
     """
 
@@ -126,27 +129,37 @@ class RFGAN(GANModule):
             "toy_seed": dm.seed if dm.is_toy else None, "autoencoder": self.autoencoder.config,
             "steps": self.ae_steps, "lr": self.ae_lr, "batch_size": self.ae_batch_size,
         }
+        if dm.geometry is not None:  # dataset: mixture
+            key["mixture"] = dataclasses.asdict(dm.geometry)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
         return Path(self.ae_cache_dir) / f"{dm.dataset}-{digest}.pt"
 
-    def pretrain(self, dm: GANDataModule) -> Path:
-        """Pre-train the autoencoder on ``dm``'s data and cache its weights; returns the file."""
-        dm.setup()
-        path = self.ae_cache_path(dm)
-        final = pretrain_autoencoder(self.autoencoder, dm.data, self.ae_steps, self.ae_lr, self.ae_batch_size, dm.seed)
+    def prepare(self, datamodule: GANDataModule) -> str:
+        """Pre-train the autoencoder on the data module's data and cache its weights; returns the file."""
+        datamodule.setup()
+        path = self.ae_cache_path(datamodule)
+        final = pretrain_autoencoder(self.autoencoder, datamodule.data, self.ae_steps, self.ae_lr, self.ae_batch_size,
+                                     datamodule.seed)
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"state_dict": self.autoencoder.state_dict(), "final_loss": final}, path)
-        return path
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # parallel runs of one table row may prepare at once
+        torch.save({"state_dict": self.autoencoder.state_dict(), "final_loss": final}, tmp)
+        os.replace(tmp, path)
+        return str(path)
+
+    def preparation_missing(self, datamodule: GANDataModule) -> str | None:
+        path = self.ae_cache_path(datamodule)
+        return None if path.exists() else f"no pre-trained autoencoder for this data and model.autoencoder at {path}"
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
         dm = self.trainer.datamodule
-        path = self.ae_cache_path(dm)
-        if not path.exists():
+        missing = self.preparation_missing(dm)
+        if missing:
             raise MissingPretrainedWeights(
-                f"RFGAN needs a pre-trained autoencoder for this data set and model.autoencoder, expected at {path}; "
-                "create it with `repro pretrain-ae` followed by the same arguments you gave `repro fit`"
+                f"RFGAN: {missing}; create it with `repro prepare` followed by the arguments of `repro fit` "
+                "(which does this itself when the file is missing)"
             )
+        path = self.ae_cache_path(dm)
         self.autoencoder.load_state_dict(torch.load(path, map_location="cpu")["state_dict"])
 
     def train(self, mode: bool = True) -> "RFGAN":

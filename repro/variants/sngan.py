@@ -12,7 +12,7 @@ from repro.variants.base import GANModule
 __all__ = ["SNGAN"]
 
 
-class SNGAN(GANModule):
+class SNGAN(GANModule, name="sngan"):
     """GANModule whose D has W_SN = W / sigma(W) on every linear / conv layer (Miyato et al. 2018, Alg. 1).
 
     Layers built with ``norm: spectral`` are kept; every other weight layer gets spectral norm here.

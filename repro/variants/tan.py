@@ -26,7 +26,7 @@ def tan_lambda(t: int, k: int) -> float:
     return 1.0 - math.sin(t * math.pi / (2 * k)) if t <= k else 0.0
 
 
-class TAN(GANModule):
+class TAN(GANModule, name="tan"):
     """Any GAN objective with a tempering lens (Sajjadi et al. 2018, Fig. 1).
 
     Lens loss L_L = lambda(t) * L_L^A + L_L^R with L_L^A = -L_D (the lens works against D) and
@@ -72,11 +72,8 @@ class TAN(GANModule):
         """(L_L^A, L_L^R) for a real batch and (detached) fakes; D's parameters get no gradient."""
         lensed = self.lens(real)
         recon = (real - lensed).flatten(1).square().sum(1).mean()
-        self.discriminator.requires_grad_(False)
-        try:
+        with self.frozen_discriminator():
             adv = -self.objective.d_loss(self.discriminate(lensed), self.discriminate(fake.detach()))
-        finally:
-            self.discriminator.requires_grad_(True)
         return adv, recon
 
     def lens_step(self, real: Tensor, fake: Tensor, lam: float) -> Tensor:
@@ -100,4 +97,4 @@ class TAN(GANModule):
         hp = self.hparams
         lr = self.lr_lens if self.lr_lens is not None else hp.lr_d
         betas = tuple(self.betas_lens if self.betas_lens is not None else hp.betas_d)
-        return [self._make_optimizer(self.lens.parameters(), lr, betas)]
+        return [self.make_optimizer(self.lens.parameters(), lr, betas)]

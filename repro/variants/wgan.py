@@ -12,7 +12,7 @@ from repro.variants.base import Betas, GANModule
 __all__ = ["WGAN", "WGANGP"]
 
 
-class WGAN(GANModule):
+class WGAN(GANModule, name="wgan"):
     """Critic loss E f(G(z)) - E f(x); every critic weight clipped to [-clip, clip] after each update
     (Arjovsky et al. 2017, Alg. 1: c = 0.01, RMSProp lr 5e-5, n_critic = 5)."""
 
@@ -41,7 +41,7 @@ class WGAN(GANModule):
         torch._foreach_clamp_max_(self._critic_params, self.clip)
 
 
-class WGANGP(GANModule):
+class WGANGP(GANModule, name="wgangp"):
     """Critic loss plus gradient penalty gp_weight * E(||grad D(x_hat)|| - 1)^2 (Gulrajani et al. 2017,
     Alg. 1: lambda = 10, Adam lr 1e-4, betas (0, 0.9), n_critic = 5)."""
 

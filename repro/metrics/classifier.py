@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from repro.data.images import load_images, load_test_images
+from repro.pixels import to_float
+
 __all__ = [
     "MNISTClassifier",
     "CLASSIFIER_WEIGHTS",
@@ -62,17 +65,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _to_input(images: Tensor) -> Tensor:
-    """uint8 digits (N, 1, 28, 28) -> floats in [-1, 1], the map the GAN data use."""
-    return images.float().div(127.5).sub(1.0)
-
-
 @torch.inference_mode()
 def classifier_accuracy(net: MNISTClassifier, images: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
     """Share of ``images`` (uint8) whose argmax logit equals the label."""
     net.eval()
     correct = sum(
-        int((net(_to_input(x)).argmax(1) == y).sum()) for x, y in zip(images.split(batch_size), labels.split(batch_size))
+        int((net(to_float(x)).argmax(1) == y).sum()) for x, y in zip(images.split(batch_size), labels.split(batch_size))
     )
     return correct / len(labels)
 
@@ -89,15 +87,13 @@ def train_classifier(
 ) -> dict[str, object]:
     """Train ``MNISTClassifier`` on the MNIST training set, save its weights to ``out`` and a record to
     ``out.with_suffix('.json')``; returns the record (test accuracy on the 10,000 test digits, sha256)."""
-    from repro.data.images import _load_torchvision
-
-    images, labels = _load_torchvision("mnist", Path(data_root), False, train=True)
-    test_images, test_labels = _load_torchvision("mnist", Path(data_root), False, train=False)
+    images, labels = load_images("mnist", Path(data_root), download=False)
+    test_images, test_labels = load_test_images("mnist", Path(data_root), download=False)
     if num_train is not None:
         images, labels = images[:num_train], labels[:num_train]
     torch.manual_seed(seed)
     net = MNISTClassifier()
-    x_all = _to_input(images)
+    x_all = to_float(images)
     steps_per_epoch = len(x_all) // batch_size
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.25)

@@ -1,0 +1,39 @@
+"""An exponential moving average of a generator's weights, and batch-norm statistics that fit it."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["update_ema", "standing_statistics"]
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * net for every parameter; buffers are copied (re-estimate them
+    with ``standing_statistics`` before sampling from ``ema``)."""
+    torch._foreach_lerp_(list(ema.parameters()), list(net.parameters()), 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), net.buffers()):
+        b_ema.copy_(b)
+
+
+@torch.no_grad()
+def standing_statistics(net: nn.Module, z_dim: int, device: torch.device, n_batches: int = 16,
+                        batch_size: int = 256) -> None:
+    """Re-estimate ``net``'s batch-norm running statistics from its own outputs on fixed latents
+    ("standing statistics", Brock et al. 2019, BigGAN App. C.1): EMA-averaged weights paired with
+    the statistics of the current G's weights give wrong samples. Uses no global RNG state."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    was_training = net.training
+    net.train()
+    gen = torch.Generator(device=device).manual_seed(0)
+    for _ in range(n_batches):
+        net(torch.randn(batch_size, z_dim, device=device, generator=gen))
+    net.train(was_training)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum

@@ -1,0 +1,216 @@
+"""The fit layer: a training run from YAML configs (LightningCLI / jsonargparse), with repro's checks.
+
+``ReproCLI`` parses and builds a run; ``build_cli`` turns input errors into one-paragraph ``UserError``s;
+``run_fit`` runs the variant's preparation when its cached result is missing and then trains;
+``parse_config`` parses without building anything (a table's ``--dry-run``). The command line
+(``repro.cli``), the table runner and the benchmark all build runs through this module.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+from argparse import ArgumentError
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from repro.callbacks import (
+    ConditioningTrace,
+    DivergenceStop,
+    FinalEvaluation,
+    ResumableCheckpoint,
+    SamplePlots,
+    SpectraPlots,
+)
+from repro.data import GANDataModule
+from repro import REPO_ROOT
+from repro.errors import UserError
+from repro.callbacks.progress import install_run_display
+from repro.fit_help import FIT_USAGE, MAX_STEPS_HELP, FitHelpFormatter, fit_help
+from repro.callbacks.intervals import scale_intervals
+from repro.loggers import GeneratorStepStamp, WandbOptions, with_loggers
+from repro.variants import VARIANTS, GANModule
+
+__all__ = ["ReproCLI", "REPO_ROOT", "UserError", "build_cli", "run_fit", "prepare", "parse_config",
+           "has_preparation", "resolve_config_args", "check_checkpoint", "concise_error"]
+
+# repro passes argv to LightningCLI itself; Lightning warns about that by design.
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+
+
+class ReproCLI(LightningCLI):
+    """LightningCLI with a variant chosen by ``model.class_path`` and one shared data module."""
+
+    def __init__(self, args: list[str] | None = None, **kwargs: object):
+        super().__init__(
+            GANModule,
+            GANDataModule,
+            subclass_mode_model=True,
+            run=False,
+            args=args,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={
+                "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+                "enable_model_summary": False,
+            },
+            # parse errors raise (not print usage and exit) so `build_cli` can report them as one paragraph
+            parser_kwargs={"prog": "repro fit", "usage": FIT_USAGE, "description": fit_help(),
+                           "formatter_class": FitHelpFormatter, "exit_on_error": False},
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(SamplePlots, "samples")
+        parser.add_lightning_class_args(FinalEvaluation, "evaluation")
+        parser.add_lightning_class_args(DivergenceStop, "divergence")
+        parser.add_lightning_class_args(SpectraPlots, "spectra")
+        parser.add_lightning_class_args(ConditioningTrace, "conditioning")
+        parser.add_lightning_class_args(ResumableCheckpoint, "resumable")
+        parser.add_class_arguments(WandbOptions, "wandb")
+        parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from")
+        parser._option_string_actions["--trainer.max_steps"].help = MAX_STEPS_HELP
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The configured trainer, with a CSV logger always on and W&B added if ``wandb.enabled``."""
+        trainer = super().instantiate_trainer(**kwargs)
+        config = self.config.as_dict()
+        wandb = self.config_init.get("wandb")
+        trainer.loggers = with_loggers(trainer.loggers, wandb, self.model, self.datamodule, config)
+        scale_intervals(trainer, bool(wandb and wandb.enabled))
+        trainer.callbacks.append(GeneratorStepStamp())
+        install_run_display(trainer)
+        return trainer
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse; a jsonargparse error becomes a ``ValueError`` (``build_cli`` shortens it)."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            raise ValueError(str(err)) from None
+
+    def after_instantiate_classes(self) -> None:
+        """Refuse, before any training, data the networks cannot take and checkpoints that cannot resume them."""
+        self.model.check_sample_shape(self.datamodule.sample_shape)
+        self.model.check_schedule(self.trainer.max_steps)
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, FinalEvaluation):
+                callback.check_data(self.datamodule)
+        if self.config.get("ckpt_path"):
+            check_checkpoint(Path(self.config["ckpt_path"]), self.model)
+
+
+class _ParseOnly(ReproCLI):
+    """``ReproCLI`` that stops after parsing: building models and data is the training run's job."""
+
+    def instantiate_classes(self) -> None:
+        """Only parse."""
+
+    def after_instantiate_classes(self) -> None:
+        """Nothing was instantiated."""
+
+    def _set_seed(self) -> None:
+        """The run seeds itself."""
+
+
+def check_checkpoint(path: Path, model: GANModule) -> None:
+    """Raise ``ValueError`` unless ``path`` is a readable repro checkpoint whose weights fit ``model``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path: {path} is not a file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # torch raises RuntimeError / UnpicklingError / EOFError / ... for bad files
+        raise ValueError(f"ckpt_path: {path} is not a readable PyTorch checkpoint (corrupt or truncated?): "
+                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "repro_rng" not in ckpt:
+        raise ValueError(f"ckpt_path: {path} was not written by `repro fit` (no state_dict / repro_rng entries)")
+    mine = model.state_dict()
+    theirs = ckpt["state_dict"]
+    missing, extra = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
+    shapes = [k for k in set(mine) & set(theirs) if tuple(mine[k].shape) != tuple(theirs[k].shape)]
+    if missing or extra or shapes:
+        what = "; ".join(f"{label}: {', '.join(keys[:3])}" for label, keys in
+                         (("missing", missing), ("unexpected", extra), ("other shape", sorted(shapes))) if keys)
+        raise ValueError(f"ckpt_path: {path} holds a different model than the one configured ({what}); "
+                         "resume with the config the checkpoint was trained with")
+
+
+def resolve_config(path: str) -> str:
+    """A config path as given, or relative to the repository root."""
+    if Path(path).exists():
+        return path
+    candidate = REPO_ROOT / path
+    if candidate.exists():
+        return str(candidate)
+    raise UserError(f"config file {path!r} not found (looked in {Path.cwd()} and {REPO_ROOT})")
+
+
+def resolve_config_args(args: list[str]) -> list[str]:
+    """``args`` with every ``--config`` / ``-c`` path resolved by ``resolve_config``."""
+    out = list(args)
+    for i, a in enumerate(out):
+        if a in ("--config", "-c") and i + 1 < len(out):
+            out[i + 1] = resolve_config(out[i + 1])
+        elif a.startswith("--config="):
+            out[i] = "--config=" + resolve_config(a.split("=", 1)[1])
+    return out
+
+
+_ERROR_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value",
+                "- Expected a <class 'NoneType'>")
+
+
+def concise_error(text: str) -> str:
+    """jsonargparse's nested error report as one line: the failing keys and reasons, without dumps of
+    the whole namespace; a bad ``model.class_path`` also lists the registered variants."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    kept = [ln.removeprefix("- ") for ln in lines if ln and not ln.startswith(_ERROR_NOISE)]
+    message = " ".join(kept)
+    if "Problem with given class_path" in message and 'Parser key "model"' in message and "has no attribute" in message:
+        valid = ", ".join(f"repro.variants.{cls.__name__}" for cls in VARIANTS.values())
+        message += f"; valid model.class_path values: {valid}"
+    return message
+
+
+def build_cli(args: list[str]) -> ReproCLI:
+    """Parse and instantiate a fit configuration; input errors become ``UserError``."""
+    try:
+        return ReproCLI(args=resolve_config_args(args))
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError) as err:
+        raise UserError(concise_error(str(err))) from err
+
+
+def parse_config(args: list[str]) -> Namespace:
+    """The resolved config of ``repro fit ARGS`` without building anything; errors raise as jsonargparse's
+    (``ValueError`` / ``SystemExit``), for the caller to report."""
+    return _ParseOnly(args=resolve_config_args(args)).config
+
+
+def has_preparation(class_path: str) -> bool:
+    """Whether the variant at ``class_path`` (e.g. ``repro.variants.RFGAN``) overrides ``GANModule.prepare``."""
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    return cls.prepare is not GANModule.prepare
+
+
+def prepare(cli: ReproCLI) -> str | None:
+    """Run the configured variant's preparation (``GANModule.prepare``); returns what it made."""
+    return cli.model.prepare(cli.datamodule)
+
+
+def run_fit(args: list[str]) -> ReproCLI:
+    """Parse and instantiate (input errors become ``UserError``), run the variant's preparation if its
+    cached result is missing (saying so), then train."""
+    cli = build_cli(args)
+    missing = cli.model.preparation_missing(cli.datamodule)
+    if missing:
+        name = type(cli.model).__name__
+        print(f"{name}: {missing}; preparing it now (`repro prepare` with the same arguments does only this)",
+              file=sys.stderr, flush=True)
+        print(f"{name}: prepared {prepare(cli)}", file=sys.stderr, flush=True)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    return cli

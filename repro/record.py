@@ -1,0 +1,92 @@
+"""The run record: ``metrics.json`` in a run folder, the one file that says how a run ended and what it measured.
+
+Its writers are the final evaluation (``finished``), the divergence stop (``diverged``) and the table
+runner (``failed``, plus the run's command, versions and wall time); its readers are the table runner
+(which runs are done) and the pages. Everything about the file goes through this module: its name, the
+status values, an atomic write (a reader never sees half a file) and a read that treats a missing or
+truncated file as no record. The two helpers under those (``write_json_atomic``, ``read_json``) serve the
+other small JSON files of a run folder too (a resumable run's ``progress.json``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RECORD_FILE", "CHECKPOINT_NAME", "Status", "DONE", "RECORD_FIELDS", "record_path", "write_record", "read_record", "status_of",
+           "write_json_atomic", "read_json", "source_state"]
+
+RECORD_FILE = "metrics.json"
+CHECKPOINT_NAME = "last.ckpt"  # a resumable run's checkpoint, in its ``in_progress`` folder until it finishes
+
+
+class Status(str, Enum):
+    """How a run ended, as ``record["status"]`` holds it."""
+
+    FINISHED = "finished"  # trained to the end and evaluated
+    DIVERGED = "diverged"  # stopped on a non-finite loss or weight: a result, not an error
+    FAILED = "failed"  # crashed or was killed; rerun by the next ``repro reproduce``
+
+
+DONE = (Status.FINISHED, Status.DIVERGED)  # a table skips these runs; a failed or missing run is run again
+
+# Numeric top-level fields of a record a table column may show beside the registered metrics.
+RECORD_FIELDS = ("generator_steps", "train_seconds", "wall_seconds", "seconds_per_generator_step")
+
+
+def record_path(folder: Path) -> Path:
+    """The record file of the run whose files are in ``folder``."""
+    return Path(folder) / RECORD_FILE
+
+
+def write_json_atomic(data: dict[str, Any], path: Path) -> Path:
+    """Write JSON to a temporary file, then rename: a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None if the file is missing, truncated or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_record(record: dict[str, Any], folder: Path) -> Path:
+    """Write ``record`` as the run record of ``folder``, atomically; returns its path."""
+    return write_json_atomic(record, record_path(folder))
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """The run record of ``folder``, or None (missing or truncated)."""
+    return read_json(record_path(folder))
+
+
+def status_of(record: dict[str, Any] | None) -> Status | None:
+    """The record's status, or None for no record or a status this version does not know."""
+    try:
+        return Status(record["status"]) if record else None
+    except (KeyError, ValueError):
+        return None
+
+
+def source_state(root: Path) -> dict[str, Any]:
+    """The git commit of the code that ran, and whether its inputs (repro/, configs/, the table specs) differed
+    from it; generated pages, CSVs and figures under paper_tables/ are outputs and do not count."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
+        return {"git_commit": None}
+    dirty = git("diff", "--quiet", "HEAD", "--", "repro", "configs", "paper_tables/*.yaml").returncode != 0
+    return {"git_commit": head.stdout.strip(), "git_dirty": dirty}

@@ -1,0 +1,118 @@
+"""WGAN-TS (Liu, Gu & Samaras 2018): the exact batch W1 LP and its duals, the regression of D onto the
+potentials, the OT regularizer and the weight scaling (issue 14)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from repro.nets import MLPDiscriminator, MLPGenerator
+from repro.variants import WGANTS
+from repro.variants.wgants import exact_w1, l1_cost, lipschitz_ratio, scale_weights, weight_layers
+
+
+def batch(n: int = 24, d: int = 5, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_w1_of_a_shifted_copy_is_the_shift_l1_norm():
+    x = batch()
+    shift = torch.tensor([0.3, -1.2, 0.0, 2.0, -0.1], dtype=torch.float64)
+    # any coupling pays E|x - y|_1 >= |E(x - y)|_1 = |shift|_1, and the identity coupling pays exactly that
+    assert exact_w1(l1_cost(x, x + shift)).value == pytest.approx(float(shift.abs().sum()), abs=1e-9)
+
+
+def test_w1_of_permuted_copies_is_zero_and_the_plan_undoes_the_permutation():
+    x = batch()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
+    sol = exact_w1(l1_cost(x, x[perm]))
+    assert sol.value == pytest.approx(0.0, abs=1e-12)
+    assert torch.equal(sol.match, perm)  # fake j = x[perm[j]] is matched to real perm[j]
+
+
+def test_duals_are_feasible_centred_and_match_the_primal():
+    x, y = batch(seed=0), batch(seed=1) * 0.5 + 1.0
+    cost = l1_cost(x, y)
+    sol = exact_w1(cost)
+    slack = cost - (sol.phi[:, None] - sol.psi[None, :])
+    assert slack.min() >= -1e-9  # phi_i - psi_j <= c_ij
+    dual = sol.phi.mean() - sol.psi.mean()
+    primal = (sol.plan * cost).sum()
+    assert float(dual) == pytest.approx(sol.value, rel=1e-10) and float(primal) == pytest.approx(sol.value, rel=1e-10)
+    assert float(sol.phi.sum() + sol.psi.sum()) == pytest.approx(0.0, abs=1e-9)  # centred as in the authors' code
+    assert torch.allclose(sol.plan.sum(1), torch.full((24,), 1 / 24, dtype=torch.float64))
+    assert slack[sol.match, torch.arange(24)].abs().max() < 1e-9  # the matched pairs are tight
+
+
+def test_lp_at_batch_64_is_cheap():
+    """4,096 constraints: ot.emd takes well under a millisecond unloaded (see the module docstring)."""
+    cost = l1_cost(torch.rand(64, 784), torch.rand(64, 784))
+    exact_w1(cost)
+    start = time.perf_counter()
+    exact_w1(cost)
+    assert time.perf_counter() - start < 0.05
+
+
+def test_ot_regularizer_for_a_linear_critic():
+    model = WGANTS(MLPGenerator(), MLPDiscriminator())
+    w = torch.tensor([0.5, -2.0])
+    model.discriminator = nn.Sequential(nn.Linear(2, 1, bias=False), nn.Flatten(0))
+    model.discriminator[0].weight.data = w[None].clone()
+    fake, direction = torch.randn(10, 2), torch.sign(torch.randn(10, 2))
+    expected = (w - direction).square().sum(1).mean()  # grad_y D = w for every sample
+    assert torch.allclose(model.ot_regularizer(fake, direction), expected)
+
+
+def test_regression_brings_the_critic_gap_to_the_lp_value():
+    torch.manual_seed(0)
+    real = torch.randn(32, 2) * 0.2 + torch.tensor([1.0, 0.0])
+    fake = torch.randn(32, 2) * 0.2 - torch.tensor([1.0, 0.0])
+    cost = l1_cost(real, fake)
+    sol = exact_w1(cost)
+    model = WGANTS(MLPGenerator(), MLPDiscriminator(width=64, depth=2))
+    target = torch.cat([sol.phi, sol.psi]).float()
+    direction = torch.sign(real[sol.match] - fake)
+    opt = torch.optim.Adam(model.discriminator.parameters(), lr=1e-3, betas=(0.5, 0.999))
+
+    def gap() -> float:
+        with torch.no_grad():
+            return float(model.discriminator(real).mean() - model.discriminator(fake).mean())
+
+    start = abs(gap() - sol.value)
+    for _ in range(300):
+        loss = model.regression_loss(real, fake, target, direction)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert sol.value > 1.5  # the two clusters are ~2 apart in L1
+    assert abs(gap() - sol.value) < 0.05 * sol.value < start
+
+
+def test_weight_scaling_leaves_the_ratio_at_most_one():
+    torch.manual_seed(0)
+    # positively homogeneous D (no biases, LeakyReLU): scaling all 3 layers by s^(-1/3) divides D by s
+    d = nn.Sequential(nn.Linear(2, 16, bias=False), nn.LeakyReLU(0.2), nn.Linear(16, 16, bias=False),
+                      nn.LeakyReLU(0.2), nn.Linear(16, 1, bias=False), nn.Flatten(0))
+    with torch.no_grad():
+        for p in d.parameters():
+            p.mul_(3.0)
+    real, fake = torch.randn(32, 2) + 1, torch.randn(32, 2) - 1
+    cost = l1_cost(real, fake)
+    d.requires_grad_(False)
+    ratio = float(lipschitz_ratio(d(real), d(fake), cost))
+    assert ratio > 1 and weight_layers(d) == 3
+    assert scale_weights(d, ratio, weight_layers(d))
+    after = float(lipschitz_ratio(d(real), d(fake), cost))
+    assert after <= 1 + 1e-5 and after == pytest.approx(1.0, abs=1e-5)
+    before = [p.clone() for p in d.parameters()]
+    assert not scale_weights(d, after * 0.999, 3)  # nothing to do at ratio <= 1
+    assert all(torch.equal(a, b) for a, b in zip(before, d.parameters()))
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="regression_steps"):
+        WGANTS(MLPGenerator(), MLPDiscriminator(), regression_steps=0)
+    with pytest.raises(ValueError, match="ot_weight"):
+        WGANTS(MLPGenerator(), MLPDiscriminator(), ot_weight=-1.0)
