@@ -117,7 +117,7 @@ def test_mnist_50_steps_offline_wandb_run(run_dir, mnist_root, monkeypatch, recw
     assert proto["extractor"] == "classifier" and proto["extractor_sha256"] == committed["sha256"]
     assert proto["reference_split"] == "train" and proto["reference_size"] == 2048 and proto["reference_full"]
     assert proto["n_fid"] == 500 and proto["weights"] == "final" and proto["preprocessing"].startswith("(x+1)/2")
-    assert proto["extractor_resize"].startswith("bilinear") and proto["extractor_input_range"].startswith("x / 127.5")
+    assert proto["extractor_resize"].startswith("bilinear") and proto["extractor_input_range"].startswith("repro.pixels.to_float")
 
 
 def test_image_metrics_options_are_checked():

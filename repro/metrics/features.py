@@ -182,7 +182,7 @@ class ClassifierExtractor(FeatureExtractor):
     """repro's MNIST classifier: 128-d penultimate features and 10 logits of one grey channel."""
 
     name = "classifier"
-    resize, input_range = "bilinear, antialiased, to 28x28 (none at 28x28)", "x / 127.5 - 1: [-1, 1]"
+    resize, input_range = "bilinear, antialiased, to 28x28 (none at 28x28)", "repro.pixels.to_float: [-1, 1]"
 
     def __init__(self, weights: str | None = None):
         super().__init__()
