@@ -12,10 +12,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from rich.console import Console
-
 from repro import REPO_ROOT
-from repro.console import quiet_library_noise
+from repro.console import quiet_library_noise, wide_console
 from repro.errors import DIVERGED_EXIT_CODE, USER_ERROR_EXIT_CODE, TrainingDiverged, UserError
 from repro.tables import plan, report, spec
 
@@ -43,7 +41,7 @@ def _table_roots() -> list[Path]:
 
 
 def _cmd_reproduce(args: list[str]) -> None:
-    """Run a paper table's unfinished (row, seed) runs, then write its page; default: the CPU table ``toy``."""
+    """Run a paper table's unfinished (row, seed) runs, then write its page; default: the CPU table ``quickstart``."""
     parser = argparse.ArgumentParser(prog="repro reproduce", description=_cmd_reproduce.__doc__)
     parser.add_argument("table", nargs="?", default=DEFAULT_TABLE, help=f"table name or spec path (default: {DEFAULT_TABLE})")
     parser.add_argument("--devices", type=int, default=None,
@@ -65,7 +63,7 @@ def _cmd_reproduce(args: list[str]) -> None:
         if not opts.dry_run:
             records = plan.read_records(table)
             page = report.write_report(table, records)
-            console = Console()
+            console = wide_console()
             console.print(report.summary_table(table, records))
             figures = sorted((page.parent / "figures" / table.name).glob("*.png"))
             console.print(f"page: {page}", *(f"figure: {f}" for f in figures), sep="\n")
@@ -77,8 +75,11 @@ def _cmd_tables(args: list[str]) -> None:
     """List every table spec with its rows and how many of their runs are finished."""
     if args:
         raise UserError(f"`repro tables` takes no arguments, got {' '.join(args)}")
-    roots = _table_roots()
-    for path in dict.fromkeys(p.resolve() for root in roots for p in spec.list_specs(root)):
+    by_name: dict[str, Path] = {}
+    for root in _table_roots():  # the checkout you are in first: a table of the installed copy is listed once
+        for path in spec.list_specs(root):
+            by_name.setdefault(path.stem, path.resolve())
+    for path in by_name.values():
         try:
             table = spec.load_spec(path)
         except spec.SpecError as err:
@@ -93,7 +94,13 @@ def _cmd_tables(args: list[str]) -> None:
 
 
 def _cmd_bench(args: list[str]) -> None:
-    """Time repro against the bare-PyTorch reference loop (``repro bench --help``)."""
+    """Time repro against the bare-PyTorch reference loop (``repro bench --help``), or seed ensembles against
+    separate runs (``repro bench ensemble --help``)."""
+    if args[:1] == ["ensemble"]:
+        from repro.bench.ensemble import main as ensemble_main
+
+        ensemble_main(args[1:])
+        return
     from repro.bench import main as bench_main  # Lightning and torch: seconds to import
 
     bench_main(args)

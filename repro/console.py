@@ -1,15 +1,23 @@
-"""The library noise ``repro`` hides: Lightning's "Tip" adverts and deprecation / future warnings raised
-inside libraries (they are about the libraries' future, never about the user's run). Standard library only,
-so the command line can call it before anything heavy is imported."""
+"""The terminal console of repro's commands, and the library noise they hide: Lightning's "Tip" adverts and
+deprecation / future warnings raised inside libraries (about the libraries' future, never the user's run)."""
 from __future__ import annotations
 
 import logging
 import warnings
 
-__all__ = ["quiet_library_noise", "LIBRARIES"]
+from rich.console import Console
 
+__all__ = ["wide_console", "quiet_library_noise", "LIBRARIES"]
+
+PIPE_WIDTH = 200  # columns when stdout is not a terminal (a log file, a pipe): rich would cut tables at 80
 LIBRARIES = ("lightning", "lightning_fabric", "lightning_utilities", "torch", "torchvision", "torchmetrics",
              "torch_fidelity", "jsonargparse", "wandb")
+
+
+def wide_console() -> Console:
+    """A rich console: the terminal's width in a terminal, ``PIPE_WIDTH`` columns otherwise."""
+    console = Console()
+    return console if console.is_terminal else Console(width=PIPE_WIDTH)
 
 
 class _DropTips(logging.Filter):

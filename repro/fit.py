@@ -27,16 +27,20 @@ from repro.callbacks import (
     SpectraPlots,
 )
 from repro.data import GANDataModule
+from repro.ensemble import check_supported
+from repro.ensemble.run import EnsembleOptions, build_ensemble
 from repro import REPO_ROOT
+from repro.checkpoints import SAFE_GLOBALS, ConfigStamp, check_resume
 from repro.errors import UserError
+from repro.callbacks.intervals import scale_intervals
 from repro.callbacks.progress import install_run_display
 from repro.fit_help import FIT_USAGE, MAX_STEPS_HELP, FitHelpFormatter, fit_help
-from repro.callbacks.intervals import scale_intervals
 from repro.loggers import GeneratorStepStamp, WandbOptions, with_loggers
+from repro.preflight import check_run, check_sizes
 from repro.variants import VARIANTS, GANModule
 
 __all__ = ["ReproCLI", "REPO_ROOT", "UserError", "build_cli", "run_fit", "prepare", "parse_config",
-           "has_preparation", "resolve_config_args", "check_checkpoint", "concise_error"]
+           "has_preparation", "resolve_config_args", "concise_error"]
 
 # repro passes argv to LightningCLI itself; Lightning warns about that by design.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
@@ -72,6 +76,7 @@ class ReproCLI(LightningCLI):
         parser.add_lightning_class_args(ConditioningTrace, "conditioning")
         parser.add_lightning_class_args(ResumableCheckpoint, "resumable")
         parser.add_class_arguments(WandbOptions, "wandb")
+        parser.add_class_arguments(EnsembleOptions, "ensemble")
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from")
         parser._option_string_actions["--trainer.max_steps"].help = MAX_STEPS_HELP
 
@@ -79,6 +84,7 @@ class ReproCLI(LightningCLI):
         """The configured trainer, with a CSV logger always on and W&B added if ``wandb.enabled``."""
         trainer = super().instantiate_trainer(**kwargs)
         config = self.config.as_dict()
+        trainer.callbacks.append(ConfigStamp(config))
         wandb = self.config_init.get("wandb")
         trainer.loggers = with_loggers(trainer.loggers, wandb, self.model, self.datamodule, config)
         scale_intervals(trainer, bool(wandb and wandb.enabled))
@@ -93,15 +99,23 @@ class ReproCLI(LightningCLI):
         except ArgumentError as err:
             raise ValueError(str(err)) from None
 
+    def before_instantiate_classes(self) -> None:
+        """Refuse negative network sizes by key before torch meets them (``repro.preflight.check_sizes``)."""
+        check_sizes(self.config.as_dict())
+
     def after_instantiate_classes(self) -> None:
-        """Refuse, before any training, data the networks cannot take and checkpoints that cannot resume them."""
-        self.model.check_sample_shape(self.datamodule.sample_shape)
+        """Refuse, before any training, settings outside their domain, data the networks cannot take, missing
+        evaluation inputs (``repro.preflight``) and checkpoints that cannot resume the run (``repro.checkpoints``);
+        with ``ensemble.size``, build the seed ensemble (``repro.ensemble``)."""
+        ensemble = self.config_init["ensemble"].size is not None
+        if ensemble:
+            check_supported(self.model)  # an ensemble's refusal first: it is the one to act on
+        check_run(self.model, self.datamodule, self.trainer)
         self.model.check_schedule(self.trainer.max_steps)
-        for callback in self.trainer.callbacks:
-            if isinstance(callback, FinalEvaluation):
-                callback.check_data(self.datamodule)
+        if ensemble:
+            build_ensemble(self)
         if self.config.get("ckpt_path"):
-            check_checkpoint(Path(self.config["ckpt_path"]), self.model)
+            check_resume(Path(self.config["ckpt_path"]), self.model, self.config.as_dict())
 
 
 class _ParseOnly(ReproCLI):
@@ -115,28 +129,6 @@ class _ParseOnly(ReproCLI):
 
     def _set_seed(self) -> None:
         """The run seeds itself."""
-
-
-def check_checkpoint(path: Path, model: GANModule) -> None:
-    """Raise ``ValueError`` unless ``path`` is a readable repro checkpoint whose weights fit ``model``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: {path} is not a file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as err:  # torch raises RuntimeError / UnpicklingError / EOFError / ... for bad files
-        raise ValueError(f"ckpt_path: {path} is not a readable PyTorch checkpoint (corrupt or truncated?): "
-                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "repro_rng" not in ckpt:
-        raise ValueError(f"ckpt_path: {path} was not written by `repro fit` (no state_dict / repro_rng entries)")
-    mine = model.state_dict()
-    theirs = ckpt["state_dict"]
-    missing, extra = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
-    shapes = [k for k in set(mine) & set(theirs) if tuple(mine[k].shape) != tuple(theirs[k].shape)]
-    if missing or extra or shapes:
-        what = "; ".join(f"{label}: {', '.join(keys[:3])}" for label, keys in
-                         (("missing", missing), ("unexpected", extra), ("other shape", sorted(shapes))) if keys)
-        raise ValueError(f"ckpt_path: {path} holds a different model than the one configured ({what}); "
-                         "resume with the config the checkpoint was trained with")
 
 
 def resolve_config(path: str) -> str:
@@ -157,6 +149,8 @@ def resolve_config_args(args: list[str]) -> list[str]:
             out[i + 1] = resolve_config(out[i + 1])
         elif a.startswith("--config="):
             out[i] = "--config=" + resolve_config(a.split("=", 1)[1])
+        elif a == "--ensemble" or a.startswith("--ensemble="):  # shorthand for --ensemble.size
+            out[i] = "--ensemble.size" + a.removeprefix("--ensemble")
     return out
 
 
@@ -178,8 +172,12 @@ def concise_error(text: str) -> str:
 
 def build_cli(args: list[str]) -> ReproCLI:
     """Parse and instantiate a fit configuration; input errors become ``UserError``."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     try:
         return ReproCLI(args=resolve_config_args(args))
+    except MisconfigurationException as err:  # Lightning's own checks of trainer options
+        raise UserError(f"trainer: {concise_error(str(err))}") from err
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError) as err:
         raise UserError(concise_error(str(err))) from err
 
@@ -212,5 +210,9 @@ def run_fit(args: list[str]) -> ReproCLI:
         print(f"{name}: {missing}; preparing it now (`repro prepare` with the same arguments does only this)",
               file=sys.stderr, flush=True)
         print(f"{name}: prepared {prepare(cli)}", file=sys.stderr, flush=True)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"), weights_only=True)
+    record = next((cb.record for cb in cli.trainer.callbacks if isinstance(cb, FinalEvaluation)), {})
+    if record.get("status") == "stopped":
+        print(f"repro fit: {record['stop_reason']}; recorded as status 'stopped', not finished", file=sys.stderr)
     return cli

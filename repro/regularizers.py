@@ -6,7 +6,7 @@ the ``Players`` attributes (a ``GANModule`` is one); this module imports no vari
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +24,14 @@ class Players(Protocol):
 
     def discriminate(self, x: Tensor) -> Tensor:
         """D's output as the variant defines it (e.g. gradient-normalized)."""
+        ...
+
+    def sample_noise(self, draw: Callable[[int], Tensor], n: int) -> Tensor:
+        """``draw(n)``: the random values of ``n`` samples (a seed ensemble draws per member)."""
+        ...
+
+    def batch_mean(self, values: Tensor) -> Tensor:
+        """The mean of per-sample ``values`` (a seed ensemble: one per member)."""
         ...
 
 
@@ -44,12 +52,13 @@ class GradientPenalty(Regularizer):
         self.weight, self.center = weight, center
 
     def __call__(self, module: Players, real: Tensor, fake: Tensor) -> Tensor:
-        eps = torch.rand((len(real),) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
+        shape = (1,) * (real.dim() - 1)
+        eps = module.sample_noise(lambda n: torch.rand((n, *shape), device=real.device, dtype=real.dtype), len(real))
         x_hat = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
         out = module.discriminate(x_hat)
         (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
         norm = grad.flatten(1).norm(dim=1)
-        return self.weight * (norm - self.center).square().mean()
+        return self.weight * module.batch_mean((norm - self.center).square())
 
 
 class OrthonormalRegularizer(Regularizer):
@@ -91,15 +100,16 @@ class JacobianClamping(Regularizer):
             raise ValueError(f"JacobianClamping needs eps > 0 and weight >= 0, got eps={eps}, weight={weight}")
         self.lambda_min, self.lambda_max, self.eps, self.weight = lambda_min, lambda_max, eps, weight
 
-    def ratio(self, generator: torch.nn.Module, z: Tensor, fake: Tensor) -> Tensor:
-        """Q for each sample of the batch."""
-        delta = torch.randn_like(z)
+    def ratio(self, generator: torch.nn.Module, z: Tensor, fake: Tensor, delta: Tensor | None = None) -> Tensor:
+        """Q for each sample of the batch; ``delta`` is the N(0, I) draw (default: a fresh one)."""
+        delta = torch.randn_like(z) if delta is None else delta
         delta = self.eps * delta / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (z.dim() - 1)))
         moved = generator(z + delta)
         return (fake - moved).flatten(1).norm(dim=1) / delta.flatten(1).norm(dim=1)
 
     def __call__(self, module: Players, z: Tensor, fake: Tensor) -> Tensor:
-        q = self.ratio(module.generator, z, fake)
+        delta = module.sample_noise(lambda n: torch.randn((n, *z.shape[1:]), device=z.device, dtype=z.dtype), len(z))
+        q = self.ratio(module.generator, z, fake, delta)
         l_max = (q.clamp_min(self.lambda_max) - self.lambda_max).square()
         l_min = (q.clamp_max(self.lambda_min) - self.lambda_min).square()
-        return self.weight * (l_max + l_min).mean()
+        return self.weight * module.batch_mean(l_max + l_min)

