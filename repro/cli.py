@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from repro import REPO_ROOT
-from repro.console import wide_console
+from repro.console import quiet_library_noise, wide_console
 from repro.errors import DIVERGED_EXIT_CODE, USER_ERROR_EXIT_CODE, TrainingDiverged, UserError
 from repro.tables import plan, report, spec
 
@@ -50,13 +50,16 @@ def _cmd_reproduce(args: list[str]) -> None:
     parser.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows")
     parser.add_argument("--dry-run", action="store_true", help="resolve every config, print the plan, train nothing")
     parser.add_argument("--report-only", action="store_true", help="write the page from the finished runs, train nothing")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log every run to W&B: one group per table, runs named <row>/seed<k> (offline "
+                             "without WANDB_API_KEY; README: syncing an offline table)")
     opts = parser.parse_args(args)
     try:
         table = spec.load_spec(spec.find_spec(opts.table, _table_roots()))
         if not opts.report_only:
             from repro.tables import runner  # parses configs with the fit layer: Lightning, seconds to import
 
-            runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run)
+            runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run, wandb=opts.wandb)
         if not opts.dry_run:
             records = plan.read_records(table)
             page = report.write_report(table, records)
@@ -146,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         print(_usage())
         return
     command, rest = argv[0], argv[1:]
+    quiet_library_noise()
     if command not in COMMANDS:
         print(f"repro: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         raise SystemExit(USER_ERROR_EXIT_CODE)

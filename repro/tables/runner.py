@@ -40,7 +40,7 @@ from rich.table import Table
 from repro.console import wide_console
 from repro.fit import has_preparation, parse_config
 from repro.portable import path_roles, portable, portable_text
-from repro.record import DONE, Status, read_json, read_record, status_of, write_json_atomic, write_record
+from repro.record import DONE, Status, read_json, read_record, source_state, status_of, write_json_atomic, write_record
 from repro.tables.plan import Run, is_done, override_args, plan, relative
 from repro.tables.spec import SpecError, TableSpec
 
@@ -80,19 +80,6 @@ def library_versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
     return out
-
-
-def source_state(root: Path) -> dict[str, Any]:
-    """The git commit of the code that ran, and whether its inputs (repro/, configs/, the table specs) differed
-    from it; generated pages, CSVs and figures under paper_tables/ are outputs and do not count."""
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
-
-    head = git("rev-parse", "HEAD")
-    if head.returncode != 0:
-        return {"git_commit": None}
-    dirty = git("diff", "--quiet", "HEAD", "--", "repro", "configs", "paper_tables/*.yaml").returncode != 0
-    return {"git_commit": head.stdout.strip(), "git_dirty": dirty}
 
 
 def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, Any]) -> dict[str, Any]:
@@ -176,8 +163,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
-def start(run: Run, env: dict[str, str]) -> tuple[subprocess.Popen, Any, Any]:
-    """Start ``run``'s ``repro fit``: continuing from its in-progress checkpoint if it has one, else fresh."""
+def start(run: Run, env: dict[str, str], extra: list[str] | tuple[str, ...] = ()) -> tuple[subprocess.Popen, Any, Any]:
+    """Start ``run``'s ``repro fit`` (plus ``extra`` arguments that change no result, e.g. ``Run.wandb_args``):
+    continuing from its in-progress checkpoint if it has one, else fresh."""
     ckpt = run.resume_checkpoint()
     if ckpt is None:
         if run.work_dir.exists():
@@ -193,7 +181,7 @@ def start(run: Run, env: dict[str, str]) -> tuple[subprocess.Popen, Any, Any]:
     run.work_dir.mkdir(parents=True, exist_ok=True)
     mode = "a" if ckpt else "w"
     out, err = (run.work_dir / "stdout.log").open(mode), (run.work_dir / "stderr.log").open(mode)
-    proc = subprocess.Popen(run.command(ckpt=ckpt), stdout=out, stderr=err, cwd=run.spec.root, env=env,
+    proc = subprocess.Popen([*run.command(ckpt=ckpt), *extra], stdout=out, stderr=err, cwd=run.spec.root, env=env,
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     return proc, out, err
 
@@ -231,9 +219,11 @@ def print_plan(spec: TableSpec, runs: list[Run], console: Console) -> None:
 
 
 def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | None = None,
-              only: list[str] | None = None, dry_run: bool = False, console: Console | None = None) -> list[dict[str, Any]]:
+              only: list[str] | None = None, dry_run: bool = False, console: Console | None = None,
+              wandb: bool = False) -> list[dict[str, Any]]:
     """Run every unfinished (row, seed) of ``spec`` on ``devices`` parallel slots (default: every GPU, else
-    every core); returns the records written this time."""
+    every core); returns the records written this time. ``wandb``: each run also logs to W&B
+    (``Run.wandb_args``; not part of the recorded command: it changes no result)."""
     devices = (torch.cuda.device_count() or os.cpu_count() or 1) if devices is None else devices
     console = console or wide_console()
     runs = plan(spec, seeds, only)
@@ -266,7 +256,7 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
                     if run.row.id in unprepared:
                         prepare(run, console, _child_env(slots, use_cuda))
                         unprepared.discard(run.row.id)
-                    proc, out, err = start(run, _child_env(slots, use_cuda))
+                    proc, out, err = start(run, _child_env(slots, use_cuda), run.wandb_args() if wandb else [])
                     resumed = " (resumed)" if run.resume_checkpoint() else ""
                     task = progress.add_task(f"  {run.name}{resumed}", total=None)
                     active.append(_Active(run, proc, slots, time.perf_counter(), task, out, err))
