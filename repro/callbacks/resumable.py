@@ -2,7 +2,9 @@
 
 A run killed by its session (SIGTERM, Ctrl-C) or by the machine (SIGKILL) loses at most ``every_minutes``
 of training: ``repro fit ... --ckpt_path <dirpath>/last.ckpt`` (or ``repro reproduce``, which does it for
-unfinished table runs) continues it bit-exactly (tests/test_resume.py). The file is written to a temporary
+unfinished table runs) continues it bit-exactly (tests/test_resume.py). It is also written when the run
+reaches ``max_steps``, before the final evaluation: a run that then fails at evaluation resumes from it with
+nothing left to train and is only evaluated (``FinalEvaluation``). The file is written to a temporary
 name and renamed, so a reader never sees half a checkpoint; ``progress.json`` beside it says how far it got.
 """
 from __future__ import annotations
@@ -65,6 +67,12 @@ class ResumableCheckpoint(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         if self._due(trainer) and trainer.global_step < (trainer.max_steps if trainer.max_steps > 0 else float("inf")):
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """At ``max_steps``, before the end-of-training hooks (the final evaluation): the run's complete
+        weights, so a run that fails at evaluation is re-evaluated from here, not retrained."""
+        if 0 < trainer.max_steps <= trainer.global_step:
             self.save(trainer)
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
