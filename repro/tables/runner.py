@@ -218,7 +218,10 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
         if launcher == "pool":
             written = _run_pool(spec, todo, devices, configs, context, console)
         else:
-            from repro.tables.launch import submit  # submitit: only for these launchers
+            try:
+                from repro.tables.launch import submit  # submitit: only for these launchers
+            except ImportError as err:
+                raise SpecError(f"--launcher {launcher} needs submitit ({err}): pip install 'repro[slurm]'") from None
 
             written = submit(spec, todo, configs, context, launcher, slurm or {}, console, lock)
     return Outcome(written, found if stale == "accept" else [])
