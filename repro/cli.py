@@ -77,9 +77,9 @@ def _cmd_reproduce(args: list[str]) -> None:
         else:
             policy = "rerun" if opts.rerun_stale else "accept" if opts.accept_stale else "refuse"
             slurm = {k.removeprefix("slurm_"): v for k, v in vars(opts).items() if k.startswith("slurm_")}
-            outcome = runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run, console,
+            written = runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run, console,
                                        stale=policy, launcher=opts.launcher, slurm=slurm)
-            failures = outcome.failures()
+            failures = runner.failures(written)
         if not opts.dry_run:
             records = plan.read_records(table)
             stale_runs = runner.table_staleness(table, records)

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -49,7 +49,7 @@ from repro.tables.plan import Records, Run, is_done, override_args, plan, relati
 from repro.tables.spec import SpecError, TableSpec
 from repro.tables.stale import Stale, code_changes, code_warning, stale_message, stale_runs
 
-__all__ = ["check_configs", "reproduce", "library_versions", "source_state", "Outcome", "StaleRecords",
+__all__ = ["check_configs", "reproduce", "library_versions", "source_state", "failures", "StaleRecords",
            "STALE_POLICIES", "LAUNCHERS", "table_staleness"]
 
 STALE_POLICIES = ("refuse", "rerun", "accept")
@@ -100,13 +100,20 @@ def check_configs(spec: TableSpec, runs: list[Run]) -> dict[str, dict[str, Any]]
 
 def table_staleness(spec: TableSpec, records: Records, console: Console | None = None) -> list[Stale]:
     """The done runs of ``records`` whose config differs from the spec's now; prints the code warning
-    (records trained at other commits) when ``console`` is given."""
+    (records trained at other commits), and each row that no longer parses (its runs cannot be checked),
+    when ``console`` is given."""
     done = [(run, record) for run, record in records if status_of(record) in DONE]
-    stale = stale_runs(done, check_configs(spec, [run for run, _ in done])) if done else []
+    configs: dict[str, dict[str, Any]] = {}
+    for run in {run.row.id: run for run, _ in done}.values():
+        try:
+            configs |= check_configs(spec, [run])
+        except SpecError as err:
+            if console is not None:
+                console.print(f"warning: {err}; its records cannot be checked", style="yellow", markup=False)
     warning = code_warning(spec.name, done, code_changes(spec.root, done))
     if console is not None and warning:
         console.print(warning, style="yellow", soft_wrap=True, markup=False)
-    return stale
+    return stale_runs(done, configs)
 
 
 def library_versions() -> dict[str, str]:
@@ -150,18 +157,10 @@ class _Active:
     stderr: Any
 
 
-@dataclass
-class Outcome:
-    """What ``reproduce`` did: the records it wrote, and the stale runs it kept (``--accept-stale``; the page
-    lists them)."""
-
-    written: list[dict[str, Any]] = field(default_factory=list)
-    stale: list[Stale] = field(default_factory=list)
-
-    def failures(self) -> list[str]:
-        """``row/seed<k>: cause`` for each run written this time that failed or stopped short of its length."""
-        return [f"{r.get('row')}/seed{r.get('seed')}: {r.get('error') or failure_cause(r)}" for r in self.written
-                if status_of(r) in (Status.FAILED, Status.STOPPED)]
+def failures(written: list[dict[str, Any]]) -> list[str]:
+    """``row/seed<k>: cause`` for each record in ``written`` that failed or stopped short of its length."""
+    return [f"{r.get('row')}/seed{r.get('seed')}: {r.get('error') or failure_cause(r)}" for r in written
+            if status_of(r) in (Status.FAILED, Status.STOPPED)]
 
 
 def prepare(run: Run, console: Console, env: dict[str, str]) -> None:
@@ -187,11 +186,11 @@ def print_plan(spec: TableSpec, runs: list[Run], console: Console) -> None:
 
 def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | None = None,
               only: list[str] | None = None, dry_run: bool = False, console: Console | None = None,
-              stale: str = "refuse", launcher: str = "pool", slurm: dict[str, Any] | None = None) -> Outcome:
+              stale: str = "refuse", launcher: str = "pool", slurm: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Run every unfinished (row, seed) of ``spec`` (and, with ``stale="rerun"``, every stale one) on ``devices``
     parallel slots (default: every GPU, else every core), or as job arrays (``launcher`` ``slurm`` / ``local``,
     with ``slurm`` resources over the spec's); stale finished runs stop it before training unless ``stale`` is
-    ``rerun`` or ``accept``. Returns what it wrote and the stale runs it kept."""
+    ``rerun`` or ``accept``. Returns the records written this time."""
     if stale not in STALE_POLICIES or launcher not in LAUNCHERS:
         raise SpecError(f"stale policy {stale!r} / launcher {launcher!r}; valid: {STALE_POLICIES}, {LAUNCHERS}")
     console = console or Console()
@@ -202,7 +201,8 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
     rerun = {item.run.name for item in found} if stale == "rerun" else set()
     todo = [run for run, record in records if status_of(record) not in DONE or run.name in rerun]
     rows = len({r.row.id for r in runs})
-    where = f"on {devices or 'all'} device(s)" if launcher == "pool" else f"as {launcher} job arrays"
+    devices = (torch.cuda.device_count() or os.cpu_count() or 1) if devices is None else devices
+    where = f"on {devices} device(s)" if launcher == "pool" else f"as {launcher} job arrays"
     console.print(f"[bold]{spec.name}[/]: {rows} rows x {len(runs) // max(rows, 1)} seeds = {len(runs)} runs, "
                   f"{len(runs) - len(todo)} finished, {len(todo)} to run {where}"
                   + (f" ({len(found)} stale: {'rerun' if rerun else stale})" if found else ""))
@@ -210,7 +210,7 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
         print_plan(spec, runs, console)
         if found:
             console.print(stale_message(spec.name, found), markup=False, soft_wrap=True)
-        return Outcome(stale=found)
+        return []
     if found and stale == "refuse":
         raise StaleRecords(stale_message(spec.name, found))
     context = {"versions": library_versions(), **source_state(spec.root)}
@@ -224,13 +224,12 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
                 raise SpecError(f"--launcher {launcher} needs submitit ({err}): pip install 'repro[slurm]'") from None
 
             written = submit(spec, todo, configs, context, launcher, slurm or {}, console, lock)
-    return Outcome(written, found if stale == "accept" else [])
+    return written
 
 
-def _run_pool(spec: TableSpec, todo: list[Run], devices: int | None, configs: dict[str, dict[str, Any]],
+def _run_pool(spec: TableSpec, todo: list[Run], devices: int, configs: dict[str, dict[str, Any]],
               context: dict[str, Any], console: Console) -> list[dict[str, Any]]:
     """Run ``todo`` as subprocesses on ``devices`` slots of this machine; the records written."""
-    devices = (torch.cuda.device_count() or os.cpu_count() or 1) if devices is None else devices
     if devices < 1:
         raise SpecError(f"--devices must be >= 1, got {devices}")
     too_big = [r.row.id for r in todo if r.row.devices > devices]
