@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from rich.console import Console
-
 from repro import REPO_ROOT
+from repro.console import wide_console
 from repro.errors import DIVERGED_EXIT_CODE, RUNS_FAILED_EXIT_CODE, USER_ERROR_EXIT_CODE, TrainingDiverged, UserError
 from repro.tables import plan, report, spec
 
@@ -43,7 +42,7 @@ def _table_roots() -> list[Path]:
 
 
 def _cmd_reproduce(args: list[str]) -> None:
-    """Run a paper table's unfinished (row, seed) runs, then write its page; default: the CPU table ``toy``."""
+    """Run a paper table's unfinished (row, seed) runs, then write its page; default: the CPU table ``quickstart``."""
     parser = argparse.ArgumentParser(prog="repro reproduce", description=_cmd_reproduce.__doc__)
     parser.add_argument("table", nargs="?", default=DEFAULT_TABLE, help=f"table name or spec path (default: {DEFAULT_TABLE})")
     parser.add_argument("--devices", type=int, default=None,
@@ -66,7 +65,7 @@ def _cmd_reproduce(args: list[str]) -> None:
         parser.add_argument(f"--slurm-{key.replace('_', '-')}", dest=f"slurm_{key}", type=kind, default=None,
                             help=f"{text} (default: the spec's slurm.{key})")
     opts = parser.parse_args(args)
-    console = Console()
+    console = wide_console()
     try:
         table = spec.load_spec(spec.find_spec(opts.table, _table_roots()))
         from repro.tables import runner  # parses configs with the fit layer: Lightning, seconds to import
@@ -101,8 +100,11 @@ def _cmd_tables(args: list[str]) -> None:
     """List every table spec with its rows and how many of their runs are finished."""
     if args:
         raise UserError(f"`repro tables` takes no arguments, got {' '.join(args)}")
-    roots = _table_roots()
-    for path in dict.fromkeys(p.resolve() for root in roots for p in spec.list_specs(root)):
+    by_name: dict[str, Path] = {}
+    for root in _table_roots():  # the checkout you are in first: a table of the installed copy is listed once
+        for path in spec.list_specs(root):
+            by_name.setdefault(path.stem, path.resolve())
+    for path in by_name.values():
         try:
             table = spec.load_spec(path)
         except spec.SpecError as err:

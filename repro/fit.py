@@ -28,12 +28,14 @@ from repro.callbacks import (
 )
 from repro.data import GANDataModule
 from repro import REPO_ROOT
+from repro.checkpoints import SAFE_GLOBALS, ConfigStamp, check_resume
 from repro.errors import UserError
 from repro.loggers import WandbOptions, with_loggers
+from repro.preflight import check_run, check_sizes
 from repro.variants import VARIANTS, GANModule
 
 __all__ = ["ReproCLI", "REPO_ROOT", "UserError", "build_cli", "run_fit", "prepare", "parse_config",
-           "has_preparation", "resolve_config_args", "check_checkpoint", "concise_error"]
+           "has_preparation", "resolve_config_args", "concise_error"]
 
 # repro passes argv to LightningCLI itself; Lightning warns about that by design.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
@@ -75,6 +77,7 @@ class ReproCLI(LightningCLI):
         """The configured trainer, with a CSV logger always on and W&B added if ``wandb.enabled``."""
         trainer = super().instantiate_trainer(**kwargs)
         config = self.config.as_dict()
+        trainer.callbacks.append(ConfigStamp(config))
         trainer.loggers = with_loggers(trainer.loggers, self.config_init.get("wandb"), self.model,
                                        self.datamodule.dataset, config)
         return trainer
@@ -86,15 +89,17 @@ class ReproCLI(LightningCLI):
         except ArgumentError as err:
             raise ValueError(str(err)) from None
 
+    def before_instantiate_classes(self) -> None:
+        """Refuse negative network sizes by key before torch meets them (``repro.preflight.check_sizes``)."""
+        check_sizes(self.config.as_dict())
+
     def after_instantiate_classes(self) -> None:
-        """Refuse, before any training, data the networks cannot take and checkpoints that cannot resume them."""
-        self.model.check_sample_shape(self.datamodule.sample_shape)
+        """Refuse, before any training, settings outside their domain, data the networks cannot take, missing
+        evaluation inputs (``repro.preflight``) and checkpoints that cannot resume the run (``repro.checkpoints``)."""
+        check_run(self.model, self.datamodule, self.trainer)
         self.model.check_schedule(self.trainer.max_steps)
-        for callback in self.trainer.callbacks:
-            if isinstance(callback, FinalEvaluation):
-                callback.check_data(self.datamodule)
         if self.config.get("ckpt_path"):
-            check_checkpoint(Path(self.config["ckpt_path"]), self.model)
+            check_resume(Path(self.config["ckpt_path"]), self.model, self.config.as_dict())
 
 
 class _ParseOnly(ReproCLI):
@@ -108,28 +113,6 @@ class _ParseOnly(ReproCLI):
 
     def _set_seed(self) -> None:
         """The run seeds itself."""
-
-
-def check_checkpoint(path: Path, model: GANModule) -> None:
-    """Raise ``ValueError`` unless ``path`` is a readable repro checkpoint whose weights fit ``model``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: {path} is not a file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as err:  # torch raises RuntimeError / UnpicklingError / EOFError / ... for bad files
-        raise ValueError(f"ckpt_path: {path} is not a readable PyTorch checkpoint (corrupt or truncated?): "
-                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "repro_rng" not in ckpt:
-        raise ValueError(f"ckpt_path: {path} was not written by `repro fit` (no state_dict / repro_rng entries)")
-    mine = model.state_dict()
-    theirs = ckpt["state_dict"]
-    missing, extra = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
-    shapes = [k for k in set(mine) & set(theirs) if tuple(mine[k].shape) != tuple(theirs[k].shape)]
-    if missing or extra or shapes:
-        what = "; ".join(f"{label}: {', '.join(keys[:3])}" for label, keys in
-                         (("missing", missing), ("unexpected", extra), ("other shape", sorted(shapes))) if keys)
-        raise ValueError(f"ckpt_path: {path} holds a different model than the one configured ({what}); "
-                         "resume with the config the checkpoint was trained with")
 
 
 def resolve_config(path: str) -> str:
@@ -171,8 +154,12 @@ def concise_error(text: str) -> str:
 
 def build_cli(args: list[str]) -> ReproCLI:
     """Parse and instantiate a fit configuration; input errors become ``UserError``."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     try:
         return ReproCLI(args=resolve_config_args(args))
+    except MisconfigurationException as err:  # Lightning's own checks of trainer options
+        raise UserError(f"trainer: {concise_error(str(err))}") from err
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError) as err:
         raise UserError(concise_error(str(err))) from err
 
@@ -205,5 +192,9 @@ def run_fit(args: list[str]) -> ReproCLI:
         print(f"{name}: {missing}; preparing it now (`repro prepare` with the same arguments does only this)",
               file=sys.stderr, flush=True)
         print(f"{name}: prepared {prepare(cli)}", file=sys.stderr, flush=True)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"), weights_only=True)
+    record = next((cb.record for cb in cli.trainer.callbacks if isinstance(cb, FinalEvaluation)), {})
+    if record.get("status") == "stopped":
+        print(f"repro fit: {record['stop_reason']}; recorded as status 'stopped', not finished", file=sys.stderr)
     return cli

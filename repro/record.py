@@ -11,11 +11,12 @@ helpers under those (``write_json_atomic``, ``read_json``) serve the other small
 """
 from __future__ import annotations
 
-import json
 import os
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+from repro.portable import dumps, loads
 
 __all__ = ["RECORD_FILE", "CHECKPOINT_NAME", "Status", "DONE", "RECORD_FIELDS", "record_path", "write_record", "read_record", "status_of",
            "steps_asked",
@@ -31,7 +32,7 @@ class Status(str, Enum):
     FINISHED = "finished"  # trained to the end and evaluated
     DIVERGED = "diverged"  # stopped on a non-finite loss or weight: a result, not an error
     FAILED = "failed"  # crashed or was killed; rerun by the next ``repro reproduce``
-    STOPPED = "stopped"  # ended before the length it was asked for (e.g. ``max_time``); continued next time
+    STOPPED = "stopped"  # ended short of the length asked for (max_time, interrupt); not done
 
 
 DONE = (Status.FINISHED, Status.DIVERGED)  # a table skips these runs; a failed, stopped or missing run is run again
@@ -46,19 +47,21 @@ def record_path(folder: Path) -> Path:
 
 
 def write_json_atomic(data: dict[str, Any], path: Path) -> Path:
-    """Write JSON to a temporary file, then rename: a reader never sees a half-written file."""
+    """Write strict JSON (``repro.portable.dumps``: no bare Infinity / NaN) to a temporary file, then
+    rename: a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.write_text(dumps(data))
     os.replace(tmp, path)
     return path
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or None if the file is missing, truncated or not an object."""
+    """The JSON object in ``path``, or None if the file is missing, truncated or not an object; non-finite
+    values come back as floats, from strict (``"Infinity"``) and older (bare ``Infinity``) files alike."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

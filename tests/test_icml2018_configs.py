@@ -28,7 +28,7 @@ def fake_images(monkeypatch: pytest.MonkeyPatch) -> None:
     """``load_images`` returns 64 random uint8 images of the set's native size."""
     native = {"mnist": (1, 28), "svhn": (3, 32), "cifar10": (3, 32), "image_folder": (3, 64)}
 
-    def fake(name: str, root: object, download: bool) -> tuple[torch.Tensor, None]:
+    def fake(name: str, root: object, download: bool, image_size: int | None = None) -> tuple[torch.Tensor, None]:
         c, s = native[name]
         return torch.randint(0, 256, (64, c, s, s), dtype=torch.uint8), None
 

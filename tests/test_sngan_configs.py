@@ -29,7 +29,7 @@ def fake_images(monkeypatch: pytest.MonkeyPatch) -> None:
     returns 64 random uint8 images of the set's native size."""
     native = {"cifar10": 32, "stl10": 96}
 
-    def fake(name: str, root: object, download: bool) -> tuple[torch.Tensor, None]:
+    def fake(name: str, root: object, download: bool, image_size: int | None = None) -> tuple[torch.Tensor, None]:
         return torch.randint(0, 256, (64, 3, native[name], native[name]), dtype=torch.uint8), None
 
     monkeypatch.setattr(data_module, "load_images", fake)

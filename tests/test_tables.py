@@ -377,3 +377,28 @@ def test_sngan_matrix_specs_plan_the_runs_of_the_hand_written_ones():
                          "published": {k: [p.value, p.source] for k, p in r.published.items()},
                          "fit_args": [a.replace(str(REPO_ROOT) + "/", "") for a in run.fit_args()]})
         assert rows == old["rows"], name
+
+
+def test_a_key_twice_in_a_spec_is_one_clear_error(tmp_path):
+    path = write_spec(tmp_path)
+    path.write_text(path.read_text() + "seeds: [3]\n")  # plain YAML would silently keep the last value
+    with pytest.raises(SpecError, match="'seeds' appears twice"):
+        load_spec(path)
+
+
+def test_tables_lists_each_table_once_from_another_checkout(tmp_path, capsys, monkeypatch):
+    """From a checkout other than the installed one, a table both hold is listed once (the local one)."""
+    write_spec(tmp_path, "toy")  # a local table named like an installed one
+    monkeypatch.chdir(tmp_path)
+    main(["tables"])
+    out = capsys.readouterr().out
+    assert out.count("toy: ") == 1 and "toy: Tiny" in out  # the local spec wins
+    assert "pacgan-2d: " in out  # the installed tables are still listed
+
+
+def test_dry_run_plan_is_not_cut_when_piped(tmp_path):
+    path = write_spec(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "repro", "reproduce", str(path), "--dry-run"], cwd=tmp_path,
+                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--trainer.max_steps 4 --data.num_samples 256" in done.stdout  # one line, not wrapped at 80 columns

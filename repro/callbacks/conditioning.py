@@ -7,7 +7,6 @@ saves the trace as ``<log_dir>/conditioning/trace.png`` and ``trace.json``.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from repro.callbacks.rundir import run_dir
 from repro.callbacks.spectra import log_png
 from repro.metrics.conditioning import log_condition_stats
 from repro.plotting import save_figure
+from repro.portable import dumps
 
 __all__ = ["ConditioningTrace", "save_trace_figure"]
 
@@ -75,7 +75,7 @@ class ConditioningTrace(L.Callback):
             return
         out = run_dir(trainer) / "conditioning"
         self.last_path = save_trace_figure(self.trace, out / "trace.png")
-        (out / "trace.json").write_text(json.dumps(self.trace, indent=1))
+        (out / "trace.json").write_text(dumps(self.trace, indent=1, sort_keys=False))
         log_png(trainer, "conditioning_trace", self.last_path, trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:

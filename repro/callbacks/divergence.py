@@ -9,6 +9,11 @@ On divergence, rank 0 writes ``<log_dir>/metrics.json`` (atomically) with ``stat
 first step with a non-finite loss (``diverged_at_step``) and the step it was detected at
 (``generator_steps``); then ``TrainingDiverged`` is raised on every rank, so no further step, final
 evaluation or checkpoint runs on the broken weights. ``repro fit`` turns it into exit code 3.
+
+A checkpoint is never written from broken weights: before any checkpoint is saved (by
+``ModelCheckpoint`` at an epoch end that falls between two checks, or by any other callback) the
+same check runs, and on divergence it stops the run before the file is written, so the newest
+checkpoint on disk is the last one taken from finite weights.
 """
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ def _nonfinite_tensors(module: torch.nn.Module) -> list[str]:
 
 class DivergenceStop(L.Callback):
     """Stop training on non-finite losses or weights (checked every ``check_every_n_steps`` G steps;
-    None: at the trainer's ``log_every_n_steps``; 0: never)."""
+    None: at the trainer's ``log_every_n_steps``; 0: only before a checkpoint is written)."""
 
     def __init__(self, check_every_n_steps: int | None = None):
         if check_every_n_steps is not None and check_every_n_steps < 0:
@@ -66,6 +71,11 @@ class DivergenceStop(L.Callback):
         last = trainer.max_steps is not None and 0 < trainer.max_steps <= step
         if step % every == 0 or last:
             self._check(trainer, module, step)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Check before every checkpoint, whatever the interval: raises before broken weights are saved."""
+        if self._first_bad is not None:
+            self._check(trainer, module, trainer.global_step)
 
     def _check(self, trainer: L.Trainer, module: L.LightningModule, step: int) -> None:
         bad_weights = _nonfinite_tensors(module)

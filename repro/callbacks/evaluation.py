@@ -8,15 +8,45 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 
 from repro.callbacks.rundir import run_dir
 from repro.metrics.features import EXTRACTORS
 from repro.metrics.registry import EvalContext, EvaluationSettings, MetricFamily, families, family
 from repro.record import Status, write_record
 
-__all__ = ["FinalEvaluation", "REFERENCE_SPLITS"]
+__all__ = ["FinalEvaluation", "REFERENCE_SPLITS", "steps_asked", "run_status"]
 
 REFERENCE_SPLITS = ("train", "test")
+
+
+def steps_asked(trainer: L.Trainer) -> int | None:
+    """The generator steps a run was asked for: ``max_steps``, or ``max_epochs`` passes over the data,
+    whichever is fewer; None when nothing but a time limit bounds it."""
+    asked = [trainer.max_steps] if trainer.max_steps is not None and trainer.max_steps > 0 else []
+    batches = trainer.num_training_batches
+    if trainer.max_epochs is not None and trainer.max_epochs >= 0 and batches != float("inf"):
+        asked.append(trainer.max_epochs * int(batches))
+    return min(asked) if asked else None
+
+
+def run_status(trainer: L.Trainer, done: int | None = None) -> dict[str, Any]:
+    """``status: finished`` only when the run reached the length it was asked for; otherwise
+    ``status: stopped`` with why (``max_time`` reached, interrupted, or stopped by a callback).
+    Both carry ``generator_steps`` (done: ``done``, default the trainer's step) and ``steps_asked``."""
+    asked, done = steps_asked(trainer), trainer.global_step if done is None else done
+    record: dict[str, Any] = {"status": Status.FINISHED.value, "generator_steps": done, "steps_asked": asked}
+    if asked is None or done >= asked:
+        return record
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+    remaining = timer.time_remaining() if timer is not None else None
+    if remaining is not None and remaining <= 0:
+        reason = "trainer.max_time reached"
+    elif trainer.interrupted:
+        reason = "interrupted"
+    else:
+        reason = "stopped early by a callback"
+    return record | {"status": Status.STOPPED.value, "stop_reason": f"{reason} at generator step {done} of {asked}"}
 
 
 class FinalEvaluation(L.Callback):
@@ -170,8 +200,7 @@ class FinalEvaluation(L.Callback):
         if trainer.global_rank != 0:
             return
         record: dict[str, Any] = {
-            "status": Status.FINISHED.value,
-            "generator_steps": step,
+            **run_status(trainer, step),
             "train_seconds": seconds,
             "weights": "ema" if getattr(module, "generator_ema", None) is not None else "final",
         }

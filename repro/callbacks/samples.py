@@ -45,6 +45,10 @@ class SamplePlots(L.Callback):
     (2-D sets: ``n_points`` fresh samples) under ``<log_dir>/samples/``."""
 
     def __init__(self, every_n_steps: int = 1000, n_points: int = 2000):
+        if every_n_steps < 0:
+            raise ValueError(f"samples.every_n_steps must be >= 0 (0: only the final plot), got {every_n_steps}")
+        if n_points < 1:
+            raise ValueError(f"samples.n_points must be >= 1, got {n_points}")
         self.every_n_steps, self.n_points = every_n_steps, n_points
         self.last_path: Path | None = None
 

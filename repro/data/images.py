@@ -7,12 +7,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DataNotFoundError", "load_images", "load_test_images", "IMAGE_SETS", "TEST_SETS", "resize_uint8",
-           "stack_digits"]
+__all__ = ["DataNotFoundError", "DataUnreadableError", "load_images", "load_test_images", "IMAGE_SETS", "TEST_SETS",
+           "resize_uint8", "stack_digits"]
 
 
 class DataNotFoundError(FileNotFoundError):
     """A data set is not on disk and could not be downloaded."""
+
+
+class DataUnreadableError(ValueError):
+    """A data set's files are on disk but cannot be read (truncated, corrupt, not images)."""
 
 
 # Files whose presence means torchvision will find the set without downloading.
@@ -55,7 +59,13 @@ def _load_torchvision(name: str, root: Path, download: bool, train: bool) -> tup
     try:
         ds = _torchvision(name, root, download, train)
     except Exception as err:  # torchvision raises RuntimeError / URLError / OSError offline
-        raise _missing(name, root, err) from None
+        folder = (root / _EXPECTED[name]).parent
+        if "not found" in str(err).lower() or not folder.is_dir() or not any(folder.iterdir()):
+            raise _missing(name, root, err) from None
+        raise DataUnreadableError(
+            f"data set {name!r}: the files in {folder.resolve()} are there but cannot be read ({type(err).__name__}: "
+            f"{err}); one is truncated or corrupt: copy it again, or delete the folder and let data.download "
+            "fetch the set again") from None
     if ds is None:
         raise _missing(name, root, FileNotFoundError("download disabled"))
     if name == "mnist":
@@ -76,20 +86,32 @@ def _load_digits() -> tuple[Tensor, Tensor]:
     return images, torch.from_numpy(d.target)
 
 
-def _load_folder(root: Path) -> tuple[Tensor, None]:
-    """Every image under ``root`` (torchvision ImageFolder layout), RGB, as uint8."""
+def _load_folder(root: Path, image_size: int | None) -> tuple[Tensor, None]:
+    """Every image under ``root`` (torchvision ImageFolder layout), RGB, as uint8; each resized to
+    ``image_size`` as it is read, if given (so the images may differ in size)."""
     from torchvision.datasets import ImageFolder
     from torchvision.transforms.functional import pil_to_tensor
 
     if not root.is_dir():
         raise DataNotFoundError(f"image_folder: {root.resolve()} is not a directory; set data.data_root")
-    folder = ImageFolder(str(root), transform=pil_to_tensor)
-    if len(folder) == 0:
-        raise DataNotFoundError(f"image_folder: no images under {root.resolve()}")
-    sizes = {folder[i][0].shape for i in range(min(len(folder), 16))}
+    try:
+        folder = ImageFolder(str(root))
+    except FileNotFoundError:  # torchvision: no class folder or no file with an image extension
+        raise DataNotFoundError(f"image_folder: no images under {root.resolve()} (expected <root>/<class>/<image>); "
+                                "set data.data_root") from None
+    images = []
+    for path, _ in folder.samples:
+        try:
+            image = pil_to_tensor(folder.loader(path))
+        except Exception as err:  # PIL: UnidentifiedImageError, OSError for a truncated file, ...
+            raise DataUnreadableError(f"image_folder: cannot read {path} ({type(err).__name__}: {err}); "
+                                      "remove or replace that file") from None
+        images.append(image if image_size is None else resize_uint8(image[None], image_size)[0])
+    sizes = sorted({tuple(image.shape[1:]) for image in images})
     if len(sizes) > 1:
-        raise ValueError(f"image_folder: images differ in size {sizes}; set data.image_size to resize")
-    return torch.stack([folder[i][0] for i in range(len(folder))]), None
+        raise ValueError(f"image_folder: images differ in size ({', '.join(f'{w}x{h}' for h, w in sizes[:3])}"
+                         f"{', ...' if len(sizes) > 3 else ''}); set data.image_size to resize them to one size")
+    return torch.stack(images), None
 
 
 def resize_uint8(images: Tensor, size: int, chunk: int = 4096) -> Tensor:
@@ -118,12 +140,13 @@ def stack_digits(images: Tensor, labels: Tensor, n: int, generator: torch.Genera
 IMAGE_SETS = ("mnist", "digits", "cifar10", "stl10", "svhn", "image_folder", "stacked-mnist")
 
 
-def load_images(name: str, root: Path, download: bool) -> tuple[Tensor, Tensor | None]:
-    """Training images (uint8, N x C x H x W) and labels (or None) of a named set."""
+def load_images(name: str, root: Path, download: bool, image_size: int | None = None) -> tuple[Tensor, Tensor | None]:
+    """Training images (uint8, N x C x H x W) and labels (or None) of a named set (an image folder's
+    resized to ``image_size`` on reading, when given)."""
     if name == "digits":
         return _load_digits()
     if name == "image_folder":
-        return _load_folder(root)
+        return _load_folder(root, image_size)
     return _load_torchvision(name, root, download, train=True)
 
 

@@ -44,6 +44,8 @@ class InMemoryBatches:
         return to_float(batch) if batch.dtype == torch.uint8 else batch
 
     def __iter__(self) -> Iterator[Tensor]:
+        if self.position >= self.batches_per_epoch:  # the last pass was consumed by count (Lightning knows
+            self.epoch, self.position = self.epoch + 1, 0  # len()), so the generator never reached its end
         order = self._order()
         start = self.position
         for b in range(start, self.batches_per_epoch):

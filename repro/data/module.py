@@ -64,6 +64,8 @@ class GANDataModule(L.LightningDataModule):
             )
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        if image_size is not None and image_size < 1:
+            raise ValueError(f"data.image_size must be >= 1 pixel, got {image_size}")
         if num_samples is not None and num_samples < batch_size:
             raise ValueError(f"data.num_samples ({num_samples}) must be >= data.batch_size ({batch_size})")
         root = Path(data_root) if data_root is not None else default_data_root()
@@ -99,11 +101,12 @@ class GANDataModule(L.LightningDataModule):
             n = self.num_samples or 128_000  # PacGAN's pre-generated VEEGAN-setting set
             images, self.labels = stack_digits(digits, labels, n, torch.Generator().manual_seed(self.seed))
         else:
-            images, self.labels = load_images(self.dataset, self.data_root, self.download)
+            images, self.labels = load_images(self.dataset, self.data_root, self.download, self.image_size)
             if self.num_samples is not None:
                 images = images[: self.num_samples]
                 self.labels = None if self.labels is None else self.labels[: self.num_samples]
-        self.data = resize_uint8(images, self.image_size).contiguous()
+        # an image folder without data.image_size keeps its images' own size
+        self.data = (images if self.image_size is None else resize_uint8(images, self.image_size)).contiguous()
 
     def set_batches_per_step(self, n: int) -> None:
         """Serve ``n`` real batches per training step, as one tensor of ``n * batch_size`` rows (the model

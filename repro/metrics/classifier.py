@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from repro.checkpoints import safe_load
 from repro.data.images import load_images, load_test_images
 from repro.pixels import to_float
 
@@ -145,5 +146,5 @@ def load_classifier(path: Path = CLASSIFIER_WEIGHTS) -> tuple[MNISTClassifier, s
                 f"{expected[:12]}...; re-run `repro train-classifier` or restore the committed file"
             )
     net = MNISTClassifier()
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    net.load_state_dict(safe_load(path, "evaluation.extractor_weights"))
     return net.eval().requires_grad_(False), digest

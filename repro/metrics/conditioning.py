@@ -7,8 +7,16 @@ mode, so batch norm uses running statistics and G is a per-sample function. The 
 the squared singular values of J_z; they are taken as such (``svdvals`` in float64, which never turns
 a tiny eigenvalue negative), so the condition number lambda_max / lambda_min = (sigma_max / sigma_min)^2,
 and its log is the quantity Odena et al. trace over training.
+
+When the latent is larger than the output (d > D), J_z is D x d and J^T J (d x d) has rank at most D:
+it is singular and its condition number is infinite. ``svdvals`` returns only min(D, d) singular
+values, so the ratio of the largest to the smallest of those would be a finite, wrong number;
+``condition_numbers`` returns ``inf`` for every such sample instead (and ``repro fit`` refuses to
+trace the conditioning of such a generator, ``repro.preflight.check_conditioning``).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +44,10 @@ def generator_jacobian(generator: nn.Module, z: Tensor, chunk_size: int | None =
 
 
 def condition_numbers(jacobians: Tensor) -> Tensor:
-    """lambda_max / lambda_min of J^T J for each Jacobian (K, D, d) -> (K,), in float64."""
+    """lambda_max / lambda_min of J^T J for each Jacobian (K, D, d) -> (K,), in float64; ``inf`` when
+    d > D (J^T J is then singular)."""
+    if jacobians.shape[-1] > jacobians.shape[-2]:
+        return torch.full((len(jacobians),), math.inf, dtype=torch.float64)
     s = torch.linalg.svdvals(jacobians.double())  # descending; eigenvalues of J^T J are s^2
     return (s[:, 0] / s[:, -1]).square()
 

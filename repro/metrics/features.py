@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from repro.checkpoints import safe_load
 from repro.metrics.classifier import CLASSIFIER_WEIGHTS, load_classifier, sha256_file
 from repro.pixels import to_float
 
@@ -60,7 +61,8 @@ def inception_weights_path(path: str | None = None) -> Path:
     given = path or os.environ.get("REPRO_INCEPTION_WEIGHTS")
     if given:
         if not Path(given).is_file():
-            raise FileNotFoundError(f"Inception weights file {given} (inception_weights) does not exist")
+            raise FileNotFoundError(f"evaluation.extractor_weights (or REPRO_INCEPTION_WEIGHTS): Inception weights file "
+                                    f"{given} does not exist; point it at {INCEPTION_WEIGHTS_FILE}")
         return Path(given)
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     target = folder / INCEPTION_WEIGHTS_FILE
@@ -87,6 +89,7 @@ class InceptionExtractor(FeatureExtractor):
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         path = inception_weights_path(weights)
+        safe_load(path, "Inception weights")  # torch-fidelity loads them with weights_only=False
         self.sha256 = sha256_file(path)
         self.net = FeatureExtractorInceptionV3(
             "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)

@@ -12,7 +12,12 @@
   those accumulated statistics with SciPy's float64 ``sqrtm`` instead (``frechet_distance``), the
   computation of Heusel et al. 2017 / pytorch-fid, so numbers match the standard tools.
 - IS (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))) over 10 splits of a seeded random
-  permutation of the samples (torchmetrics' convention), reported as mean and std over splits.
+  permutation of the samples (torchmetrics' convention), reported as mean and std over splits. The
+  std is the population std (ddof 0), as in Salimans et al.'s code and torch-fidelity (torchmetrics'
+  ddof-1 std is rescaled by sqrt((k-1)/k)); the protocol records it as ``is_std_ddof: 0``.
+- Sample counts must suit the statistics (``check_sample_counts``): FID needs more samples than
+  feature dimensions in each set (n samples span at most n - 1 dimensions, so a smaller set has a
+  singular covariance), IS at least two samples per split (a one-sample split scores exactly 1).
 - KID (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel, mean and std over 100
   random subsets of 1,000 (or fewer, if fewer samples) per set.
 - Reference features are computed once per (data set, split, size, image size, extractor, weights
@@ -21,6 +26,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +40,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from repro.checkpoints import safe_load
 from repro.data.images import TEST_SETS, load_test_images, resize_uint8
 from repro.metrics.features import FeatureExtractor, make_extractor
 from repro.metrics.registry import EvalContext, Measured
@@ -50,6 +57,7 @@ __all__ = [
     "evaluate",
     "extract_features",
     "count_name",
+    "check_sample_counts",
     "default_cache_dir",
     "PREPROCESSING",
 ]
@@ -117,9 +125,27 @@ class ImageProtocol:
     weights: str  # "ema" or "final": which generator weights were evaluated
     preprocessing: str = PREPROCESSING
     is_splits: int = 10
+    is_std_ddof: int = 0  # population std over the splits (Salimans et al. 2016, torch-fidelity)
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     seed: int = 0
+
+
+def check_sample_counts(n_fid: int, n_is: int, n_reference: int, num_features: int, extractor: str,
+                        is_splits: int = ImageProtocol.is_splits) -> None:
+    """Raise one-line ``ValueError`` unless FID's sets (``n_fid`` generated, ``n_reference`` real) have
+    more samples than the ``num_features`` feature dimensions and IS has >= 2 samples per split."""
+    d = num_features
+    if n_fid <= d:
+        raise ValueError(f"evaluation.n_fid ({n_fid}) must exceed the {d} dimensions of the {extractor} features "
+                         f"(a covariance of fewer samples is singular); set evaluation.n_fid >= {d + 1}")
+    if n_reference <= d:
+        raise ValueError(f"evaluation: the reference set has {n_reference} images, not more than the {d} dimensions "
+                         f"of the {extractor} features (a singular covariance); use >= {d + 1} reference images "
+                         "(evaluation.n_reference, data.num_samples)")
+    if n_is < 2 * is_splits:
+        raise ValueError(f"evaluation.n_is ({n_is}) must be >= {2 * is_splits}: IS averages {is_splits} splits and a "
+                         "split of one sample scores exactly 1")
 
 
 def count_name(n: int) -> str:
@@ -167,7 +193,7 @@ def reference_features(
     digest = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:16]
     path = (cache_dir or default_cache_dir()) / f"{name}_{digest}_{extractor.name}_{extractor.sha256[:16]}.pt"
     if path.exists():
-        return torch.load(path, weights_only=True)
+        return safe_load(path, "evaluation.cache_dir")
     feats = extract_features(extractor, images, batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # DDP ranks may fill the cache at the same time
@@ -211,6 +237,7 @@ def evaluate_images(
     list states, which its gather cannot concatenate, and gathering by rank would reorder the samples
     that KID's subsets and IS's splits are drawn from.)"""
     d, device = extractor.num_features, _device(extractor)
+    check_sample_counts(protocol.n_fid, protocol.n_is, len(real_features), d, protocol.extractor, protocol.is_splits)
     total = max(protocol.n_fid, protocol.n_is)
     n_batches = -(-total // batch_size)
     if n_batches < world_size:
@@ -246,6 +273,8 @@ def evaluate_images(
         torch.manual_seed(protocol.seed)  # KID's subsets and IS's shuffle
         kid_mean, kid_std = kid.compute()
         is_mean, is_std = isc.compute()
+    splits = len(torch.arange(protocol.n_is).chunk(protocol.is_splits))  # torch.chunk may make fewer
+    is_std = is_std * math.sqrt((splits - 1) / splits)  # torchmetrics' ddof-1 std -> the reference's ddof 0
     fid_value = fid.compute()
     record = asdict(protocol) | {"kid_subset_size": kid_size}
     ref = protocol.reference_split + ("" if protocol.reference_full else count_name(protocol.reference_size))

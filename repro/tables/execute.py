@@ -23,6 +23,7 @@ import yaml
 from rich.console import Console
 from rich.text import Text
 
+from repro.portable import path_roles, portable, portable_text
 from repro.record import DONE, Status, read_json, read_record, status_of, steps_asked, write_json_atomic, write_record
 from repro.tables.plan import Run, relative
 
@@ -81,8 +82,9 @@ def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, A
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(png, target)
         figures.append(str(png.relative_to(work)))
+    roles = path_roles(root)  # records name paths by role, never by this machine's absolute paths
     if config_path.exists():
-        shutil.copy2(config_path, out / "config.yaml")
+        (out / "config.yaml").write_text(portable_text(config_path.read_text(), roles))
     if (work / "metrics.csv").exists():
         stitch_logs([*sorted(work.glob("metrics.part*.csv")), work / "metrics.csv"], out / "train_log.csv")
     checkpoints = sorted(work.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -95,7 +97,7 @@ def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, A
         figures=figures, checkpoint=relative(checkpoints[-1], root) if checkpoints else None,
         run_dir=relative(work, root), resumed_at_steps=resumes.get("steps", []), **context,
     )
-    write_record(record, out)
+    write_record(portable(record, roles), out)
     return record
 
 

@@ -218,7 +218,7 @@ def _status_line(spec: TableSpec, records: Records) -> str:
     missing = len(statuses) - sum(done.values())
     text = (f"{done[Status.FINISHED]} of {len(statuses)} finished, {done[Status.DIVERGED]} diverged, "
             f"{done[Status.FAILED]} failed" + (f", {done[Status.STOPPED]} stopped short of their length"
-                                              if done[Status.STOPPED] else ""))
+                                               if done[Status.STOPPED] else ""))
     return text + (f"; {missing} not run yet (`repro reproduce {spec.name}` runs them)." if missing else ".")
 
 

@@ -41,6 +41,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from repro.console import wide_console
 from repro.fit import has_preparation, parse_config
 from repro.record import DONE, Status, read_record, status_of
 from repro.tables.execute import collect, failure_cause, print_result, resume_label, start
@@ -193,7 +194,7 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
     ``rerun`` or ``accept``. Returns the records written this time."""
     if stale not in STALE_POLICIES or launcher not in LAUNCHERS:
         raise SpecError(f"stale policy {stale!r} / launcher {launcher!r}; valid: {STALE_POLICIES}, {LAUNCHERS}")
-    console = console or Console()
+    console = console or wide_console()
     runs = plan(spec, seeds, only)
     configs = check_configs(spec, runs)
     records = [(run, read_record(run.results_dir)) for run in runs]

@@ -296,12 +296,28 @@ def _claim(data: Any, where: str, rows: set[str], columns: set[str]) -> Claim:
     return _build(Claim, data, where, derived)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a mapping with a repeated key (plain YAML keeps the last one silently);
+    keys a ``<<`` merge brings in may still be overridden."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` entries may be overridden, by design
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
 def load_spec(path: str | Path) -> TableSpec:
     """Read and validate a spec; every row's config must exist and every column name a registered metric
     (checked here, before any training)."""
     path = Path(path).resolve()
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except (OSError, yaml.YAMLError) as err:
         raise SpecError(f"cannot read table spec {path}: {err}") from None
     if not isinstance(data, dict):

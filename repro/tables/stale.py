@@ -7,7 +7,7 @@ default) and the code. Both are compared with what a record holds:
   parsed now (``runner.check_configs``), key by key. Keys that name where this run or this machine keeps
   its files, or that change no result, are left out (``RUN_SPECIFIC``); keys only one side has are a code
   change (a parameter added or removed), not a config change; paths compare by file name (a record names
-  them by role, ``$REPRO_DATA_DIR/...``, a parse by absolute path).
+  them relative to the project or by role, ``$REPRO_DATA_DIR/...``; a parse gives absolute paths).
 - **Code**: the record's ``git_commit`` against this checkout: the files under ``repro/`` that differ.
 
 Policy. A config difference refuses reuse: ``repro reproduce`` stops before training and lists the stale runs
@@ -58,10 +58,11 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _comparable(value: Any) -> Any:
-    """Lists for tuples, and a path (absolute, or named by a role such as ``$REPRO_DATA_DIR/``) by file name."""
+    """Lists for tuples, and a path (a string with a ``/``: absolute, relative, or named by its role such as
+    ``$REPRO_DATA_DIR/...`` as records write them) by its file name."""
     if isinstance(value, (list, tuple)):
         return [_comparable(v) for v in value]
-    if isinstance(value, str) and value.startswith(("/", "$", "~", "<external>")):
+    if isinstance(value, str) and "/" in value:
         return PurePosixPath(value).name
     return value
 

@@ -37,9 +37,15 @@ from repro.losses import objective
 from repro.nets.base import check_shapes
 from repro.regularizers import Regularizer
 
-__all__ = ["GANModule", "linear_lr_decay"]
+__all__ = ["GANModule", "check_betas", "linear_lr_decay"]
 
 Betas = tuple[float, float]
+
+
+def check_betas(name: str, betas: Betas) -> None:
+    """Adam's (beta1, beta2) must both lie in [0, 1) (Kingma & Ba 2015, Alg. 1); ``ValueError`` names ``model.<name>``."""
+    if not all(0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"model.{name} must be two numbers in [0, 1) (Adam's beta1, beta2), got {list(betas)}")
 
 
 def linear_lr_decay(total: int) -> Callable[[int], float]:
@@ -106,6 +112,11 @@ class GANModule(L.LightningModule):
         for name, lr in (("lr_g", lr_g), ("lr_d", lr_d)):
             if not lr > 0:
                 raise ValueError(f"model.{name} must be > 0, got {lr}")
+        for name, betas in (("betas_g", betas_g), ("betas_d", betas_d)):
+            check_betas(name, betas)
+        for name, n in (("g_batch_size", g_batch_size), ("n_fixed", n_fixed)):
+            if n is not None and n < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {n}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"model.ema_decay must be in (0, 1) or null, got {ema_decay}")
         if not hasattr(generator, "z_dim"):

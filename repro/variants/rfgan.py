@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from repro.checkpoints import safe_load
 from repro.data import GANDataModule
 from repro.data.loader import InMemoryBatches
 from repro.normalization import wrap
@@ -160,7 +161,7 @@ class RFGAN(GANModule, name="rfgan"):
                 "(which does this itself when the file is missing)"
             )
         path = self.ae_cache_path(dm)
-        self.autoencoder.load_state_dict(torch.load(path, map_location="cpu")["state_dict"])
+        self.autoencoder.load_state_dict(safe_load(path, "model.ae_cache_dir")["state_dict"])
 
     def train(self, mode: bool = True) -> "RFGAN":
         super().train(mode)

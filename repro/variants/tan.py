@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from repro.variants.base import Betas, GANModule
+from repro.variants.base import Betas, GANModule, check_betas
 
 __all__ = ["TAN", "tan_lambda"]
 
@@ -53,6 +53,8 @@ class TAN(GANModule, name="tan"):
         tan_lambda(0, temper_steps)  # validates K
         if lr_lens is not None and not lr_lens > 0:
             raise ValueError(f"model.lr_lens must be > 0 or null, got {lr_lens}")
+        if betas_lens is not None:
+            check_betas("betas_lens", betas_lens)
         super().__init__(generator, discriminator, loss=loss, **kwargs)
         self.lens, self.temper_steps = lens, temper_steps
         self.lr_lens, self.betas_lens = lr_lens, betas_lens

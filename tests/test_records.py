@@ -1,0 +1,95 @@
+"""Issue 17, part 5: records hold strict JSON and no absolute machine paths, written and committed alike."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from repro import REPO_ROOT
+from repro.portable import dumps, loads, path_roles, portable, portable_text
+from repro.record import read_json, write_json_atomic
+from repro.tables.plan import plan
+from repro.tables.execute import collect
+from repro.tables.spec import load_spec
+from test_tables import write_spec
+
+
+def _strict(text: str) -> object:
+    def refuse(token: str) -> None:
+        raise ValueError(f"non-strict JSON literal {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_values_are_written_as_strings_and_read_back(tmp_path: Path) -> None:
+    record = {"metrics": {"reverse_kl": math.inf, "low": -math.inf, "odd": math.nan, "modes": 3.0}}
+    write_json_atomic(record, tmp_path / "metrics.json")
+    text = (tmp_path / "metrics.json").read_text()
+    assert _strict(text)["metrics"]["reverse_kl"] == "Infinity"
+    back = read_json(tmp_path / "metrics.json")["metrics"]
+    assert back["reverse_kl"] == math.inf and back["low"] == -math.inf and math.isnan(back["odd"])
+    assert back["modes"] == 3.0
+    legacy = tmp_path / "old.json"  # records written before: bare literals
+    legacy.write_text('{"metrics": {"reverse_kl": Infinity}}')
+    assert read_json(legacy)["metrics"]["reverse_kl"] == math.inf
+    assert loads(dumps({"a": [math.inf]})) == {"a": [math.inf]}
+
+
+def test_paths_are_named_by_role(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("REPRO_DATA_DIR", "/srv/datasets")
+    monkeypatch.setenv("HOME", "/home/me")
+    monkeypatch.delenv("REPRO_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TORCH_HOME", raising=False)
+    roles = path_roles(Path("/home/me/repro"))
+    assert portable_text("/home/me/repro/runs/tables/toy/a/seed0", roles) == "runs/tables/toy/a/seed0"
+    assert portable_text("/srv/datasets/MNIST/raw", roles) == "$REPRO_DATA_DIR/MNIST/raw"
+    assert portable_text("/home/me/elsewhere/x", roles) == "~/elsewhere/x"
+    assert portable_text("/mnt/a/b/c", roles) == "<external>/b/c"
+    command = "repro bench --out /home/me/repro/results/bench see https://x.org/a/b (x+1)/2"
+    assert portable_text(command, roles) == "repro bench --out results/bench see https://x.org/a/b (x+1)/2"
+    assert portable({"a": ["/home/me/repro/c.yaml", 1.5, None]}, roles) == {"a": ["c.yaml", 1.5, None]}
+
+
+def test_collected_record_is_strict_and_portable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPRO_DATA_DIR", str(tmp_path / "data"))
+    spec = load_spec(write_spec(tmp_path))
+    run = plan(spec)[0]
+    run.work_dir.mkdir(parents=True)
+    write_json_atomic({"status": "finished", "generator_steps": 4, "train_seconds": 1.0,
+                       "metrics": {"reverse_kl_200": math.inf}}, run.work_dir / "metrics.json")
+    (run.work_dir / "config.yaml").write_text(yaml.safe_dump({
+        "trainer": {"logger": {"init_args": {"save_dir": str(run.work_dir)}}},
+        "data": {"data_root": str(tmp_path / "data")}}))
+    collect(run, 0, 2.0, {})
+    text = (run.results_dir / "metrics.json").read_text()
+    record = _strict(text)
+    assert str(tmp_path) not in text and str(tmp_path) not in (run.results_dir / "config.yaml").read_text()
+    assert record["metrics"]["reverse_kl_200"] == "Infinity"
+    assert record["config"]["trainer"]["logger"]["init_args"]["save_dir"] == "runs/tables/tiny/nsgan/seed0"
+    assert record["config"]["data"]["data_root"] == "$REPRO_DATA_DIR"
+    assert yaml.safe_load((run.results_dir / "config.yaml").read_text())["data"]["data_root"] == "$REPRO_DATA_DIR"
+
+
+_ABSOLUTE = re.compile(r"""(?:^|[\s'"=])/(?:work|tmp|home|root|Users|mnt|srv|var|opt|data)/""")
+RECORDS = sorted(p for p in (REPO_ROOT / "results").rglob("*")
+                 if p.name in ("metrics.json", "config.yaml", "hparams.yaml", "results.json"))
+
+
+def test_committed_records_are_strict_json_without_machine_paths() -> None:
+    """`tools/portable_records.py` rewrote them; a new record with an absolute path or Infinity fails here."""
+    assert len(RECORDS) > 200
+    bad = []
+    for path in RECORDS:
+        text = path.read_text()
+        try:
+            data = _strict(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except ValueError as err:
+            bad.append(f"{path.relative_to(REPO_ROOT)}: {err}")
+            continue
+        strings = re.findall(r'"((?:[^"\\]|\\.)*)"', json.dumps(data))
+        bad += [f"{path.relative_to(REPO_ROOT)}: {s[:80]}" for s in strings if _ABSOLUTE.search(s)]
+    assert not bad, "\n".join(bad[:10])
