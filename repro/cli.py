@@ -70,10 +70,8 @@ def _cmd_reproduce(args: list[str]) -> None:
         table = spec.load_spec(spec.find_spec(opts.table, _table_roots()))
         from repro.tables import runner  # parses configs with the fit layer: Lightning, seconds to import
 
-        if opts.report_only:
-            failures: list[str] = []
-            runner.table_staleness(table, plan.read_records(table), console)  # prints the code warning
-        else:
+        failures: list[str] = []
+        if not opts.report_only:
             policy = "rerun" if opts.rerun_stale else "accept" if opts.accept_stale else "refuse"
             slurm = {k.removeprefix("slurm_"): v for k, v in vars(opts).items() if k.startswith("slurm_")}
             written = runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run, console,
@@ -81,7 +79,7 @@ def _cmd_reproduce(args: list[str]) -> None:
             failures = runner.failures(written)
         if not opts.dry_run:
             records = plan.read_records(table)
-            stale_runs = runner.table_staleness(table, records)
+            stale_runs = runner.table_staleness(table, records, console if opts.report_only else None)
             page = report.write_report(table, records, stale={s.run.name: s.differences for s in stale_runs})
             console.print(report.summary_table(table, records))
             figures = sorted((page.parent / "figures" / table.name).glob("*.png"))

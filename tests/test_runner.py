@@ -16,6 +16,7 @@ import yaml
 from repro import REPO_ROOT
 from repro.cli import main
 from repro.record import Status, read_json, status_of
+from repro.tables.execute import failure_cause
 from repro.tables.lock import TableLock, TableLocked
 from repro.tables.plan import is_done, plan, read_records
 from repro.tables.report import aggregate
@@ -247,3 +248,16 @@ def test_launcher_local_runs_the_table_as_a_job_array(tmp_path, capsys):
     assert not (tmp_path / "results" / "tiny" / ".runner.lock").exists()
     main(["reproduce", str(path), "--launcher", "local"])
     assert "2 finished, 0 to run" in capsys.readouterr().out
+
+
+def test_failure_cause_is_one_line():
+    """The cause printed for a failed run: the exception line of its stderr tail (not a later warning), the
+    signal that killed it, a stop reason, else its exit code with its last line."""
+    tail = ["Traceback (most recent call last):", '  File "x.py", line 1', "ValueError: lr_g must be > 0",
+            "/venv/lightning/warnings.py:42: UserWarning: something"]
+    assert failure_cause({"error_tail": tail, "returncode": 1}) == "ValueError: lr_g must be > 0"
+    assert failure_cause({"error_tail": ["a warning"], "returncode": -9}).startswith("killed by signal 9")
+    assert failure_cause({"stop_reason": "trainer.max_time reached at generator step 270 of 1000"}).startswith("trainer")
+    assert failure_cause({"error_tail": [], "returncode": 1}) == "exit code 1: no error output"
+    assert failure_cause({"error_tail": ["repro fit: error: config file 'x' not found"], "returncode": 2}) == \
+        "repro fit: error: config file 'x' not found"

@@ -35,15 +35,17 @@ _CAUSE = re.compile(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Diver
 
 def failure_cause(record: dict[str, Any]) -> str:
     """A failed or stopped run's cause in one line: its stop reason, else the last exception line (or ``repro``
-    error line) of its stderr tail, else its last stderr line, else its exit code."""
+    error line) of its stderr tail, else the signal that killed it, else its last stderr line and exit code."""
     if record.get("stop_reason"):
         return str(record["stop_reason"])
     tail = [ln.strip() for ln in record.get("error_tail") or [] if ln.strip()]
     causes = [ln for ln in tail if _CAUSE.match(ln)]
-    if causes or tail:
-        return (causes or tail)[-1][:300]
     code = record.get("returncode")
-    return f"killed by signal {-code}" if isinstance(code, int) and code < 0 else f"exit code {code}, no error output"
+    if causes:
+        return causes[-1][:300]
+    if isinstance(code, int) and code < 0:
+        return f"killed by signal {-code}" + (" (SIGKILL: out of memory?)" if code == -9 else "")
+    return f"exit code {code}: " + (tail[-1][:300] if tail else "no error output")
 
 
 def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, Any]) -> dict[str, Any]:
