@@ -44,7 +44,7 @@ def d_step_costs(
     def make_step(norm: str, with_gp: bool, precision: str) -> Callable[[], None]:
         net = StandardCNNDiscriminator(32, 3, width, norm=norm)
         opt = torch.optim.Adam(net.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        critic = SimpleNamespace(discriminate=net)
+        critic = SimpleNamespace(discriminate=net, sample_noise=lambda draw, n: draw(n), batch_mean=torch.mean)
 
         def step() -> None:
             with autocast_context(precision):

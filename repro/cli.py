@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from repro import REPO_ROOT
-from repro.console import wide_console
+from repro.console import quiet_library_noise, wide_console
 from repro.errors import DIVERGED_EXIT_CODE, RUNS_FAILED_EXIT_CODE, USER_ERROR_EXIT_CODE, TrainingDiverged, UserError
 from repro.tables import plan, report, spec
 
@@ -64,6 +64,9 @@ def _cmd_reproduce(args: list[str]) -> None:
                             ("cpus_per_task", int, "CPUs per run"), ("mem_gb", int, "memory per run, GB")):
         parser.add_argument(f"--slurm-{key.replace('_', '-')}", dest=f"slurm_{key}", type=kind, default=None,
                             help=f"{text} (default: the spec's slurm.{key})")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log every run to W&B: one group per table, runs named <row>/seed<k> (offline "
+                             "without WANDB_API_KEY; README: syncing an offline table)")
     opts = parser.parse_args(args)
     console = wide_console()
     try:
@@ -75,7 +78,7 @@ def _cmd_reproduce(args: list[str]) -> None:
             policy = "rerun" if opts.rerun_stale else "accept" if opts.accept_stale else "refuse"
             slurm = {k.removeprefix("slurm_"): v for k, v in vars(opts).items() if k.startswith("slurm_")}
             written = runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run, console,
-                                       stale=policy, launcher=opts.launcher, slurm=slurm)
+                                       stale=policy, launcher=opts.launcher, slurm=slurm, wandb=opts.wandb)
             failures = runner.failures(written)
         if not opts.dry_run:
             records = plan.read_records(table)
@@ -117,7 +120,13 @@ def _cmd_tables(args: list[str]) -> None:
 
 
 def _cmd_bench(args: list[str]) -> None:
-    """Time repro against the bare-PyTorch reference loop (``repro bench --help``)."""
+    """Time repro against the bare-PyTorch reference loop (``repro bench --help``), or seed ensembles against
+    separate runs (``repro bench ensemble --help``)."""
+    if args[:1] == ["ensemble"]:
+        from repro.bench.ensemble import main as ensemble_main
+
+        ensemble_main(args[1:])
+        return
     from repro.bench import main as bench_main  # Lightning and torch: seconds to import
 
     bench_main(args)
@@ -166,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         print(_usage())
         return
     command, rest = argv[0], argv[1:]
+    quiet_library_noise()
     if command not in COMMANDS:
         print(f"repro: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         raise SystemExit(USER_ERROR_EXIT_CODE)

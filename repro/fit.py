@@ -27,10 +27,15 @@ from repro.callbacks import (
     SpectraPlots,
 )
 from repro.data import GANDataModule
+from repro.ensemble import check_supported
+from repro.ensemble.run import EnsembleOptions, build_ensemble
 from repro import REPO_ROOT
 from repro.checkpoints import SAFE_GLOBALS, ConfigStamp, check_resume
 from repro.errors import UserError
-from repro.loggers import WandbOptions, with_loggers
+from repro.callbacks.intervals import scale_intervals
+from repro.callbacks.progress import install_run_display
+from repro.fit_help import FIT_USAGE, MAX_STEPS_HELP, FitHelpFormatter, fit_help
+from repro.loggers import GeneratorStepStamp, WandbOptions, with_loggers
 from repro.preflight import check_run, check_sizes
 from repro.variants import VARIANTS, GANModule
 
@@ -58,8 +63,8 @@ class ReproCLI(LightningCLI):
                 "enable_model_summary": False,
             },
             # parse errors raise (not print usage and exit) so `build_cli` can report them as one paragraph
-            parser_kwargs={"prog": "repro fit", "description": "Train a GAN variant from YAML configs.",
-                           "exit_on_error": False},
+            parser_kwargs={"prog": "repro fit", "usage": FIT_USAGE, "description": fit_help(),
+                           "formatter_class": FitHelpFormatter, "exit_on_error": False},
             **kwargs,
         )
 
@@ -71,15 +76,20 @@ class ReproCLI(LightningCLI):
         parser.add_lightning_class_args(ConditioningTrace, "conditioning")
         parser.add_lightning_class_args(ResumableCheckpoint, "resumable")
         parser.add_class_arguments(WandbOptions, "wandb")
+        parser.add_class_arguments(EnsembleOptions, "ensemble")
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from")
+        parser._option_string_actions["--trainer.max_steps"].help = MAX_STEPS_HELP
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         """The configured trainer, with a CSV logger always on and W&B added if ``wandb.enabled``."""
         trainer = super().instantiate_trainer(**kwargs)
         config = self.config.as_dict()
         trainer.callbacks.append(ConfigStamp(config))
-        trainer.loggers = with_loggers(trainer.loggers, self.config_init.get("wandb"), self.model,
-                                       self.datamodule.dataset, config)
+        wandb = self.config_init.get("wandb")
+        trainer.loggers = with_loggers(trainer.loggers, wandb, self.model, self.datamodule, config)
+        scale_intervals(trainer, bool(wandb and wandb.enabled))
+        trainer.callbacks.append(GeneratorStepStamp())
+        install_run_display(trainer)
         return trainer
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -95,9 +105,15 @@ class ReproCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         """Refuse, before any training, settings outside their domain, data the networks cannot take, missing
-        evaluation inputs (``repro.preflight``) and checkpoints that cannot resume the run (``repro.checkpoints``)."""
+        evaluation inputs (``repro.preflight``) and checkpoints that cannot resume the run (``repro.checkpoints``);
+        with ``ensemble.size``, build the seed ensemble (``repro.ensemble``)."""
+        ensemble = self.config_init["ensemble"].size is not None
+        if ensemble:
+            check_supported(self.model)  # an ensemble's refusal first: it is the one to act on
         check_run(self.model, self.datamodule, self.trainer)
         self.model.check_schedule(self.trainer.max_steps)
+        if ensemble:
+            build_ensemble(self)
         if self.config.get("ckpt_path"):
             check_resume(Path(self.config["ckpt_path"]), self.model, self.config.as_dict())
 
@@ -133,6 +149,8 @@ def resolve_config_args(args: list[str]) -> list[str]:
             out[i + 1] = resolve_config(out[i + 1])
         elif a.startswith("--config="):
             out[i] = "--config=" + resolve_config(a.split("=", 1)[1])
+        elif a == "--ensemble" or a.startswith("--ensemble="):  # shorthand for --ensemble.size
+            out[i] = "--ensemble.size" + a.removeprefix("--ensemble")
     return out
 
 

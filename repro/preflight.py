@@ -20,6 +20,8 @@ from typing import Any
 import lightning as L
 from torch import nn
 
+from repro.callbacks import ConditioningTrace, FinalEvaluation
+
 __all__ = ["check_sizes", "check_trainer", "check_networks", "check_evaluation", "check_conditioning", "check_run"]
 
 
@@ -80,7 +82,9 @@ def check_evaluation(evaluation: Any, datamodule: Any) -> None:
     """Everything the final evaluation of ``evaluation`` (a ``FinalEvaluation``) will need, now: the
     extractor's weights (loaded: missing or altered files fail here), that it can read the data's
     images, the reference split and its size, and sample counts the statistics are defined for."""
-    from repro.metrics.features import ClassifierExtractor, InceptionExtractor, inception_weights_path
+    # imported here: torchmetrics alone takes seconds, and the metric families are loaded only when used
+    from repro.metrics.features import (ClassifierExtractor, InceptionExtractor, InceptionTSExtractor, default_extractor,
+                                        inception_ts_path, inception_weights_path)
     from repro.metrics.image import check_sample_counts, reference_images
 
     settings = evaluation.settings
@@ -91,10 +95,15 @@ def check_evaluation(evaluation: Any, datamodule: Any) -> None:
         ClassifierExtractor(settings.extractor_weights)
     if "image" not in selected:
         return
-    name = settings.extractor or ("classifier" if datamodule.dataset in ("mnist", "digits") else "inception")
+    name = settings.extractor or default_extractor(datamodule.dataset)
+    n_is = settings.n_is
     if name == "inception":
         inception_weights_path(settings.extractor_weights)
         features = InceptionExtractor.num_features
+    elif name == "inception-ts":  # its file, not loaded here; FID / KID only
+        if not settings.extractor_weights:
+            inception_ts_path()
+        features, n_is = InceptionTSExtractor.num_features, 0
     else:
         features = ClassifierExtractor(settings.extractor_weights).num_features
         channels = datamodule.sample_shape[0]
@@ -104,7 +113,7 @@ def check_evaluation(evaluation: Any, datamodule: Any) -> None:
     n_reference = len(reference_images(datamodule, settings.reference_split))
     if settings.n_reference is not None:
         n_reference = min(n_reference, settings.n_reference)
-    check_sample_counts(settings.n_fid, settings.n_is, n_reference, features, name)
+    check_sample_counts(settings.n_fid, n_is, n_reference, features, name)
 
 
 def check_conditioning(conditioning: Any, model: nn.Module, sample_shape: tuple[int, ...]) -> None:
@@ -123,8 +132,6 @@ def check_conditioning(conditioning: Any, model: nn.Module, sample_shape: tuple[
 
 def check_run(model: nn.Module, datamodule: Any, trainer: L.Trainer) -> None:
     """Every check above but ``check_sizes``, for a built ``repro fit`` run."""
-    from repro.callbacks import ConditioningTrace, FinalEvaluation
-
     check_trainer(trainer)
     check_networks(model)
     model.check_sample_shape(datamodule.sample_shape)

@@ -12,6 +12,7 @@ helpers under those (``write_json_atomic``, ``read_json``) serve the other small
 from __future__ import annotations
 
 import os
+import subprocess
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,7 @@ from typing import Any
 from repro.portable import dumps, loads
 
 __all__ = ["RECORD_FILE", "CHECKPOINT_NAME", "Status", "DONE", "RECORD_FIELDS", "record_path", "write_record", "read_record", "status_of",
-           "steps_asked",
-           "write_json_atomic", "read_json"]
+           "steps_asked", "write_json_atomic", "read_json", "source_state"]
 
 RECORD_FILE = "metrics.json"
 CHECKPOINT_NAME = "last.ckpt"  # a resumable run's checkpoint, in its ``in_progress`` folder until it finishes
@@ -99,3 +99,16 @@ def status_of(record: dict[str, Any] | None) -> Status | None:
         if asked is not None and isinstance(done, int) and done < asked:
             return Status.STOPPED
     return status
+
+
+def source_state(root: Path) -> dict[str, Any]:
+    """The git commit of the code that ran, and whether its inputs (repro/, configs/, the table specs) differed
+    from it; generated pages, CSVs and figures under paper_tables/ are outputs and do not count."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
+        return {"git_commit": None}
+    dirty = git("diff", "--quiet", "HEAD", "--", "repro", "configs", "paper_tables/*.yaml").returncode != 0
+    return {"git_commit": head.stdout.strip(), "git_dirty": dirty}

@@ -6,14 +6,15 @@ the ``Players`` attributes (a ``GANModule`` is one); this module imports no vari
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from repro.normalization import raw_weight, weight_layers
 
-__all__ = ["Players", "Regularizer", "GradientPenalty", "OrthonormalRegularizer", "JacobianClamping"]
+__all__ = ["Players", "Regularizer", "GradientPenalty", "OrthonormalRegularizer", "JacobianClamping",
+           "HistoricalAveraging"]
 
 
 class Players(Protocol):
@@ -24,6 +25,14 @@ class Players(Protocol):
 
     def discriminate(self, x: Tensor) -> Tensor:
         """D's output as the variant defines it (e.g. gradient-normalized)."""
+        ...
+
+    def sample_noise(self, draw: Callable[[int], Tensor], n: int) -> Tensor:
+        """``draw(n)``: the random values of ``n`` samples (a seed ensemble draws per member)."""
+        ...
+
+    def batch_mean(self, values: Tensor) -> Tensor:
+        """The mean of per-sample ``values`` (a seed ensemble: one per member)."""
         ...
 
 
@@ -44,12 +53,13 @@ class GradientPenalty(Regularizer):
         self.weight, self.center = weight, center
 
     def __call__(self, module: Players, real: Tensor, fake: Tensor) -> Tensor:
-        eps = torch.rand((len(real),) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
+        shape = (1,) * (real.dim() - 1)
+        eps = module.sample_noise(lambda n: torch.rand((n, *shape), device=real.device, dtype=real.dtype), len(real))
         x_hat = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
         out = module.discriminate(x_hat)
         (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
         norm = grad.flatten(1).norm(dim=1)
-        return self.weight * (norm - self.center).square().mean()
+        return self.weight * module.batch_mean((norm - self.center).square())
 
 
 class OrthonormalRegularizer(Regularizer):
@@ -91,15 +101,62 @@ class JacobianClamping(Regularizer):
             raise ValueError(f"JacobianClamping needs eps > 0 and weight >= 0, got eps={eps}, weight={weight}")
         self.lambda_min, self.lambda_max, self.eps, self.weight = lambda_min, lambda_max, eps, weight
 
-    def ratio(self, generator: torch.nn.Module, z: Tensor, fake: Tensor) -> Tensor:
-        """Q for each sample of the batch."""
-        delta = torch.randn_like(z)
+    def ratio(self, generator: torch.nn.Module, z: Tensor, fake: Tensor, delta: Tensor | None = None) -> Tensor:
+        """Q for each sample of the batch; ``delta`` is the N(0, I) draw (default: a fresh one)."""
+        delta = torch.randn_like(z) if delta is None else delta
         delta = self.eps * delta / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (z.dim() - 1)))
         moved = generator(z + delta)
         return (fake - moved).flatten(1).norm(dim=1) / delta.flatten(1).norm(dim=1)
 
     def __call__(self, module: Players, z: Tensor, fake: Tensor) -> Tensor:
-        q = self.ratio(module.generator, z, fake)
+        delta = module.sample_noise(lambda n: torch.randn((n, *z.shape[1:]), device=z.device, dtype=z.dtype), len(z))
+        q = self.ratio(module.generator, z, fake, delta)
         l_max = (q.clamp_min(self.lambda_max) - self.lambda_max).square()
         l_min = (q.clamp_max(self.lambda_min) - self.lambda_min).square()
-        return self.weight * (l_max + l_min).mean()
+        return self.weight * module.batch_mean(l_max + l_min)
+
+
+class HistoricalAveraging(nn.Module, Regularizer):
+    """Salimans et al. 2016, Sec. 3.3: weight * ||theta - (1/t) sum_{i<=t} theta[i]||^2 added to a player's loss,
+    theta[i] that player's parameters at its i-th update (the current one included, so the first term is 0).
+
+    The paper's technique only: the released code (openai/improved-gan) does not use it, and the paper gives
+    no coefficient (``weight`` 1.0 is this project's default). Put one instance in ``d_regularizers`` and / or
+    one in ``g_regularizers``: the player is the one being updated (G's step freezes D), fixed at the first call.
+    The running mean is a buffer of the module, saved in checkpoints (exact resume) and equal on all DDP ranks.
+    """
+
+    def __init__(self, weight: float = 1.0):
+        super().__init__()
+        if weight < 0:
+            raise ValueError(f"HistoricalAveraging.weight must be >= 0, got {weight}")
+        self.weight = weight
+        self.register_buffer("average", torch.zeros(0))  # flattened mean of the player's past parameters
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        self.player: str | None = None
+
+    @staticmethod
+    def _player(module: Players) -> str:
+        trained = any(p.requires_grad for p in module.discriminator.parameters())
+        return "discriminator" if trained else "generator"
+
+    def __call__(self, module: Players, a: Tensor, b: Tensor) -> Tensor:
+        player = self._player(module)
+        if self.player is None:
+            self.player = player
+        elif player != self.player:
+            raise ValueError("one HistoricalAveraging instance was used for both players; give each its own "
+                             "(one in d_regularizers, one in g_regularizers)")
+        theta = torch.cat([p.flatten() for p in getattr(module, player).parameters()])
+        with torch.no_grad():
+            if self.average.numel() != theta.numel():
+                self.average = torch.zeros_like(theta)
+            self.count += 1
+            self.average += (theta.detach() - self.average) / self.count
+        return self.weight * (theta - self.average).square().sum()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        saved = state_dict.get(prefix + "average")
+        if saved is not None:  # the buffer's size is the player's parameter count, known once training started
+            self.average = torch.zeros_like(saved, device=self.average.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

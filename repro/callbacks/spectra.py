@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from repro.callbacks.rundir import run_dir
+from repro.callbacks.rundir import last_step, run_dir
 from repro.metrics.spectra import layer_spectra, normalized_spectrum
 from repro.plotting import save_figure
 
@@ -63,7 +63,7 @@ def save_spectra_figure(spectra: dict[str, Tensor], path: Path, title: str, squa
 class SpectraPlots(L.Callback):
     """Every ``every_n_steps`` generator updates (0: only at the end; None: off) and at the end of
     training: exact spectra of D's layers, saved as ``<log_dir>/spectra/<step>.png`` and ``.pt`` (raw
-    singular values)."""
+    singular values); the last step once, as ``final``."""
 
     def __init__(self, every_n_steps: int | None = None, squared: bool = True):
         if every_n_steps is not None and every_n_steps < 0:
@@ -86,7 +86,7 @@ class SpectraPlots(L.Callback):
         log_png(trainer, "spectra_figure", self.last_path, step)
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: object) -> None:
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0 and not last_step(trainer):
             self._write(trainer, module, f"step{trainer.global_step:07d}")
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:

@@ -18,6 +18,8 @@
 - Sample counts must suit the statistics (``check_sample_counts``): FID needs more samples than
   feature dimensions in each set (n samples span at most n - 1 dimensions, so a smaller set has a
   singular covariance), IS at least two samples per split (a one-sample split scores exactly 1).
+- An extractor without logits (``inception-ts``) gives FID and KID only; the protocol then records
+  ``n_is: 0``.
 - KID (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel, mean and std over 100
   random subsets of 1,000 (or fewer, if fewer samples) per set.
 - Reference features are computed once per (data set, split, size, image size, extractor, weights
@@ -28,7 +30,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,7 +45,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from repro.checkpoints import safe_load
 from repro.data.images import TEST_SETS, load_test_images, resize_uint8
-from repro.metrics.features import FeatureExtractor, make_extractor
+from repro.metrics.features import INCEPTION_WEIGHTS_FILE, FeatureExtractor, default_extractor, make_extractor
 from repro.metrics.registry import EvalContext, Measured
 from repro.pixels import to_uint8
 
@@ -143,7 +146,7 @@ def check_sample_counts(n_fid: int, n_is: int, n_reference: int, num_features: i
         raise ValueError(f"evaluation: the reference set has {n_reference} images, not more than the {d} dimensions "
                          f"of the {extractor} features (a singular covariance); use >= {d + 1} reference images "
                          "(evaluation.n_reference, data.num_samples)")
-    if n_is < 2 * is_splits:
+    if 0 < n_is < 2 * is_splits:  # 0: an extractor without logits, no IS
         raise ValueError(f"evaluation.n_is ({n_is}) must be >= {2 * is_splits}: IS averages {is_splits} splits and a "
                          "split of one sample scores exactly 1")
 
@@ -237,6 +240,8 @@ def evaluate_images(
     list states, which its gather cannot concatenate, and gathering by rank would reorder the samples
     that KID's subsets and IS's splits are drawn from.)"""
     d, device = extractor.num_features, _device(extractor)
+    if not extractor.has_logits:
+        protocol = replace(protocol, n_is=0)
     check_sample_counts(protocol.n_fid, protocol.n_is, len(real_features), d, protocol.extractor, protocol.is_splits)
     total = max(protocol.n_fid, protocol.n_is)
     n_batches = -(-total // batch_size)
@@ -250,7 +255,7 @@ def evaluate_images(
             done = k * batch_size
             f, lg = extractor(to_uint8(sample(min(batch_size, total - done))).to(device))
             feats.append(f[: max(0, protocol.n_fid - done)].cpu())  # only what FID / KID and IS use
-            logits.append(lg[: max(0, protocol.n_is - done)].cpu())
+            logits.append(f.new_zeros(0, 0) if lg is None else lg[: max(0, protocol.n_is - done)].cpu())
     feats, logits = torch.cat(feats), torch.cat(logits)
     if world_size > 1:
         feats, logits = _gather_rows(feats, device), _gather_rows(logits, device)
@@ -272,30 +277,38 @@ def evaluate_images(
     with torch.random.fork_rng():
         torch.manual_seed(protocol.seed)  # KID's subsets and IS's shuffle
         kid_mean, kid_std = kid.compute()
-        is_mean, is_std = isc.compute()
-    splits = len(torch.arange(protocol.n_is).chunk(protocol.is_splits))  # torch.chunk may make fewer
-    is_std = is_std * math.sqrt((splits - 1) / splits)  # torchmetrics' ddof-1 std -> the reference's ddof 0
+        is_mean, is_std = isc.compute() if protocol.n_is else (None, None)
+    if protocol.n_is:
+        splits = len(torch.arange(protocol.n_is).chunk(protocol.is_splits))  # torch.chunk may make fewer
+        is_std = is_std * math.sqrt((splits - 1) / splits)  # torchmetrics' ddof-1 std -> the reference's ddof 0
     fid_value = fid.compute()
-    record = asdict(protocol) | {"kid_subset_size": kid_size}
+    record = asdict(protocol) | {"kid_subset_size": kid_size, "extractor_resize": extractor.resize,
+                                 "extractor_input_range": extractor.input_range}
     ref = protocol.reference_split + ("" if protocol.reference_full else count_name(protocol.reference_size))
     n_fid, n_is, ext = count_name(protocol.n_fid), count_name(protocol.n_is), protocol.extractor
     values = {
         f"fid{n_fid}_{ref}_{ext}": float(fid_value),
         f"kid{n_fid}_{ref}_{ext}": float(kid_mean),
         f"kid{n_fid}_{ref}_{ext}_std": float(kid_std),
-        f"is{n_is}_{ext}": float(is_mean),
-        f"is{n_is}_{ext}_std": float(is_std),
     }
+    if protocol.n_is:
+        values |= {f"is{n_is}_{ext}": float(is_mean), f"is{n_is}_{ext}_std": float(is_std)}
     return values, {name: record for name in values}
 
 
 def evaluate(ctx: EvalContext) -> Measured:
     """The ``image`` family: FID / KID of ``n_fid`` and IS of ``n_is`` samples with ``extractor`` (default:
-    the MNIST classifier for grey digit sets, Inception otherwise) against ``reference_split`` (all of it,
-    or a seeded subset of ``n_reference``). Every DDP rank calls it; rank 0 gets the values."""
+    ``features.default_extractor``: the MNIST classifier for grey digit sets, else Inception, or the offline
+    ``inception-ts`` (FID / KID only, IS skipped with a warning) when torch-fidelity's weights are not on
+    disk) against ``reference_split`` (all of it, or a seeded subset of ``n_reference``). Every DDP rank
+    calls it; rank 0 gets the values."""
     st, dm = ctx.settings, ctx.datamodule
-    name = st.extractor or ("classifier" if dm.dataset in ("mnist", "digits") else "inception")
+    name = st.extractor or default_extractor(dm.dataset)
     extractor = make_extractor(name, st.extractor_weights).to(ctx.device)
+    if not extractor.has_logits and ctx.rank == 0:
+        warnings.warn(f"evaluation: IS not computed: extractor {name} has no logits; IS needs torch-fidelity's "
+                      f"Inception weights {INCEPTION_WEIGHTS_FILE} in {Path(torch.hub.get_dir()) / 'checkpoints'} "
+                      "(or $REPRO_INCEPTION_WEIGHTS) and evaluation.extractor inception", stacklevel=2)
     images = reference_images(dm, st.reference_split)
     full = st.n_reference is None or st.n_reference >= len(images)
     if not full:

@@ -128,8 +128,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
-def start(run: Run, env: dict[str, str]) -> tuple[subprocess.Popen, Any, Any]:
-    """Start ``run``'s ``repro fit``: continuing from its in-progress checkpoint if it has one, else fresh."""
+def start(run: Run, env: dict[str, str], extra: list[str] | tuple[str, ...] = ()) -> tuple[subprocess.Popen, Any, Any]:
+    """Start ``run``'s ``repro fit`` (plus ``extra`` arguments that change no result, e.g. ``Run.wandb_args``):
+    continuing from its in-progress checkpoint if it has one, else fresh."""
     ckpt = run.resume_checkpoint()
     if ckpt is None:
         if run.work_dir.exists():
@@ -145,7 +146,7 @@ def start(run: Run, env: dict[str, str]) -> tuple[subprocess.Popen, Any, Any]:
     run.work_dir.mkdir(parents=True, exist_ok=True)
     mode = "a" if ckpt else "w"
     out, err = (run.work_dir / "stdout.log").open(mode), (run.work_dir / "stderr.log").open(mode)
-    proc = subprocess.Popen(run.command(ckpt=ckpt), stdout=out, stderr=err, cwd=run.spec.root, env=env,
+    proc = subprocess.Popen([*run.command(ckpt=ckpt), *extra], stdout=out, stderr=err, cwd=run.spec.root, env=env,
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     return proc, out, err
 

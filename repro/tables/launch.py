@@ -38,15 +38,15 @@ DEFAULT_TIME_MIN = 24 * 60
 class RunJob(submitit.helpers.Checkpointable):
     """The job of one run: ``repro fit`` as a subprocess, then its record; requeued on timeout / preemption."""
 
-    def __init__(self, context: dict[str, Any], cpus: int):
-        self.context, self.cpus = context, cpus
+    def __init__(self, context: dict[str, Any], cpus: int, wandb: bool = False):
+        self.context, self.cpus, self.wandb = context, cpus, wandb
         self._proc: subprocess.Popen | None = None
 
     def __call__(self, run: Run) -> dict[str, Any]:
         env = {k: v for k, v in os.environ.items() if k not in _HIDDEN}
         env.update(OMP_NUM_THREADS=str(self.cpus), MKL_NUM_THREADS=str(self.cpus))
         t0 = time.perf_counter()
-        self._proc, out, err = start(run, env)
+        self._proc, out, err = start(run, env, run.wandb_args() if self.wandb else [])
         try:
             returncode = self._proc.wait()
         finally:
@@ -67,7 +67,7 @@ class RunJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(self, run)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"context": self.context, "cpus": self.cpus, "_proc": None}
+        return {"context": self.context, "cpus": self.cpus, "wandb": self.wandb, "_proc": None}
 
 
 def resources(spec: TableSpec, run: Run, config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -90,9 +90,11 @@ def resources(spec: TableSpec, run: Run, config: dict[str, Any], overrides: dict
 
 
 def submit(spec: TableSpec, todo: list[Run], configs: dict[str, dict[str, Any]], context: dict[str, Any],
-           launcher: str, overrides: dict[str, Any], console: Console, lock: TableLock) -> list[dict[str, Any]]:
+           launcher: str, overrides: dict[str, Any], console: Console, lock: TableLock,
+           wandb: bool = False) -> list[dict[str, Any]]:
     """Submit ``todo`` as job arrays (one per distinct resource set) to ``launcher`` (``slurm`` or ``local``),
-    wait for all of them, and return their records (a job that died without one is reported as such)."""
+    wait for all of them, and return their records (a job that died without one is reported as such);
+    ``wandb``: each run also logs to W&B."""
     if not todo:
         return []
     folder = spec.runs_dir / "submitit"
@@ -108,7 +110,7 @@ def submit(spec: TableSpec, todo: list[Run], configs: dict[str, dict[str, Any]],
             executor.update_parameters(**params)
             for run in runs:
                 console.print(f"  {run.name}{resume_label(run)}", markup=False)
-            submitted = executor.map_array(RunJob(context, params["cpus_per_task"]), runs)
+            submitted = executor.map_array(RunJob(context, params["cpus_per_task"], wandb), runs)
             jobs += list(zip(runs, submitted))
     except (submitit.core.utils.FailedJobError, FileNotFoundError, RuntimeError) as err:
         raise SpecError(f"--launcher {launcher}: submitting failed: {err}") from None

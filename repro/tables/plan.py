@@ -85,6 +85,10 @@ class Run:
         resume = ["--ckpt_path", relative(ckpt, self.spec.root)] if ckpt else []
         return [sys.executable, "-m", "repro", subcommand, *self.fit_args(), *resume]
 
+    def wandb_args(self) -> list[str]:
+        """``repro fit`` arguments that log this run to W&B: the table as the group, named ``<row>/seed<k>``."""
+        return ["--wandb.enabled", "true", "--wandb.table", self.spec.name, "--wandb.variant", self.row.id]
+
 
 def is_done(run: Run) -> bool:
     """Whether the run's record says finished (at the length it was asked for) or diverged; a failed, stopped

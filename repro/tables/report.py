@@ -1,9 +1,12 @@
 """Aggregation: a table's run records → ``paper_tables/<name>.md`` + ``.csv`` + figure panels.
 
 Each cell is the mean ± sample std over independently trained seeds (not the evaluation noise of one
-model), with n; diverged and failed runs are counted beside it, never averaged in. Published numbers
-sit beside ours with their source. The page is a pure function of the spec and the records, so
-regenerating it without new runs rewrites the same bytes.
+model), with n; diverged and failed runs are counted beside it, never averaged in. A single run shows its
+value alone (no spread), and where the paper's column states standard errors ours are standard errors
+too (std / sqrt(n)). Published numbers sit beside ours with their source. Claims are checked in the
+page's units, with ``best(<group>)`` found from the data and a verdict "within noise" when the two sides
+differ by no more than the column's noise floor. The page is a pure function of the spec and the records,
+so regenerating it without new runs rewrites the same bytes.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from repro.plotting import save_figure
 from repro.record import RECORD_FILE, Status, status_of
 from repro.tables.curves import RULE, convergence, draw_curves, in_progress
 from repro.tables.plan import Records, Run, read_records
-from repro.tables.spec import Claim, Column, Row, TableSpec
+from repro.tables.spec import BEST, Claim, Column, Row, TableSpec, Trace
 
 __all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns", "summary_table"]
 
@@ -49,8 +52,17 @@ class Cell:
             return None
         return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
 
+    @property
+    def se(self) -> float | None:
+        """Standard error of the mean, std / sqrt(n); None below two values."""
+        return self.std / math.sqrt(self.n) if self.n > 1 else None
+
     def stat(self, name: str) -> float | None:
-        return self.mean if name == "mean" else self.std
+        return {"mean": self.mean, "std": self.std, "se": self.se}[name]
+
+    def spread(self, col: Column) -> float | None:
+        """The spread the page shows beside the mean: the paper's statistic (s.e. or std), none for one run."""
+        return None if self.n < 2 else self.se if col.paper_stat == "se" else self.std
 
 
 def _value(record: dict[str, Any], key: str) -> Any:
@@ -114,34 +126,64 @@ def _fmt(value: float, col: Column) -> str:
     return format(value * col.scale, col.format)
 
 
+def _stat_name(col: Column) -> str:
+    return "s.e." if col.paper_stat == "se" else "std"
+
+
 def format_cell(cell: Cell, col: Column) -> str:
-    """``mean ± std (n=k)`` plus counts of diverged / failed / non-finite / missing runs."""
+    """``mean ± spread (n=k)`` (the column's statistic; a single run: its value, no ±) plus counts of
+    diverged / failed / non-finite / missing runs."""
     counts = ", ".join(f"{k} {label}" for k, label in ((cell.diverged, "diverged"), (cell.failed, "failed"),
                                                           (cell.nonfinite, "non-finite"), (cell.missing, "not run"))
                        if k)
     if not cell.n:
         return f"— ({counts})" if counts else "—"
-    return f"{_fmt(cell.mean, col)} ± {_fmt(cell.std, col)} (n={cell.n}{'; ' + counts if counts else ''})"
+    spread = cell.spread(col)
+    value = _fmt(cell.mean, col) + ("" if spread is None else f" ± {_fmt(spread, col)}")
+    return f"{value} (n={cell.n}{'; ' + counts if counts else ''})"
 
 
-def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]],
+def best_row(spec: TableSpec, group: str, col: Column, cells: dict[str, dict[str, Cell]]) -> str | None:
+    """The row of ``group`` with the best mean of ``col`` (lowest or highest, per ``col.better``); None if none ran."""
+    ran = [r.id for r in spec.rows if r.group == group and cells[r.id][col.key].n]
+    if not ran:
+        return None
+    pick = min if col.better == "lower" else max
+    return pick(ran, key=lambda row: cells[row][col.key].mean)
+
+
+def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSpec,
                   flat: dict[str, dict[str, bool | None]] | None = None) -> tuple[str, str]:
-    """(the compared numbers, "holds" / "does not hold" / "not measured") at this project's scale; "not
-    converged" when a row it compares has a metric curve that had not flattened (``repro.tables.curves``)."""
-    def resolve(ref: str | float) -> tuple[float | None, str]:
-        if isinstance(ref, float):
-            return ref, f"{ref:g}"
-        row, col, stat = ref.split(":")
-        value = cells[row][col].stat(stat)
-        return value, f"{stat}({row}, {col}) = {'—' if value is None else format(value, '.3g')}"
+    """(the compared numbers, "holds" / "does not hold" / "within noise" / "not converged" / "not measured"),
+    compared in the page's units (a column's ``scale`` applied). "not converged" when a row it compares has a
+    metric curve that had not flattened (``repro.tables.curves``); "within noise" when the sides differ by no
+    more than the noise floor of the claim's column."""
+    compared: list[tuple[str, str]] = []  # (row, column) of each side, best(<group>) resolved
 
-    (a, a_text), (b, b_text) = resolve(claim.a), resolve(claim.b)
-    shown = f"{a_text} {claim.op} {b_text}"
+    def resolve(ref: str | float) -> tuple[float | None, str, Column | None]:
+        if isinstance(ref, float):
+            return ref, f"{ref:g}", None
+        row, key, stat = ref.split(":")
+        col = spec.column(key)
+        best = BEST.match(row)
+        shown_row = row
+        if best:
+            row = best_row(spec, best["group"], col, cells) or ""
+            shown_row = f"{row or '—'}, the best of {best['group']}"
+        compared.append((row, key))
+        value = cells[row][key].stat(stat) if row else None
+        value = None if value is None else value * col.scale
+        return value, f"{stat}({shown_row}, {key}) = {'—' if value is None else format(value, '.3g')}", col
+
+    (a, a_text, col_a), (b, b_text, col_b) = resolve(claim.a), resolve(claim.b)
+    floor = (col_a or col_b).noise_floor if (col_a or col_b) else 0.0
+    shown = f"{a_text} {claim.op} {b_text}" + (f" (noise floor {floor:g})" if floor else "")
     if a is None or b is None:
         return shown, "not measured"
-    refs = [ref.split(":")[:2] for ref in (claim.a, claim.b) if isinstance(ref, str)]
-    if flat and any(flat.get(row, {}).get(col) is False for row, col in refs):
+    if flat and any(flat.get(row, {}).get(col) is False for row, col in compared):
         return shown, "not converged"
+    if floor and abs(a - b) <= floor:
+        return shown, "within noise"
     holds = a < b if claim.op == "<" else a > b
     return shown, "holds" if holds else "does not hold"
 
@@ -174,7 +216,8 @@ def _panel(spec: TableSpec, image: str, title: str, group: str, rows: list[Row],
 
 
 def _chart(spec: TableSpec, col: Column, cells: dict[str, dict[str, Cell]], out: Path) -> Path | None:
-    """Bar chart of one column: mean ± sample std over seeds per row (n in the label); None if nothing ran."""
+    """Bar chart of one column: mean per row with the column's spread over seeds (s.e. or std; no bar for a
+    single run; n in the label); None if nothing ran."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,29 +227,72 @@ def _chart(spec: TableSpec, col: Column, cells: dict[str, dict[str, Cell]], out:
     if not rows:
         return None
     means = [cells[r.id][col.key].mean * col.scale for r in rows]
-    stds = [cells[r.id][col.key].std * col.scale for r in rows]
+    spreads = [(cells[r.id][col.key].spread(col) or 0.0) * col.scale for r in rows]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2), dpi=100)
-    ax.barh(range(len(rows)), means, xerr=stds, color="tab:blue", alpha=0.8, capsize=3)
+    ax.barh(range(len(rows)), means, xerr=spreads if any(spreads) else None, color="tab:blue", alpha=0.8, capsize=3)
     ax.set_yticks(range(len(rows)), [f"{r.label} (n={cells[r.id][col.key].n})" for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(col.label + (f" (relative to {col.relative_to})" if col.relative_to else ""))
     if col.relative_to:
         ax.axvline(1.0, color="gray", lw=0.8, ls="--")
-    ax.set_title(textwrap.fill(f"{spec.name}: {col.label}, mean ± std over seeds", 80), fontsize=10)
+    several = [cells[r.id][col.key].n for r in rows if cells[r.id][col.key].n > 1]
+    what = f"mean ± {_stat_name(col)} over seeds" if several else "one run per row (no spread)"
+    if several and len(several) < len(rows):
+        what += "; rows with n=1 have no bar"
+    ax.set_title(textwrap.fill(f"{spec.name}: {col.label}, {what}", 80), fontsize=10)
+    return save_figure(fig, out)
+
+
+def _series(path: Path, key: str) -> dict[int, float]:
+    """``{step: value}`` of one column of a run's ``train_log.csv`` (rows where it was logged)."""
+    if not path.exists():
+        return {}
+    with path.open(newline="") as f:
+        return {int(float(r["step"])): float(r[key]) for r in csv.DictReader(f) if r.get(key) and r.get("step")}
+
+
+def _trace(spec: TableSpec, trace: Trace, out: Path) -> Path | None:
+    """``trace.key`` against generator step for each of ``trace.rows`` on one pair of axes: a thin line per
+    seed and the mean over seeds (at the steps every seed logged) in the row's colour; None if nothing ran."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    drawn = False
+    for i, row_id in enumerate(trace.rows):
+        row, colour = spec.row(row_id), f"C{i}"
+        runs = [s for s in (_series(Run(spec, row, seed).results_dir / "train_log.csv", trace.key) for seed in spec.seeds) if s]
+        for s in runs:
+            ax.plot(list(s), list(s.values()), color=colour, lw=0.7, alpha=0.35)
+        if runs:
+            steps = sorted(set.intersection(*(set(s) for s in runs)))
+            ax.plot(steps, [statistics.fmean(s[t] for s in runs) for t in steps], color=colour, lw=2,
+                    marker="o", ms=3, label=f"{row.label} (mean of n={len(runs)})")
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="generator step", ylabel=trace.label or trace.key)
+    ax.legend(fontsize=8)
+    ax.set_title(textwrap.fill(f"{spec.name}: {trace.title or trace.label or trace.key} (thin: each seed)", 70),
+                 fontsize=10)
     return save_figure(fig, out)
 
 
 def _csv(spec: TableSpec, cells: dict[str, dict[str, Cell]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["row", "label", "column", "published", "published_source", "mean", "std", "n",
+    writer.writerow(["row", "label", "column", "published", "published_source", "mean", "std", "se", "n",
                      "diverged", "failed", "nonfinite", "not_run", "relative_to"])
     for row in spec.rows:
         for col in spec.columns:
             cell, pub = cells[row.id][col.key], row.published.get(col.key)
             writer.writerow([row.id, row.label, col.key, pub.value if pub else "", pub.source if pub else "",
                              "" if cell.mean is None else repr(cell.mean * col.scale),
-                             "" if cell.std is None else repr(cell.std * col.scale), cell.n, cell.diverged,
+                             "" if cell.std is None else repr(cell.std * col.scale),
+                             "" if cell.se is None else repr(cell.se * col.scale), cell.n, cell.diverged,
                              cell.failed, cell.nonfinite, cell.missing, col.relative_to])
     return buf.getvalue()
 
@@ -269,7 +355,11 @@ def _markdown(
     with_published = [c for c in spec.columns if any(c.key in r.published for r in spec.rows)]
     header = ["row"]
     for col in spec.columns:
-        header += [f"{col.label} (paper)", f"{col.label} (ours)"] if col in with_published else [col.label]
+        if col in with_published:
+            n = f", n={col.paper_n}" if col.paper_n else ""
+            header += [f"{col.label} (paper, ± {_stat_name(col)}{n})", f"{col.label} (ours, ± {_stat_name(col)})"]
+        else:
+            header.append(col.label)
     lines = [f"# {spec.title}", "", f"Reproduces **{spec.paper}**, {spec.table}.", "",
              f"> **Scale difference:** {spec.scale}", ""]
     if spec.steps_note:
@@ -280,9 +370,10 @@ def _markdown(
     if spec.notes:
         lines += [spec.notes.strip(), ""]
     lines += ["## Results", "",
-              "Ours: mean ± sample std over independently trained seeds (n = finished runs), final weights "
-              "unless the protocol says EMA; diverged / failed runs are counted beside the mean, never "
-              "averaged in. Paper: as printed, with its source.", "",
+              "Ours: mean ± sample std over independently trained seeds (n = finished runs; where the paper "
+              "gives standard errors, ours are standard errors too, std/√n, as the column header says; one run: "
+              "its value alone), final weights unless the protocol says EMA; diverged / failed runs are counted "
+              "beside the mean, never averaged in. Paper: as printed, with its source.", "",
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in spec.rows:
         line = [row.label]
@@ -309,10 +400,12 @@ def _markdown(
     lines.append("")
     if spec.claims:
         lines += ["## The papers' claims at this scale", "",
-                  "Each check is computed from the results above; \"does not hold\" is a finding at this scale.", "",
+                  "Each check is computed from the results above, in the units of the table; \"does not hold\" is "
+                  "a finding at this scale; \"within noise\": the two sides differ by no more than the column's "
+                  "stated noise floor, so the data do not decide.", "",
                   "| claim | source | check | at this scale |", "|---|---|---|---|"]
         for claim in spec.claims:
-            shown, verdict = claim_verdict(claim, cells, flat)
+            shown, verdict = claim_verdict(claim, cells, spec, flat)
             note = f" {claim.note}" if claim.note else ""
             lines.append(f"| {claim.text}{note} | {claim.source} | {shown} | **{verdict}** |")
         lines.append("")
@@ -349,6 +442,11 @@ def write_report(spec: TableSpec, records: Records | None = None, stale: dict[st
     unreported = unreported_columns(spec, records)
     for key, reported in unreported.items():
         print(f"warning: {spec.name}: column {key!r} is in no finished run's metrics (they report: {', '.join(reported)})")
+    for trace in spec.traces:
+        name = trace.key.replace("/", "_")
+        out = _trace(spec, trace, page.parent / "figures" / spec.name / f"trace_{name}.png")
+        if out is not None:
+            figures.append(out)
     for key in spec.charts:
         col = next(c for c in spec.columns if c.key == key)
         out = _chart(spec, col, cells, page.parent / "figures" / spec.name / f"chart_{key}.png")

@@ -43,14 +43,14 @@ from rich.table import Table
 
 from repro.console import wide_console
 from repro.fit import has_preparation, parse_config
-from repro.record import DONE, Status, read_record, status_of
+from repro.record import DONE, Status, read_record, source_state, status_of
 from repro.tables.execute import collect, failure_cause, print_result, resume_label, start
 from repro.tables.lock import TableLock
 from repro.tables.plan import Records, Run, is_done, override_args, plan, relative
 from repro.tables.spec import SpecError, TableSpec
 from repro.tables.stale import Stale, code_changes, code_warning, stale_message, stale_runs
 
-__all__ = ["check_configs", "reproduce", "library_versions", "source_state", "failures", "StaleRecords",
+__all__ = ["check_configs", "reproduce", "library_versions", "failures", "StaleRecords",
            "STALE_POLICIES", "LAUNCHERS", "table_staleness"]
 
 STALE_POLICIES = ("refuse", "rerun", "accept")
@@ -125,17 +125,6 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def source_state(root: Path) -> dict[str, Any]:
-    """The git commit of the code that ran, and whether its inputs (repro/, configs/, the table specs) differed
-    from it; generated pages, CSVs and figures under paper_tables/ are outputs and do not count."""
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
-
-    head = git("rev-parse", "HEAD")
-    if head.returncode != 0:
-        return {"git_commit": None}
-    dirty = git("diff", "--quiet", "HEAD", "--", "repro", "configs", "paper_tables/*.yaml").returncode != 0
-    return {"git_commit": head.stdout.strip(), "git_dirty": dirty}
 
 
 def _child_env(slot_ids: list[int], use_cuda: bool) -> dict[str, str]:
@@ -187,11 +176,13 @@ def print_plan(spec: TableSpec, runs: list[Run], console: Console) -> None:
 
 def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | None = None,
               only: list[str] | None = None, dry_run: bool = False, console: Console | None = None,
-              stale: str = "refuse", launcher: str = "pool", slurm: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+              stale: str = "refuse", launcher: str = "pool", slurm: dict[str, Any] | None = None,
+              wandb: bool = False) -> list[dict[str, Any]]:
     """Run every unfinished (row, seed) of ``spec`` (and, with ``stale="rerun"``, every stale one) on ``devices``
     parallel slots (default: every GPU, else every core), or as job arrays (``launcher`` ``slurm`` / ``local``,
     with ``slurm`` resources over the spec's); stale finished runs stop it before training unless ``stale`` is
-    ``rerun`` or ``accept``. Returns the records written this time."""
+    ``rerun`` or ``accept``. ``wandb``: each run also logs to W&B (``Run.wandb_args``; not part of the
+    recorded command: it changes no result). Returns the records written this time."""
     if stale not in STALE_POLICIES or launcher not in LAUNCHERS:
         raise SpecError(f"stale policy {stale!r} / launcher {launcher!r}; valid: {STALE_POLICIES}, {LAUNCHERS}")
     console = console or wide_console()
@@ -217,20 +208,21 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
     context = {"versions": library_versions(), **source_state(spec.root)}
     with TableLock(spec, note=console.print) as lock:
         if launcher == "pool":
-            written = _run_pool(spec, todo, devices, configs, context, console)
+            written = _run_pool(spec, todo, devices, configs, context, console, wandb)
         else:
             try:
                 from repro.tables.launch import submit  # submitit: only for these launchers
             except ImportError as err:
                 raise SpecError(f"--launcher {launcher} needs submitit ({err}): pip install 'repro[slurm]'") from None
 
-            written = submit(spec, todo, configs, context, launcher, slurm or {}, console, lock)
+            written = submit(spec, todo, configs, context, launcher, slurm or {}, console, lock, wandb)
     return written
 
 
 def _run_pool(spec: TableSpec, todo: list[Run], devices: int, configs: dict[str, dict[str, Any]],
-              context: dict[str, Any], console: Console) -> list[dict[str, Any]]:
-    """Run ``todo`` as subprocesses on ``devices`` slots of this machine; the records written."""
+              context: dict[str, Any], console: Console, wandb: bool) -> list[dict[str, Any]]:
+    """Run ``todo`` as subprocesses on ``devices`` slots of this machine (logging to W&B too if ``wandb``);
+    the records written."""
     if devices < 1:
         raise SpecError(f"--devices must be >= 1, got {devices}")
     too_big = [r.row.id for r in todo if r.row.devices > devices]
@@ -255,7 +247,7 @@ def _run_pool(spec: TableSpec, todo: list[Run], devices: int, configs: dict[str,
                     if label:
                         progress.console.print(f"{run.name}{label}: from {relative(run.in_progress_dir, spec.root)}",
                                                markup=False)
-                    proc, out, err = start(run, _child_env(slots, use_cuda))
+                    proc, out, err = start(run, _child_env(slots, use_cuda), run.wandb_args() if wandb else [])
                     task = progress.add_task(f"  {run.name}{label}", total=None)
                     active.append(_Active(run, proc, slots, time.perf_counter(), task, out, err))
                 time.sleep(0.2)

@@ -12,6 +12,14 @@ plus ``vars``: one row per combination of the variables' values, each ``{name}``
 template filled in. A string that is exactly one placeholder of a mapping or list value becomes that value
 (``overrides: "{method[overrides]}"``). Column keys are checked against the metric registry
 (``repro.metrics.registry``) and the numeric fields of the run record (``repro.record.RECORD_FIELDS``).
+
+Numbers in a spec are in the units the page shows (after a column's ``scale``: percent columns in percent).
+A column may state the statistic of the published spread (``paper_stat: se`` or ``std``, ``paper_n``: the
+paper's number of runs), which the page then shows for ours too; a ``noise_floor`` (page units) within which a
+claim's two sides are "within noise"; and which way is ``better`` (``lower`` / ``higher``), which
+``best(<group>)`` in a claim needs: the row of that group with the best mean of the column, found from the
+data. ``traces`` draw one logged training series (a column of each run's ``train_log.csv``, e.g. the
+conditioning trace) of several rows on shared axes.
 """
 from __future__ import annotations
 
@@ -26,11 +34,15 @@ import yaml
 from repro.metrics.registry import family_of_key, registered_names
 from repro.record import RECORD_FIELDS
 
-__all__ = ["SpecError", "Column", "Published", "Row", "Claim", "Panel", "TableSpec", "load_spec", "find_spec", "list_specs"]
+__all__ = ["SpecError", "Column", "Published", "Row", "Claim", "Panel", "Trace", "TableSpec", "load_spec", "find_spec",
+           "list_specs", "BEST"]
 
 SPEC_DIR = "paper_tables"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_STATS = ("mean", "std")
+_STATS = ("mean", "std", "se")
+_PAPER_STATS = ("std", "se")
+_BETTER = ("", "lower", "higher")
+BEST = re.compile(r"^best\((?P<group>[^()]+)\)$")  # best(<group>): that group's row with the best mean
 _PLACEHOLDER = re.compile(r"^\{(\w+)((?:\[\w+\])*)\}$")
 # a spec's optional ``slurm`` mapping: per-run job resources for ``--launcher slurm`` (GPUs come from a row's devices)
 SLURM_KEYS: dict[str, type] = {"partition": str, "time_min": int, "cpus_per_task": int, "mem_gb": int}
@@ -51,6 +63,10 @@ class Column:
     format: str = ".3g"
     scale: float = 1.0  # e.g. 100 to show a fraction as a percentage
     relative_to: str = ""  # a row id: report mean / that row's mean
+    paper_stat: str = "std"  # the published spread's statistic ("std" or "se"); ours is shown the same way
+    paper_n: int = 0  # the paper's number of runs behind its spread (0: not stated)
+    noise_floor: float = 0.0  # in page units: claims whose sides differ by no more are "within noise"
+    better: str = ""  # "lower" / "higher": needed by best(<group>) claims
 
 
 @dataclass(frozen=True)
@@ -95,6 +111,17 @@ class Panel:
 
 
 @dataclass(frozen=True)
+class Trace:
+    """One figure: a series logged in each run's ``train_log.csv`` (``key`` against ``step``) for ``rows``, on
+    shared axes (per-seed lines and their mean), so the comparison a claim rests on is read off one plot."""
+
+    key: str
+    rows: tuple[str, ...]
+    label: str = ""
+    title: str = ""
+
+
+@dataclass(frozen=True)
 class TableSpec:
     name: str
     path: Path
@@ -110,6 +137,7 @@ class TableSpec:
     claims: list[Claim] = field(default_factory=list)
     panels: list[Panel] = field(default_factory=list)
     charts: list[str] = field(default_factory=list)  # column keys drawn as a bar chart over rows
+    traces: list[Trace] = field(default_factory=list)
     notes: str = ""
     steps_note: str = ""
     slurm: dict[str, Any] = field(default_factory=dict)  # SLURM_KEYS: resources of each run's job (--launcher slurm)
@@ -250,6 +278,11 @@ def _column(data: Any, where: str) -> Column:
     if family_of_key(column.key) is None and column.key not in RECORD_FIELDS:
         raise SpecError(f"{where}: column {column.key!r} is no registered metric (families: {registered_names()}) "
                         f"and no run-record field ({', '.join(RECORD_FIELDS)})")
+    for key, value, valid in (("paper_stat", column.paper_stat, _PAPER_STATS), ("better", column.better, _BETTER)):
+        if value not in valid:
+            raise SpecError(f"{where}: {key} {value!r} is not valid; valid: {', '.join(v or '(empty)' for v in valid)}")
+    if column.noise_floor < 0 or column.paper_n < 0:
+        raise SpecError(f"{where}: noise_floor and paper_n must be >= 0")
     return column
 
 
@@ -275,25 +308,40 @@ def _row(data: Any, where: str, root: Path, columns: set[str]) -> Row:
     return _build(Row, data, where, derived)
 
 
-def _ref(value: Any, spec_rows: set[str], columns: set[str], where: str) -> str | float:
+def _ref(value: Any, spec_rows: set[str], columns: dict[str, Column], groups: set[str], where: str) -> str | float:
+    """A claim side: a number (page units) or 'row:column:stat', where row may be 'best(<group>)'."""
     if isinstance(value, (int, float)):
         return float(value)
     parts = str(value).split(":")
-    if len(parts) != 3 or parts[0] not in spec_rows or parts[1] not in columns or parts[2] not in _STATS:
-        raise SpecError(f"{where}: {value!r} must be a number or 'row:column:stat' with a known row, "
-                        f"column ({', '.join(sorted(columns))}) and stat ({', '.join(_STATS)})")
+    best = BEST.match(parts[0])
+    known_row = parts[0] in spec_rows or (best is not None and best["group"] in groups)
+    if len(parts) != 3 or not known_row or parts[1] not in columns or parts[2] not in _STATS:
+        raise SpecError(f"{where}: {value!r} must be a number or 'row:column:stat' with a known row (or "
+                        f"best(<group>), groups: {', '.join(sorted(groups))}), column ({', '.join(sorted(columns))}) "
+                        f"and stat ({', '.join(_STATS)})")
+    if best is not None and not columns[parts[1]].better:
+        raise SpecError(f"{where}: {value!r} needs column {parts[1]!r} to say which way is better "
+                        "(better: lower or higher)")
     return str(value)
 
 
-def _claim(data: Any, where: str, rows: set[str], columns: set[str]) -> Claim:
+def _claim(data: Any, where: str, rows: set[str], columns: dict[str, Column], groups: set[str]) -> Claim:
     if not isinstance(data, dict):
         raise SpecError(f"{where}: a claim is a mapping (text, source, a, op, b)")
     op = str(_require(data, "op", where))
     if op not in ("<", ">"):
         raise SpecError(f"{where}: op {op!r} is not valid; valid: <, >")
-    derived = {"op": op, "a": str(_ref(_require(data, "a", where, (str, int, float)), rows, columns, where)),
-               "b": _ref(_require(data, "b", where, (str, int, float)), rows, columns, where)}
+    derived = {"op": op, "a": str(_ref(_require(data, "a", where, (str, int, float)), rows, columns, groups, where)),
+               "b": _ref(_require(data, "b", where, (str, int, float)), rows, columns, groups, where)}
     return _build(Claim, data, where, derived)
+
+
+def _trace(data: Any, where: str, ids: list[str]) -> Trace:
+    rows = _require(data, "rows", where, list) if isinstance(data, dict) else []
+    unknown = [str(r) for r in rows if r not in ids]
+    if unknown or not rows:
+        raise SpecError(f"{where}: rows must be row ids; unknown: {', '.join(unknown) or '(none given)'}")
+    return _build(Trace, data, where, {"rows": tuple(rows)})
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -311,6 +359,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
 
 def load_spec(path: str | Path) -> TableSpec:
     """Read and validate a spec; every row's config must exist and every column name a registered metric
@@ -351,15 +400,18 @@ def load_spec(path: str | Path) -> TableSpec:
         if not isinstance(value, SLURM_KEYS[key]) or isinstance(value, bool) or (isinstance(value, int) and value < 1):
             raise SpecError(f"{where}: slurm.{key} must be a {'positive integer' if SLURM_KEYS[key] is int else 'string'}"
                             f", got {value!r}")
-    claims = [_claim(c, f"{where}: claims[{i}]", set(ids), keys) for i, c in enumerate(data.get("claims") or [])]
+    by_key, groups = {c.key: c for c in columns}, {r.group for r in rows}
+    claims = [_claim(c, f"{where}: claims[{i}]", set(ids), by_key, groups) for i, c in enumerate(data.get("claims") or [])]
     panels = [_build(Panel, p, f"{where}: panels[{i}]", {}) for i, p in enumerate(data.get("panels") or [])]
     charts = [str(k) for k in data.get("charts") or []]
     for key in charts:
         if key not in keys:
             raise SpecError(f"{where}: charts: unknown column {key!r}; valid: {', '.join(sorted(keys))}")
+    traces = [_trace(t, f"{where}: traces[{i}]", ids) for i, t in enumerate(data.get("traces") or [])]
     derived = {"name": path.stem, "path": path, "root": root, "seeds": seeds, "columns": columns, "rows": rows,
                "slurm": dict(slurm),
-               "overrides": dict(data.get("overrides") or {}), "claims": claims, "panels": panels, "charts": charts}
+               "overrides": dict(data.get("overrides") or {}), "claims": claims, "panels": panels, "charts": charts,
+               "traces": traces}
     return _build(TableSpec, data, where, derived, extra_keys=("matrix",), internal=("name", "path", "root"))
 
 

@@ -135,6 +135,9 @@ class GANModule(L.LightningModule):
         self.n_dis, self.g_batch_size, self.ema_decay = n_dis, g_batch_size, ema_decay
         self.d_regularizers: list[Regularizer] = list(d_regularizers or [])
         self.g_regularizers: list[Regularizer] = list(g_regularizers or [])
+        # regularizers with state (historical averaging's running mean) keep it in the checkpoint
+        self.regularizer_state = nn.ModuleList(r for r in (*self.d_regularizers, *self.g_regularizers)
+                                               if isinstance(r, nn.Module))
         self.generator_ema: nn.Module | None = None
         if ema_decay is not None:
             self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
@@ -183,7 +186,16 @@ class GANModule(L.LightningModule):
 
     # ----------------------------------------------------------------- sampling
     def sample_z(self, n: int) -> Tensor:
-        return torch.randn(n, self.z_dim, device=self.device)
+        return self.sample_noise(lambda m: torch.randn(m, self.z_dim, device=self.device), n)
+
+    def sample_noise(self, draw: Callable[[int], Tensor], n: int) -> Tensor:
+        """``draw(n)``: random values for ``n`` samples. Every random draw of a training step goes through
+        here, so a seed ensemble (``repro.ensemble``) can take each member's share from its own stream."""
+        return draw(n)
+
+    def batch_mean(self, values: Tensor) -> Tensor:
+        """A loss term from per-sample ``values``: their mean (a seed ensemble keeps one mean per member)."""
+        return values.mean()
 
     @torch.no_grad()
     def sample(self, n: int | None = None, z: Tensor | None = None, ema: bool = True) -> Tensor:
@@ -319,7 +331,7 @@ class GANModule(L.LightningModule):
             d_loss, g_loss = self.simultaneous_step(batch, opt_d, opt_g)
         else:
             reals = batch.chunk(self.n_dis)
-            d_loss = torch.stack([self.d_step(real, opt_d) for real in reals]).mean()
+            d_loss = torch.stack([self.d_step(real, opt_d) for real in reals]).mean(0)
             g_loss = self.g_step(reals[-1], opt_g)
         distributed.broadcast_buffers(self, self.world_size)
         self.update_ema()

@@ -73,7 +73,7 @@ class TAN(GANModule, name="tan"):
     def lens_losses(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
         """(L_L^A, L_L^R) for a real batch and (detached) fakes; D's parameters get no gradient."""
         lensed = self.lens(real)
-        recon = (real - lensed).flatten(1).square().sum(1).mean()
+        recon = self.batch_mean((real - lensed).flatten(1).square().sum(1))
         with self.frozen_discriminator():
             adv = -self.objective.d_loss(self.discriminate(lensed), self.discriminate(fake.detach()))
         return adv, recon
