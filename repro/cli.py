@@ -2,7 +2,8 @@
 
 Each command imports the layer it drives when it runs (``repro.fit``, ``repro.tables.runner``,
 ``repro.bench``, ``repro.metrics.classifier``): those load torch and Lightning, which take seconds,
-so ``repro --help``, ``repro tables`` and ``repro reproduce --report-only`` start without them.
+so ``repro --help`` and ``repro tables`` start without them. ``repro reproduce`` imports them even with
+``--report-only``: it parses every row's config to find stale records.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Callable
 
 from repro import REPO_ROOT
 from repro.console import quiet_library_noise, wide_console
-from repro.errors import DIVERGED_EXIT_CODE, USER_ERROR_EXIT_CODE, TrainingDiverged, UserError
+from repro.errors import DIVERGED_EXIT_CODE, RUNS_FAILED_EXIT_CODE, USER_ERROR_EXIT_CODE, TrainingDiverged, UserError
 from repro.tables import plan, report, spec
 
 __all__ = ["main", "COMMANDS"]
@@ -49,26 +50,51 @@ def _cmd_reproduce(args: list[str]) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the spec's)")
     parser.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows")
     parser.add_argument("--dry-run", action="store_true", help="resolve every config, print the plan, train nothing")
-    parser.add_argument("--report-only", action="store_true", help="write the page from the finished runs, train nothing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the page from the finished runs, train nothing (stale runs are listed on it)")
+    stale = parser.add_mutually_exclusive_group()
+    stale.add_argument("--rerun-stale", action="store_true",
+                       help="retrain finished runs whose config differs from what the spec gives now (records replaced)")
+    stale.add_argument("--accept-stale", action="store_true",
+                       help="keep such runs; the page lists them as stale (default: stop before training)")
+    parser.add_argument("--launcher", choices=("pool", "slurm", "local"), default="pool",
+                        help="pool: subprocesses on this machine (default); slurm: SLURM job arrays through "
+                             "submitit; local: submitit's local executor")
+    for key, kind, text in (("partition", str, "SLURM partition"), ("time_min", int, "time limit per run, minutes"),
+                            ("cpus_per_task", int, "CPUs per run"), ("mem_gb", int, "memory per run, GB")):
+        parser.add_argument(f"--slurm-{key.replace('_', '-')}", dest=f"slurm_{key}", type=kind, default=None,
+                            help=f"{text} (default: the spec's slurm.{key})")
     parser.add_argument("--wandb", action="store_true",
                         help="also log every run to W&B: one group per table, runs named <row>/seed<k> (offline "
                              "without WANDB_API_KEY; README: syncing an offline table)")
     opts = parser.parse_args(args)
+    console = wide_console()
     try:
         table = spec.load_spec(spec.find_spec(opts.table, _table_roots()))
-        if not opts.report_only:
-            from repro.tables import runner  # parses configs with the fit layer: Lightning, seconds to import
+        from repro.tables import runner  # parses configs with the fit layer: Lightning, seconds to import
 
-            runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run, wandb=opts.wandb)
+        failures: list[str] = []
+        if not opts.report_only:
+            policy = "rerun" if opts.rerun_stale else "accept" if opts.accept_stale else "refuse"
+            slurm = {k.removeprefix("slurm_"): v for k, v in vars(opts).items() if k.startswith("slurm_")}
+            written = runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run, console,
+                                       stale=policy, launcher=opts.launcher, slurm=slurm, wandb=opts.wandb)
+            failures = runner.failures(written)
         if not opts.dry_run:
             records = plan.read_records(table)
-            page = report.write_report(table, records)
-            console = wide_console()
+            stale_runs = runner.table_staleness(table, records, console if opts.report_only else None)
+            page = report.write_report(table, records, stale={s.run.name: s.differences for s in stale_runs})
             console.print(report.summary_table(table, records))
             figures = sorted((page.parent / "figures" / table.name).glob("*.png"))
             console.print(f"page: {page}", *(f"figure: {f}" for f in figures), sep="\n")
     except spec.SpecError as err:
         raise UserError(str(err)) from None
+    if failures:
+        console.print(f"[red]{len(failures)} run(s) failed[/] (each continues from its checkpoint, or restarts, "
+                      f"on the next `repro reproduce {table.name}`):")
+        for line in failures:
+            console.print(f"  {line}", markup=False, soft_wrap=True)
+        raise SystemExit(RUNS_FAILED_EXIT_CODE)
 
 
 def _cmd_tables(args: list[str]) -> None:

@@ -1,11 +1,13 @@
 """The run record: ``metrics.json`` in a run folder, the one file that says how a run ended and what it measured.
 
 Its writers are the final evaluation (``finished``), the divergence stop (``diverged``) and the table
-runner (``failed``, plus the run's command, versions and wall time); its readers are the table runner
-(which runs are done) and the pages. Everything about the file goes through this module: its name, the
-status values, an atomic write (a reader never sees half a file) and a read that treats a missing or
-truncated file as no record. The two helpers under those (``write_json_atomic``, ``read_json``) serve the
-other small JSON files of a run folder too (a resumable run's ``progress.json``).
+runner (``failed`` / ``stopped``, plus the run's command, versions and wall time); its readers are the table
+runner (which runs are done) and the pages. A record is read as ``finished`` only when the run reached the
+length it was asked for (``steps_asked``): a record that says ``finished`` short of it reads as ``stopped``.
+Everything about the file goes through this module: its name, the status values, an atomic write (a
+reader never sees half a file) and a read that treats a missing or truncated file as no record. The two
+helpers under those (``write_json_atomic``, ``read_json``) serve the other small JSON files of a run folder too
+(a resumable run's ``progress.json``).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Any
 from repro.portable import dumps, loads
 
 __all__ = ["RECORD_FILE", "CHECKPOINT_NAME", "Status", "DONE", "RECORD_FIELDS", "record_path", "write_record", "read_record", "status_of",
-           "write_json_atomic", "read_json", "source_state"]
+           "steps_asked", "write_json_atomic", "read_json", "source_state"]
 
 RECORD_FILE = "metrics.json"
 CHECKPOINT_NAME = "last.ckpt"  # a resumable run's checkpoint, in its ``in_progress`` folder until it finishes
@@ -33,7 +35,7 @@ class Status(str, Enum):
     STOPPED = "stopped"  # ended short of the length asked for (max_time, interrupt); not done
 
 
-DONE = (Status.FINISHED, Status.DIVERGED)  # a table skips these runs; a failed or missing run is run again
+DONE = (Status.FINISHED, Status.DIVERGED)  # a table skips these runs; a failed, stopped or missing run is run again
 
 # Numeric top-level fields of a record a table column may show beside the registered metrics.
 RECORD_FIELDS = ("generator_steps", "train_seconds", "wall_seconds", "seconds_per_generator_step")
@@ -75,12 +77,28 @@ def read_record(folder: Path) -> dict[str, Any] | None:
     return read_json(record_path(folder))
 
 
+def steps_asked(record: dict[str, Any]) -> int | None:
+    """The generator steps the run was asked for: the record's ``steps_asked``, else its config's
+    ``trainer.max_steps`` when positive; None when the record does not say."""
+    asked = record.get("steps_asked")
+    if asked is None:
+        trainer = (record.get("config") or {}).get("trainer") or {}
+        asked = trainer.get("max_steps") if isinstance(trainer, dict) else None
+    return asked if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0 else None
+
+
 def status_of(record: dict[str, Any] | None) -> Status | None:
-    """The record's status, or None for no record or a status this version does not know."""
+    """The record's status, or None for no record or a status this version does not know; ``finished`` short
+    of ``steps_asked`` reads as ``stopped`` (a run is finished only when it reached its length)."""
     try:
-        return Status(record["status"]) if record else None
+        status = Status(record["status"]) if record else None
     except (KeyError, ValueError):
         return None
+    if status is Status.FINISHED:
+        asked, done = steps_asked(record), record.get("generator_steps")
+        if asked is not None and isinstance(done, int) and done < asked:
+            return Status.STOPPED
+    return status
 
 
 def source_state(root: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from repro import REPO_ROOT
 from repro.portable import dumps, loads, path_roles, portable, portable_text
 from repro.record import read_json, write_json_atomic
 from repro.tables.plan import plan
-from repro.tables.runner import collect
+from repro.tables.execute import collect
 from repro.tables.spec import load_spec
 from test_tables import write_spec
 

@@ -30,11 +30,11 @@ def steps_asked(trainer: L.Trainer) -> int | None:
     return min(asked) if asked else None
 
 
-def run_status(trainer: L.Trainer) -> dict[str, Any]:
+def run_status(trainer: L.Trainer, done: int | None = None) -> dict[str, Any]:
     """``status: finished`` only when the run reached the length it was asked for; otherwise
     ``status: stopped`` with why (``max_time`` reached, interrupted, or stopped by a callback).
-    Both carry ``generator_steps`` (done) and ``steps_asked``."""
-    asked, done = steps_asked(trainer), trainer.global_step
+    Both carry ``generator_steps`` (done: ``done``, default the trainer's step) and ``steps_asked``."""
+    asked, done = steps_asked(trainer), trainer.global_step if done is None else done
     record: dict[str, Any] = {"status": Status.FINISHED.value, "generator_steps": done, "steps_asked": asked}
     if asked is None or done >= asked:
         return record
@@ -67,6 +67,12 @@ class FinalEvaluation(L.Callback):
     plus the cumulative training seconds at each point (``curve_seconds``). They cost P-1 extra evaluations.
     The points done and the training time so far are kept in checkpoints, so a resumed run's curve and
     ``train_seconds`` are those of one uninterrupted run.
+
+    Evaluation only: resumed from a checkpoint at ``max_steps`` (a run that trained to its length and then
+    failed at evaluation, whose ``in_progress`` checkpoint ``ResumableCheckpoint`` wrote before this
+    evaluation), the run trains nothing and this callback evaluates the restored weights at the start of fit.
+    An evaluation error is raised at the end of fit, after every other end-of-training hook (final
+    figures) has run, so the retry has only the evaluation left to do.
     """
 
     def __init__(
@@ -110,6 +116,8 @@ class FinalEvaluation(L.Callback):
         self.curve: list[dict[str, Any]] = []  # one entry per point: step, train_seconds, metric values
         self._t0, self._seconds_before = 0.0, 0.0
         self._curve_steps: set[int] = set()
+        self._restored_step: int | None = None
+        self._error: BaseException | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"curve": self.curve, "train_seconds": self.train_seconds()}
@@ -133,8 +141,19 @@ class FinalEvaluation(L.Callback):
         if wrong:
             raise ValueError(f"evaluation.metrics: {', '.join(wrong)} cannot measure data set {datamodule.dataset!r}")
 
+    def on_load_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._restored_step = checkpoint.get("global_step")
+
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.check_data(trainer.datamodule)  # set up by now: Lightning sets the data module up before this hook
+        step = self._restored_step
+        if step is not None and 0 < trainer.max_steps <= step:  # weights restored by now; fit will train nothing
+            print(f"the checkpoint is at generator step {step} of {trainer.max_steps}: evaluating only", flush=True)
+            self._finish(trainer, module, step)
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self._error is not None:
+            raise self._error
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
@@ -169,21 +188,28 @@ class FinalEvaluation(L.Callback):
         return (values, protocols) if rank == 0 and values else None
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        try:
+            self._finish(trainer, module, trainer.global_step)
+        except Exception as err:  # noqa: BLE001 - raised again in on_fit_end, after the other end hooks
+            self._error = err
+
+    def _finish(self, trainer: L.Trainer, module: L.LightningModule, step: int) -> None:
+        """Evaluate the final weights after ``step`` generator updates and write the run record."""
         seconds = self.train_seconds()
         evaluated = self.evaluate(trainer, module)
         if trainer.global_rank != 0:
             return
         record: dict[str, Any] = {
-            **run_status(trainer),
+            **run_status(trainer, step),
             "train_seconds": seconds,
             "weights": "ema" if getattr(module, "generator_ema", None) is not None else "final",
         }
         if evaluated is not None:
             record["metrics"], record["protocols"] = evaluated
             for logger in trainer.loggers:
-                logger.log_metrics({f"eval/{k}": v for k, v in evaluated[0].items()}, step=trainer.global_step)
+                logger.log_metrics({f"eval/{k}": v for k, v in evaluated[0].items()}, step=step)
             if self.curve:
-                points = [*self.curve, {"step": trainer.global_step, "train_seconds": seconds, "metrics": evaluated[0]}]
+                points = [*self.curve, {"step": step, "train_seconds": seconds, "metrics": evaluated[0]}]
                 record["curves"] = {k: [[p["step"], p["metrics"].get(k)] for p in points] for k in evaluated[0]}
                 record["curve_seconds"] = [[p["step"], round(p["train_seconds"], 2)] for p in points]
         self.record = record

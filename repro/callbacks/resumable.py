@@ -2,7 +2,9 @@
 
 A run killed by its session (SIGTERM, Ctrl-C) or by the machine (SIGKILL) loses at most ``every_minutes``
 of training: ``repro fit ... --ckpt_path <dirpath>/last.ckpt`` (or ``repro reproduce``, which does it for
-unfinished table runs) continues it bit-exactly (tests/test_resume.py). The file is written to a temporary
+unfinished table runs) continues it bit-exactly (tests/test_resume.py). It is also written when the run
+reaches ``max_steps``, before the final evaluation: a run that then fails at evaluation resumes from it with
+nothing left to train and is only evaluated (``FinalEvaluation``). The file is written to a temporary
 name and renamed, so a reader never sees half a checkpoint; ``progress.json`` beside it says how far it got.
 """
 from __future__ import annotations
@@ -40,6 +42,7 @@ class ResumableCheckpoint(L.Callback):
         self.dirpath = dirpath
         self.check_every_n_steps = check_every_n_steps
         self._last_save = 0.0
+        self._saved_step: int | None = None
         self._previous_sigint: Any = None
 
     def directory(self, trainer: L.Trainer) -> Path:
@@ -64,13 +67,27 @@ class ResumableCheckpoint(L.Callback):
         return bool(trainer.strategy.broadcast(time.monotonic() - self._last_save >= self.every_seconds, src=0))
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        if self._due(trainer) and trainer.global_step < (trainer.max_steps if trainer.max_steps > 0 else float("inf")):
+        # asked to stop (one process): save here, where the periodic checkpoints are taken, not after Lightning
+        # has closed the epoch (a checkpoint taken there resumes one epoch ahead in the logs' epoch count)
+        stopping = trainer.world_size == 1 and trainer.received_sigterm
+        if (stopping or self._due(trainer)) and trainer.global_step < (
+                trainer.max_steps if trainer.max_steps > 0 else float("inf")):
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """At ``max_steps``, before the end-of-training hooks (the final evaluation): the run's complete
+        weights, so a run that fails at evaluation is re-evaluated from here, not retrained. Also when asked
+        to stop during the epoch's last step (the state Lightning's own epoch-end checkpoints have)."""
+        stopping = trainer.world_size == 1 and trainer.received_sigterm and self._saved_step != trainer.global_step
+        if stopping or 0 < trainer.max_steps <= trainer.global_step:
             self.save(trainer)
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
-        """Lightning raises ``SIGTERMException`` at the end of a step after SIGTERM (or our SIGINT): state is consistent."""
+        """Lightning raises ``SIGTERMException`` at the end of a step after SIGTERM (or our SIGINT): state is
+        consistent. Saved here only if the step's end did not save already (DDP; or a signal during Lightning's
+        own epoch-end hooks, whose checkpoint resumes bit-exactly but counts the log's ``epoch`` one ahead)."""
         self._restore_sigint()
-        if isinstance(exception, SIGTERMException) and trainer.global_step > 0:
+        if isinstance(exception, SIGTERMException) and 0 < trainer.global_step != self._saved_step:
             self.save(trainer)
 
     def save(self, trainer: L.Trainer) -> Path:
@@ -85,7 +102,7 @@ class ResumableCheckpoint(L.Callback):
             os.replace(tmp, target)
             write_json_atomic({"generator_steps": trainer.global_step, "max_steps": trainer.max_steps,
                                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, folder / "progress.json")
-        self._last_save = time.monotonic()
+        self._last_save, self._saved_step = time.monotonic(), trainer.global_step
         return target
 
     def _restore_sigint(self) -> None:

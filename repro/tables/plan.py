@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.record import CHECKPOINT_NAME, DONE, read_record, status_of
-from repro.tables.spec import Row, TableSpec
+from repro.tables.spec import Row, SpecError, TableSpec
 
 __all__ = ["Run", "Records", "plan", "is_done", "read_records", "override_args", "relative"]
 
@@ -91,14 +91,20 @@ class Run:
 
 
 def is_done(run: Run) -> bool:
-    """Whether the run's record says finished or diverged (a failed or missing run is run again)."""
+    """Whether the run's record says finished (at the length it was asked for) or diverged; a failed, stopped
+    or missing run is run again."""
     return status_of(read_record(run.results_dir)) in DONE
 
 
 def plan(spec: TableSpec, seeds: list[int] | None = None, only: list[str] | None = None) -> list[Run]:
     """The table's runs (rows in ``only``, if given, and ``seeds``, default the spec's), row-major."""
+    seeds = seeds or spec.seeds
+    for what, given in (("--seeds", seeds), ("--only", only or [])):
+        repeated = sorted({str(x) for x in given if list(given).count(x) > 1})
+        if repeated:
+            raise SpecError(f"{what}: {', '.join(repeated)} given twice; each run trains once, in its own folder")
     rows = [spec.row(r) for r in only] if only else spec.rows
-    return [Run(spec, row, seed) for row in rows for seed in (seeds or spec.seeds)]
+    return [Run(spec, row, seed) for row in rows for seed in seeds]
 
 
 Records = list[tuple[Run, "dict[str, Any] | None"]]  # planned runs with their records (None: not run, or unreadable)

@@ -88,7 +88,7 @@ def aggregate(spec: TableSpec, records: Records | None = None) -> dict[str, dict
                     cell.missing += 1
             elif status is Status.DIVERGED:
                 cell.diverged += 1
-            elif status is Status.FAILED:
+            elif status in (Status.FAILED, Status.STOPPED):  # stopped short of its length: not a result
                 cell.failed += 1
             else:
                 cell.missing += 1
@@ -330,9 +330,20 @@ def _progress_lines(spec: TableSpec, records: Records) -> list[str]:
     return lines + [""]
 
 
+def _stale_lines(spec: TableSpec, stale: dict[str, list[str]]) -> list[str]:
+    """The finished runs whose config differs from what the spec gives now (``repro.tables.stale``): their
+    numbers are in the table, made with the recorded settings, not the spec's."""
+    if not stale:
+        return []
+    lines = [f"**Stale runs** ({len(stale)}): trained with other settings than `paper_tables/{spec.name}.yaml` gives "
+             f"now, and counted in the table as they are (`repro reproduce {spec.name} --rerun-stale` retrains them):",
+             ""]
+    return lines + [f"- `{name}`: " + "; ".join(f"`{d}`" for d in diffs) for name, diffs in stale.items()] + [""]
+
+
 def _markdown(
     spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path, unreported: dict[str, list[str]],
-    records: Records, flat: dict[str, dict[str, bool | None]] | None = None,
+    records: Records, flat: dict[str, dict[str, bool | None]] | None = None, stale: dict[str, list[str]] | None = None,
 ) -> str:
     sources: list[str] = []
 
@@ -354,6 +365,7 @@ def _markdown(
     if spec.steps_note:
         lines += [f"**Training length:** {spec.steps_note}", ""]
     lines += [f"**Runs:** {_status_line(spec, records)}", ""]
+    lines += _stale_lines(spec, stale or {})
     lines += _progress_lines(spec, records)
     if spec.notes:
         lines += [spec.notes.strip(), ""]
@@ -409,9 +421,10 @@ def _markdown(
     return "\n".join(lines)
 
 
-def write_report(spec: TableSpec, records: Records | None = None) -> Path:
+def write_report(spec: TableSpec, records: Records | None = None, stale: dict[str, list[str]] | None = None) -> Path:
     """Write ``paper_tables/<name>.md``, ``.csv``, the figure panels and ``results/<name>/README.md`` from the
-    run records, each read once (``records``: already read, else read here)."""
+    run records, each read once (``records``: already read, else read here); ``stale``: run name → its config
+    differences, listed on the page."""
     records = read_records(spec) if records is None else records
     cells = _display_cells(spec, aggregate(spec, records))
     page = spec.path.with_suffix(".md")
@@ -443,7 +456,7 @@ def write_report(spec: TableSpec, records: Records | None = None) -> Path:
     out = draw_curves(spec, records, page.parent / "figures" / spec.name / "curves.png")
     if out is not None:
         figures.insert(0, out)
-    page.write_text(_markdown(spec, cells, figures, page, unreported, records, flat))
+    page.write_text(_markdown(spec, cells, figures, page, unreported, records, flat, stale))
     page.with_suffix(".csv").write_text(_csv(spec, cells))
     if spec.results_dir.exists():
         (spec.results_dir / "README.md").write_text(

@@ -44,6 +44,8 @@ _PAPER_STATS = ("std", "se")
 _BETTER = ("", "lower", "higher")
 BEST = re.compile(r"^best\((?P<group>[^()]+)\)$")  # best(<group>): that group's row with the best mean
 _PLACEHOLDER = re.compile(r"^\{(\w+)((?:\[\w+\])*)\}$")
+# a spec's optional ``slurm`` mapping: per-run job resources for ``--launcher slurm`` (GPUs come from a row's devices)
+SLURM_KEYS: dict[str, type] = {"partition": str, "time_min": int, "cpus_per_task": int, "mem_gb": int}
 
 
 class SpecError(ValueError):
@@ -138,6 +140,7 @@ class TableSpec:
     traces: list[Trace] = field(default_factory=list)
     notes: str = ""
     steps_note: str = ""
+    slurm: dict[str, Any] = field(default_factory=dict)  # SLURM_KEYS: resources of each run's job (--launcher slurm)
 
     def row(self, row_id: str) -> Row:
         for r in self.rows:
@@ -386,6 +389,17 @@ def load_spec(path: str | Path) -> TableSpec:
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise SpecError(f"{where}: 'seeds' must be a non-empty list of integers")
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(f"{where}: 'seeds' lists {sorted({s for s in seeds if seeds.count(s) > 1})} more than once; "
+                        "each seed is one run in its own folder")
+    slurm = data.get("slurm") or {}
+    if not isinstance(slurm, dict):
+        raise SpecError(f"{where}: 'slurm' must be a mapping with keys from: {', '.join(SLURM_KEYS)}")
+    _check_keys(slurm, set(SLURM_KEYS), f"{where}: slurm")
+    for key, value in slurm.items():
+        if not isinstance(value, SLURM_KEYS[key]) or isinstance(value, bool) or (isinstance(value, int) and value < 1):
+            raise SpecError(f"{where}: slurm.{key} must be a {'positive integer' if SLURM_KEYS[key] is int else 'string'}"
+                            f", got {value!r}")
     by_key, groups = {c.key: c for c in columns}, {r.group for r in rows}
     claims = [_claim(c, f"{where}: claims[{i}]", set(ids), by_key, groups) for i, c in enumerate(data.get("claims") or [])]
     panels = [_build(Panel, p, f"{where}: panels[{i}]", {}) for i, p in enumerate(data.get("panels") or [])]
@@ -395,6 +409,7 @@ def load_spec(path: str | Path) -> TableSpec:
             raise SpecError(f"{where}: charts: unknown column {key!r}; valid: {', '.join(sorted(keys))}")
     traces = [_trace(t, f"{where}: traces[{i}]", ids) for i, t in enumerate(data.get("traces") or [])]
     derived = {"name": path.stem, "path": path, "root": root, "seeds": seeds, "columns": columns, "rows": rows,
+               "slurm": dict(slurm),
                "overrides": dict(data.get("overrides") or {}), "claims": claims, "panels": panels, "charts": charts,
                "traces": traces}
     return _build(TableSpec, data, where, derived, extra_keys=("matrix",), internal=("name", "path", "root"))

@@ -1,0 +1,171 @@
+"""One run of a table as a ``repro fit`` subprocess: start it (continuing from its ``in_progress``
+checkpoint when it left one), collect what it wrote into its results folder and run record, and say in one
+line how it ended. Shared by the local process pool (``repro.tables.runner``) and the job launchers
+(``repro.tables.launch``).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import ctypes
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.text import Text
+
+from repro.portable import path_roles, portable, portable_text
+from repro.record import DONE, Status, read_json, read_record, status_of, steps_asked, write_json_atomic, write_record
+from repro.tables.plan import Run, relative
+
+__all__ = ["failure_cause", "collect", "stitch_logs", "start", "resume_label", "print_result"]
+
+
+_CAUSE = re.compile(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Diverged)\b.*|repro \w[\w-]*: .*)$")
+
+
+def failure_cause(record: dict[str, Any]) -> str:
+    """A failed or stopped run's cause in one line: its stop reason, else the last exception line (or ``repro``
+    error line) of its stderr tail, else the signal that killed it, else its last stderr line and exit code."""
+    if record.get("stop_reason"):
+        return str(record["stop_reason"])
+    tail = [ln.strip() for ln in record.get("error_tail") or [] if ln.strip()]
+    causes = [ln for ln in tail if _CAUSE.match(ln)]
+    code = record.get("returncode")
+    if causes:
+        return causes[-1][:300]
+    if isinstance(code, int) and code < 0:
+        return f"killed by signal {-code}" + (" (SIGKILL: out of memory?)" if code == -9 else "")
+    return f"exit code {code}: " + (tail[-1][:300] if tail else "no error output")
+
+
+def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, Any]) -> dict[str, Any]:
+    """Copy a finished subprocess's record and figures into ``results_dir`` and write its run record there:
+    ``failed`` without a record or on a non-zero exit; ``stopped`` when it says finished short of the steps
+    it was asked for. Either keeps its ``in_progress`` checkpoint for the next ``repro reproduce``."""
+    work, out, root = run.work_dir, run.results_dir, run.spec.root
+    config_path = work / "config.yaml"
+    record = read_record(work) or {}
+    record["config"] = yaml.safe_load(config_path.read_text()) if config_path.exists() else None
+    status = status_of(record)
+    if status is None or (returncode != 0 and status is Status.FINISHED):
+        record["status"] = Status.FAILED.value
+    elif status is Status.STOPPED and "stop_reason" not in record:
+        record["status"] = Status.STOPPED.value
+        record["stop_reason"] = f"ended at generator step {record.get('generator_steps')} of {steps_asked(record)}"
+    if status_of(record) in (Status.FAILED, Status.STOPPED):
+        log = (work / "stderr.log").read_text(errors="replace").splitlines() if (work / "stderr.log").exists() else []
+        record["error_tail"] = log[-15:]
+        record["returncode"] = returncode
+        record["error"] = failure_cause(record)
+    resumes = read_json(run.in_progress_dir / "resumes.json") or {}
+    keep = run.in_progress_dir.exists() and status_of(record) not in DONE
+    if keep:  # a failed run keeps its checkpoint: the next `repro reproduce` continues (or re-evaluates) it
+        parked = run.work_dir / "in_progress.parked"
+        shutil.rmtree(parked, ignore_errors=True)
+        shutil.move(str(run.in_progress_dir), parked)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    if keep:
+        shutil.move(str(parked), run.in_progress_dir)
+    figures = []
+    for png in sorted(work.rglob("*.png")):
+        target = out / png.relative_to(work)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(png, target)
+        figures.append(str(png.relative_to(work)))
+    roles = path_roles(root)  # records name paths by role, never by this machine's absolute paths
+    if config_path.exists():
+        (out / "config.yaml").write_text(portable_text(config_path.read_text(), roles))
+    if (work / "metrics.csv").exists():
+        stitch_logs([*sorted(work.glob("metrics.part*.csv")), work / "metrics.csv"], out / "train_log.csv")
+    checkpoints = sorted(work.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    steps = record.get("generator_steps")
+    record.update(
+        table=run.spec.name, row=run.row.id, seed=run.seed, returncode=returncode,
+        wall_seconds=round(wall_seconds, 2),
+        seconds_per_generator_step=(record["train_seconds"] / steps) if steps and "train_seconds" in record else None,
+        command="repro fit " + shlex.join(run.fit_args()).replace(str(root) + os.sep, ""),
+        figures=figures, checkpoint=relative(checkpoints[-1], root) if checkpoints else None,
+        run_dir=relative(work, root), resumed_at_steps=resumes.get("steps", []), **context,
+    )
+    write_record(portable(record, roles), out)
+    return record
+
+
+def stitch_logs(parts: list[Path], target: Path) -> None:
+    """One training log from the CSV logs of a run's segments (oldest first): rows a segment logged after
+    its last checkpoint, which the next segment logged again, are taken from the later segment."""
+    tables = []
+    for part in parts:
+        with part.open(newline="") as f:
+            tables.append(list(csv.DictReader(f)))
+    rows: list[dict[str, str]] = []
+    for table in reversed(tables):
+        first = min((int(r["step"]) for r in rows), default=None)
+        rows = [r for r in table if first is None or int(r["step"]) < first] + rows
+    keys = sorted({k for table in tables for r in table for k in r})
+    with target.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to send SIGTERM when the runner dies (prctl PR_SET_PDEATHSIG),
+    so no training outlives its table runner, and each writes its resumable checkpoint on the way out."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def start(run: Run, env: dict[str, str], extra: list[str] | tuple[str, ...] = ()) -> tuple[subprocess.Popen, Any, Any]:
+    """Start ``run``'s ``repro fit`` (plus ``extra`` arguments that change no result, e.g. ``Run.wandb_args``):
+    continuing from its in-progress checkpoint if it has one, else fresh."""
+    ckpt = run.resume_checkpoint()
+    if ckpt is None:
+        if run.work_dir.exists():
+            shutil.rmtree(run.work_dir)
+    else:
+        progress = read_json(run.in_progress_dir / "progress.json") or {}
+        resumes = read_json(run.in_progress_dir / "resumes.json") or {"steps": []}
+        resumes["steps"].append(progress.get("generator_steps"))
+        write_json_atomic(resumes, run.in_progress_dir / "resumes.json")
+        log = run.work_dir / "metrics.csv"
+        if log.exists():  # Lightning's CSV logger deletes it on start: keep it as a part, stitched by `collect`
+            log.rename(run.work_dir / f"metrics.part{len(list(run.work_dir.glob('metrics.part*.csv'))):03d}.csv")
+    run.work_dir.mkdir(parents=True, exist_ok=True)
+    mode = "a" if ckpt else "w"
+    out, err = (run.work_dir / "stdout.log").open(mode), (run.work_dir / "stderr.log").open(mode)
+    proc = subprocess.Popen([*run.command(ckpt=ckpt), *extra], stdout=out, stderr=err, cwd=run.spec.root, env=env,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    return proc, out, err
+
+
+def resume_label(run: Run) -> str:
+    """How the run starts: fresh (""), continuing training, or only evaluating (its checkpoint is at its length)."""
+    if run.resume_checkpoint() is None:
+        return ""
+    progress = read_json(run.in_progress_dir / "progress.json") or {}
+    done, asked = progress.get("generator_steps"), progress.get("max_steps")
+    complete = isinstance(done, int) and isinstance(asked, int) and 0 < asked <= done
+    return " (evaluating only)" if complete else " (resumed)"
+
+
+def print_result(record: dict[str, Any], console: Console) -> None:
+    """One line per run as it ends: status, name, wall time, metrics (or the failure's cause)."""
+    status = status_of(record)
+    colour = {Status.FINISHED: "green", Status.DIVERGED: "yellow"}.get(status, "red")
+    tail = record["error"] if status in (Status.FAILED, Status.STOPPED) else json.dumps(record.get("metrics", {}))
+    console.print(Text.assemble((f"{record['status']:>9}", colour),
+                                f" {record['row']}/seed{record['seed']}  {record['wall_seconds']:.0f}s  {tail}"),
+                  soft_wrap=True)

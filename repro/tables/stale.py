@@ -1,0 +1,139 @@
+"""Stale records: a finished run is reused only if it ran what the spec would run now.
+
+A run's inputs are its resolved config (the row's config file, the spec's and the row's overrides, every
+default) and the code. Both are compared with what a record holds:
+
+- **Config** (spec, override and config-file changes alike): the record's resolved ``config`` against the row
+  parsed now (``runner.check_configs``), key by key. Keys that name where this run or this machine keeps
+  its files, or that change no result, are left out (``RUN_SPECIFIC``); keys only one side has are a code
+  change (a parameter added or removed), not a config change; paths compare by file name (a record names
+  them relative to the project or by role, ``$REPRO_DATA_DIR/...``; a parse gives absolute paths).
+- **Code**: the record's ``git_commit`` against this checkout: the files under ``repro/`` that differ.
+
+Policy. A config difference refuses reuse: ``repro reproduce`` stops before training and lists the stale runs
+with their differing keys; ``--rerun-stale`` retrains them (the new record replaces the old) and
+``--accept-stale`` keeps them (the page lists them and their differences). A table whose numbers were made
+with other settings than its spec states is a wrong result, and it is cheap to detect exactly. A code
+difference is reported (a warning naming the commits and the changed files) but forces nothing:
+refactors that keep behaviour are the norm, every table costs hours, and which code change alters a
+result cannot be told from a diff. It is printed, not written on the page: a page is a pure function of
+the spec and the records (so regenerating it rewrites the same bytes), and a line that depended on the
+checkout's HEAD would rewrite every page at every commit. ``--report-only`` never refuses; it marks.
+"""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from repro.tables.plan import Records, Run
+
+__all__ = ["RUN_SPECIFIC", "Stale", "config_differences", "stale_runs", "code_changes", "stale_message",
+           "code_warning"]
+
+# Keys that differ between the runs of one row, or between machines, or that change no result: the seed
+# (each run has its own), where logs, checkpoints, data and caches are, resumable-checkpoint pacing,
+# progress bar and W&B logging.
+RUN_SPECIFIC = ("seed_everything", "trainer.logger", "trainer.enable_progress_bar", "ckpt_path", "resumable",
+                "wandb", "data.data_root", "evaluation.cache_dir")
+_SHOWN = 8  # changed files named per commit
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A finished run whose recorded config differs from the one the spec gives now."""
+
+    run: Run
+    differences: list[str]  # "key: recorded → now"
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out |= _flatten(sub, f"{prefix}{key}.")
+        return out or {prefix[:-1]: {}}
+    return {prefix[:-1]: value}
+
+
+def _comparable(value: Any) -> Any:
+    """Lists for tuples, and a path (a string with a ``/``: absolute, relative, or named by its role such as
+    ``$REPRO_DATA_DIR/...`` as records write them) by its file name."""
+    if isinstance(value, (list, tuple)):
+        return [_comparable(v) for v in value]
+    if isinstance(value, str) and "/" in value:
+        return PurePosixPath(value).name
+    return value
+
+
+def _run_specific(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RUN_SPECIFIC)
+
+
+def config_differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``key: recorded → now`` for every key both resolved configs hold with different values (run-specific
+    keys left out; see the module docstring)."""
+    old, new = _flatten(recorded), _flatten(now)
+    out = []
+    for key in sorted(old.keys() & new.keys()):
+        if not _run_specific(key) and _comparable(old[key]) != _comparable(new[key]):
+            out.append(f"{key}: {old[key]!r} → {new[key]!r}")
+    return out
+
+
+def stale_runs(records: Records, configs: dict[str, dict[str, Any]]) -> list[Stale]:
+    """The done runs whose recorded config differs from ``configs[row id]`` (the row resolved now); a record
+    without a config, or a row not in ``configs``, cannot be compared and is not called stale."""
+    out = []
+    for run, record in records:
+        recorded = (record or {}).get("config")
+        if isinstance(recorded, dict) and run.row.id in configs:
+            differences = config_differences(recorded, configs[run.row.id])
+            if differences:
+                out.append(Stale(run, differences))
+    return out
+
+
+def code_changes(root: Path, records: Records) -> dict[str, list[str] | None]:
+    """For each commit the records were trained at whose code is not this checkout's: the files under
+    ``repro/`` that differ from it now (working tree included), or None for a commit this repository does
+    not have. Records without a commit are not compared."""
+    commits = sorted({str(r["git_commit"]) for _, r in records if r and r.get("git_commit")})
+    out: dict[str, list[str] | None] = {}
+    for commit in commits:
+        done = subprocess.run(["git", "-C", str(root), "diff", "--name-only", commit, "--", "repro"],
+                              capture_output=True, text=True)
+        files = done.stdout.split() if done.returncode == 0 else None
+        if files != []:
+            out[commit] = files
+    return out
+
+
+def stale_message(table: str, stale: list[Stale]) -> str:
+    """The refusal: each stale run with its differing keys, and the two ways out."""
+    lines = [f"{table}: {len(stale)} finished run(s) were trained with other inputs than the spec gives now "
+             "(spec, row overrides or config file changed):"]
+    for item in stale:
+        lines.append(f"  {item.run.name}: " + "; ".join(item.differences))
+    lines.append(f"Retrain them (their records are replaced): repro reproduce {table} --rerun-stale\n"
+                 f"Keep them (the page lists them as stale):   repro reproduce {table} --accept-stale")
+    return "\n".join(lines)
+
+
+def code_warning(table: str, records: Records, changes: dict[str, list[str] | None]) -> str | None:
+    """One warning naming the commits whose code differs from this checkout's, with their runs and changed
+    files under ``repro/``; None when every recorded commit matches."""
+    if not changes:
+        return None
+    parts = []
+    for commit, files in changes.items():
+        runs = sum(1 for _, r in records if r and r.get("git_commit") == commit)
+        if files is None:
+            parts.append(f"{runs} run(s) at {commit[:10]} (commit not in this repository)")
+            continue
+        shown = ", ".join(files[:_SHOWN]) + (f" and {len(files) - _SHOWN} more" if len(files) > _SHOWN else "")
+        parts.append(f"{runs} run(s) at {commit[:10]} ({len(files)} file(s) under repro/ changed since: {shown})")
+    return (f"warning: {table}: records trained with other code than this checkout's, kept (code changes are "
+            f"reported, not rerun): " + "; ".join(parts) + f". To retrain a run, delete its folder under "
+            f"results/{table}/ and run `repro reproduce {table}` again.")
