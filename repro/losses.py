@@ -20,9 +20,14 @@ __all__ = ["Objective", "OBJECTIVES", "objective", "register_objective"]
 
 
 # Goodfellow et al. 2014, eq. 1: max_D E log D(x) + E log(1 - D(G(z))), with D = sigmoid(logit).
-def minimax_d_loss(real: Tensor, fake: Tensor) -> Tensor:
-    """-E[log sigmoid(D(x))] - E[log(1 - sigmoid(D(G(z))))]."""
-    return F.softplus(-real).mean() + F.softplus(fake).mean()
+# One-sided label smoothing (Salimans et al. 2016, Sec. 3.4): the real target 1 becomes alpha, fakes keep 0.
+def minimax_d_loss(real: Tensor, fake: Tensor, real_label: float = 1.0) -> Tensor:
+    """BCE(D(x), real_label) + BCE(D(G(z)), 0) on logits: real_label = 1 is -E[log sigmoid(D(x))] -
+    E[log(1 - sigmoid(D(G(z))))]; real_label = alpha is alpha * softplus(-D(x)) + (1 - alpha) * softplus(D(x))."""
+    real_term = F.softplus(-real)
+    if real_label != 1.0:
+        real_term = real_label * real_term + (1.0 - real_label) * F.softplus(real)
+    return real_term.mean() + F.softplus(fake).mean()
 
 
 # Goodfellow et al. 2014, eq. 1: min_G E log(1 - D(G(z))) (saturating).
@@ -109,9 +114,21 @@ def _least_squares(a: float = 0.0, b: float = 1.0, c: float = 1.0) -> Objective:
     return Objective(partial(least_squares_d_loss, a=a, b=b), partial(least_squares_g_loss, c=c))
 
 
+def _bce(g_loss: Callable[[Tensor], Tensor]) -> Callable[..., Objective]:
+    """The logistic D loss with ``real_label`` (one-sided label smoothing: Salimans et al. 2016 use 0.9, their
+    ImageNet code 0.75; 1 is no smoothing) paired with ``g_loss``."""
+
+    def make(real_label: float = 1.0) -> Objective:
+        if not 0.0 < real_label <= 1.0:
+            raise ValueError(f"loss_args.real_label (one-sided label smoothing) must be in (0, 1], got {real_label}")
+        return Objective(partial(minimax_d_loss, real_label=real_label), g_loss)
+
+    return make
+
+
 OBJECTIVES: dict[str, Callable[..., Objective]] = {
-    "minimax": lambda: Objective(minimax_d_loss, minimax_g_loss),
-    "nonsaturating": lambda: Objective(minimax_d_loss, nonsaturating_g_loss),
+    "minimax": _bce(minimax_g_loss),
+    "nonsaturating": _bce(nonsaturating_g_loss),
     "least_squares": _least_squares,
     "wasserstein": lambda: Objective(wasserstein_d_loss, wasserstein_g_loss),
     "hinge": lambda: Objective(hinge_d_loss, wasserstein_g_loss),

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from repro.normalization import raw_weight, weight_layers
 
-__all__ = ["Players", "Regularizer", "GradientPenalty", "OrthonormalRegularizer", "JacobianClamping"]
+__all__ = ["Players", "Regularizer", "GradientPenalty", "OrthonormalRegularizer", "JacobianClamping",
+           "HistoricalAveraging"]
 
 
 class Players(Protocol):
@@ -113,3 +114,49 @@ class JacobianClamping(Regularizer):
         l_max = (q.clamp_min(self.lambda_max) - self.lambda_max).square()
         l_min = (q.clamp_max(self.lambda_min) - self.lambda_min).square()
         return self.weight * module.batch_mean(l_max + l_min)
+
+
+class HistoricalAveraging(nn.Module, Regularizer):
+    """Salimans et al. 2016, Sec. 3.3: weight * ||theta - (1/t) sum_{i<=t} theta[i]||^2 added to a player's loss,
+    theta[i] that player's parameters at its i-th update (the current one included, so the first term is 0).
+
+    The paper's technique only: the released code (openai/improved-gan) does not use it, and the paper gives
+    no coefficient (``weight`` 1.0 is this project's default). Put one instance in ``d_regularizers`` and / or
+    one in ``g_regularizers``: the player is the one being updated (G's step freezes D), fixed at the first call.
+    The running mean is a buffer of the module, saved in checkpoints (exact resume) and equal on all DDP ranks.
+    """
+
+    def __init__(self, weight: float = 1.0):
+        super().__init__()
+        if weight < 0:
+            raise ValueError(f"HistoricalAveraging.weight must be >= 0, got {weight}")
+        self.weight = weight
+        self.register_buffer("average", torch.zeros(0))  # flattened mean of the player's past parameters
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        self.player: str | None = None
+
+    @staticmethod
+    def _player(module: Players) -> str:
+        trained = any(p.requires_grad for p in module.discriminator.parameters())
+        return "discriminator" if trained else "generator"
+
+    def __call__(self, module: Players, a: Tensor, b: Tensor) -> Tensor:
+        player = self._player(module)
+        if self.player is None:
+            self.player = player
+        elif player != self.player:
+            raise ValueError("one HistoricalAveraging instance was used for both players; give each its own "
+                             "(one in d_regularizers, one in g_regularizers)")
+        theta = torch.cat([p.flatten() for p in getattr(module, player).parameters()])
+        with torch.no_grad():
+            if self.average.numel() != theta.numel():
+                self.average = torch.zeros_like(theta)
+            self.count += 1
+            self.average += (theta.detach() - self.average) / self.count
+        return self.weight * (theta - self.average).square().sum()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        saved = state_dict.get(prefix + "average")
+        if saved is not None:  # the buffer's size is the player's parameter count, known once training started
+            self.average = torch.zeros_like(saved, device=self.average.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

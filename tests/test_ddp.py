@@ -27,14 +27,17 @@ from repro.fit import REPO_ROOT, ReproCLI
 from repro.metrics.features import FeatureExtractor
 from repro.metrics.image import ImageProtocol, evaluate_images
 
-VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "sngan", "gngan", "tan", "rfgan", "jcgan", "xicfg", "wgants"]
+VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "sngan", "gngan", "tan", "rfgan", "jcgan", "xicfg", "wgants",
+            "label_smoothing", "minibatch", "vbn", "historical_averaging", "ssgan", "rasgan", "rsgan", "ralsgan",
+            "rahinge", "feature_matching"]
+IMAGE_CONFIGS = {"ssgan": "configs/mnist/ssgan.yaml"}  # rotations need images: a 512-image MNIST subset
 STEPS = 10
 PER_DEVICE_BATCH = 32
 
 
 def fit_args(variant: str, out: Path, devices: int, batch: int, steps: int = STEPS) -> list[str]:
     args = [
-        "--config", str(REPO_ROOT / f"configs/ring8/{variant}.yaml"),
+        "--config", str(REPO_ROOT / IMAGE_CONFIGS.get(variant, f"configs/ring8/{variant}.yaml")),
         "--trainer.max_steps", str(steps), "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),
         "--trainer.enable_progress_bar", "false", "--trainer.enable_checkpointing", "false",
         "--trainer.log_every_n_steps", "5", "--trainer.default_root_dir", str(out),
@@ -44,6 +47,8 @@ def fit_args(variant: str, out: Path, devices: int, batch: int, steps: int = STE
     ]
     if devices > 1:
         args += ["--trainer.strategy", "ddp", "--trainer.callbacks+=repro.callbacks.RankSyncCheck"]
+    if variant in IMAGE_CONFIGS:
+        args += ["--data.num_samples", "512"]
     if variant == "nsgan":  # EMA weights must agree too
         args += ["--model.init_args.ema_decay", "0.99"]
     if variant == "rfgan":  # a short autoencoder pre-training, cached per run
@@ -183,7 +188,12 @@ def test_variant_trains_under_ddp_with_identical_ranks(variant: str, ddp_runs: P
         assert len(rec["losses"]) == STEPS and all(math.isfinite(v) for pair in rec["losses"] for v in pair)
     assert r0["z"] != r1["z"], "both ranks draw the same latents"
     assert r0["losses"] != r1["losses"], "ranks saw the same batches and latents"
-    assert any(n.endswith("running_mean") for n in r0["compared"]), "G's BN statistics were not compared"
+    if variant == "vbn":  # no running statistics: the fixed reference latents must agree instead
+        assert any(n.endswith("reference_z") for n in r0["compared"]), "VBN reference batch was not compared"
+    else:
+        assert any(n.endswith("running_mean") for n in r0["compared"]), "G's BN statistics were not compared"
+    if variant == "historical_averaging":  # both players' running parameter means
+        assert sum(n.startswith("regularizer_state.") and n.endswith("average") for n in r0["compared"]) == 2
     if variant == "sngan":
         assert any(n.endswith(".u") for n in r0["compared"]), "SN u buffers were not compared"
     if variant == "nsgan":

@@ -28,6 +28,13 @@ CASES: dict[str, tuple[str, list[str]]] = {
                                            "2", "--model.init_args.refit_epochs", "2"]),
     # WGAN-TS: one LP and 5 regression steps per D update, weight scaling on
     "wgants": ("configs/ring8/wgants.yaml", ["--model.init_args.weight_scaling", "true"]),
+    # historical averaging: both players' running parameter means (buffers resized on load)
+    "historical_averaging": ("configs/ring8/historical_averaging.yaml", []),
+    # virtual batch norm: the fixed reference latents
+    "vbn": ("configs/ring8/vbn.yaml", []),
+    # G's step on the real batch: a relativistic loss (paper-era form) and feature matching
+    "ralsgan": ("configs/ring8/ralsgan.yaml", ["--model.init_args.paper_era", "true"]),
+    "feature_matching": ("configs/ring8/feature_matching.yaml", []),
 }
 
 

@@ -57,6 +57,9 @@ def check_supported(model: GANModule) -> None:
     if model.hparams.get("compile_nets"):
         raise EnsembleError("ensemble: model.compile_nets is not supported in a seed ensemble; set compile_nets: false")
     for path, module in model.named_modules():
+        if getattr(module, "couples_batch", False):  # e.g. minibatch discrimination: o(x_i) sums over the batch
+            raise EnsembleError(f"ensemble: {path} ({type(module).__name__}) compares the samples of a batch, which in "
+                                "a seed ensemble would mix the members' samples; train its seeds separately")
         if isinstance(module, _RANDOM_MODULES):
             raise EnsembleError(f"ensemble: {path} ({type(module).__name__}) draws random numbers inside the network, "
                                 "which a seed ensemble cannot give each member from its own stream")

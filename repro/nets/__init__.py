@@ -1,7 +1,9 @@
 """Generator and discriminator networks; they know nothing of losses."""
 from repro.nets.cnn import StandardCNNDiscriminator, StandardCNNGenerator
+from repro.nets.minibatch import MinibatchDiscriminator
 from repro.nets.mlp import MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
 from repro.nets.resnet import ResNetDiscriminator, ResNetGenerator
+from repro.nets.vbn import VirtualBatchNormGenerator
 
 __all__ = [
     "MLPGenerator",
@@ -11,4 +13,6 @@ __all__ = [
     "StandardCNNDiscriminator",
     "ResNetGenerator",
     "ResNetDiscriminator",
+    "MinibatchDiscriminator",
+    "VirtualBatchNormGenerator",
 ]

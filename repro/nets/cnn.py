@@ -29,7 +29,7 @@ def up_stages(image_size: int) -> int:
 
 class StandardCNNGenerator(nn.Module):
     def __init__(self, z_dim: int = 128, image_size: int = 32, channels: int = 3, width: int = 64,
-                 activation: str = "relu", slope: float = 0.2, init: Init = Init()):
+                 activation: str = "relu", slope: float = 0.2, init: Init = Init(), batch_norm: bool = True):
         super().__init__()
         self.z_dim = z_dim
         stages = up_stages(image_size)
@@ -37,10 +37,11 @@ class StandardCNNGenerator(nn.Module):
         ch = 8 * width
         self.top_channels = ch
         self.fc = nn.Linear(z_dim, self.bottom * self.bottom * ch)
-        layers: list[nn.Module] = [nn.BatchNorm2d(ch), make_activation(activation, slope)]
+        bn = nn.BatchNorm2d if batch_norm else (lambda _: nn.Identity())  # no BN: an unstable setup of Ra-GANs
+        layers: list[nn.Module] = [bn(ch), make_activation(activation, slope)]
         for _ in range(stages):
             up = nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1)
-            layers += [up, nn.BatchNorm2d(ch // 2), make_activation(activation, slope)]
+            layers += [up, bn(ch // 2), make_activation(activation, slope)]
             ch //= 2
         layers += [nn.Conv2d(ch, channels, 3, 1, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)

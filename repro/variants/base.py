@@ -135,6 +135,9 @@ class GANModule(L.LightningModule):
         self.n_dis, self.g_batch_size, self.ema_decay = n_dis, g_batch_size, ema_decay
         self.d_regularizers: list[Regularizer] = list(d_regularizers or [])
         self.g_regularizers: list[Regularizer] = list(g_regularizers or [])
+        # regularizers with state (historical averaging's running mean) keep it in the checkpoint
+        self.regularizer_state = nn.ModuleList(r for r in (*self.d_regularizers, *self.g_regularizers)
+                                               if isinstance(r, nn.Module))
         self.generator_ema: nn.Module | None = None
         if ema_decay is not None:
             self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
