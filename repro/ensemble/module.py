@@ -149,7 +149,8 @@ class EnsembleMixin:
         """Member k's values (entry k of a (K,) tensor; a scalar is every member's) into member k's row of
         this step (``flush_member_logs`` writes it); the members' mean to the ensemble's own loggers."""
         trainer = self.trainer  # type: ignore[attr-defined]
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step Lightning logs this call at
+        # the generator updates done after this batch: the step a single run's rows get (loggers.GeneratorStepStamp)
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped + 1
         values = {key: torch.as_tensor(v).detach().double().cpu() for key, v in dictionary.items()}
         for i in range(self.members):
             row = self.member_rows.setdefault((step, i), {"epoch": trainer.current_epoch})
