@@ -453,3 +453,13 @@ def test_dry_run_plan_is_not_cut_when_piped(tmp_path):
                           capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--trainer.max_steps 4 --data.num_samples 256" in done.stdout  # one line, not wrapped at 80 columns
+
+
+def test_stitched_log_drops_rows_cut_by_a_kill(tmp_path):
+    from repro.tables.execute import stitch_logs
+
+    first, second, out = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "log.csv"
+    first.write_text("epoch,step,train/d_loss\n0,10,1.0\n0,20,0.9\n0,30,0.8\n0,4")  # killed while writing step 40
+    second.write_text("epoch,step,train/d_loss\n0,30,0.8\n0,40,0.7\n")  # resumed from the step-20 checkpoint
+    stitch_logs([first, second], out)
+    assert out.read_text().splitlines() == ["epoch,step,train/d_loss", "0,10,1.0", "0,20,0.9", "0,30,0.8", "0,40,0.7"]

@@ -97,6 +97,8 @@ class ResumableCheckpoint(L.Callback):
         tmp = folder / (CHECKPOINT_NAME + ".tmp")
         if trainer.is_global_zero:
             folder.mkdir(parents=True, exist_ok=True)
+        for logger in trainer.loggers:  # rows logged up to this step are on disk before the checkpoint exists
+            logger.save()
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
             os.replace(tmp, target)

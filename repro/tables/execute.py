@@ -105,11 +105,12 @@ def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, A
 
 def stitch_logs(parts: list[Path], target: Path) -> None:
     """One training log from the CSV logs of a run's segments (oldest first): rows a segment logged after
-    its last checkpoint, which the next segment logged again, are taken from the later segment."""
+    its last checkpoint, which the next segment logged again, are taken from the later segment. A row cut
+    short by a kill mid-write (missing fields, or a step that is not a number) is dropped."""
     tables = []
     for part in parts:
         with part.open(newline="") as f:
-            tables.append(list(csv.DictReader(f)))
+            tables.append([r for r in csv.DictReader(f) if None not in r.values() and r.get("step", "").isdigit()])
     rows: list[dict[str, str]] = []
     for table in reversed(tables):
         first = min((int(r["step"]) for r in rows), default=None)
