@@ -30,3 +30,22 @@ def mnist_root() -> Path:
 def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def fake_native_images(monkeypatch: pytest.MonkeyPatch, native: dict[str, tuple[int, int]]) -> None:
+    """Test stand-in for data sets not on this machine: ``load_images`` returns 64 random uint8 images of the
+    set's native (channels, size)."""
+    from repro.data import module as data_module
+
+    def fake(name: str, root: object, download: bool, image_size: int | None = None) -> tuple[torch.Tensor, None]:
+        c, s = native[name]
+        return torch.randint(0, 256, (64, c, s, s), dtype=torch.uint8), None
+
+    monkeypatch.setattr(data_module, "load_images", fake)
+
+
+def load_config(config: str, *extra: str):  # -> repro.fit.ReproCLI (imported late: Lightning is slow to import)
+    """A committed config built through the CLI (nothing trains), without a logger."""
+    from repro.fit import ReproCLI
+
+    return ReproCLI(args=["--config", str(REPO_ROOT / config), "--trainer.logger", "false", *extra])

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import fake_native_images, load_config
 
-import repro.data.module as data_module
-from repro.fit import REPO_ROOT, ReproCLI
 from repro.nets.cfg import (
     DCGANDiscriminator, DCGANGenerator, DCGANxDiscriminator, DCGANxGenerator, ResNet4Discriminator, ResNet4Generator,
 )
@@ -26,24 +25,15 @@ DATASET = {"mnist": "mnist", "svhn": "svhn", "lsun64": "image_folder", "cifar10"
 @pytest.fixture(autouse=True)
 def fake_images(monkeypatch: pytest.MonkeyPatch) -> None:
     """``load_images`` returns 64 random uint8 images of the set's native size."""
-    native = {"mnist": (1, 28), "svhn": (3, 32), "cifar10": (3, 32), "image_folder": (3, 64)}
+    fake_native_images(monkeypatch, {"mnist": (1, 28), "svhn": (3, 32), "cifar10": (3, 32), "image_folder": (3, 64)})
 
-    def fake(name: str, root: object, download: bool, image_size: int | None = None) -> tuple[torch.Tensor, None]:
-        c, s = native[name]
-        return torch.randint(0, 256, (64, c, s, s), dtype=torch.uint8), None
-
-    monkeypatch.setattr(data_module, "load_images", fake)
-
-
-def load(config: str, *extra: str) -> ReproCLI:
-    return ReproCLI(args=["--config", str(REPO_ROOT / config), "--trainer.logger", "false", *extra])
 
 
 @pytest.mark.parametrize("paper", ["code", "icml"])
 @pytest.mark.parametrize("dataset", sorted(CFG_CODE))
 def test_xicfg_gpu_config_matches_the_authors(dataset, paper, run_dir):
     size, channels, model_name, width, depth, eta_code = CFG_CODE[dataset]
-    cli = load(f"configs/xicfg/{dataset}{'_icml' if paper == 'icml' else ''}.yaml")
+    cli = load_config(f"configs/xicfg/{dataset}{'_icml' if paper == 'icml' else ''}.yaml")
     model, hp, dm = cli.model, cli.model.hparams, cli.datamodule
     assert isinstance(model, XICFG)
     # the TPAMI code's defaults vs the ICML paper's T = 10, eta = 1
@@ -68,7 +58,7 @@ def test_xicfg_gpu_config_matches_the_authors(dataset, paper, run_dir):
 
 @pytest.mark.parametrize("dataset, channels", [("mnist", 1), ("cifar10", 3), ("lsun64", 3)])
 def test_wgants_gpu_config_matches_the_authors(dataset, channels, run_dir):
-    cli = load(f"configs/wgants/{dataset}.yaml")
+    cli = load_config(f"configs/wgants/{dataset}.yaml")
     model, hp, dm = cli.model, cli.model.hparams, cli.datamodule
     assert isinstance(model, WGANTS)
     assert (model.regression_steps, model.ot_weight, model.weight_scaling, hp.n_dis) == (5, 10.0, False, 1)
@@ -88,7 +78,7 @@ def test_one_step_on_fake_images(config, run_dir):
     if "xicfg" in config:
         small += ["--model.init_args.functional_steps", "2", "--model.init_args.refit_batches", "1",
                   "--model.init_args.refit_epochs", "1"]
-    cli = load(config, "--trainer.max_steps", "1", "--trainer.enable_checkpointing", "false",
+    cli = load_config(config, "--trainer.max_steps", "1", "--trainer.enable_checkpointing", "false",
                "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu", "--data.batch_size", "4", *small)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.global_step == 1

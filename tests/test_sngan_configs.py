@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import fake_native_images, load_config
 
-import repro.data.module as data_module
-from repro.fit import REPO_ROOT, ReproCLI
 from repro.nets import ResNetDiscriminator, StandardCNNDiscriminator
 from repro.normalization import SpectralNorm
 from repro.variants import GNGAN, SNGAN
@@ -27,22 +26,14 @@ SIZES = {"cifar10": 32, "stl10": 48}
 def fake_images(monkeypatch: pytest.MonkeyPatch) -> None:
     """Test stand-in for CIFAR-10 / STL-10 (the CLI reads the data to check shapes): ``load_images``
     returns 64 random uint8 images of the set's native size."""
-    native = {"cifar10": 32, "stl10": 96}
+    fake_native_images(monkeypatch, {"cifar10": (3, 32), "stl10": (3, 96)})
 
-    def fake(name: str, root: object, download: bool, image_size: int | None = None) -> tuple[torch.Tensor, None]:
-        return torch.randint(0, 256, (64, 3, native[name], native[name]), dtype=torch.uint8), None
-
-    monkeypatch.setattr(data_module, "load_images", fake)
-
-
-def load(config: str, *extra: str) -> ReproCLI:
-    return ReproCLI(args=["--config", str(REPO_ROOT / config), "--trainer.logger", "false", *extra])
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "stl10"])
 @pytest.mark.parametrize("setting", sorted(TABLE_1))
 def test_setting_matches_table_1(setting, dataset, run_dir):
-    cli = load(f"configs/sngan/{dataset}_cnn_{setting}.yaml")
+    cli = load_config(f"configs/sngan/{dataset}_cnn_{setting}.yaml")
     model, hp = cli.model, cli.model.hparams
     lr, b1, b2, n_dis = TABLE_1[setting]
     assert isinstance(model, SNGAN) and isinstance(model.discriminator, StandardCNNDiscriminator)
@@ -57,7 +48,7 @@ def test_setting_matches_table_1(setting, dataset, run_dir):
 
 @pytest.mark.parametrize("dataset", ["cifar10", "stl10"])
 def test_sngan_resnet_config(dataset, run_dir):
-    hp = (cli := load(f"configs/sngan/{dataset}_resnet.yaml")).model.hparams
+    hp = (cli := load_config(f"configs/sngan/{dataset}_resnet.yaml")).model.hparams
     assert isinstance(cli.model.discriminator, ResNetDiscriminator)
     assert (hp.loss, hp.lr_g, hp.lr_d, tuple(hp.betas_d), hp.n_dis) == ("hinge", 2e-4, 2e-4, (0.0, 0.9), 5)
 
@@ -67,7 +58,7 @@ def test_sngan_resnet_config(dataset, run_dir):
     "arch, loss, lr_d, n_dis, decay", [("cnn", "bounded_bce", 2e-4, 1, "none"), ("resnet", "hinge", 4e-4, 5, "linear")]
 )
 def test_gngan_configs(dataset, arch, loss, lr_d, n_dis, decay, run_dir):
-    cli = load(f"configs/gngan/{dataset}_{arch}.yaml")
+    cli = load_config(f"configs/gngan/{dataset}_{arch}.yaml")
     hp = cli.model.hparams
     assert isinstance(cli.model, GNGAN)
     assert (hp.loss, hp.lr_g, hp.lr_d, hp.n_dis, hp.lr_decay) == (loss, 2e-4, lr_d, n_dis, decay)
@@ -83,7 +74,7 @@ def test_gngan_configs(dataset, arch, loss, lr_d, n_dis, decay, run_dir):
 )
 def test_one_step_on_fake_images(config, run_dir):
     small = "0.05" if "resnet" in config else "2"
-    cli = load(
+    cli = load_config(
         config, "--trainer.max_steps", "1", "--trainer.enable_checkpointing", "false",
         "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu", "--data.batch_size", "2",
         "--model.init_args.g_batch_size", "2", "--model.init_args.generator.init_args.width", small,
@@ -97,7 +88,7 @@ def test_one_step_on_fake_images(config, run_dir):
 
 def test_comparator_override_loads(run_dir):
     """The paper's comparators are discriminator options on any loss, e.g. weight norm with NSGAN."""
-    cli = load(
+    cli = load_config(
         "configs/sngan/cifar10_cnn_C.yaml", "--model.class_path", "repro.variants.NSGAN",
         "--model.init_args.discriminator.init_args.norm", "weight",
     )
