@@ -2,8 +2,9 @@
 
 Each command imports the layer it drives when it runs (``repro.fit``, ``repro.tables.runner``,
 ``repro.bench``, ``repro.metrics.classifier``): those load torch and Lightning, which take seconds,
-so ``repro --help`` and ``repro tables`` start without them. ``repro reproduce`` imports them even with
-``--report-only``: it parses every row's config to find stale records.
+so ``repro --help``, ``repro tables`` and ``repro reproduce --dry-run`` start without them (the dry-run checks rows
+from cached parses, ``repro.tables.resolve``). ``--report-only`` imports the fit layer only for rows whose parse
+is not cached.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Callable
 from repro import REPO_ROOT
 from repro.console import quiet_library_noise, wide_console
 from repro.errors import DIVERGED_EXIT_CODE, RUNS_FAILED_EXIT_CODE, USER_ERROR_EXIT_CODE, TrainingDiverged, UserError
-from repro.tables import plan, report, spec
+from repro.tables import plan, preview, report, resolve, spec
 
 __all__ = ["main", "COMMANDS"]
 
@@ -49,7 +50,14 @@ def _cmd_reproduce(args: list[str]) -> None:
                         help="parallel runs: GPUs, or CPU processes (default: all GPUs, else all cores)")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the spec's)")
     parser.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows")
-    parser.add_argument("--dry-run", action="store_true", help="resolve every config, print the plan, train nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan and the stale records, train nothing; fast (no Lightning): each row is "
+                             "checked from a cached parse of the same config files, code and libraries (made by "
+                             "any earlier run, --report-only or --check-configs); rows without one are listed as "
+                             "not checked: their config errors (unknown keys, bad values) are found only by "
+                             "--check-configs or before a run trains")
+    parser.add_argument("--check-configs", action="store_true",
+                        help="with --dry-run: parse the rows not cached as a run does (imports Lightning, 10-30 s)")
     parser.add_argument("--report-only", action="store_true",
                         help="write the page from the finished runs, train nothing (stale runs are listed on it)")
     stale = parser.add_mutually_exclusive_group()
@@ -68,25 +76,30 @@ def _cmd_reproduce(args: list[str]) -> None:
                         help="also log every run to W&B: one group per table, runs named <row>/seed<k> (offline "
                              "without WANDB_API_KEY; README: syncing an offline table)")
     opts = parser.parse_args(args)
+    if opts.check_configs and not opts.dry_run:
+        parser.error("--check-configs goes with --dry-run (a run parses every config before training)")
     console = wide_console()
+    policy = "rerun" if opts.rerun_stale else "accept" if opts.accept_stale else "refuse"
     try:
         table = spec.load_spec(spec.find_spec(opts.table, _table_roots()))
-        from repro.tables import runner  # parses configs with the fit layer: Lightning, seconds to import
-
+        if opts.dry_run:
+            preview.dry_run(table, console, opts.devices, opts.seeds, opts.only, policy, opts.launcher,
+                            opts.check_configs)
+            return
         failures: list[str] = []
         if not opts.report_only:
-            policy = "rerun" if opts.rerun_stale else "accept" if opts.accept_stale else "refuse"
+            from repro.tables import runner  # trains: torch and Lightning, seconds to import
+
             slurm = {k.removeprefix("slurm_"): v for k, v in vars(opts).items() if k.startswith("slurm_")}
-            written = runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run, console,
+            written = runner.reproduce(table, opts.devices, opts.seeds, opts.only, console,
                                        stale=policy, launcher=opts.launcher, slurm=slurm, wandb=opts.wandb)
             failures = runner.failures(written)
-        if not opts.dry_run:
-            records = plan.read_records(table)
-            stale_runs = runner.table_staleness(table, records, console if opts.report_only else None)
-            page = report.write_report(table, records, stale={s.run.name: s.differences for s in stale_runs})
-            console.print(report.summary_table(table, records))
-            figures = sorted((page.parent / "figures" / table.name).glob("*.png"))
-            console.print(f"page: {page}", *(f"figure: {f}" for f in figures), sep="\n")
+        records = plan.read_records(table)
+        stale_runs = resolve.table_staleness(table, records, console if opts.report_only else None)
+        page = report.write_report(table, records, stale={s.run.name: s.differences for s in stale_runs})
+        console.print(report.summary_table(table, records))
+        figures = sorted((page.parent / "figures" / table.name).glob("*.png"))
+        console.print(f"page: {page}", *(f"figure: {f}" for f in figures), sep="\n")
     except spec.SpecError as err:
         raise UserError(str(err)) from None
     if failures:

@@ -31,6 +31,7 @@ from repro.ensemble import check_supported
 from repro.ensemble.run import EnsembleOptions, build_ensemble
 from repro import REPO_ROOT
 from repro.checkpoints import SAFE_GLOBALS, ConfigStamp, check_resume
+from repro.configfiles import resolve_config_args
 from repro.errors import UserError
 from repro.callbacks.intervals import scale_intervals
 from repro.callbacks.progress import install_run_display
@@ -129,29 +130,6 @@ class _ParseOnly(ReproCLI):
 
     def _set_seed(self) -> None:
         """The run seeds itself."""
-
-
-def resolve_config(path: str) -> str:
-    """A config path as given, or relative to the repository root."""
-    if Path(path).exists():
-        return path
-    candidate = REPO_ROOT / path
-    if candidate.exists():
-        return str(candidate)
-    raise UserError(f"config file {path!r} not found (looked in {Path.cwd()} and {REPO_ROOT})")
-
-
-def resolve_config_args(args: list[str]) -> list[str]:
-    """``args`` with every ``--config`` / ``-c`` path resolved by ``resolve_config``."""
-    out = list(args)
-    for i, a in enumerate(out):
-        if a in ("--config", "-c") and i + 1 < len(out):
-            out[i + 1] = resolve_config(out[i + 1])
-        elif a.startswith("--config="):
-            out[i] = "--config=" + resolve_config(a.split("=", 1)[1])
-        elif a == "--ensemble" or a.startswith("--ensemble="):  # shorthand for --ensemble.size
-            out[i] = "--ensemble.size" + a.removeprefix("--ensemble")
-    return out
 
 
 _ERROR_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value",

@@ -21,34 +21,30 @@ process pool (``launcher="pool"``), or as job arrays to SLURM or submitit's loca
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import os
 import platform
 import signal
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from repro.console import wide_console
-from repro.fit import has_preparation, parse_config
-from repro.record import DONE, Status, read_record, source_state, status_of
+from repro.fit import has_preparation
+from repro.record import Status, read_record, source_state, status_of
 from repro.tables.execute import collect, failure_cause, print_result, resume_label, start
 from repro.tables.lock import TableLock
-from repro.tables.plan import Records, Run, is_done, override_args, plan, relative
+from repro.tables.plan import Run, plan, relative
+from repro.tables.preview import summary_line, todo_runs
+from repro.tables.resolve import check_configs, table_staleness
 from repro.tables.spec import SpecError, TableSpec
-from repro.tables.stale import Stale, code_changes, code_warning, stale_message, stale_runs
+from repro.tables.stale import stale_message
 
 __all__ = ["check_configs", "reproduce", "library_versions", "failures", "StaleRecords",
            "STALE_POLICIES", "LAUNCHERS", "table_staleness"]
@@ -62,59 +58,6 @@ class StaleRecords(SpecError):
 
 
 _VERSIONED = ("torch", "torchvision", "lightning", "torchmetrics", "torch-fidelity", "jsonargparse", "numpy")
-
-
-@lru_cache(maxsize=None)
-def _parse(args: tuple[str, ...], root: str, config_stamp: tuple[int, int]) -> dict[str, Any]:
-    """A row's resolved config (a plain dict), parsed from ``root`` as the training subprocess will see it;
-    cached per process by arguments and the row's config file's (mtime, size) (not those of files it includes)."""
-    cwd = Path.cwd()
-    os.chdir(root)  # as the training subprocess sees relative paths in overrides
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Lightning warns that args are passed in-process, by design
-            config = parse_config(list(args)).as_dict()
-    finally:
-        os.chdir(cwd)
-    config.pop("config", None)  # the config files read: where the inputs came from, not an input
-    return json.loads(json.dumps(config, default=str))  # plain values, as a run's config.yaml reads back
-
-
-def check_configs(spec: TableSpec, runs: list[Run]) -> dict[str, dict[str, Any]]:
-    """Parse (not instantiate) each row's config with its overrides, as the training subprocess will; one
-    ``SpecError`` for the first bad row. Returns each row's resolved config (parsed once per process)."""
-    configs: dict[str, dict[str, Any]] = {}
-    for run in runs:
-        if run.row.id in configs:
-            continue
-        err = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(err):
-                stat = run.row.config.stat()
-                configs[run.row.id] = _parse(tuple(run.fit_args()), str(spec.root), (stat.st_mtime_ns, stat.st_size))
-        except (SystemExit, ValueError, TypeError, KeyError) as exc:
-            lines = [ln for ln in err.getvalue().splitlines() if ln.strip()] or [str(exc)]
-            raise SpecError(f"{spec.path.name}: row {run.row.id!r} ({run.row.config}) does not parse: "
-                            f"{lines[-1]}") from None
-    return configs
-
-
-def table_staleness(spec: TableSpec, records: Records, console: Console | None = None) -> list[Stale]:
-    """The done runs of ``records`` whose config differs from the spec's now; prints the code warning
-    (records trained at other commits), and each row that no longer parses (its runs cannot be checked),
-    when ``console`` is given."""
-    done = [(run, record) for run, record in records if status_of(record) in DONE]
-    configs: dict[str, dict[str, Any]] = {}
-    for run in {run.row.id: run for run, _ in done}.values():
-        try:
-            configs |= check_configs(spec, [run])
-        except SpecError as err:
-            if console is not None:
-                console.print(f"warning: {err}; its records cannot be checked", style="yellow", markup=False)
-    warning = code_warning(spec.name, done, code_changes(spec.root, done))
-    if console is not None and warning:
-        console.print(warning, style="yellow", soft_wrap=True, markup=False)
-    return stale_runs(done, configs)
 
 
 def library_versions() -> dict[str, str]:
@@ -162,20 +105,8 @@ def prepare(run: Run, console: Console, env: dict[str, str]) -> None:
         console.print(f"[red]prepare failed for {run.row.id}[/]: {done.stderr.strip()[-500:]}")
 
 
-def print_plan(spec: TableSpec, runs: list[Run], console: Console) -> None:
-    table = Table(title=f"{spec.name}: {spec.title}")
-    for col in ("row", "config", "overrides", "seeds done"):
-        table.add_column(col)
-    for row in {r.row.id: r.row for r in runs}.values():
-        mine = [r for r in runs if r.row.id == row.id]
-        table.add_row(row.id, relative(row.config, spec.root),
-                      " ".join(override_args({**spec.overrides, **row.overrides})),
-                      f"{sum(is_done(r) for r in mine)}/{len(mine)}")
-    console.print(table)
-
-
 def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | None = None,
-              only: list[str] | None = None, dry_run: bool = False, console: Console | None = None,
+              only: list[str] | None = None, console: Console | None = None,
               stale: str = "refuse", launcher: str = "pool", slurm: dict[str, Any] | None = None,
               wandb: bool = False) -> list[dict[str, Any]]:
     """Run every unfinished (row, seed) of ``spec`` (and, with ``stale="rerun"``, every stale one) on ``devices``
@@ -187,22 +118,12 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
         raise SpecError(f"stale policy {stale!r} / launcher {launcher!r}; valid: {STALE_POLICIES}, {LAUNCHERS}")
     console = console or wide_console()
     runs = plan(spec, seeds, only)
-    configs = check_configs(spec, runs)
+    configs = check_configs(spec, runs, parse="always")  # the full parse a run does: every config error, now
     records = [(run, read_record(run.results_dir)) for run in runs]
-    found = table_staleness(spec, records, console)
-    rerun = {item.run.name for item in found} if stale == "rerun" else set()
-    todo = [run for run, record in records if status_of(record) not in DONE or run.name in rerun]
-    rows = len({r.row.id for r in runs})
+    found = table_staleness(spec, records, console, parse="always")
+    todo = todo_runs(records, found, stale)
     devices = (torch.cuda.device_count() or os.cpu_count() or 1) if devices is None else devices
-    where = f"on {devices} device(s)" if launcher == "pool" else f"as {launcher} job arrays"
-    console.print(f"[bold]{spec.name}[/]: {rows} rows x {len(runs) // max(rows, 1)} seeds = {len(runs)} runs, "
-                  f"{len(runs) - len(todo)} finished, {len(todo)} to run {where}"
-                  + (f" ({len(found)} stale: {'rerun' if rerun else stale})" if found else ""))
-    if dry_run:
-        print_plan(spec, runs, console)
-        if found:
-            console.print(stale_message(spec.name, found), markup=False, soft_wrap=True)
-        return []
+    console.print(summary_line(spec, runs, todo, found, stale, devices, launcher))
     if found and stale == "refuse":
         raise StaleRecords(stale_message(spec.name, found))
     context = {"versions": library_versions(), **source_state(spec.root)}
