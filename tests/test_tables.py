@@ -102,7 +102,7 @@ def test_invalid_specs_name_the_offending_key(tmp_path, change, needle):
 def test_override_that_does_not_parse_fails_before_training(tmp_path, capsys):
     path = write_spec(tmp_path, overrides={**TINY_RUN, "model.init_args.no_such_arg": 1})
     with pytest.raises(SystemExit):
-        main(["reproduce", str(path), "--dry-run"])
+        main(["reproduce", str(path)])
     err = capsys.readouterr().err
     assert "row 'nsgan'" in err and "no_such_arg" in err
     assert not (tmp_path / "runs").exists()

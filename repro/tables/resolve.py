@@ -112,10 +112,12 @@ def _environment() -> str:
         if path.relative_to(_PACKAGE).parts[0] in _ABOVE_FIT:
             continue
         digest.update(f"{path.relative_to(_PACKAGE)}\0{_sha256(path)}\0".encode())
-    for entry in sys.path:
-        with contextlib.suppress(OSError):
-            names = sorted(n for n in os.listdir(entry or ".") if n.endswith((".dist-info", ".egg-info")))
-            digest.update(f"{entry}\0{chr(0).join(names)}\0".encode())
+    installed: set[str] = set()
+    for entry in sys.path:  # the installation folders only: how Python was started (-m, -c, a script) adds others
+        if any(part in ("site-packages", "dist-packages") for part in Path(entry).parts):
+            with contextlib.suppress(OSError):
+                installed |= {n for n in os.listdir(entry) if n.endswith((".dist-info", ".egg-info"))}
+    digest.update("\0".join(sorted(installed)).encode())
     return digest.hexdigest()
 
 

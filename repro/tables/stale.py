@@ -4,7 +4,7 @@ A run's inputs are its resolved config (the row's config file, the spec's and th
 default) and the code. Both are compared with what a record holds:
 
 - **Config** (spec, override and config-file changes alike): the record's resolved ``config`` against the row
-  parsed now (``runner.check_configs``), key by key. Keys that name where this run or this machine keeps
+  parsed now (``resolve.check_configs``), key by key. Keys that name where this run or this machine keeps
   its files, or that change no result, are left out (``RUN_SPECIFIC``); keys only one side has are a code
   change (a parameter added or removed), not a config change; paths compare by file name (a record names
   them relative to the project or by role, ``$REPRO_DATA_DIR/...``; a parse gives absolute paths).
