@@ -2,8 +2,8 @@
 
 ``ReproCLI`` parses and builds a run; ``build_cli`` turns input errors into one-paragraph ``UserError``s;
 ``run_fit`` runs the variant's preparation when its cached result is missing and then trains;
-``parse_config`` parses without building anything (a table's config checks, ``repro.tables.resolve``). The command line
-(``repro.cli``), the table runner and the benchmark all build runs through this module.
+``parse_config`` parses without building anything (a table's config checks, ``repro.tables.resolve``). The
+command line (``repro.cli``), the table runner and the benchmark all build runs through this module.
 """
 from __future__ import annotations
 

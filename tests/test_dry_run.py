@@ -128,7 +128,8 @@ def test_key_changes_with_every_input_and_only_with_them(tmp_path, monkeypatch, 
     monkeypatch.setattr(resolve, "_PACKAGE", package)
     key = _key(config, tmp_path)
     assert _key(config, tmp_path) == key
-    (tmp_path / "configs" / "nets" / "mlp_d.yaml").write_text("# edited\n" + (tmp_path / "configs/nets/mlp_d.yaml").read_text())
+    net = tmp_path / "configs" / "nets" / "mlp_d.yaml"
+    net.write_text("# edited\n" + net.read_text())
     assert _key(config, tmp_path) != key  # an included file, two levels from the command
     key = _key(config, tmp_path)
     (tmp_path / "configs" / "nets" / "unrelated.yaml").write_text("width: 3\n")

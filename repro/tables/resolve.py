@@ -10,7 +10,7 @@ installed distributions with their versions, and Python's version. ``row_inputs`
 torch, no Lightning); every full parse stores its result under that key in ``$REPRO_CACHE_DIR/resolved-configs``
 (default ``~/.cache/repro/resolved-configs``). A hit is that same parse's result; a changed input is a miss.
 
-Why a cache and not a resolver of our own: of the ~130 keys a row resolves to, its YAML and overrides state ~25;
+Why a cache and not a resolver of our own: of the ~110 keys a row resolves to, its YAML and overrides state ~25;
 the rest are defaults and normalisations (class names to ``class_path`` + ``init_args``, tuples, merged nets)
 that only the signatures of Lightning's ``Trainer`` and repro's LightningModules give, i.e. importing Lightning.
 
@@ -51,6 +51,7 @@ __all__ = ["PARSE_POLICIES", "RowInputs", "row_inputs", "cache_dir", "check_conf
 PARSE_POLICIES = ("always", "missing", "never")
 _FORMAT = 1  # bump when what is stored changes
 _CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+_HASHED_BYTES = 1 << 20
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 _PACKAGE = Path(__file__).resolve().parents[1]  # the repro package whose signatures a parse reads
 # what the parse (``repro.fit`` and below) cannot import: the layers contract in pyproject.toml forbids it
@@ -146,7 +147,7 @@ class RowInputs:
 
     args: tuple[str, ...]
     root: Path
-    files: tuple[tuple[str, str], ...]  # (absolute path, sha256)
+    files: tuple[tuple[str, str], ...]  # (absolute path, sha256; size and mtime of a big non-config file)
 
     @property
     def key(self) -> str:
@@ -166,7 +167,10 @@ class _Walk:
         path = Path(os.path.normpath(os.path.abspath(path)))
         if path in self.files:
             return
-        self.files[path] = _sha256(path)
+        size = path.stat().st_size
+        # a parse reads config files; a big file a value names (weights, a data set) it only passes on as a path
+        self.files[path] = _sha256(path) if size <= _HASHED_BYTES or path.suffix in _CONFIG_SUFFIXES \
+            else f"size {size}, mtime {path.stat().st_mtime_ns}"
         if path.suffix in _CONFIG_SUFFIXES:
             try:
                 strings = _strings(path.read_text())
