@@ -141,9 +141,8 @@ def test_key_changes_with_every_input_and_only_with_them(tmp_path, monkeypatch, 
     assert _key(config, tmp_path) != key
     key = _key(config, tmp_path)
     assert _key(config, tmp_path, "--model.init_args.lr_g", "0.01") != key
-    mine = tmp_path / "mygans.py"  # a user's variant, importable from the run folder, installed nowhere
+    mine = tmp_path / "mygans.py"  # a user's variant beside the table (the run's folder), installed nowhere
     mine.write_text("class MyGAN: ...\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
     with_user = _key(config, tmp_path, "--model.class_path", "mygans.MyGAN")
     mine.write_text("class MyGAN:\n    x = 1\n")
     assert _key(config, tmp_path, "--model.class_path", "mygans.MyGAN") != with_user

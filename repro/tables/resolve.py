@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
+import importlib.machinery
 import io
 import json
 import os
@@ -123,14 +123,15 @@ def _environment() -> str:
 
 
 @lru_cache(maxsize=None)
-def _module_sources(dotted: str) -> list[Path]:
+def _module_sources(dotted: str, root: Path) -> list[Path]:
     """The source files of a ``class_path``'s top-level module when neither the repro package (hashed whole) nor
-    an installed distribution (versioned) covers it, e.g. a user's own ``mygans.MyGAN``; [] otherwise."""
+    an installed distribution (versioned) covers it, e.g. a user's own ``mygans.MyGAN`` beside the table (the
+    run's folder ``root`` is on its path); [] otherwise."""
     top = dotted.split(".", 1)[0]
     if top == "repro":
         return []
-    try:
-        found = importlib.util.find_spec(top)  # a top-level name: searches sys.path, imports nothing
+    try:  # searches the folders only, imports nothing
+        found = importlib.machinery.PathFinder.find_spec(top, [str(root), *sys.path])
     except (ImportError, ValueError):
         return []
     origin = Path(found.origin) if found and found.origin and found.has_location else None
@@ -181,7 +182,7 @@ class _Walk:
 
     def string(self, text: str, dirs: tuple[Path, ...]) -> None:
         if _DOTTED.fullmatch(text):
-            for source in _module_sources(text):
+            for source in _module_sources(text, self.root):
                 self.file(source, dirs)
         for folder in (*dirs, self.root):
             with contextlib.suppress(OSError, ValueError):  # a long or odd string is no file
@@ -263,7 +264,9 @@ def check_configs(spec: TableSpec, runs: list[Run], parse: str = "always") -> di
         err = io.StringIO()
         try:
             inputs = row_inputs(run.fit_args(), spec.root)
-            config = _PARSED.get(inputs.key) or (_read_cache(inputs) if parse != "always" else None)
+            config = _PARSED.get(inputs.key)
+            if config is None and parse != "always":
+                config = _read_cache(inputs)
             if config is None and parse != "never":
                 with contextlib.redirect_stderr(err):
                     config = _full_parse(inputs)
