@@ -112,6 +112,16 @@ def test_metz_conv_nets_equal_single_runs(run_dir: Path, mnist_root: Path) -> No
     assert (run_dir / "ens" / "seed1" / "samples" / "final.png").is_file()
 
 
+def test_dcgan_nets_equal_single_runs(run_dir: Path, mnist_root: Path) -> None:
+    """configs/mnist/dcgan.yaml (transposed conv from a 1x1 map, BN in G and D, a bias-free D) in float64."""
+    extra = ["--data.data_root", str(mnist_root), "--data.num_samples", "256", "--data.batch_size", "16",
+             "--trainer.precision", "64-true", "--model.init_args.generator.init_args.width", "8",
+             "--model.init_args.discriminator.init_args.width", "8"]
+    args = _args("mnist/dcgan", 6, extra)
+    ens = run_fit([*args, "--ensemble", "2", "--seed_everything", "0", *_logger(run_dir / "ens")])
+    assert_members_equal_single_runs(ens, run_dir, args, [0, 1], TOL)
+
+
 def test_pacgan_maxout_nets_equal_single_runs(run_dir: Path, float64: None) -> None:
     extra = ["--model.init_args.generator", str(REPO_ROOT / "configs/nets/pacgan_g.yaml"),
              "--model.init_args.discriminator", str(REPO_ROOT / "configs/nets/pacgan_d.yaml"),
