@@ -194,6 +194,14 @@ class MemberCallbacks(L.Callback):
             for logger in m.loggers:
                 logger.save()
 
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Every member's rows logged up to this step are on disk before a checkpoint of this step exists (as
+        ``ResumableCheckpoint`` does for the trainer's own loggers): a run resumed from it logs only later steps."""
+        pl_module.flush_member_logs()
+        for m in self.members:
+            for logger in m.loggers:
+                logger.save()
+
     def state_dict(self) -> dict[str, Any]:
         return {"members": [{"seed": m.seed, "alive": m.alive, "callbacks": [cb.state_dict() for cb in m.callbacks]}
                             for m in self.members]}
