@@ -208,3 +208,32 @@ def test_killed_ensemble_job_continues_from_its_checkpoint_bit_identically(tmp_p
         log_a = (tmp_path / f"results/killed/nsgan/seed{seed}/train_log.csv").read_text()
         log_b = (tmp_path / f"results/whole/nsgan/seed{seed}/train_log.csv").read_text()
         assert [r.split(",")[1:] for r in log_a.splitlines()] == [r.split(",")[1:] for r in log_b.splitlines()]
+
+
+def test_ensemble_members_are_one_wandb_run_each(tmp_path, monkeypatch):
+    """`--wandb` on an ensemble job: every member logs to its own offline W&B run in its own folder, named and
+    tagged as its single run would be; the ensemble's own folder has none."""
+    import wandb
+
+    from repro.fit import run_fit
+    from test_wandb import read_wandb_log
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+              "init_args": {"save_dir": str(tmp_path / "ens"), "name": "", "version": ""}}
+    try:
+        run_fit(["--config", str(REPO_ROOT / "configs/ring8/nsgan.yaml"), "--trainer.max_steps", "3",
+                 "--data.num_samples", "256", "--evaluation.n_samples", "200", "--samples.every_n_steps", "0",
+                 "--trainer.enable_progress_bar", "false", "--trainer.logger", json.dumps(logger),
+                 "--ensemble.seeds", "[2, 5]", "--wandb.enabled", "true", "--wandb.table", "t", "--wandb.variant", "row"])
+    finally:
+        wandb.finish()
+    assert not (tmp_path / "ens" / "wandb").exists()
+    for seed in (2, 5):
+        (log,) = (tmp_path / "ens" / f"seed{seed}" / "wandb").glob("offline-run-*/run-*.wandb")
+        run = next(r["run"] for r in read_wandb_log(log) if r["type"] == "run")
+        assert run["display_name"] == f"row/seed{seed}" and f"seed{seed}" in run["tags"]
+        history = [r["history"]["item"] for r in read_wandb_log(log) if r["type"] == "history"]
+        assert [h["trainer/global_step"] for h in history if "train/d_loss" in h] == [1, 2, 3]

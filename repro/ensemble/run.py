@@ -247,7 +247,7 @@ def build_ensemble(cli: Any) -> None:
         rng_states.append(torch.get_rng_state())
         config = member_config(cli.config, seed, folder)
         loggers = with_loggers([CSVLogger(str(folder), name="", version="")], init.get("wandb"), init["model"],
-                               cli.datamodule.dataset, config.as_dict())
+                               cli.datamodule, config.as_dict())
         members.append(Member(seed, init["model"], [init[key] for key, _ in parsed], loggers, folder,
                               cli.parser.dump(config, skip_none=False)))
     L.seed_everything(first, verbose=False)
