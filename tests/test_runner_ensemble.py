@@ -237,3 +237,32 @@ def test_ensemble_members_are_one_wandb_run_each(tmp_path, monkeypatch):
         assert run["display_name"] == f"row/seed{seed}" and f"seed{seed}" in run["tags"]
         history = [r["history"]["item"] for r in read_wandb_log(log) if r["type"] == "history"]
         assert [h["trainer/global_step"] for h in history if "train/d_loss" in h] == [1, 2, 3]
+
+
+def test_a_fresh_start_removes_superseded_ensemble_folders(tmp_path, monkeypatch):
+    """A job (or single run) that starts fresh removes its row's ensemble job folders that share a seed with it,
+    under results/ and runs/ (their checkpoint can never be resumed now), and keeps the others."""
+    from repro.tables import execute
+    from repro.tables.jobs import Job
+
+    spec = load_spec(write_spec(tmp_path, matrix=_matrix("nsgan"), claims=[], seeds=[0, 1, 2, 3]))
+    runs = plan(spec)
+    for name in ("ensemble_0_1", "ensemble_2_3"):
+        for base in (spec.results_dir, spec.runs_dir):
+            (base / "nsgan" / name / "in_progress").mkdir(parents=True)
+            (base / "nsgan" / name / "in_progress" / "last.ckpt").touch()
+    started: list[list[str]] = []
+    monkeypatch.setattr(execute.subprocess, "Popen", lambda args, **kwargs: started.append(args))
+    _, out, err = execute.start(Job((runs[1],)), dict(os.environ))
+    out.close()
+    err.close()
+    assert not (spec.results_dir / "nsgan" / "ensemble_0_1").exists()
+    assert not (spec.runs_dir / "nsgan" / "ensemble_0_1").exists()
+    assert set(job_folders(spec, spec.row("nsgan"))) == {(2, 3)}
+    assert "--ensemble.seeds" not in started[0] and "--ckpt_path" not in started[0]
+    job = Job((runs[2], runs[3]))  # resumes its own checkpoint
+    _, out, err = execute.start(job, dict(os.environ))
+    out.close()
+    err.close()
+    assert started[1][started[1].index("--ckpt_path") + 1] == "results/tiny/nsgan/ensemble_2_3/in_progress/last.ckpt"
+    assert read_json(job.in_progress_dir / "resumes.json") == {"steps": [None]}
