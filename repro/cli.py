@@ -72,6 +72,12 @@ def _cmd_reproduce(args: list[str]) -> None:
                             ("cpus_per_task", int, "CPUs per run"), ("mem_gb", int, "memory per run, GB")):
         parser.add_argument(f"--slurm-{key.replace('_', '-')}", dest=f"slurm_{key}", type=kind, default=None,
                             help=f"{text} (default: the spec's slurm.{key})")
+    ensemble = parser.add_mutually_exclusive_group()
+    ensemble.add_argument("--ensemble-size", type=int, default=None, metavar="K",
+                          help="most seeds of a row trained together in one process (a seed ensemble; default: the "
+                               "spec's ensemble_size, else all unfinished seeds of the row)")
+    ensemble.add_argument("--no-ensemble", action="store_true",
+                          help="one process per (row, seed) instead of seed ensembles")
     parser.add_argument("--wandb", action="store_true",
                         help="also log every run to W&B: one group per table, runs named <row>/seed<k> (offline "
                              "without WANDB_API_KEY; README: syncing an offline table)")
@@ -84,7 +90,7 @@ def _cmd_reproduce(args: list[str]) -> None:
         table = spec.load_spec(spec.find_spec(opts.table, _table_roots()))
         if opts.dry_run:
             preview.dry_run(table, console, opts.devices, opts.seeds, opts.only, policy, opts.launcher,
-                            opts.check_configs)
+                            opts.ensemble_size, opts.no_ensemble, opts.check_configs)
             return
         failures: list[str] = []
         if not opts.report_only:
@@ -92,7 +98,8 @@ def _cmd_reproduce(args: list[str]) -> None:
 
             slurm = {k.removeprefix("slurm_"): v for k, v in vars(opts).items() if k.startswith("slurm_")}
             written = runner.reproduce(table, opts.devices, opts.seeds, opts.only, console,
-                                       stale=policy, launcher=opts.launcher, slurm=slurm, wandb=opts.wandb)
+                                       stale=policy, launcher=opts.launcher, slurm=slurm, wandb=opts.wandb,
+                                       ensemble_size=opts.ensemble_size, no_ensemble=opts.no_ensemble)
             failures = runner.failures(written)
         records = plan.read_records(table)
         stale_runs = resolve.table_staleness(table, records, console if opts.report_only else None)

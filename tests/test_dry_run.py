@@ -59,7 +59,7 @@ def test_dry_run_is_fast_and_imports_neither_torch_nor_lightning(table, cache):
     for run in {r.row.id: r for r in reversed(plan(spec))}.values():  # a stand-in parse of each row's inputs
         resolve._write_cache(resolve.row_inputs(run.fit_args(), spec.root), records.get(run.row.id, {}))
     out = _assert_fast_dry_run(table)
-    assert "not checked" not in out and f"{rows} rows x" in out, out[-500:]
+    assert "row(s) not checked" not in out and f"{rows} rows x" in out, out[-500:]
 
 
 def _opened_during(action) -> set[Path]:
@@ -169,6 +169,7 @@ def test_dry_run_lists_uncached_rows_and_check_configs_finds_their_errors(tmp_pa
     resolve._PARSED.clear()
     main(["reproduce", str(good), "--dry-run"])
     assert "not checked" not in capsys.readouterr().out
-    assert sorted(p.suffix for p in cache.iterdir()) == [".json", ".json"]
+    entries = sorted(p.name for p in cache.iterdir())  # per row: its parse, and whether its model stacks
+    assert len(entries) == 4 and [e.startswith("stacking-") for e in entries] == [False, False, True, True]
     with pytest.raises(SystemExit):
         main(["reproduce", str(good), "--check-configs"])  # goes with --dry-run only

@@ -1,22 +1,24 @@
-"""What ``repro reproduce TABLE`` will do, without torch or Lightning: the summary line and plan table the runner
-prints before training, and ``--dry-run``, which prints them and checks every row whose resolved config is
-cached (``repro.tables.resolve``) in well under a second."""
+"""What ``repro reproduce TABLE`` will do, without torch or Lightning: its jobs (seed ensembles or single runs), the
+summary line the runner prints before training, and ``--dry-run``, which prints the plan and checks every row
+whose resolved config (and stacking check) is cached (``repro.tables.resolve``) in well under a second."""
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from repro.record import DONE, read_record, status_of
+from repro.tables.jobs import Job, group_jobs
 from repro.tables.plan import Records, Run, is_done, override_args, plan, relative
-from repro.tables.resolve import check_configs, table_staleness, unchecked_note
-from repro.tables.spec import TableSpec
+from repro.tables.resolve import check_configs, stacking_refusals, table_staleness, unchecked_note
+from repro.tables.spec import SpecError, TableSpec
 from repro.tables.stale import Stale, stale_message
 
-__all__ = ["dry_run", "print_plan", "summary_line", "todo_runs", "visible_gpus"]
+__all__ = ["dry_run", "print_plan", "summary_line", "todo_runs", "visible_gpus", "ensemble_cap", "plan_jobs"]
 
 
 def visible_gpus() -> int:
@@ -36,31 +38,57 @@ def todo_runs(records: Records, found: list[Stale], stale: str) -> list[Run]:
     return [run for run, record in records if status_of(record) not in DONE or run.name in rerun]
 
 
-def summary_line(spec: TableSpec, runs: list[Run], todo: list[Run], found: list[Stale], stale: str, devices: int,
-                 launcher: str) -> str:
-    """``<table>: R rows x S seeds = N runs, F finished, T to run on D device(s) (k stale: <policy>)``."""
+def summary_line(spec: TableSpec, runs: list[Run], todo: list[Run], processes: int, found: list[Stale], stale: str,
+                 devices: int, launcher: str) -> str:
+    """``<table>: R rows x S seeds = N runs, F finished, T to run on D device(s) [in P process(es)] (k stale: ...)``."""
     rows = len({r.row.id for r in runs})
     where = f"on {devices} device(s)" if launcher == "pool" else f"as {launcher} job arrays"
     return (f"[bold]{spec.name}[/]: {rows} rows x {len(runs) // max(rows, 1)} seeds = {len(runs)} runs, "
             f"{len(runs) - len(todo)} finished, {len(todo)} to run {where}"
+            + (f" in {processes} process(es)" if processes != len(todo) else "")
             + (f" ({len(found)} stale: {stale})" if found else ""))
 
 
-def print_plan(spec: TableSpec, runs: list[Run], console: Console) -> None:
+def print_plan(spec: TableSpec, runs: list[Run], how: dict[str, str], console: Console) -> None:
+    """The plan: each row's config, overrides, seeds done and how its unfinished seeds run (``group_jobs``)."""
     table = Table(title=f"{spec.name}: {spec.title}")
-    for col in ("row", "config", "overrides", "seeds done"):
+    for col in ("row", "config", "overrides", "seeds done", "runs as"):
         table.add_column(col)
     for row in {r.row.id: r.row for r in runs}.values():
         mine = [r for r in runs if r.row.id == row.id]
         table.add_row(row.id, relative(row.config, spec.root),
                       " ".join(override_args({**spec.overrides, **row.overrides})),
-                      f"{sum(is_done(r) for r in mine)}/{len(mine)}")
+                      f"{sum(is_done(r) for r in mine)}/{len(mine)}", how.get(row.id, "-"))
     console.print(table)
+
+
+def ensemble_cap(spec: TableSpec, ensemble_size: int | None, no_ensemble: bool) -> int | None:
+    """Most seeds per ensemble job: 1 with ``no_ensemble``, else ``ensemble_size`` (the command line's), else the
+    spec's ``ensemble_size``, else None (all unfinished seeds of a row in one job)."""
+    if no_ensemble:
+        return 1
+    if ensemble_size is not None and ensemble_size < 1:
+        raise SpecError(f"--ensemble-size must be >= 1, got {ensemble_size} (--no-ensemble: one process per seed)")
+    return ensemble_size if ensemble_size is not None else spec.ensemble_size
+
+
+def plan_jobs(todo: list[Run], configs: dict[str, dict[str, Any]], cap: int | None,
+              parse: str = "always") -> tuple[list[Job], dict[str, str]]:
+    """Group ``todo`` into jobs (``repro.tables.jobs.group_jobs``), each row's model checked for stacking from its
+    resolved config first (unless ``cap`` is 1: no ensembles), by ``resolve.stacking_refusals(..., parse)``; a row
+    it could not check (``parse="never"``, nothing cached) is grouped as if it stacks, and its ``how`` says so."""
+    rows = dict.fromkeys(r.row.id for r in todo)
+    refusals, unknown = ({}, []) if cap == 1 else stacking_refusals({row: configs.get(row) for row in rows}, parse)
+    jobs, how = group_jobs(todo, cap, refusals)
+    for row in unknown:
+        if "ensemble" in how.get(row, ""):
+            how[row] += " (if its model stacks: not checked yet, --check-configs)"
+    return jobs, how
 
 
 def dry_run(spec: TableSpec, console: Console, devices: int | None = None, seeds: list[int] | None = None,
             only: list[str] | None = None, stale: str = "refuse", launcher: str = "pool",
-            check: bool = False) -> None:
+            ensemble_size: int | None = None, no_ensemble: bool = False, check: bool = False) -> None:
     """Print what ``repro reproduce`` would run and the stale records it would refuse, train nothing. Rows are
     checked from cached parses; with ``check`` the others are parsed as a run parses them (Lightning)."""
     runs = plan(spec, seeds, only)
@@ -69,9 +97,10 @@ def dry_run(spec: TableSpec, console: Console, devices: int | None = None, seeds
     records = [(run, read_record(run.results_dir)) for run in runs]
     found = table_staleness(spec, records, console, parse)
     todo = todo_runs(records, found, stale)
+    jobs, how = plan_jobs(todo, configs, ensemble_cap(spec, ensemble_size, no_ensemble), parse)
     devices = devices if devices is not None else (visible_gpus() or os.cpu_count() or 1)
-    console.print(summary_line(spec, runs, todo, found, stale, devices, launcher))
-    print_plan(spec, runs, console)
+    console.print(summary_line(spec, runs, todo, len(jobs), found, stale, devices, launcher))
+    print_plan(spec, runs, how, console)
     if found:
         console.print(stale_message(spec.name, found), markup=False, soft_wrap=True)
     unchecked = [row for row in dict.fromkeys(r.row.id for r in runs) if row not in configs]

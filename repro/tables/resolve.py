@@ -45,8 +45,8 @@ from repro.tables.plan import Records, Run
 from repro.tables.spec import SpecError, TableSpec
 from repro.tables.stale import Stale, code_changes, code_warning, stale_runs
 
-__all__ = ["PARSE_POLICIES", "RowInputs", "row_inputs", "cache_dir", "check_configs", "table_staleness",
-           "unchecked_note"]
+__all__ = ["PARSE_POLICIES", "RowInputs", "row_inputs", "cache_dir", "check_configs", "stacking_refusals",
+           "table_staleness", "unchecked_note"]
 
 PARSE_POLICIES = ("always", "missing", "never")
 _FORMAT = 1  # bump when what is stored changes
@@ -223,16 +223,19 @@ def _read_cache(inputs: RowInputs) -> dict[str, Any] | None:
     return entry.get("config") if isinstance(entry, dict) and entry.get("key") == inputs.key else None
 
 
-def _write_cache(inputs: RowInputs, config: dict[str, Any]) -> None:
-    """Store a full parse's result (atomically: tables may parse at once); a cache that cannot be written is
-    only slower."""
-    path = cache_dir() / f"{inputs.key}.json"
-    entry = {"key": inputs.key, "args": inputs.args, "files": inputs.files, "config": config}
+def _write_json(path: Path, entry: dict[str, Any]) -> None:
+    """Store a cache entry atomically (tables may parse at once); a cache that cannot be written is only slower."""
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(entry))
         os.replace(tmp, path)
+
+
+def _write_cache(inputs: RowInputs, config: dict[str, Any]) -> None:
+    """Store a full parse's result under its inputs' key."""
+    _write_json(cache_dir() / f"{inputs.key}.json",
+                {"key": inputs.key, "args": inputs.args, "files": inputs.files, "config": config})
 
 
 def _full_parse(inputs: RowInputs) -> dict[str, Any]:
@@ -277,6 +280,37 @@ def check_configs(spec: TableSpec, runs: list[Run], parse: str = "always") -> di
         if config is not None:
             configs[run.row.id] = config
     return configs
+
+
+def stacking_refusals(configs: dict[str, dict[str, Any] | None], parse: str = "always"
+                      ) -> tuple[dict[str, str | None], list[str]]:
+    """Per row, why its model cannot train as a seed ensemble (``repro.tables.jobs.stacking_refusal``, which
+    builds the model: torch and Lightning) or None, and the rows left unchecked. Like a parse, the answer is a
+    function of the row's resolved model config and the code and libraries, and is cached under their hash;
+    ``parse`` as in ``check_configs`` (a row without a config, or ``never`` without a cached answer: unchecked)."""
+    out: dict[str, str | None] = {}
+    unknown: list[str] = []
+    for row, config in configs.items():
+        if config is None or "model" not in config:
+            unknown.append(row)
+            continue
+        model = json.dumps(config["model"], sort_keys=True)
+        key = hashlib.sha256(json.dumps([_FORMAT, "stacking", model, _environment()]).encode()).hexdigest()
+        path = cache_dir() / f"stacking-{key}.json"
+        try:
+            cached = json.loads(path.read_text()) if parse != "always" else None
+        except (OSError, ValueError):
+            cached = None
+        if isinstance(cached, dict) and cached.get("key") == key:
+            out[row] = cached.get("refusal")
+        elif parse == "never":
+            unknown.append(row)
+        else:
+            from repro.tables.jobs import stacking_refusal  # builds the model
+
+            out[row] = stacking_refusal(config)
+            _write_json(path, {"key": key, "refusal": out[row]})
+    return out, unknown
 
 
 def table_staleness(spec: TableSpec, records: Records, console: Console | None = None,
