@@ -1,5 +1,6 @@
 """Generator and discriminator networks; they know nothing of losses."""
 from repro.nets.cnn import StandardCNNDiscriminator, StandardCNNGenerator
+from repro.nets.conditional import AuxiliaryClassifierDiscriminator, ProjectionDiscriminator
 from repro.nets.minibatch import MinibatchDiscriminator
 from repro.nets.mlp import MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
 from repro.nets.resnet import ResNetDiscriminator, ResNetGenerator
@@ -15,4 +16,6 @@ __all__ = [
     "ResNetDiscriminator",
     "MinibatchDiscriminator",
     "VirtualBatchNormGenerator",
+    "ProjectionDiscriminator",
+    "AuxiliaryClassifierDiscriminator",
 ]
