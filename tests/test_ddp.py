@@ -29,8 +29,9 @@ from repro.metrics.image import ImageProtocol, evaluate_images
 
 VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "sngan", "gngan", "tan", "rfgan", "jcgan", "xicfg", "wgants",
             "label_smoothing", "minibatch", "vbn", "historical_averaging", "ssgan", "rasgan", "rsgan", "ralsgan",
-            "rahinge", "feature_matching"]
-IMAGE_CONFIGS = {"ssgan": "configs/mnist/ssgan.yaml"}  # rotations need images: a 512-image MNIST subset
+            "rahinge", "feature_matching", "projection", "acgan"]
+# rotations and class labels need images: a 512-image MNIST subset
+IMAGE_CONFIGS = {v: f"configs/mnist/{v}.yaml" for v in ("ssgan", "projection", "acgan")}
 STEPS = 10
 PER_DEVICE_BATCH = 32
 

@@ -35,6 +35,9 @@ CASES: dict[str, tuple[str, list[str]]] = {
     # G's step on the real batch: a relativistic loss (paper-era form) and feature matching
     "ralsgan": ("configs/ring8/ralsgan.yaml", ["--model.init_args.paper_era", "true"]),
     "feature_matching": ("configs/ring8/feature_matching.yaml", []),
+    # class labels in the batches and the fakes' label draws (small MNIST batches: 32 steps per epoch, so the
+    # resume crosses an epoch too; AC-GAN's labels take the same path)
+    "projection": ("configs/mnist/projection.yaml", ["--data.num_samples", "512", "--data.batch_size", "16"]),
 }
 
 
