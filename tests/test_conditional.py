@@ -296,3 +296,34 @@ def test_digits_and_image_folder_labels(tmp_path: Path) -> None:
 def _with_labels(dm: GANDataModule, num_classes: int):
     dm.set_labelled(num_classes)
     return dm.train_dataloader()
+
+
+# ----------------------------------------------------------------- per-class metrics
+def test_per_class_metrics_of_a_generator_that_returns_real_digits(mnist_root: Path, tmp_path: Path) -> None:
+    """A "generator" returning real digits of the asked class scores near the classifier's accuracy and a small
+    intra-class FID; one returning the next class scores near 0 and a large intra-class FID."""
+    from repro.metrics import registry
+    from repro.metrics.per_class import evaluate
+    from repro.pixels import to_float
+
+    dm = GANDataModule("mnist", batch_size=8, data_root=str(mnist_root), num_samples=4000)
+    dm.setup()
+    pools = [to_float(dm.data[dm.labels == k]) for k in range(10)]
+
+    def sampler(shift: int):
+        def sample(n: int, y: Tensor) -> Tensor:
+            pool = pools[(int(y[0]) + shift) % 10]
+            return pool[torch.randperm(len(pool))[:n]]
+        return sample
+
+    settings = registry.EvaluationSettings(n_per_class=200, batch_size=100, cache_dir=tmp_path)
+    ctx = registry.EvalContext(sampler(0), dm, torch.device("cpu"), "final", settings, num_classes=10)
+    values, protocols = evaluate(ctx)
+    assert values["class_acc200_classifier"] > 0.9 and values["class_acc200_classifier_min"] > 0.8
+    assert len([k for k in values if k.startswith("intra_fid200_train_classifier_c")]) == 10
+    assert all(registry.family_of_key(k).name == "per_class" for k in values) and protocols.keys() == values.keys()
+    wrong, _ = evaluate(registry.EvalContext(sampler(1), dm, torch.device("cpu"), "final", settings, num_classes=10))
+    assert wrong["class_acc200_classifier"] < 0.1
+    assert wrong["intra_fid200_train_classifier"] > 3 * values["intra_fid200_train_classifier"]
+    unconditional = registry.EvalContext(sampler(0), dm, torch.device("cpu"), "final", settings)
+    assert evaluate(unconditional) == ({}, {})
