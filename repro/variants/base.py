@@ -204,11 +204,6 @@ class GANModule(L.LightningModule):
                 raise ValueError(f"model.num_classes: {type(reg).__name__} runs a net on inputs of its own, whose "
                                  "labels are not defined; drop it or set model.num_classes: null")
 
-    @property
-    def labelled(self) -> bool:
-        """Whether this model trains on class labels (``num_classes`` set)."""
-        return self.num_classes is not None
-
     def sample_labels(self, n: int) -> Tensor | None:
         """``n`` class labels drawn uniformly (the fakes' labels), or None (no draw) without ``num_classes``."""
         if self.num_classes is None:
