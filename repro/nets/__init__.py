@@ -1,6 +1,8 @@
 """Generator and discriminator networks; they know nothing of losses."""
+from repro.nets.attention import SelfAttention
 from repro.nets.cnn import StandardCNNDiscriminator, StandardCNNGenerator
 from repro.nets.conditional import AuxiliaryClassifierDiscriminator, ProjectionDiscriminator
+from repro.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from repro.nets.minibatch import MinibatchDiscriminator
 from repro.nets.mlp import MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
 from repro.nets.resnet import ResNetDiscriminator, ResNetGenerator
@@ -12,6 +14,9 @@ __all__ = [
     "MaxoutDiscriminator",
     "StandardCNNGenerator",
     "StandardCNNDiscriminator",
+    "DCGANGenerator",
+    "DCGANDiscriminator",
+    "SelfAttention",
     "ResNetGenerator",
     "ResNetDiscriminator",
     "MinibatchDiscriminator",
