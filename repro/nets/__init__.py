@@ -1,4 +1,5 @@
 """Generator and discriminator networks; they know nothing of losses."""
+from repro.nets.biggan import BigGANGenerator
 from repro.nets.cnn import StandardCNNDiscriminator, StandardCNNGenerator
 from repro.nets.minibatch import MinibatchDiscriminator
 from repro.nets.mlp import MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
@@ -15,4 +16,5 @@ __all__ = [
     "ResNetDiscriminator",
     "MinibatchDiscriminator",
     "VirtualBatchNormGenerator",
+    "BigGANGenerator",
 ]
