@@ -9,7 +9,7 @@ from torch import nn
 
 from repro.latents import truncated_normal, truncation_suffix
 from repro.metrics.registry import family_of_key
-from repro.nets import BigGANGenerator, StandardCNNDiscriminator
+from repro.nets import BigGANGenerator, ProjectionDiscriminator, StandardCNNDiscriminator
 from repro.nets.conditional_bn import ConditionalBatchNorm2d
 from repro.regularizers import ModifiedOrthogonalRegularizer
 from repro.variants import BigGAN
@@ -55,8 +55,8 @@ def test_ortho_penalty_and_gradient_match_the_formulas(shape):
 def test_ortho_regularizer_sums_over_gs_weights_except_the_shared_embedding():
     torch.manual_seed(0)
     g = BigGANGenerator(z_dim=96, image_size=28, channels=1, width=2, num_classes=10, shared_dim=8)
-    d = StandardCNNDiscriminator(image_size=28, channels=1, width=4)
-    model = BigGAN(g, d, ortho_weight=1e-4)
+    d = ProjectionDiscriminator(StandardCNNDiscriminator(image_size=28, channels=1, width=4), num_classes=10)
+    model = BigGAN(g, d, ortho_weight=1e-4, num_classes=10)
     (reg,) = model.g_regularizers
     names = [n for n, p in g.named_parameters() if p.dim() >= 2 and not n.startswith("shared.")]
     assert not any(w is g.shared.weight for w in reg.weights(g)) and len(reg.weights(g)) == len(names) > 10
@@ -64,7 +64,7 @@ def test_ortho_regularizer_sums_over_gs_weights_except_the_shared_embedding():
     assert any(w is g.linear.parametrizations.weight.original for w in reg.weights(g))
     expected = 1e-4 * sum(_off_diagonal_squares(p) for n, p in g.named_parameters() if n in names)
     assert reg(model, torch.randn(2, 96), torch.randn(2, 1, 28, 28)).item() == pytest.approx(expected, rel=1e-5)
-    assert BigGAN(g, d).g_regularizers == []  # ortho_weight 0: off (BigGAN-PyTorch's CIFAR script)
+    assert BigGAN(g, d, num_classes=10).g_regularizers == []  # ortho_weight 0: off (BigGAN-PyTorch's CIFAR script)
 
 
 def test_truncated_normal_never_exceeds_the_threshold_and_is_a_truncated_normal():

@@ -50,6 +50,9 @@ def check_supported(model: GANModule) -> None:
                            "the module tree"}.get(name, "it has not been checked against single runs")
         raise EnsembleError(f"ensemble: {name} cannot run as a seed ensemble ({reason}); supported variants: "
                             f"{supported} and JacobianClamped versions of them; train its seeds separately")
+    if getattr(model, "num_classes", None) is not None:
+        raise EnsembleError("ensemble: class-conditional training (model.num_classes) has no seed-ensemble version "
+                            "(labels and class embeddings are not stacked per member); train its seeds separately")
     for reg in [*model.d_regularizers, *model.g_regularizers]:
         if not isinstance(reg, SUPPORTED_REGULARIZERS):
             raise EnsembleError(

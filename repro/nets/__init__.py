@@ -1,6 +1,7 @@
 """Generator and discriminator networks; they know nothing of losses."""
 from repro.nets.biggan import BigGANGenerator
 from repro.nets.cnn import StandardCNNDiscriminator, StandardCNNGenerator
+from repro.nets.conditional import AuxiliaryClassifierDiscriminator, ProjectionDiscriminator
 from repro.nets.minibatch import MinibatchDiscriminator
 from repro.nets.mlp import MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
 from repro.nets.resnet import ResNetDiscriminator, ResNetGenerator
@@ -17,4 +18,6 @@ __all__ = [
     "MinibatchDiscriminator",
     "VirtualBatchNormGenerator",
     "BigGANGenerator",
+    "ProjectionDiscriminator",
+    "AuxiliaryClassifierDiscriminator",
 ]

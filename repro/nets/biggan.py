@@ -23,7 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from repro.nets.conditional_bn import ClassConditionalBatchNorm2d, ConditionalBatchNorm2d, ConditionalLayer
+from repro.nets.conditional_bn import (
+    ClassConditionalBatchNorm2d,
+    ConditionalBatchNorm2d,
+    ConditionalLayer,
+    check_labels,
+)
 from repro.nets.layers import Init, initialize
 from repro.normalization import wrap
 
@@ -100,9 +105,7 @@ class BigGANGenerator(nn.Module):
 
     def conditions(self, z: Tensor, y: Tensor | None) -> tuple[Tensor, list[Tensor | None]]:
         """The linear layer's latent and each up-block's conditioning input (c_i above)."""
-        if (self.num_classes is None) != (y is None):
-            raise ValueError("BigGANGenerator: pass labels y exactly when it is class-conditional "
-                             f"(num_classes {self.num_classes})")
+        check_labels(self, y)
         if not self.hierarchical:
             c = self.shared(y) if self.shared is not None else y
             return z, [c] * len(self.blocks)

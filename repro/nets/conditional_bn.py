@@ -29,6 +29,8 @@ __all__ = [
     "ClassConditionalBatchNorm1d",
     "ClassConditionalBatchNorm2d",
     "ConditionalSequential",
+    "batch_norm_2d",
+    "check_labels",
 ]
 
 
@@ -117,3 +119,21 @@ class ConditionalSequential(nn.Sequential):
         for layer in self:
             x = layer(x, c) if isinstance(layer, ConditionalLayer) else layer(x)
         return x
+
+
+def batch_norm_2d(num_features: int, num_classes: int | None) -> nn.Module:
+    """``nn.BatchNorm2d`` (affine), or its class-conditional version when ``num_classes`` is set: how a net
+    with a ``num_classes`` option builds each BN layer it conditions."""
+    if num_classes is None:
+        return nn.BatchNorm2d(num_features)
+    return ClassConditionalBatchNorm2d(num_features, num_classes)
+
+
+def check_labels(net: nn.Module, y: Tensor | None) -> None:
+    """One clear ``ValueError`` unless ``y`` is given exactly when ``net`` is class-conditional
+    (``net.num_classes`` set)."""
+    num_classes = getattr(net, "num_classes", None)
+    if (num_classes is None) != (y is None):
+        if y is None:
+            raise ValueError(f"{type(net).__name__} is class-conditional (num_classes {num_classes}): pass labels y")
+        raise ValueError(f"{type(net).__name__} takes no labels: set its num_classes to condition it on classes")
