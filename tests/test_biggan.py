@@ -7,6 +7,7 @@ import torch
 from scipy import stats
 from torch import nn
 
+from repro import REPO_ROOT
 from repro.latents import truncated_normal, truncation_suffix
 from repro.metrics.registry import family_of_key
 from repro.nets import BigGANGenerator, ProjectionDiscriminator, StandardCNNDiscriminator
@@ -154,3 +155,104 @@ def test_truncated_metric_keys_belong_to_their_family():
     assert key == "fid10k_train_inception_trunc0.5" and truncation_suffix(1.0) == "_trunc1"
     assert family_of_key(key) is family_of_key("fid10k_train_inception") is not None
     assert family_of_key("modes_2500_trunc2").name == "toy_modes"
+
+
+def test_twenty_cli_steps_on_labelled_mnist(run_dir, mnist_root):
+    """configs/mnist/biggan.yaml through the CLI: 20 generator updates on a 1,024-image MNIST subset with labels,
+    the EMA copying G until update 10 and averaging after; truncated samples at the final evaluation."""
+    from repro.fit import ReproCLI
+
+    cli = ReproCLI(args=["--config", str(REPO_ROOT / "configs/mnist/biggan.yaml"), "--data.data_root", str(mnist_root),
+                         "--data.num_samples", "1024", "--data.batch_size", "16", "--trainer.max_steps", "20",
+                         "--trainer.enable_progress_bar", "false", "--trainer.enable_checkpointing", "false",
+                         "--model.init_args.ema_start", "10", "--evaluation.truncation", "[0.5]"])
+    before = {k: v.clone() for k, v in cli.model.generator.state_dict().items()}
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    model = cli.model
+    assert cli.trainer.global_step == 20 and cli.datamodule.labelled and model.num_classes == 10
+    assert all(torch.isfinite(v) for v in model.last_losses.values())
+    after = model.generator.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].dtype.is_floating_point)
+    assert [type(r) for r in model.g_regularizers] == [ModifiedOrthogonalRegularizer]
+    ema, g = dict(model.generator_ema.named_parameters()), dict(model.generator.named_parameters())
+    assert not any(torch.equal(ema[k], g[k]) for k in g)  # averaging since update 10
+    assert model.sample(4).shape == (4, 1, 28, 28)
+
+
+def test_ensemble_is_refused_clearly(run_dir):
+    from repro.errors import UserError
+    from repro.fit import build_cli
+
+    with pytest.raises(UserError, match="BigGAN cannot run as a seed ensemble .*train its seeds separately"):
+        build_cli(["--config", str(REPO_ROOT / "configs/mnist/biggan.yaml"), "--ensemble", "2", "--trainer.logger", "false"])
+
+
+@pytest.fixture()
+def cifar_stand_in(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Stand-in CIFAR-10 (random images, random labels) and the evaluation settings the preflight receives
+    (instead of loading the Inception weights)."""
+    import repro.data.module as data_module
+    import repro.preflight as preflight
+
+    def fake(name: str, root: object, download: bool, image_size: int | None = None):
+        g = torch.Generator().manual_seed(0)
+        return (torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g),
+                torch.randint(0, 10, (64,), generator=g))
+
+    monkeypatch.setattr(data_module, "load_images", fake)
+    seen: list = []
+    monkeypatch.setattr(preflight, "check_evaluation", lambda evaluation, datamodule: seen.append(evaluation.settings))
+    return seen
+
+
+# config -> (shared_dim, hierarchical, ortho beta, init scheme): the CIFAR script has none of the paper's G changes
+GPU = {"cifar10_script": (0, False, 0.0, "normal"), "cifar10_paper": (128, True, 1e-4, "orthogonal")}
+
+
+@pytest.mark.parametrize("name", sorted(GPU))
+def test_cifar10_configs_are_the_stated_settings(name, run_dir, cifar_stand_in):
+    from conftest import load_config
+
+    from repro.normalization import SpectralNorm
+
+    shared, hierarchical, beta, scheme = GPU[name]
+    cli = load_config(f"configs/biggan/{name}.yaml")
+    model, hp, g = cli.model, cli.model.hparams, cli.model.generator
+    assert (hp.loss, hp.n_dis, hp.lr_g, hp.lr_d, hp.ema_decay, hp.ema_start) == ("hinge", 4, 2e-4, 2e-4, 0.9999, 1000)
+    assert tuple(hp.betas_g) == tuple(hp.betas_d) == (0.0, 0.999) and hp.ortho_weight == beta
+    assert cli.datamodule.batch_size == 50 and cli.trainer.max_steps == 125_000 and model.num_classes == 10
+    assert (g.shared.embedding_dim if g.shared is not None else 0, g.hierarchical, g.top_channels) == (shared,
+                                                                                                    hierarchical, 256)
+    assert len(model.g_regularizers) == (1 if beta else 0)
+    # BigGAN's D: 4 blocks of 256 (8 convs, 2 learnable shortcuts), the linear head and the class embedding, all SN
+    assert sum(isinstance(m, SpectralNorm) for m in model.discriminator.modules()) == 12
+    assert model.discriminator.feature_dim == 256
+    assert all(isinstance(m.parametrizations.weight[0], SpectralNorm) for m in (g.linear, g.blocks[0].conv1))
+    (settings,) = cifar_stand_in
+    assert (settings.n_fid, settings.n_is, settings.reference_split) == (50_000, 50_000, "train")
+    header = (REPO_ROOT / f"configs/biggan/{name}.yaml").read_text()
+    assert "9.22" in header and "14.73" in header and scheme in header
+
+
+@pytest.mark.parametrize("name", sorted(GPU))
+def test_cifar10_config_one_step_on_stand_in_images(name, run_dir, cifar_stand_in):
+    from conftest import load_config
+
+    cli = load_config(f"configs/biggan/{name}.yaml", "--trainer.max_steps", "1", "--trainer.enable_checkpointing",
+                      "false", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
+                      "--data.batch_size", "4", "--model.init_args.generator.init_args.width", "2",
+                      "--model.init_args.discriminator.init_args.discriminator.init_args.width", "0.05",
+                      "--evaluation.image_metrics", "false", "--evaluation.n_samples", "16")
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 1 and all(torch.isfinite(v) for v in cli.model.last_losses.values())
+
+
+def test_gpu_table_passes_dry_run(run_dir, cifar_stand_in, capsys):
+    """``repro reproduce paper_tables/biggan-cifar10.yaml --dry-run`` resolves both rows (configs, overrides, the
+    truncation columns against the metric registry) and trains nothing."""
+    from repro.cli import main
+
+    main(["reproduce", str(REPO_ROOT / "paper_tables/biggan-cifar10.yaml"), "--dry-run"])
+    out = capsys.readouterr().out
+    assert "script" in out and "paper" in out
+    assert not (run_dir / "runs").exists() and not (run_dir / "results").exists()

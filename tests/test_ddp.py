@@ -29,8 +29,8 @@ from repro.metrics.image import ImageProtocol, evaluate_images
 
 VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "sngan", "gngan", "tan", "rfgan", "jcgan", "xicfg", "wgants",
             "label_smoothing", "minibatch", "vbn", "historical_averaging", "ssgan", "rasgan", "rsgan", "ralsgan",
-            "rahinge", "feature_matching"]
-IMAGE_CONFIGS = {"ssgan": "configs/mnist/ssgan.yaml"}  # rotations need images: a 512-image MNIST subset
+            "rahinge", "feature_matching", "biggan"]
+IMAGE_CONFIGS = {"ssgan": "configs/mnist/ssgan.yaml", "biggan": "configs/mnist/biggan.yaml"}  # rotations need images: a 512-image MNIST subset
 STEPS = 10
 PER_DEVICE_BATCH = 32
 
@@ -51,6 +51,8 @@ def fit_args(variant: str, out: Path, devices: int, batch: int, steps: int = STE
         args += ["--data.num_samples", "512"]
     if variant == "nsgan":  # EMA weights must agree too
         args += ["--model.init_args.ema_decay", "0.99"]
+    if variant == "biggan":  # labelled MNIST; the EMA averages from step 5 on
+        args += ["--model.init_args.ema_start", "5"]
     if variant == "rfgan":  # a short autoencoder pre-training, cached per run
         args += ["--model.init_args.ae_steps", "20", "--model.init_args.ae_cache_dir", str(out / "ae")]
     if variant == "xicfg":  # short stages; the refit's epoch loss is averaged over the ranks
@@ -196,7 +198,7 @@ def test_variant_trains_under_ddp_with_identical_ranks(variant: str, ddp_runs: P
         assert sum(n.startswith("regularizer_state.") and n.endswith("average") for n in r0["compared"]) == 2
     if variant == "sngan":
         assert any(n.endswith(".u") for n in r0["compared"]), "SN u buffers were not compared"
-    if variant == "nsgan":
+    if variant in ("nsgan", "biggan"):
         assert any(n.startswith("generator_ema.") for n in r0["compared"]), "EMA weights were not compared"
     metrics = json.loads(next((ddp_runs / variant).rglob("metrics.json")).read_text())
     assert metrics["status"] == "finished" and metrics["generator_steps"] == STEPS

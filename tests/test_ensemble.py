@@ -215,8 +215,10 @@ NETS = {
 }
 REFUSED = {"rfgan": "RFGAN", "wgants": "WGANTS", "xicfg": "XICFG",  # not checked against single runs (yet)
            # their G / D terms are batch means over the stacked members' samples
-           "feature_matching": "FeatureMatchingGAN", "ssgan": "SSGAN"}
-CONFIGS = {"relativistic": "ring8/ralsgan", "ssgan": "mnist/ssgan"}  # registered names without a ring8/<name>.yaml
+           "feature_matching": "FeatureMatchingGAN", "ssgan": "SSGAN", "biggan": "BigGAN"}
+CONFIGS = {"relativistic": "ring8/ralsgan", "ssgan": "mnist/ssgan", "biggan": "mnist/biggan"}  # registered names without a ring8/<name>.yaml
+# class-conditional configs: the PacGAN / stacked-MNIST nets take no labels, so those runs train unconditionally
+UNLABELLED = {"biggan": ["--model.init_args.num_classes", "null"]}
 _CONV_LENS = '{"class_path": "repro.nets.lens.ConvLens", "init_args": {"channels": 3, "width": 4, "blocks": 1}}'
 
 
@@ -234,6 +236,8 @@ def test_every_variant_trains_as_ensemble_or_refuses(variant: str, nets: str, ru
         extra += ["--model.init_args.discriminator.init_args.batch_norm", "false"]
     if nets == "metz" and variant == "tan":
         extra += ["--model.init_args.lens", _CONV_LENS]
+    if nets != "mlp":
+        extra += UNLABELLED.get(variant, [])
     config = ["--config", f"configs/{CONFIGS.get(variant, f'ring8/{variant}')}.yaml"]
     if variant in REFUSED:
         with pytest.raises(UserError, match=f"{REFUSED[variant]} cannot run as a seed ensemble .*train its seeds separately"):

@@ -35,6 +35,9 @@ CASES: dict[str, tuple[str, list[str]]] = {
     # G's step on the real batch: a relativistic loss (paper-era form) and feature matching
     "ralsgan": ("configs/ring8/ralsgan.yaml", ["--model.init_args.paper_era", "true"]),
     "feature_matching": ("configs/ring8/feature_matching.yaml", []),
+    # BigGAN on labelled MNIST: labels in the loader state, SN in G, conditional BNs, EMA starting after the resume
+    "biggan": ("configs/mnist/biggan.yaml", ["--model.init_args.ema_start", "25", "--data.num_samples", "600",
+                                            "--data.batch_size", "16"]),
 }
 
 
