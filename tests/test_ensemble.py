@@ -265,3 +265,16 @@ def test_bench_step_timer_and_input_errors(run_dir: Path) -> None:
         main(["--workloads", "nope"])
     with pytest.raises(UserError, match="--steps >= --warmup"):
         main(["--steps", "3", "--warmup", "5"])
+
+
+def test_bench_writes_each_row_with_its_load(tmp_path: Path) -> None:
+    """The benchmark's record is rewritten after every (workload, K) row, each row with the load it ran under."""
+    from repro.bench.ensemble import _write
+
+    row = {"workload": "ring8", "members": 4, "ensemble_ms_per_update": 5.0, "separate_ms_per_update": 10.0,
+           "speedup_steady": 2.0, "speedup_process": 1.5, "ensemble_peak_share": 0.1, "single_peak_share": 0.05,
+           "load_average_1min": 3.25}
+    _write(tmp_path, ["--workloads", "ring8"], {"peak_gflops_fp32_1thread": 80.0}, ["ring8"], "nsgan", [row], 0.0)
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["summary"] == [row] and len(record["machine"]["load_average_end"]) == 3
+    assert "| ring8 | 4 | 5.00 | 10.00 | 2.00x | 1.50x | 10.0 | 5.0 | 3.2 |" in (tmp_path / "table.md").read_text()
