@@ -99,9 +99,10 @@ class BigGANGenerator(nn.Module):
         self.out = nn.Sequential(nn.BatchNorm2d(ch, eps=bn_eps), nn.ReLU(), wrap(nn.Conv2d(ch, channels, 3, 1, 1), norm),
                                  nn.Tanh())
         initialize(self, init)
-        if self.shared is not None and init.scheme in ("normal", "orthogonal"):
-            (nn.init.normal_(self.shared.weight, 0.0, init.std) if init.scheme == "normal"
-             else nn.init.orthogonal_(self.shared.weight, init.gain))
+        if self.shared is not None and init.scheme == "normal":
+            nn.init.normal_(self.shared.weight, 0.0, init.std)
+        elif self.shared is not None and init.scheme == "orthogonal":
+            nn.init.orthogonal_(self.shared.weight, init.gain)
 
     def conditions(self, z: Tensor, y: Tensor | None) -> tuple[Tensor, list[Tensor | None]]:
         """The linear layer's latent and each up-block's conditioning input (c_i above)."""
