@@ -4,7 +4,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["update_ema", "standing_statistics"]
+__all__ = ["update_ema", "decay_at", "standing_statistics"]
+
+
+def decay_at(step: int, decay: float, start: int) -> float:
+    """The EMA decay after generator update ``step``: 0 (the EMA is a copy of G) while ``step < start``, then
+    ``decay`` (BigGAN-PyTorch ``utils.ema.update(itr)``, ``--ema_start``: "peg the ema weights to the
+    underlying weights" before the start iteration)."""
+    return 0.0 if step < start else decay
 
 
 @torch.no_grad()

@@ -41,6 +41,9 @@ CASES: dict[str, tuple[str, list[str]]] = {
     # class labels in the batches and the fakes' label draws (small MNIST batches: 32 steps per epoch, so the
     # resume crosses an epoch too; AC-GAN's labels take the same path)
     "projection": ("configs/mnist/projection.yaml", ["--data.num_samples", "512", "--data.batch_size", "16"]),
+    # BigGAN on labelled MNIST: labels in the loader state, SN in G, conditional BNs, EMA starting after the resume
+    "biggan": ("configs/mnist/biggan.yaml", ["--model.init_args.ema_start", "25", "--data.num_samples", "600",
+                                            "--data.batch_size", "16"]),
 }
 
 

@@ -50,6 +50,7 @@ class EvaluationSettings:
     n_per_class: int = 1000
     batch_size: int = 500
     cache_dir: Path | None = None
+    truncation: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ class MetricFamily:
     description: str = ""
 
     def writes(self, key: str) -> bool:
+        """Whether this family's records hold ``key``, also as measured on truncated latents (``key_trunc0.5``)."""
+        key = TRUNCATED.sub("", key)
         return any(pattern.fullmatch(key) for pattern in self.keys)
 
     def run(self, ctx: EvalContext) -> Measured:
@@ -94,6 +97,8 @@ class MetricFamily:
 
 
 _FAMILIES: dict[str, MetricFamily] = {}
+# a metric of samples drawn from truncated latents (``evaluation.truncation``; ``repro.latents.truncation_suffix``)
+TRUNCATED = re.compile(r"_trunc\d+(\.\d+)?(e-?\d+)?$")
 
 
 def register_metric(name: str, *, keys: tuple[str, ...], forms: str, applies: Callable[[Any], bool], compute: str,

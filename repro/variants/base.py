@@ -38,7 +38,8 @@ from lightning.pytorch.core.optimizer import do_nothing_closure
 from torch import Tensor, nn
 
 from repro import distributed
-from repro.ema import standing_statistics, update_ema as lerp_ema
+from repro.ema import decay_at, standing_statistics, update_ema as lerp_ema
+from repro.latents import truncated_normal
 from repro.losses import objective
 from repro.nets.base import check_shapes
 from repro.regularizers import Regularizer
@@ -79,6 +80,8 @@ class GANModule(L.LightningModule):
         optimizer: "adam" or "rmsprop" (both players).
         g_batch_size: latent batch of a generator step (default: the real batch size).
         ema_decay: decay of an exponential moving average of G's weights (None: off).
+        ema_start: the EMA copies G's weights until this generator update, then averages (BigGAN-PyTorch's
+            ``--ema_start``; 0: averages from the first update).
         lr_decay: "linear" decays both learning rates linearly to 0 at ``trainer.max_steps``.
         d_regularizers, g_regularizers: extra terms added to D's / G's loss.
         n_fixed: size of the fixed latent batch used for sample grids.
@@ -122,6 +125,7 @@ class GANModule(L.LightningModule):
         compile_nets: bool = False,
         updates: Literal["alternating", "simultaneous"] = "alternating",
         num_classes: int | None = None,
+        ema_start: int = 0,
     ):
         super().__init__()
         if n_dis < 1:
@@ -134,6 +138,8 @@ class GANModule(L.LightningModule):
         for name, n in (("g_batch_size", g_batch_size), ("n_fixed", n_fixed)):
             if n is not None and n < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {n}")
+        if ema_start < 0:
+            raise ValueError(f"model.ema_start must be >= 0 (a generator update), got {ema_start}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"model.ema_decay must be in (0, 1) or null, got {ema_decay}")
         if not hasattr(generator, "z_dim"):
@@ -262,8 +268,12 @@ class GANModule(L.LightningModule):
                      getattr(self.generator, "num_classes", None), getattr(self.discriminator, "num_classes", None))
 
     # ----------------------------------------------------------------- sampling
-    def sample_z(self, n: int) -> Tensor:
-        return self.sample_noise(lambda m: torch.randn(m, self.z_dim, device=self.device), n)
+    def sample_z(self, n: int, truncation: float | None = None) -> Tensor:
+        """``n`` latents from N(0, I), or from N(0, I) truncated to [-truncation, truncation] (BigGAN's truncation
+        trick, ``repro.latents.truncated_normal``)."""
+        if truncation is None:
+            return self.sample_noise(lambda m: torch.randn(m, self.z_dim, device=self.device), n)
+        return self.sample_noise(lambda m: truncated_normal((m, self.z_dim), truncation, self.device), n)
 
     def sample_noise(self, draw: Callable[[int], Tensor], n: int) -> Tensor:
         """``draw(n)``: random values for ``n`` samples. Every random draw of a training step goes through
@@ -303,10 +313,11 @@ class GANModule(L.LightningModule):
         return self.sample(z=self.fixed_z, y=torch.arange(len(self.fixed_z), device=self.device) % self.num_classes)
 
     def update_ema(self) -> None:
-        """Move the EMA generator towards G (weight ``1 - ema_decay`` on G's parameters); no-op without EMA."""
+        """Move the EMA generator towards G (weight ``1 - ema_decay`` on G's parameters; a copy of G before
+        generator update ``ema_start``); no-op without EMA."""
         if self.generator_ema is None:
             return
-        lerp_ema(self.generator_ema, self.generator, self.ema_decay)
+        lerp_ema(self.generator_ema, self.generator, decay_at(self.global_step, self.ema_decay, self.hparams.ema_start))
         self._ema_version += 1  # BN statistics are re-estimated before the next EMA sample
 
     # ----------------------------------------------------------------- the players' losses
