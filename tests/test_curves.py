@@ -58,7 +58,8 @@ def test_a_wall_time_column_draws_each_row_against_its_mean_training_seconds(tmp
     from repro.tables import curves
 
     columns = [{"key": "modes_200", "label": "modes", "protocol": "200 samples", "curve_x": "train_seconds"},
-               {"key": "high_quality_200", "label": "HQ", "protocol": "200 samples"}]
+               {"key": "high_quality_200", "label": "HQ", "protocol": "200 samples"},
+               {"key": "train_seconds", "label": "training s", "protocol": "run record"}]  # no curve: no panel
     spec = load_spec(write_spec(tmp_path, columns=columns, claims=[]))
     for seed, seconds in zip(spec.seeds, ((10, 20, 32, 40), (14, 24, 36, 48))):
         folder = spec.results_dir / "nsgan" / f"seed{seed}"

@@ -106,20 +106,23 @@ def _published_band(text: str) -> tuple[float, float] | None:
 
 
 def draw_curves(spec: TableSpec, records: Records, out: Path) -> Path | None:
-    """One panel per column: each row's mean curve with a ± std band, published value ± its spread dashed."""
+    """One panel per column that has curves (not, e.g., a run-record column such as ``train_seconds``): each
+    row's mean curve with a ± std band, published value ± its spread dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     finished = _finished(spec, records)
-    if not any(finished.values()):
+    curves = {col.key: {row.id: row_curves(finished[row.id], col.key) for row in spec.rows} for col in spec.columns}
+    columns = [col for col in spec.columns if any(curves[col.key].values())]
+    if not columns:
         return None
-    fig, axes = plt.subplots(1, len(spec.columns), figsize=(4.2 * len(spec.columns), 3.4), squeeze=False, dpi=100)
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4), squeeze=False, dpi=100)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, col in zip(axes[0], spec.columns):
+    for ax, col in zip(axes[0], columns):
         for i, row in enumerate(spec.rows):
-            curve = row_curves(finished[row.id], col.key)
+            curve = curves[col.key][row.id]
             if curve is None:
                 continue
             x = curve.seconds if col.curve_x == "train_seconds" else curve.steps
