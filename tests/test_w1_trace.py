@@ -15,13 +15,14 @@ from repro.fit import REPO_ROOT, ReproCLI
 def test_exact_w1_of_a_shifted_copy_is_the_shift_l1_norm_and_critic_is_the_mean_difference():
     torch.manual_seed(0)
     real = torch.randn(12, 2, 3)
-    shift = torch.tensor([[0.5, -1.0, 2.0], [0.0, 3.0, -0.25]])  # L1 norm 6.75
+    shift = torch.tensor([[0.5, -1.0, 2.0], [0.0, 3.0, -0.25]])  # L1 norm 6.75, L2 norm sqrt(14.3125)
     fake = (real + shift)[torch.randperm(12)]  # permuted, so the LP has to find the matching
     d_real, d_fake = torch.randn(12), torch.randn(12)
     values = batch_w1(d_real, d_fake, real, fake)
-    assert values["exact"] == pytest.approx(6.75, abs=1e-9)
+    assert values["exact_l1"] == pytest.approx(6.75, abs=1e-6)
+    assert values["exact_l2"] == pytest.approx(14.3125 ** 0.5, abs=1e-6)
     assert values["critic"] == pytest.approx(sum(d_real.tolist()) / 12 - sum(d_fake.tolist()) / 12, abs=1e-6)
-    assert values["critic_over_exact"] == pytest.approx(values["critic"] / 6.75)
+    assert values["critic_over_l1"] == pytest.approx(values["critic"] / 6.75)
 
 
 def test_a_linear_critic_with_sign_weights_recovers_a_coordinate_shift():
@@ -29,7 +30,8 @@ def test_a_linear_critic_with_sign_weights_recovers_a_coordinate_shift():
     real = torch.randn(8, 5, dtype=torch.float64)
     fake = real + torch.tensor([0.0, 1.0, 0.5, 0.0, 2.0], dtype=torch.float64)
     values = batch_w1(-real.sum(1), -fake.sum(1), real, fake)
-    assert values["exact"] == pytest.approx(3.5) and values["critic_over_exact"] == pytest.approx(1.0)
+    assert values["exact_l1"] == pytest.approx(3.5) and values["critic_over_l1"] == pytest.approx(1.0)
+    assert values["exact_l2"] == pytest.approx(5.25 ** 0.5)  # the same shift in L2: the critic overestimates it
 
 
 def fit(variant: str, *callbacks: dict, steps: int = 4) -> ReproCLI:
@@ -52,9 +54,9 @@ def test_trace_is_logged_and_leaves_training_untouched(variant, run_dir):
     for a, b in zip(traced.model.generator.parameters(), plain.model.generator.parameters()):
         assert torch.equal(a, b)  # forked RNG, D in eval mode and no gradient: the same training
     with open(traced.trainer.logger.log_dir + "/metrics.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("w1/exact")]
+        rows = [r for r in csv.DictReader(f) if r.get("w1/exact_l1")]
     assert [int(r["step"]) for r in rows] == [2, 4]
-    assert all(float(r["w1/exact"]) > 0 and r["w1/critic"] for r in rows)
+    assert all(float(r["w1/exact_l1"]) > float(r["w1/exact_l2"]) > 0 and r["w1/critic"] for r in rows)
 
 
 def test_refuses_a_discriminator_that_is_no_critic(run_dir):
