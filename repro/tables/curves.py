@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,8 +146,8 @@ def draw_curves(spec: TableSpec, records: Records, out: Path) -> Path | None:
         ax.set_xlabel(X_LABELS[col.curve_x], fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{spec.name}: metrics through training (mean ± std over seeds; dashed: paper ± its spread)",
-                 fontsize=10)
+    title = f"{spec.name}: metrics through training (mean ± std over seeds; dashed: paper ± its spread)"
+    fig.suptitle(textwrap.fill(title, 55 * len(columns)), fontsize=10)
     return save_figure(fig, out)
 
 
