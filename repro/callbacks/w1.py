@@ -4,7 +4,7 @@ Every ``every_n_steps`` generator updates, on the step's last real batch x (n sa
 n fresh fakes y = G(z), the callback logs to every logger:
 
 - ``w1/exact_l1``: the exact W1 of the two batches' empirical measures, cost ||x - y||_1 on flattened samples,
-  from the same LP as WGAN-TS's step 1 (``repro.variants.wgants.exact_w1``, POT's network simplex), and
+  from the same LP as WGAN-TS's step 1 (``repro.metrics.transport.exact_w1``, POT's network simplex), and
   ``w1/exact_l2``: the same with cost ||x - y||_2;
 - ``w1/critic``: the critic's estimate, mean_i D(x_i) - mean_j D(y_j) (the Kantorovich-Rubinstein dual
   evaluated at D: equal to W1 in a cost only for an optimal D that is 1-Lipschitz in that norm);
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from repro.losses import wasserstein_d_loss
-from repro.variants.wgants import exact_w1, l1_cost
+from repro.metrics.transport import exact_w1, l1_cost
 
 __all__ = ["BatchW1Trace", "batch_w1"]
 
