@@ -183,26 +183,30 @@ def main(argv: list[str]) -> None:
                     / machine["peak_gflops_fp32_1thread"],
                     "single_peak_share": sep["flops_per_step"] / sep["step_seconds"] / 1e9
                     / machine["peak_gflops_fp32_1thread"],
+                    "load_average_1min": os.getloadavg()[0],
                 })
-    text = _table(rows, machine)
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        machine.update(load_average_end=os.getloadavg(), wall_seconds=time.time() - started)
-        record = {"command": "repro bench ensemble " + " ".join(argv), "machine": machine,
-                  "workloads": {w: ENSEMBLE_WORKLOADS[w][0] for w in workloads}, "variant": args.variant,
-                  "summary": rows}
-        (out / "results.json").write_text(json.dumps(record, indent=2))
-        (out / "table.md").write_text(text + "\n")
+                if args.out:  # after every row, so a stopped benchmark keeps what it measured
+                    _write(Path(args.out), argv, machine, workloads, args.variant, rows, started)
+    print(_table(rows, machine))
+
+
+def _write(out: Path, argv: list[str], machine: dict[str, Any], workloads: list[str], variant: str,
+           rows: list[dict[str, Any]], started: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    machine = {**machine, "load_average_end": os.getloadavg(), "wall_seconds": time.time() - started}
+    record = {"command": "repro bench ensemble " + " ".join(argv), "machine": machine,
+              "workloads": {w: ENSEMBLE_WORKLOADS[w][0] for w in workloads}, "variant": variant, "summary": rows}
+    (out / "results.json").write_text(json.dumps(record, indent=2))
+    (out / "table.md").write_text(_table(rows, machine) + "\n")
 
 
 def _table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
     lines = [f"Peak (fp32 2048^2 matmul, 1 thread): {machine['peak_gflops_fp32_1thread']:.1f} GFLOP/s", "",
              "| workload | K | ensemble ms/update | separate ms/update | speedup (steady) | speedup (whole process) "
-             "| ensemble % of peak | single % of peak |", "|---|---|---|---|---|---|---|---|"]
+             "| ensemble % of peak | single % of peak | load (1 min) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['workload']} | {r['members']} | {r['ensemble_ms_per_update']:.2f} | "
                      f"{r['separate_ms_per_update']:.2f} | {r['speedup_steady']:.2f}x | {r['speedup_process']:.2f}x | "
-                     f"{100 * r['ensemble_peak_share']:.1f} | {100 * r['single_peak_share']:.1f} |")
+                     f"{100 * r['ensemble_peak_share']:.1f} | {100 * r['single_peak_share']:.1f} | "
+                     f"{r.get('load_average_1min', float('nan')):.1f} |")
     return "\n".join(lines)
