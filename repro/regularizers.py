@@ -37,7 +37,10 @@ class Players(Protocol):
 
 
 class Regularizer:
-    """Base class: ``__call__(module, a, b) -> scalar tensor``."""
+    """Base class: ``__call__(module, a, b) -> scalar tensor``. ``runs_nets``: it runs G or D on inputs of its
+    own (interpolates, perturbed latents), which have no class labels (class-conditional models refuse it)."""
+
+    runs_nets = False
 
     def __call__(self, module: Players, a: Tensor, b: Tensor) -> Tensor:
         raise NotImplementedError
@@ -46,6 +49,8 @@ class Regularizer:
 class GradientPenalty(Regularizer):
     """Gulrajani et al. 2017, eq. 3: weight * E[(||grad_x D(x_hat)|| - 1)^2] at random interpolates
     x_hat = eps * x + (1 - eps) * x_fake, eps ~ U[0, 1] per sample."""
+
+    runs_nets = True
 
     def __init__(self, weight: float = 10.0, center: float = 1.0):
         if weight < 0:
@@ -93,6 +98,8 @@ class JacobianClamping(Regularizer):
     Q = ||G(z) - G(z')|| / ||z - z'|| per sample; returns
     weight * mean[(max(Q, lambda_max) - lambda_max)^2 + (min(Q, lambda_min) - lambda_min)^2]
     (a G term: called with (z, G(z)); G(z') is one extra generator pass that G's gradient flows through)."""
+
+    runs_nets = True
 
     def __init__(self, lambda_min: float = 1.0, lambda_max: float = 20.0, eps: float = 1.0, weight: float = 1.0):
         if not 0 <= lambda_min <= lambda_max:

@@ -29,9 +29,9 @@ from repro.metrics.image import ImageProtocol, evaluate_images
 
 VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "sngan", "gngan", "tan", "rfgan", "jcgan", "xicfg", "wgants",
             "label_smoothing", "minibatch", "vbn", "historical_averaging", "ssgan", "rasgan", "rsgan", "ralsgan",
-            "rahinge", "feature_matching", "dcgan", "sagan"]
-# image-only configs (rotations need images; DCGAN and SAGAN are conv nets): a 512-image MNIST subset
-IMAGE_CONFIGS = {name: f"configs/mnist/{name}.yaml" for name in ("ssgan", "dcgan", "sagan")}
+            "rahinge", "feature_matching", "dcgan", "sagan", "projection", "acgan"]
+# image-only configs (rotations need images; DCGAN and SAGAN are conv nets; class labels): a 512-image MNIST subset
+IMAGE_CONFIGS = {name: f"configs/mnist/{name}.yaml" for name in ("ssgan", "dcgan", "sagan", "projection", "acgan")}
 STEPS = 10
 PER_DEVICE_BATCH = 32
 

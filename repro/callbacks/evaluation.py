@@ -58,7 +58,8 @@ class FinalEvaluation(L.Callback):
     2-D mixtures: mode metrics on ``n_samples`` samples (PacGAN: 2,500). Images: FID / KID of ``n_fid``
     and IS of ``n_is`` samples with feature ``extractor`` (default: ``classifier`` for MNIST and digits,
     ``inception`` otherwise) against the ``reference_split`` (all of it, or a seeded subset of
-    ``n_reference``); stacked MNIST: the digit triples of ``n_stacked`` samples (VEEGAN's 26,000).
+    ``n_reference``); stacked MNIST: the digit triples of ``n_stacked`` samples (VEEGAN's 26,000); a
+    class-conditional MNIST model: ``n_per_class`` samples of each class (classifier accuracy, intra-class FID).
     Every value gets its protocol in ``metrics.json["protocols"]``.
 
     Curves: with ``curve_points`` = P > 1 the same metrics, with the same protocol, are also evaluated after
@@ -88,6 +89,7 @@ class FinalEvaluation(L.Callback):
         reference_split: str = "train",
         n_reference: int | None = None,
         n_stacked: int = 26_000,
+        n_per_class: int = 1000,
         batch_size: int = 500,
         cache_dir: str | None = None,
         curve_points: int = 0,
@@ -96,7 +98,8 @@ class FinalEvaluation(L.Callback):
             raise ValueError(f"evaluation.reference_split: {reference_split!r}; valid: {', '.join(REFERENCE_SPLITS)}")
         if extractor is not None and extractor not in EXTRACTORS:
             raise ValueError(f"evaluation.extractor: {extractor!r}; valid: {', '.join(EXTRACTORS)}")
-        for key, n in (("n_fid", n_fid), ("n_is", n_is), ("n_stacked", n_stacked), ("batch_size", batch_size)):
+        for key, n in (("n_fid", n_fid), ("n_is", n_is), ("n_stacked", n_stacked), ("n_per_class", n_per_class),
+                       ("batch_size", batch_size)):
             if n < 2:
                 raise ValueError(f"evaluation.{key} must be >= 2, got {n}")
         if curve_points < 0:
@@ -109,6 +112,7 @@ class FinalEvaluation(L.Callback):
         self.settings = EvaluationSettings(
             n_samples=n_samples, seed=seed, extractor=extractor, extractor_weights=extractor_weights, n_fid=n_fid,
             n_is=n_is, reference_split=reference_split, n_reference=n_reference, n_stacked=n_stacked,
+            n_per_class=n_per_class,
             batch_size=batch_size, cache_dir=Path(cache_dir) if cache_dir else None,
         )
         self.curve_points = curve_points
@@ -177,7 +181,8 @@ class FinalEvaluation(L.Callback):
         ``None`` on other ranks (which draw their share of the shared families' samples) and when none applies."""
         dm, rank = trainer.datamodule, trainer.global_rank
         weights = "ema" if getattr(module, "generator_ema", None) is not None else "final"
-        ctx = EvalContext(module.sample, dm, module.device, weights, self.settings, rank, trainer.world_size)
+        ctx = EvalContext(module.sample, dm, module.device, weights, self.settings, rank, trainer.world_size,
+                          getattr(module, "num_classes", None))
         values: dict[str, float] = {}
         protocols: dict[str, dict[str, Any]] = {}
         for fam in self.selected(dm):

@@ -47,13 +47,15 @@ class EvaluationSettings:
     reference_split: str = "train"
     n_reference: int | None = None
     n_stacked: int = 26_000
+    n_per_class: int = 1000
     batch_size: int = 500
     cache_dir: Path | None = None
 
 
 @dataclass(frozen=True)
 class EvalContext:
-    """What a family measures: ``sample(n)`` draws n samples in model space (EMA weights when on),
+    """What a family measures: ``sample(n)`` draws n samples in model space (EMA weights when on; a
+    class-conditional model's ``sample(n, y=labels)`` of given classes, ``num_classes`` set),
     ``datamodule`` holds the real data, ``weights`` says which generator weights ("ema" / "final")."""
 
     sample: Callable[[int], Any]
@@ -63,6 +65,7 @@ class EvalContext:
     settings: EvaluationSettings
     rank: int = 0
     world_size: int = 1
+    num_classes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -153,4 +156,15 @@ register_metric(
     compute="repro.metrics.stacked:evaluate",
     on_request=True,
     description="digit triples found and reverse KL to uniform (VEEGAN Sec. 5.2, PacGAN Table 2)",
+)
+register_metric(
+    "per_class",
+    keys=(rf"class_acc{_N}_classifier(_min|_c\d+)?", rf"intra_fid{_N}_(train|test)({_N})?_classifier(_c\d+)?"),
+    forms="class_accN_classifier[_min|_cK], intra_fidN_SPLIT[M]_classifier[_cK]",
+    applies=lambda dm: getattr(dm, "dataset", "") == "mnist",
+    compute="repro.metrics.per_class:evaluate",
+    on_request=True,
+    description="class-conditional models only: per class, the MNIST classifier's accuracy on samples of that class "
+                "and the FID of those samples against the real images of the class (intra-class FID, Miyato & "
+                "Koyama 2018, Sec. 5), with their means over classes",
 )
