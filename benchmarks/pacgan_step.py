@@ -1,6 +1,7 @@
 """PacGAN Table 1 step (the ``pacgan-2d-full`` code protocol), this checkout against an earlier revision.
 
-Usage: python benchmarks/pacgan_step.py [--before REV] [--block 20] [--rounds 7] [--warmup 30] [--out FILE]
+Usage: python benchmarks/pacgan_step.py [--before REV] [--after-env KEY=VALUE ...] [--block 20] [--rounds 7]
+       [--warmup 30] [--out FILE]
 
 Two worker processes, one thread each (``OMP_NUM_THREADS=1``), build the table's run exactly as ``repro
 reproduce pacgan-2d-full`` does (``configs/ring8/nsgan.yaml`` and the spec's overrides, read from this
@@ -12,7 +13,10 @@ PyTorch loop (``repro.bench.reference.ReferenceLoop``, this checkout's copy in b
 tree's networks, losses and optimizers). Only one worker runs at a time and the blocks alternate, so the
 machine's load hits all four the same way; per-round ratios are reported as medians. Times are wall and
 thread-CPU seconds per update (CPU time counts only this process's own work, so it is the steadier number
-on a shared machine); each line of the output gives the 1-minute load average.
+on a shared machine); each line of the output gives the 1-minute load average. ``--after-env`` sets
+environment variables for this checkout's worker only (with ``--before HEAD``: the effect of a setting,
+e.g. glibc's ``MALLOC_MMAP_THRESHOLD_``). Two workers running the same code differ by up to ~3 % (measured
+with ``--before HEAD``), so smaller differences are not resolved.
 """
 from __future__ import annotations
 
@@ -119,8 +123,8 @@ def _export(rev: str, into: Path) -> Path:
 
 
 class Worker:
-    def __init__(self, name: str, tree: Path, args: argparse.Namespace):
-        env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    def __init__(self, name: str, tree: Path, args: argparse.Namespace, extra_env: dict[str, str]):
+        env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **extra_env}
         self.name, self.log = name, open(Path(args.tmp) / f"{name}.log", "w")
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker", "--block", str(args.block), "--warmup", str(args.warmup),
@@ -151,7 +155,8 @@ def driver(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pacgan-step-") as tmp:
         args.tmp = tmp
         before = _export(args.before, Path(tmp) / "before")
-        workers = {"before": Worker("before", before, args), "after": Worker("after", ROOT, args)}
+        after_env = dict(item.split("=", 1) for item in args.after_env)
+        workers = {"before": Worker("before", before, args, {}), "after": Worker("after", ROOT, args, after_env)}
         try:
             times: dict[str, list[dict[str, float]]] = {f"{w}/{k}": [] for w in workers for k in KINDS}
             for r in range(args.rounds):
@@ -172,7 +177,7 @@ def summarize(times: dict[str, list[dict[str, float]]], args: argparse.Namespace
         return statistics.median(x[clock] / y[clock] for x, y in zip(times[a], times[b]))
 
     out: dict[str, Any] = {
-        "before": args.before, "block": args.block, "rounds": args.rounds, "load_average_end": os.getloadavg(),
+        "before": args.before, "after_env": args.after_env, "block": args.block, "rounds": args.rounds, "load_average_end": os.getloadavg(),
         "ms_per_update": {key: {c: 1e3 * statistics.median(t[c] for t in ts) for c in ("cpu", "wall")}
                           for key, ts in times.items()},
     }
@@ -186,6 +191,8 @@ def summarize(times: dict[str, list[dict[str, float]]], args: argparse.Namespace
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--before", default="main", help="git revision to compare against (default: main)")
+    p.add_argument("--after-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment variable for this checkout's worker only (repeatable)")
     p.add_argument("--block", type=int, default=20, help="updates per timed block")
     p.add_argument("--rounds", type=int, default=7, help="alternating rounds")
     p.add_argument("--warmup", type=int, default=30, help="updates before timing")
@@ -194,6 +201,8 @@ def main(argv: list[str]) -> None:
     args = p.parse_args(argv)
     if min(args.block, args.rounds, args.warmup) < 1:
         raise SystemExit("--block, --rounds and --warmup must be >= 1")
+    if bad := [item for item in args.after_env if "=" not in item]:
+        raise SystemExit(f"--after-env takes KEY=VALUE, got {bad}")
     if args.worker:
         worker(args.block, args.warmup, args.rounds)
         return
