@@ -64,6 +64,12 @@ def _cmd_reproduce(args: list[str]) -> None:
                             ("cpus_per_task", int, "CPUs per run"), ("mem_gb", int, "memory per run, GB")):
         parser.add_argument(f"--slurm-{key.replace('_', '-')}", dest=f"slurm_{key}", type=kind, default=None,
                             help=f"{text} (default: the spec's slurm.{key})")
+    ensemble = parser.add_mutually_exclusive_group()
+    ensemble.add_argument("--ensemble-size", type=int, default=None, metavar="K",
+                          help="most seeds of a row trained together in one process (a seed ensemble; default: the "
+                               "spec's ensemble_size, else all unfinished seeds of the row)")
+    ensemble.add_argument("--no-ensemble", action="store_true",
+                          help="one process per (row, seed) instead of seed ensembles")
     parser.add_argument("--wandb", action="store_true",
                         help="also log every run to W&B: one group per table, runs named <row>/seed<k> (offline "
                              "without WANDB_API_KEY; README: syncing an offline table)")
@@ -78,7 +84,8 @@ def _cmd_reproduce(args: list[str]) -> None:
             policy = "rerun" if opts.rerun_stale else "accept" if opts.accept_stale else "refuse"
             slurm = {k.removeprefix("slurm_"): v for k, v in vars(opts).items() if k.startswith("slurm_")}
             written = runner.reproduce(table, opts.devices, opts.seeds, opts.only, opts.dry_run, console,
-                                       stale=policy, launcher=opts.launcher, slurm=slurm, wandb=opts.wandb)
+                                       stale=policy, launcher=opts.launcher, slurm=slurm, wandb=opts.wandb,
+                                       ensemble_size=opts.ensemble_size, no_ensemble=opts.no_ensemble)
             failures = runner.failures(written)
         if not opts.dry_run:
             records = plan.read_records(table)

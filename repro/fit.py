@@ -81,11 +81,12 @@ class ReproCLI(LightningCLI):
         parser._option_string_actions["--trainer.max_steps"].help = MAX_STEPS_HELP
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
-        """The configured trainer, with a CSV logger always on and W&B added if ``wandb.enabled``."""
+        """The configured trainer, with a CSV logger always on and W&B added if ``wandb.enabled`` (for a seed
+        ensemble, to each member's loggers instead: ``repro.ensemble.run``)."""
         trainer = super().instantiate_trainer(**kwargs)
         config = self.config.as_dict()
         trainer.callbacks.append(ConfigStamp(config))
-        wandb = self.config_init.get("wandb")
+        wandb = None if self.config_init["ensemble"].size is not None else self.config_init.get("wandb")
         trainer.loggers = with_loggers(trainer.loggers, wandb, self.model, self.datamodule, config)
         scale_intervals(trainer, bool(wandb and wandb.enabled))
         trainer.callbacks.append(GeneratorStepStamp())

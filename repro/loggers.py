@@ -31,12 +31,24 @@ def wandb_mode() -> str:
 
 class RunLogger(WandbLogger):
     """A ``WandbLogger`` that takes the run's config once (``log_config``) and ignores Lightning's automatic
-    ``log_hyperparams`` (a second, flattened copy of the model's arguments at the top level)."""
+    ``log_hyperparams`` (a second, flattened copy of the model's arguments at the top level). Each one opens
+    its own W&B run (``reinit="create_new"``, which leaves ``wandb.run`` unset, so Lightning does not hand a
+    later logger the first one's run): a seed ensemble's members are one W&B run each."""
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         if self._wandb_init.get("anonymous") is None:  # wandb warns about the setting even when unset
             self._wandb_init.pop("anonymous")
+        self._wandb_init["reinit"] = "create_new"
+        self._finished = False
+
+    def finalize(self, status: str) -> None:
+        """Lightning's finalize, then finish this logger's W&B run (``wandb.finish()`` only finishes the
+        process's current run, which a ``create_new`` run is not), failed unless ``status`` is "success"."""
+        super().finalize(status)
+        if self._experiment is not None and not self._finished:
+            self._finished = True
+            self._experiment.finish(exit_code=0 if status == "success" else 1)
 
     def log_hyperparams(self, params: Any) -> None:
         """Ignored: the full config was logged by ``log_config``."""
@@ -101,12 +113,13 @@ def with_loggers(loggers: list[Logger], wandb: WandbOptions | None, model: Any, 
                  config: dict[str, Any]) -> list[Logger]:
     """``loggers`` with a CSV logger first (added under ``runs/`` if the config has none) and, if enabled,
     a W&B logger writing its ``wandb/`` folder into the CSV logger's run folder (created by the CSV logger
-    first, so it does not warn about an existing, non-empty folder)."""
+    first, so it does not warn about an existing, non-empty folder; as an absolute path, since W&B's service
+    process, started once per process, resolves relative paths against its own working directory)."""
     out = list(loggers)
     if not any(isinstance(lg, CSVLogger) for lg in out):
         out.insert(0, CSVLogger("runs"))
     if wandb is not None and wandb.enabled:
         csv = next(lg for lg in out if isinstance(lg, CSVLogger))
         csv.experiment  # noqa: B018 -- creates the CSV run folder before W&B writes into it
-        out.append(wandb.logger(Path(csv.log_dir), model, datamodule, config))
+        out.append(wandb.logger(Path(csv.log_dir).resolve(), model, datamodule, config))
     return out

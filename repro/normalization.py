@@ -28,6 +28,7 @@ __all__ = [
     "feature_norm",
     "check_norm",
     "SpectralNorm",
+    "TransposedSpectralNorm",
     "UnitRowNorm",
     "ShiftOnlyNorm",
     "spectral_norm",
@@ -86,6 +87,17 @@ class SpectralNorm(nn.Module):
             if self.training:
                 self.power_iteration(w.detach())
             return weight / self.sigma(w)
+
+
+class TransposedSpectralNorm(SpectralNorm):
+    """``SpectralNorm`` of a transposed convolution, whose weight is stored (in, out, kh, kw): sigma is taken of
+    the (out, in*kh*kw) matrix, as for a convolution (PyTorch's ``spectral_norm`` uses dim 1 there too)."""
+
+    def __init__(self, weight: Tensor):
+        super().__init__(weight.transpose(0, 1))
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return super().forward(weight.transpose(0, 1)).transpose(0, 1)
 
 
 class UnitRowNorm(nn.Module):
@@ -151,8 +163,10 @@ def batch_norm_names(module: nn.Module) -> list[str]:
 
 
 def spectral_norm(layer: nn.Module) -> nn.Module:
-    """Register ``SpectralNorm`` on ``layer.weight`` (Miyato et al. 2018, Alg. 1)."""
-    parametrize.register_parametrization(layer, "weight", SpectralNorm(layer.weight))
+    """Register ``SpectralNorm`` on ``layer.weight`` (Miyato et al. 2018, Alg. 1); ``TransposedSpectralNorm`` on a
+    transposed convolution's."""
+    kind = TransposedSpectralNorm if isinstance(layer, nn.modules.conv._ConvTransposeNd) else SpectralNorm
+    parametrize.register_parametrization(layer, "weight", kind(layer.weight))
     return layer
 
 

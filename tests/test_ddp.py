@@ -29,8 +29,9 @@ from repro.metrics.image import ImageProtocol, evaluate_images
 
 VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "sngan", "gngan", "tan", "rfgan", "jcgan", "xicfg", "wgants",
             "label_smoothing", "minibatch", "vbn", "historical_averaging", "ssgan", "rasgan", "rsgan", "ralsgan",
-            "rahinge", "feature_matching"]
-IMAGE_CONFIGS = {"ssgan": "configs/mnist/ssgan.yaml"}  # rotations need images: a 512-image MNIST subset
+            "rahinge", "feature_matching", "dcgan", "sagan"]
+# image-only configs (rotations need images; DCGAN and SAGAN are conv nets): a 512-image MNIST subset
+IMAGE_CONFIGS = {name: f"configs/mnist/{name}.yaml" for name in ("ssgan", "dcgan", "sagan")}
 STEPS = 10
 PER_DEVICE_BATCH = 32
 
@@ -196,6 +197,8 @@ def test_variant_trains_under_ddp_with_identical_ranks(variant: str, ddp_runs: P
         assert sum(n.startswith("regularizer_state.") and n.endswith("average") for n in r0["compared"]) == 2
     if variant == "sngan":
         assert any(n.endswith(".u") for n in r0["compared"]), "SN u buffers were not compared"
+    if variant == "sagan":  # SN in G as well as D
+        assert any(n.startswith("generator.") and n.endswith(".u") for n in r0["compared"]), "G's SN u not compared"
     if variant == "nsgan":
         assert any(n.startswith("generator_ema.") for n in r0["compared"]), "EMA weights were not compared"
     metrics = json.loads(next((ddp_runs / variant).rglob("metrics.json")).read_text())

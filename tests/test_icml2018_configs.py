@@ -7,9 +7,8 @@ import pytest
 import torch
 from conftest import fake_native_images, load_config
 
-from repro.nets.cfg import (
-    DCGANDiscriminator, DCGANGenerator, DCGANxDiscriminator, DCGANxGenerator, ResNet4Discriminator, ResNet4Generator,
-)
+from repro.nets import DCGANDiscriminator, DCGANGenerator
+from repro.nets.cfg import DCGANxDiscriminator, DCGANxGenerator, ResNet4Discriminator, ResNet4Generator
 from repro.variants import WGANTS, XICFG
 
 # train_cfggan.py: data set -> (image size, channels, model, width, depth, eta with batch norm)

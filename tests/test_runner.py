@@ -235,19 +235,22 @@ def test_run_failing_at_evaluation_exits_non_zero_then_is_reevaluated_not_retrai
 
 def test_launcher_local_runs_the_table_as_a_job_array(tmp_path, capsys):
     """`--launcher local` (submitit's local executor, what `--launcher slurm` uses on a cluster): the unfinished
-    runs of a 2-row table run as jobs, their records are the pool's, the page is written, the lock released."""
-    path = write_spec(tmp_path, seeds=[0], slurm={"time_min": 10})
+    runs of a 2-row x 2-seed table run as one array element per row (a seed ensemble each), their records are
+    the pool's, the page is written, the lock released."""
+    path = write_spec(tmp_path, slurm={"time_min": 10})
     main(["reproduce", str(path), "--launcher", "local"])
     out = capsys.readouterr().out
-    assert "submitted 2 run(s) as 1 local job array(s)" in out
+    assert "submitted 2 job(s) as 1 local job array(s)" in out and "nsgan/seeds 0,1" in out
     for row in ("nsgan", "lsgan"):
-        record = read_json(tmp_path / "results" / "tiny" / row / "seed0" / "metrics.json")
-        assert record["status"] == "finished" and record["generator_steps"] == 4 and record["seed"] == 0
-    assert "(n=1)" in (tmp_path / "paper_tables" / "tiny.md").read_text()
+        for seed in (0, 1):
+            record = read_json(tmp_path / "results" / "tiny" / row / f"seed{seed}" / "metrics.json")
+            assert record["status"] == "finished" and record["generator_steps"] == 4 and record["seed"] == seed
+            assert record["ensemble"]["seeds"] == [0, 1]
+    assert "(n=2)" in (tmp_path / "paper_tables" / "tiny.md").read_text()
     assert list((tmp_path / "runs" / "tables" / "tiny" / "submitit").glob("*_log.out"))
     assert not (tmp_path / "results" / "tiny" / ".runner.lock").exists()
     main(["reproduce", str(path), "--launcher", "local"])
-    assert "2 finished, 0 to run" in capsys.readouterr().out
+    assert "4 finished, 0 to run" in capsys.readouterr().out
 
 
 def test_failure_cause_is_one_line():

@@ -251,10 +251,12 @@ def _done_runs(root: Path) -> list[Path]:
 
 
 def test_table_end_to_end_resumes_after_kill(tmp_path, capsys):
-    """2 rows x 2 seeds through `repro reproduce`: kill after the first run, restart, nothing is redone."""
+    """2 rows x 2 seeds through `repro reproduce --no-ensemble` (one process per run): kill after the first run,
+    restart, nothing is redone. (Seed ensembles: tests/test_runner_ensemble.py.)"""
     path = write_spec(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "repro", "reproduce", str(path), "--devices", "1"], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "repro", "reproduce", str(path), "--devices", "1", "--no-ensemble"],
+                            cwd=tmp_path,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 240
     while not _done_runs(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
@@ -265,7 +267,7 @@ def test_table_end_to_end_resumes_after_kill(tmp_path, capsys):
     assert len(first) == 1, proc.stderr.read().decode()[-2000:]
     first_bytes = first[0].read_bytes()
 
-    main(["reproduce", str(path), "--devices", "2"])
+    main(["reproduce", str(path), "--devices", "2", "--no-ensemble"])
     out = capsys.readouterr().out
     assert "1 finished, 3 to run" in out
     assert first[0].read_bytes() == first_bytes  # not redone

@@ -4,8 +4,10 @@
 # in-progress checkpoint, so stopping the queue (or the session) loses at most `resumable.every_minutes` per run.
 # Run it from a checkout pinned at one commit (e.g. `git worktree add ../queue HEAD`), not from the tree you edit:
 # each run imports the checkout's code when it starts, and its record names the commit the runner started at.
-# Usage: tools/queue.sh "ITEM[;ITEM...]" "ITEM[;ITEM...]"   (lane 1, lane 2), an ITEM being the arguments of one
-# `repro reproduce` (a table, optionally --seeds / --only, disjoint between lanes); logs in runs/queue-lane*.log
+# Usage: tools/queue.sh "ITEM[;ITEM...]" ["ITEM[;ITEM...]"]   (lane 1, lane 2), an ITEM being the arguments of one
+# `repro reproduce` (a table, optionally --seeds / --only / --devices); logs in runs/queue-lane*.log. A table is locked
+# by the runner that runs it, so the two lanes must not run the same table at the same time: to spend both cores on
+# one table, give one lane that table with `--devices 2` and the other lane nothing (or other tables).
 set -u
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 REPRO_DATA_DIR="${REPRO_DATA_DIR:-../shared/data}" PYTHONPATH="$PWD"
@@ -17,8 +19,9 @@ lane() {
     for item in "${items[@]}"; do
         echo "== $(date -Is) start: $item (uptime: $(uptime))"
         # shellcheck disable=SC2086  # an item is a list of arguments
-        "$PYTHON" -m repro reproduce $item --devices 1
-        echo "== $(date -Is) end: $item rc=$?"
+        "$PYTHON" -m repro reproduce --devices 1 $item  # an item's own --devices wins (the last one given)
+        local rc=$?
+        echo "== $(date -Is) end: $item rc=$rc"
     done >> "runs/queue-lane$n.log" 2>&1
 }
 lane 1 "$1" &

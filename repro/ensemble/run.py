@@ -1,6 +1,7 @@
 """``repro fit --ensemble K``: build K members, give each its run folder, loggers and callbacks.
 
-Member k is the run ``repro fit ... --seed_everything s+k`` (s: this command's seed): its model is
+Member k is the run ``repro fit ... --seed_everything s+k`` (s: this command's seed; or the k-th of
+``ensemble.seeds``, which need not be consecutive): its model is
 instantiated from the same config under that seed, exactly as that single run would build it; its
 callbacks (samples, final evaluation, divergence stop, spectra, conditioning, ...) are the single run's
 own instances and see a view of the trainer whose loggers and run folder are the member's, and the
@@ -41,16 +42,25 @@ _CALLBACK_HOOKS = (
 
 
 class EnsembleOptions:
-    """Seed ensemble (config group ``ensemble``): train seeds s .. s+size-1 (s = ``seed_everything``) of this
-    config together in one process, each writing its own run folder as a single run would.
+    """Seed ensemble (config group ``ensemble``): train seeds s .. s+size-1 (s = ``seed_everything``), or the
+    listed ``seeds``, of this config together in one process, each writing its own run folder as a single run would.
 
     Args:
-        size: number of members K; null: one ordinary run.
+        size: number of members K; null: one ordinary run (or as many as ``seeds`` lists).
         run_dirs: the members' run folders: a list of ``size`` folders, or one pattern containing
             ``{seed}``; default ``<this run's folder>/seed{seed}``.
+        seeds: the members' seeds, any distinct integers (e.g. the unfinished seeds of a table row);
+            default s .. s+size-1.
     """
 
-    def __init__(self, size: int | None = None, run_dirs: str | list[str] | None = None):
+    def __init__(self, size: int | None = None, run_dirs: str | list[str] | None = None,
+                 seeds: list[int] | None = None):
+        if seeds is not None:
+            if not seeds or len(set(seeds)) != len(seeds):
+                raise ValueError(f"ensemble.seeds must list distinct seeds, got {seeds}")
+            if size is not None and size != len(seeds):
+                raise ValueError(f"ensemble.seeds lists {len(seeds)} seeds for ensemble.size {size}")
+            size = len(seeds)
         if size is not None and size < 1:
             raise ValueError(f"ensemble.size must be >= 1 or null, got {size}")
         if size is None and run_dirs is not None:
@@ -62,7 +72,11 @@ class EnsembleOptions:
                 raise ValueError(f"ensemble.run_dirs lists {len(run_dirs)} folders for ensemble.size {size}")
             if len(set(map(str, run_dirs))) != len(run_dirs):
                 raise ValueError("ensemble.run_dirs: every member needs its own folder")
-        self.size, self.run_dirs = size, run_dirs
+        self.size, self.run_dirs, self.seeds = size, run_dirs, seeds
+
+    def member_seeds(self, first: int) -> list[int]:
+        """The members' seeds: ``seeds`` if given, else ``first`` .. ``first + size - 1``."""
+        return list(self.seeds) if self.seeds is not None else list(range(first, first + (self.size or 0)))
 
     def folders(self, seeds: list[int], default_root: Path) -> list[Path]:
         """Member k's run folder."""
@@ -180,6 +194,14 @@ class MemberCallbacks(L.Callback):
             for logger in m.loggers:
                 logger.save()
 
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Every member's rows logged up to this step are on disk before a checkpoint of this step exists (as
+        ``ResumableCheckpoint`` does for the trainer's own loggers): a run resumed from it logs only later steps."""
+        pl_module.flush_member_logs()
+        for m in self.members:
+            for logger in m.loggers:
+                logger.save()
+
     def state_dict(self) -> dict[str, Any]:
         return {"members": [{"seed": m.seed, "alive": m.alive, "callbacks": [cb.state_dict() for cb in m.callbacks]}
                             for m in self.members]}
@@ -213,7 +235,7 @@ def build_ensemble(cli: Any) -> None:
         raise EnsembleError("ensemble: a seed ensemble runs in one process on one device; set trainer.devices 1 "
                             "(spread members over devices as separate ensembles)")
     first = int(cli.config["seed_everything"])
-    seeds = list(range(first, first + options.size))
+    seeds = options.member_seeds(first)
     folders = options.folders(seeds, run_dir(trainer))
     parsed = [(key, value) for key, value in cli.config_init.items()
               if isinstance(value, L.Callback) and not isinstance(value, ENSEMBLE_LEVEL)]
@@ -225,7 +247,7 @@ def build_ensemble(cli: Any) -> None:
         rng_states.append(torch.get_rng_state())
         config = member_config(cli.config, seed, folder)
         loggers = with_loggers([CSVLogger(str(folder), name="", version="")], init.get("wandb"), init["model"],
-                               cli.datamodule.dataset, config.as_dict())
+                               cli.datamodule, config.as_dict())
         members.append(Member(seed, init["model"], [init[key] for key, _ in parsed], loggers, folder,
                               cli.parser.dump(config, skip_none=False)))
     L.seed_everything(first, verbose=False)
@@ -237,7 +259,7 @@ def member_config(config: Any, seed: int, folder: Path) -> Any:
     """The config of the single run that member ``seed`` is: that seed, the member's folder, no ensemble."""
     config = copy.deepcopy(config)
     config["seed_everything"] = seed
-    config["ensemble"]["size"], config["ensemble"]["run_dirs"] = None, None
+    config["ensemble"]["size"], config["ensemble"]["run_dirs"], config["ensemble"]["seeds"] = None, None, None
     config["ckpt_path"] = None
     config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.CSVLogger",
                                    "init_args": {"save_dir": str(folder), "name": "", "version": ""}}

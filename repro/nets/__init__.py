@@ -1,5 +1,7 @@
 """Generator and discriminator networks; they know nothing of losses."""
+from repro.nets.attention import SelfAttention
 from repro.nets.cnn import StandardCNNDiscriminator, StandardCNNGenerator
+from repro.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from repro.nets.minibatch import MinibatchDiscriminator
 from repro.nets.mlp import MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
 from repro.nets.resnet import ResNetDiscriminator, ResNetGenerator
@@ -11,6 +13,9 @@ __all__ = [
     "MaxoutDiscriminator",
     "StandardCNNGenerator",
     "StandardCNNDiscriminator",
+    "DCGANGenerator",
+    "DCGANDiscriminator",
+    "SelfAttention",
     "ResNetGenerator",
     "ResNetDiscriminator",
     "MinibatchDiscriminator",

@@ -6,12 +6,11 @@
 - ``ResNet4Generator`` / ``ResNet4Discriminator``: its 4-block ResNet for 64 px LSUN. As that code
   computes it: D's blocks apply their first conv to the block input (no pre-activation), and G's blocks
   are ReLU, 2x nearest up-sampling, conv 3x3, ReLU, conv 3x3, BN, plus a 1x1-conv shortcut.
-- ``DCGANGenerator`` / ``DCGANDiscriminator``: Radford et al.'s 64 px DCGAN as in harryliew/WGAN-TS
-  (``DCGAN_G_nobn`` / ``DCGAN_D_nobn_bias`` by default: no batch norm, biases in D), weights ~ N(0, 0.02^2).
+
+The 64 px DCGAN the WGAN-TS authors used (harryliew/WGAN-TS ``DCGAN_G_nobn`` / ``DCGAN_D_nobn_bias``) is
+``repro.nets.dcgan`` with ``batch_norm: false``.
 """
 from __future__ import annotations
-
-import math
 
 from torch import Tensor, nn
 
@@ -19,7 +18,6 @@ from repro.nets.base import Discriminator
 
 __all__ = [
     "DCGANxGenerator", "DCGANxDiscriminator", "ResNet4Generator", "ResNet4Discriminator",
-    "DCGANGenerator", "DCGANDiscriminator",
 ]
 
 
@@ -133,46 +131,3 @@ class ResNet4Discriminator(Discriminator):
         blocks = [_DBlock(a, b, batch_norm, i == 0) for i, (a, b) in enumerate(zip(widths, widths[1:]))]
         self.set_body(nn.Sequential(*blocks, nn.ReLU(), nn.Flatten()), widths[-1] * size * size, "none")
         _init_convs(self, 0.01)
-
-
-class DCGANGenerator(nn.Module):
-    """Radford et al. 2016 at ``image_size`` (a power of 2 >= 8): convT 4x4 z -> 8w x 4 x 4, then convT 4x4/2
-    halving the channels up to w x image_size/2, then convT 4x4/2 -> channels, tanh; ReLU (and BN) between."""
-
-    def __init__(self, z_dim: int = 100, image_size: int = 64, channels: int = 3, width: int = 64,
-                 batch_norm: bool = False):
-        super().__init__()
-        stages = int(math.log2(image_size)) - 2
-        if image_size < 8 or 2 ** (stages + 2) != image_size:
-            raise ValueError(f"DCGAN image_size must be a power of 2 >= 8, got {image_size}")
-        self.z_dim = z_dim
-        ch = width * 2 ** (stages - 1)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim, ch, 4, 1, 0, bias=False), _norm(batch_norm, ch), nn.ReLU()]
-        for _ in range(stages - 1):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), _norm(batch_norm, ch // 2), nn.ReLU()]
-            ch //= 2
-        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
-        _init_convs(self, 0.02)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z.view(len(z), -1, 1, 1))
-
-
-class DCGANDiscriminator(Discriminator):
-    """conv 4x4/2 from channels to w, then conv 4x4/2 doubling the channels down to 4 x 4 (LeakyReLU 0.2, BN
-    optional), then the head: a 4x4 conv to one output, written as a linear map of the flattened features."""
-
-    def __init__(self, image_size: int = 64, channels: int = 3, width: int = 64, batch_norm: bool = False,
-                 slope: float = 0.2):
-        super().__init__()
-        stages = int(math.log2(image_size)) - 2
-        if image_size < 8 or 2 ** (stages + 2) != image_size:
-            raise ValueError(f"DCGAN image_size must be a power of 2 >= 8, got {image_size}")
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(slope)]
-        ch = width
-        for _ in range(stages - 1):
-            layers += [nn.Conv2d(ch, 2 * ch, 4, 2, 1), _norm(batch_norm, 2 * ch), nn.LeakyReLU(slope)]
-            ch *= 2
-        self.set_body(nn.Sequential(*layers, nn.Flatten()), ch * 16, "none")
-        _init_convs(self, 0.02)

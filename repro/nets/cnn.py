@@ -4,6 +4,7 @@ G: z -> dense M_g x M_g x 8w -> deconv 4x4/2 (BN, ReLU) halving channels -> conv
 D: conv 3x3/1 and 4x4/2 pairs at w, 2w, 4w channels -> conv 3x3/1 at 8w -> dense -> 1, LeakyReLU 0.1.
 w = 64 is the paper's network. 32 and 48 px use three up-sampling stages (M_g = 4, 6); 28 px (MNIST)
 uses two (M_g = 7), since 28 is not a multiple of 8. ``activation`` / ``slope`` / ``init``: ``repro.nets.layers``.
+``attention_at``: a SAGAN self-attention block after the first stage at that resolution (``repro.nets.attention``).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import math
 
 from torch import Tensor, nn
 
+from repro.nets.attention import AttentionSlot
 from repro.nets.base import Discriminator
 from repro.nets.layers import Init, initialize, make_activation
 from repro.normalization import feature_norm, wrap
@@ -29,7 +31,8 @@ def up_stages(image_size: int) -> int:
 
 class StandardCNNGenerator(nn.Module):
     def __init__(self, z_dim: int = 128, image_size: int = 32, channels: int = 3, width: int = 64,
-                 activation: str = "relu", slope: float = 0.2, init: Init = Init(), batch_norm: bool = True):
+                 activation: str = "relu", slope: float = 0.2, init: Init = Init(), batch_norm: bool = True,
+                 attention_at: int | None = None):
         super().__init__()
         self.z_dim = z_dim
         stages = up_stages(image_size)
@@ -38,11 +41,14 @@ class StandardCNNGenerator(nn.Module):
         self.top_channels = ch
         self.fc = nn.Linear(z_dim, self.bottom * self.bottom * ch)
         bn = nn.BatchNorm2d if batch_norm else (lambda _: nn.Identity())  # no BN: an unstable setup of Ra-GANs
-        layers: list[nn.Module] = [bn(ch), make_activation(activation, slope)]
-        for _ in range(stages):
+        slot = AttentionSlot(attention_at)
+        layers: list[nn.Module] = [bn(ch), make_activation(activation, slope), *slot.after(self.bottom, ch)]
+        for stage in range(1, stages + 1):
             up = nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1)
             layers += [up, bn(ch // 2), make_activation(activation, slope)]
             ch //= 2
+            layers += slot.after(self.bottom << stage, ch)
+        slot.check("model.generator (StandardCNNGenerator)")
         layers += [nn.Conv2d(ch, channels, 3, 1, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         initialize(self, init)
@@ -54,7 +60,7 @@ class StandardCNNGenerator(nn.Module):
 class StandardCNNDiscriminator(Discriminator):
     def __init__(
         self, image_size: int = 32, channels: int = 3, width: int = 64, slope: float = 0.1, norm: str = "none",
-        activation: str = "leaky_relu", init: Init = Init(),
+        activation: str = "leaky_relu", init: Init = Init(), attention_at: int | None = None,
     ):
         super().__init__()
         up_stages(image_size)
@@ -66,11 +72,14 @@ class StandardCNNDiscriminator(Discriminator):
         ]
         layers: list[nn.Module] = []
         c, size = channels, image_size
+        slot = AttentionSlot(attention_at, norm)
         for i, (out, k, s) in enumerate(spec):
             layers.append(wrap(nn.Conv2d(c, out, k, s, 1), norm))
             if i > 0:  # no normalization of the input layer's features
                 layers.append(feature_norm(norm, out))
             layers.append(make_activation(activation, slope))
             c, size = out, math.floor((size + 2 - k) / s) + 1
+            layers += slot.after(size, c)
+        slot.check("model.discriminator (StandardCNNDiscriminator)")
         self.set_body(nn.Sequential(*layers, nn.Flatten()), c * size * size, norm)
         initialize(self, init)

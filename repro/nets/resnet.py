@@ -4,12 +4,15 @@ CIFAR-10 (32 px): G linear -> 4x4x256, three up-blocks of 256; D optimized down-
 two plain blocks at 128, ReLU, global sum pooling, linear. STL-10 (48 px): G 6x6x512, up-blocks
 256/128/64; D down-blocks 64/128/256/512, a plain block at 1024. ``width`` scales all channels
 (paper: 1.0). ``activation`` (ReLU in the paper) / ``slope`` / ``init``: ``repro.nets.layers``.
+``attention_at``: a SAGAN self-attention block after the first block at that resolution (``repro.nets.attention``;
+at 16 in G and D for 32 px, as StudioGAN's CIFAR-10 SAGAN places it).
 """
 from __future__ import annotations
 
 from torch import Tensor, nn
 import torch.nn.functional as F
 
+from repro.nets.attention import AttentionSlot
 from repro.nets.base import Discriminator
 from repro.nets.layers import Init, initialize, make_activation
 from repro.normalization import feature_norm, wrap
@@ -66,7 +69,7 @@ class _DownBlock(nn.Module):
 
 class ResNetGenerator(nn.Module):
     def __init__(self, z_dim: int = 128, image_size: int = 32, channels: int = 3, width: float = 1.0,
-                 activation: str = "relu", slope: float = 0.2, init: Init = Init()):
+                 activation: str = "relu", slope: float = 0.2, init: Init = Init(), attention_at: int | None = None):
         super().__init__()
         _check_size(image_size)
         self.z_dim = z_dim
@@ -74,7 +77,12 @@ class ResNetGenerator(nn.Module):
         self.bottom = image_size // 8
         self.fc = nn.Linear(z_dim, self.bottom * self.bottom * ch[0])
         act = make_activation(activation, slope)
-        self.blocks = nn.Sequential(*(_UpBlock(a, b, act) for a, b in zip(ch[:-1], ch[1:])))
+        slot = AttentionSlot(attention_at)
+        blocks: list[nn.Module] = [*slot.after(self.bottom, ch[0])]
+        for i, (a, b) in enumerate(zip(ch[:-1], ch[1:]), start=1):
+            blocks += [_UpBlock(a, b, act), *slot.after(self.bottom << i, b)]
+        slot.check("model.generator (ResNetGenerator)")
+        self.blocks = nn.Sequential(*blocks)
         self.out = nn.Sequential(nn.BatchNorm2d(ch[-1]), act, nn.Conv2d(ch[-1], channels, 3, 1, 1), nn.Tanh())
         self.top_channels = ch[0]
         initialize(self, init)
@@ -85,15 +93,20 @@ class ResNetGenerator(nn.Module):
 
 class ResNetDiscriminator(Discriminator):
     def __init__(self, image_size: int = 32, channels: int = 3, width: float = 1.0, norm: str = "none",
-                 activation: str = "relu", slope: float = 0.2, init: Init = Init()):
+                 activation: str = "relu", slope: float = 0.2, init: Init = Init(), attention_at: int | None = None):
         super().__init__()
         _check_size(image_size)
         ch = [max(1, int(c * width)) for c in _D_CHANNELS[image_size]]
         ins = [channels, *ch[:-1]]
         self.act = make_activation(activation, slope)
-        layout = enumerate(zip(ins, ch, _D_DOWN[image_size]))
-        self.set_body(nn.Sequential(*(_DownBlock(a, b, d, i == 0, norm, self.act) for i, (a, b, d) in layout)),
-                      ch[-1], norm)
+        slot = AttentionSlot(attention_at, norm)
+        blocks: list[nn.Module] = []
+        size = image_size
+        for i, (a, b, down) in enumerate(zip(ins, ch, _D_DOWN[image_size])):
+            size //= 2 if down else 1
+            blocks += [_DownBlock(a, b, down, i == 0, norm, self.act), *slot.after(size, b)]
+        slot.check("model.discriminator (ResNetDiscriminator)")
+        self.set_body(nn.Sequential(*blocks), ch[-1], norm)
         initialize(self, init)
 
     def features(self, x: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ from typing import Any
 
 from repro.plotting import save_figure
 from repro.record import DONE, Status, read_json, status_of
+from repro.tables.jobs import job_folders
 from repro.tables.plan import Records
 from repro.tables.spec import TableSpec
 
@@ -136,12 +137,14 @@ def draw_curves(spec: TableSpec, records: Records, out: Path) -> Path | None:
 
 
 def in_progress(records: Records) -> list[tuple[str, int | None, int | None]]:
-    """Unfinished runs that left a checkpoint: (run name, generator updates done, updates asked)."""
+    """Unfinished runs that left a checkpoint, their own or their ensemble job's (``repro.tables.jobs``):
+    (run name, generator updates done, updates asked)."""
     out = []
     for run, record in records:
         if status_of(record) in DONE:
             continue
-        progress = read_json(run.in_progress_dir / "progress.json")
+        folders = [run.results_dir, *(f for seeds, f in job_folders(run.spec, run.row).items() if run.seed in seeds)]
+        progress = next((p for p in (read_json(f / "in_progress" / "progress.json") for f in folders) if p), None)
         if progress is not None:
             out.append((run.name, progress.get("generator_steps"), progress.get("max_steps")))
     return out

@@ -1,7 +1,7 @@
-"""One run of a table as a ``repro fit`` subprocess: start it (continuing from its ``in_progress``
-checkpoint when it left one), collect what it wrote into its results folder and run record, and say in one
-line how it ended. Shared by the local process pool (``repro.tables.runner``) and the job launchers
-(``repro.tables.launch``).
+"""One job of a table (a run, or a seed ensemble of runs: ``repro.tables.jobs``) as a ``repro fit`` subprocess:
+start it (continuing from its ``in_progress`` checkpoint when it left one), collect what each run wrote into its
+results folder and run record, and say in one line how each ended. Shared by the local process pool
+(``repro.tables.runner``) and the job launchers (``repro.tables.launch``).
 """
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ from rich.text import Text
 
 from repro.portable import path_roles, portable, portable_text
 from repro.record import DONE, Status, read_json, read_record, status_of, steps_asked, write_json_atomic, write_record
+from repro.tables.jobs import Job, job_folders
 from repro.tables.plan import Run, relative
 
-__all__ = ["failure_cause", "collect", "stitch_logs", "start", "resume_label", "print_result"]
+__all__ = ["failure_cause", "collect", "collect_run", "stitch_logs", "start", "resume_label", "print_result"]
 
 
 _CAUSE = re.compile(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Diverged)\b.*|repro \w[\w-]*: .*)$")
@@ -48,10 +49,21 @@ def failure_cause(record: dict[str, Any]) -> str:
     return f"exit code {code}: " + (tail[-1][:300] if tail else "no error output")
 
 
-def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, Any]) -> dict[str, Any]:
-    """Copy a finished subprocess's record and figures into ``results_dir`` and write its run record there:
-    ``failed`` without a record or on a non-zero exit; ``stopped`` when it says finished short of the steps
-    it was asked for. Either keeps its ``in_progress`` checkpoint for the next ``repro reproduce``."""
+def collect(job: Job, returncode: int, wall_seconds: float, context: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each run of a finished process (one run, or an ensemble's members): its record and figures copied into
+    its ``results_dir`` with its run record (``collect_run``). An ensemble job's ``in_progress`` folder is
+    removed once every member is done, else kept for the next ``repro reproduce``."""
+    records = [collect_run(run, job, returncode, wall_seconds, context) for run in job.runs]
+    if job.results_dir is not None and all(status_of(r) in DONE for r in records):
+        shutil.rmtree(job.results_dir, ignore_errors=True)
+    return records
+
+
+def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, context: dict[str, Any]) -> dict[str, Any]:
+    """Copy a finished subprocess's record and figures for ``run`` (of ``job``) into ``results_dir`` and write its
+    run record there: ``failed`` without a record or on a non-zero exit; ``stopped`` when it says finished short of
+    the steps it was asked for. A single run keeps its ``in_progress`` checkpoint for the next ``repro reproduce``
+    either way; an ensemble member's record also names its mates and the job's command (``ensemble``)."""
     work, out, root = run.work_dir, run.results_dir, run.spec.root
     config_path = work / "config.yaml"
     record = read_record(work) or {}
@@ -63,12 +75,13 @@ def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, A
         record["status"] = Status.STOPPED.value
         record["stop_reason"] = f"ended at generator step {record.get('generator_steps')} of {steps_asked(record)}"
     if status_of(record) in (Status.FAILED, Status.STOPPED):
-        log = (work / "stderr.log").read_text(errors="replace").splitlines() if (work / "stderr.log").exists() else []
+        stderr = job.work_dir / "stderr.log"
+        log = stderr.read_text(errors="replace").splitlines() if stderr.exists() else []
         record["error_tail"] = log[-15:]
         record["returncode"] = returncode
         record["error"] = failure_cause(record)
-    resumes = read_json(run.in_progress_dir / "resumes.json") or {}
-    keep = run.in_progress_dir.exists() and status_of(record) not in DONE
+    resumes = read_json(job.in_progress_dir / "resumes.json") or {}
+    keep = not job.ensemble and run.in_progress_dir.exists() and status_of(record) not in DONE
     if keep:  # a failed run keeps its checkpoint: the next `repro reproduce` continues (or re-evaluates) it
         parked = run.work_dir / "in_progress.parked"
         shutil.rmtree(parked, ignore_errors=True)
@@ -89,7 +102,7 @@ def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, A
         (out / "config.yaml").write_text(portable_text(config_path.read_text(), roles))
     if (work / "metrics.csv").exists():
         stitch_logs([*sorted(work.glob("metrics.part*.csv")), work / "metrics.csv"], out / "train_log.csv")
-    checkpoints = sorted(work.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    checkpoints = sorted(job.work_dir.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     steps = record.get("generator_steps")
     record.update(
         table=run.spec.name, row=run.row.id, seed=run.seed, returncode=returncode,
@@ -99,6 +112,8 @@ def collect(run: Run, returncode: int, wall_seconds: float, context: dict[str, A
         figures=figures, checkpoint=relative(checkpoints[-1], root) if checkpoints else None,
         run_dir=relative(work, root), resumed_at_steps=resumes.get("steps", []), **context,
     )
+    if job.ensemble:  # wall and train seconds are the whole job's: K members shared them
+        record["ensemble"] = {"size": len(job.runs), "seeds": job.seeds, "command": job.recorded_command()}
     write_record(portable(record, roles), out)
     return record
 
@@ -129,34 +144,41 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
-def start(run: Run, env: dict[str, str], extra: list[str] | tuple[str, ...] = ()) -> tuple[subprocess.Popen, Any, Any]:
-    """Start ``run``'s ``repro fit`` (plus ``extra`` arguments that change no result, e.g. ``Run.wandb_args``):
-    continuing from its in-progress checkpoint if it has one, else fresh."""
-    ckpt = run.resume_checkpoint()
+def start(job: Job, env: dict[str, str], extra: list[str] | tuple[str, ...] = ()) -> tuple[subprocess.Popen, Any, Any]:
+    """Start ``job``'s ``repro fit`` (plus ``extra`` arguments that change no result, e.g. ``Job.wandb_args``):
+    continuing from its in-progress checkpoint if it has one, else fresh in clean folders (removing the row's
+    ensemble job folders that share a seed with it: their state is superseded)."""
+    ckpt = job.resume_checkpoint()
     if ckpt is None:
-        if run.work_dir.exists():
-            shutil.rmtree(run.work_dir)
+        for folder in dict.fromkeys([job.work_dir, *(r.work_dir for r in job.runs)]):
+            if folder.exists():
+                shutil.rmtree(folder)
+        for seeds, folder in job_folders(job.spec, job.row).items():
+            if folder != job.results_dir and set(seeds) & set(job.seeds):
+                shutil.rmtree(folder, ignore_errors=True)
+                shutil.rmtree(job.spec.runs_dir / job.row.id / folder.name, ignore_errors=True)
     else:
-        progress = read_json(run.in_progress_dir / "progress.json") or {}
-        resumes = read_json(run.in_progress_dir / "resumes.json") or {"steps": []}
+        progress = read_json(job.in_progress_dir / "progress.json") or {}
+        resumes = read_json(job.in_progress_dir / "resumes.json") or {"steps": []}
         resumes["steps"].append(progress.get("generator_steps"))
-        write_json_atomic(resumes, run.in_progress_dir / "resumes.json")
-        log = run.work_dir / "metrics.csv"
-        if log.exists():  # Lightning's CSV logger deletes it on start: keep it as a part, stitched by `collect`
-            log.rename(run.work_dir / f"metrics.part{len(list(run.work_dir.glob('metrics.part*.csv'))):03d}.csv")
-    run.work_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(resumes, job.in_progress_dir / "resumes.json")
+        for run in job.runs:
+            log = run.work_dir / "metrics.csv"
+            if log.exists():  # Lightning's CSV logger deletes it on start: keep it as a part, stitched by `collect`
+                log.rename(run.work_dir / f"metrics.part{len(list(run.work_dir.glob('metrics.part*.csv'))):03d}.csv")
+    job.work_dir.mkdir(parents=True, exist_ok=True)
     mode = "a" if ckpt else "w"
-    out, err = (run.work_dir / "stdout.log").open(mode), (run.work_dir / "stderr.log").open(mode)
-    proc = subprocess.Popen([*run.command(ckpt=ckpt), *extra], stdout=out, stderr=err, cwd=run.spec.root, env=env,
+    out, err = (job.work_dir / "stdout.log").open(mode), (job.work_dir / "stderr.log").open(mode)
+    proc = subprocess.Popen([*job.command(ckpt=ckpt), *extra], stdout=out, stderr=err, cwd=job.spec.root, env=env,
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     return proc, out, err
 
 
-def resume_label(run: Run) -> str:
-    """How the run starts: fresh (""), continuing training, or only evaluating (its checkpoint is at its length)."""
-    if run.resume_checkpoint() is None:
+def resume_label(job: Job) -> str:
+    """How the job starts: fresh (""), continuing training, or only evaluating (its checkpoint is at its length)."""
+    if job.resume_checkpoint() is None:
         return ""
-    progress = read_json(run.in_progress_dir / "progress.json") or {}
+    progress = read_json(job.in_progress_dir / "progress.json") or {}
     done, asked = progress.get("generator_steps"), progress.get("max_steps")
     complete = isinstance(done, int) and isinstance(asked, int) and 0 < asked <= done
     return " (evaluating only)" if complete else " (resumed)"

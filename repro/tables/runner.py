@@ -1,12 +1,14 @@
-"""Grid runner: every (row, seed) of a table is one ``repro fit`` subprocess (``repro.tables.execute``).
+"""Grid runner: a table's unfinished (row, seed) runs as ``repro fit`` subprocesses (``repro.tables.execute``): by
+default a row's unfinished seeds as one seed ensemble (``repro.tables.jobs``: ``--ensemble-size`` caps the members
+per process, ``--no-ensemble`` runs one process per seed; a row whose model cannot be stacked runs single runs).
 
 A crash or divergence of one run never stops the table. ``devices`` slots run in parallel (CPU:
 parallel processes with one thread each; GPU: one ``CUDA_VISIBLE_DEVICES`` slot per device, a row
 with ``devices: k`` takes k slots for a DDP run). A run whose ``results/<table>/<row>/seed<k>/
 metrics.json`` parses and says ``finished`` or ``diverged`` is skipped, so a killed table resumes
-where it stopped. Every run keeps a resumable checkpoint in ``results/<table>/<row>/seed<k>/in_progress/``
-(written every ``resumable.every_minutes`` and when the run is stopped; ``repro.callbacks.resumable``): an
-unfinished or failed run continues from it, bit-exactly, instead of restarting; a run without one restarts
+where it stopped. Every run keeps a resumable checkpoint in ``results/<table>/<row>/seed<k>/in_progress/`` (an
+ensemble job in ``results/<table>/<row>/ensemble_<seeds>/in_progress/``; written every ``resumable.every_minutes``
+and when the run is stopped; ``repro.callbacks.resumable``): an unfinished or failed run continues from it, bit-exactly, instead of restarting; a run without one restarts
 from scratch in a fresh run folder. The folder is replaced by the final record when the run finishes; a run
 that trained to its length and failed at evaluation continues from its final checkpoint and is only evaluated.
 Children get SIGTERM (and so write their checkpoint) when the runner dies, even by SIGKILL.
@@ -45,6 +47,7 @@ from repro.console import wide_console
 from repro.fit import has_preparation, parse_config
 from repro.record import DONE, Status, read_record, source_state, status_of
 from repro.tables.execute import collect, failure_cause, print_result, resume_label, start
+from repro.tables.jobs import Job, group_jobs, stacking_refusal
 from repro.tables.lock import TableLock
 from repro.tables.plan import Records, Run, is_done, override_args, plan, relative
 from repro.tables.spec import SpecError, TableSpec
@@ -138,7 +141,7 @@ def _child_env(slot_ids: list[int], use_cuda: bool) -> dict[str, str]:
 
 @dataclass
 class _Active:
-    run: Run
+    job: Job
     proc: subprocess.Popen
     slots: list[int]
     start: float
@@ -162,27 +165,48 @@ def prepare(run: Run, console: Console, env: dict[str, str]) -> None:
         console.print(f"[red]prepare failed for {run.row.id}[/]: {done.stderr.strip()[-500:]}")
 
 
-def print_plan(spec: TableSpec, runs: list[Run], console: Console) -> None:
+def print_plan(spec: TableSpec, runs: list[Run], how: dict[str, str], console: Console) -> None:
+    """The plan: each row's config, overrides, seeds done and how its unfinished seeds run (``group_jobs``)."""
     table = Table(title=f"{spec.name}: {spec.title}")
-    for col in ("row", "config", "overrides", "seeds done"):
+    for col in ("row", "config", "overrides", "seeds done", "runs as"):
         table.add_column(col)
     for row in {r.row.id: r.row for r in runs}.values():
         mine = [r for r in runs if r.row.id == row.id]
         table.add_row(row.id, relative(row.config, spec.root),
                       " ".join(override_args({**spec.overrides, **row.overrides})),
-                      f"{sum(is_done(r) for r in mine)}/{len(mine)}")
+                      f"{sum(is_done(r) for r in mine)}/{len(mine)}", how.get(row.id, "-"))
     console.print(table)
+
+
+def ensemble_cap(spec: TableSpec, ensemble_size: int | None, no_ensemble: bool) -> int | None:
+    """Most seeds per ensemble job: 1 with ``no_ensemble``, else ``ensemble_size`` (the command line's), else the
+    spec's ``ensemble_size``, else None (all unfinished seeds of a row in one job)."""
+    if no_ensemble:
+        return 1
+    if ensemble_size is not None and ensemble_size < 1:
+        raise SpecError(f"--ensemble-size must be >= 1, got {ensemble_size} (--no-ensemble: one process per seed)")
+    return ensemble_size if ensemble_size is not None else spec.ensemble_size
+
+
+def plan_jobs(todo: list[Run], configs: dict[str, dict[str, Any]], cap: int | None) -> tuple[list[Job], dict[str, str]]:
+    """Group ``todo`` into jobs (``repro.tables.jobs.group_jobs``), each row's model checked for stacking from its
+    resolved config first (unless ``cap`` is 1: no ensembles)."""
+    rows = dict.fromkeys(r.row.id for r in todo)
+    refusals = {} if cap == 1 else {row: stacking_refusal(configs[row]) for row in rows}
+    return group_jobs(todo, cap, refusals)
 
 
 def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | None = None,
               only: list[str] | None = None, dry_run: bool = False, console: Console | None = None,
               stale: str = "refuse", launcher: str = "pool", slurm: dict[str, Any] | None = None,
-              wandb: bool = False) -> list[dict[str, Any]]:
+              wandb: bool = False, ensemble_size: int | None = None, no_ensemble: bool = False) -> list[dict[str, Any]]:
     """Run every unfinished (row, seed) of ``spec`` (and, with ``stale="rerun"``, every stale one) on ``devices``
     parallel slots (default: every GPU, else every core), or as job arrays (``launcher`` ``slurm`` / ``local``,
     with ``slurm`` resources over the spec's); stale finished runs stop it before training unless ``stale`` is
-    ``rerun`` or ``accept``. ``wandb``: each run also logs to W&B (``Run.wandb_args``; not part of the
-    recorded command: it changes no result). Returns the records written this time."""
+    ``rerun`` or ``accept``. A row's unfinished seeds train together as seed ensembles of at most
+    ``ensemble_size`` (else the spec's; default all) seeds, one slot each, unless ``no_ensemble`` or the row's model
+    cannot be stacked (``repro.tables.jobs``). ``wandb``: each run also logs to W&B (``Run.wandb_args``; not part
+    of the recorded command: it changes no result). Returns the records written this time."""
     if stale not in STALE_POLICIES or launcher not in LAUNCHERS:
         raise SpecError(f"stale policy {stale!r} / launcher {launcher!r}; valid: {STALE_POLICIES}, {LAUNCHERS}")
     console = console or wide_console()
@@ -192,14 +216,16 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
     found = table_staleness(spec, records, console)
     rerun = {item.run.name for item in found} if stale == "rerun" else set()
     todo = [run for run, record in records if status_of(record) not in DONE or run.name in rerun]
+    jobs, how = plan_jobs(todo, configs, ensemble_cap(spec, ensemble_size, no_ensemble))
     rows = len({r.row.id for r in runs})
     devices = (torch.cuda.device_count() or os.cpu_count() or 1) if devices is None else devices
     where = f"on {devices} device(s)" if launcher == "pool" else f"as {launcher} job arrays"
     console.print(f"[bold]{spec.name}[/]: {rows} rows x {len(runs) // max(rows, 1)} seeds = {len(runs)} runs, "
                   f"{len(runs) - len(todo)} finished, {len(todo)} to run {where}"
+                  + (f" in {len(jobs)} process(es)" if len(jobs) != len(todo) else "")
                   + (f" ({len(found)} stale: {'rerun' if rerun else stale})" if found else ""))
     if dry_run:
-        print_plan(spec, runs, console)
+        print_plan(spec, runs, how, console)
         if found:
             console.print(stale_message(spec.name, found), markup=False, soft_wrap=True)
         return []
@@ -208,21 +234,21 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
     context = {"versions": library_versions(), **source_state(spec.root)}
     with TableLock(spec, note=console.print) as lock:
         if launcher == "pool":
-            written = _run_pool(spec, todo, devices, configs, context, console, wandb)
+            written = _run_pool(spec, jobs, devices, configs, context, console, wandb)
         else:
             try:
                 from repro.tables.launch import submit  # submitit: only for these launchers
             except ImportError as err:
                 raise SpecError(f"--launcher {launcher} needs submitit ({err}): pip install 'repro[slurm]'") from None
 
-            written = submit(spec, todo, configs, context, launcher, slurm or {}, console, lock, wandb)
+            written = submit(spec, jobs, configs, context, launcher, slurm or {}, console, lock, wandb)
     return written
 
 
-def _run_pool(spec: TableSpec, todo: list[Run], devices: int, configs: dict[str, dict[str, Any]],
+def _run_pool(spec: TableSpec, todo: list[Job], devices: int, configs: dict[str, dict[str, Any]],
               context: dict[str, Any], console: Console, wandb: bool) -> list[dict[str, Any]]:
-    """Run ``todo`` as subprocesses on ``devices`` slots of this machine (logging to W&B too if ``wandb``);
-    the records written."""
+    """Run ``todo`` as subprocesses on ``devices`` slots of this machine (an ensemble job takes one; logging to
+    W&B too if ``wandb``); the records written."""
     if devices < 1:
         raise SpecError(f"--devices must be >= 1, got {devices}")
     too_big = [r.row.id for r in todo if r.row.devices > devices]
@@ -235,40 +261,41 @@ def _run_pool(spec: TableSpec, todo: list[Run], devices: int, configs: dict[str,
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=False) as progress:
-            overall = progress.add_task(f"{spec.name}", total=len(todo))
+            overall = progress.add_task(f"{spec.name}", total=sum(len(j.runs) for j in todo))
             while pending or active:
                 while pending and len(free) >= pending[0].row.devices:
-                    run = pending.pop(0)
-                    slots, free = free[: run.row.devices], free[run.row.devices:]
-                    if run.row.id in unprepared:
-                        prepare(run, console, _child_env(slots, use_cuda))
-                        unprepared.discard(run.row.id)
-                    label = resume_label(run)
+                    job = pending.pop(0)
+                    slots, free = free[: job.row.devices], free[job.row.devices:]
+                    if job.row.id in unprepared:
+                        prepare(job.runs[0], console, _child_env(slots, use_cuda))
+                        unprepared.discard(job.row.id)
+                    label = resume_label(job)
                     if label:
-                        progress.console.print(f"{run.name}{label}: from {relative(run.in_progress_dir, spec.root)}",
+                        progress.console.print(f"{job.name}{label}: from {relative(job.in_progress_dir, spec.root)}",
                                                markup=False)
-                    proc, out, err = start(run, _child_env(slots, use_cuda), run.wandb_args() if wandb else [])
-                    task = progress.add_task(f"  {run.name}{label}", total=None)
-                    active.append(_Active(run, proc, slots, time.perf_counter(), task, out, err))
+                    proc, out, err = start(job, _child_env(slots, use_cuda), job.wandb_args() if wandb else [])
+                    task = progress.add_task(f"  {job.name}{label}", total=None)
+                    active.append(_Active(job, proc, slots, time.perf_counter(), task, out, err))
                 time.sleep(0.2)
-                for job in [a for a in active if a.proc.poll() is not None]:
-                    active.remove(job)
-                    job.stdout.close()
-                    job.stderr.close()
-                    free = sorted(free + job.slots)
-                    record = collect(job.run, job.proc.returncode, time.perf_counter() - job.start, context)
-                    written.append(record)
-                    progress.remove_task(job.task)
-                    progress.advance(overall)
-                    print_result(record, console)
+                for done in [a for a in active if a.proc.poll() is not None]:
+                    active.remove(done)
+                    done.stdout.close()
+                    done.stderr.close()
+                    free = sorted(free + done.slots)
+                    records = collect(done.job, done.proc.returncode, time.perf_counter() - done.start, context)
+                    written += records
+                    progress.remove_task(done.task)
+                    progress.advance(overall, len(records))
+                    for record in records:
+                        print_result(record, console)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        for job in active:  # interrupted: stop children; each writes its checkpoint and continues next time
-            job.proc.terminate()
-        for job in active:
+        for left in active:  # interrupted: stop children; each writes its checkpoint and continues next time
+            left.proc.terminate()
+        for left in active:
             try:
-                job.proc.wait(timeout=60)
+                left.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:  # Lightning only flags SIGTERM; do not wait for the step loop
-                job.proc.kill()
-                job.proc.wait()
+                left.proc.kill()
+                left.proc.wait()
     return written

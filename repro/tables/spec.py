@@ -141,6 +141,7 @@ class TableSpec:
     notes: str = ""
     steps_note: str = ""
     slurm: dict[str, Any] = field(default_factory=dict)  # SLURM_KEYS: resources of each run's job (--launcher slurm)
+    ensemble_size: int | None = None  # most seeds of a row per seed-ensemble process (null: all); repro.tables.jobs
 
     def row(self, row_id: str) -> Row:
         for r in self.rows:
@@ -400,6 +401,10 @@ def load_spec(path: str | Path) -> TableSpec:
         if not isinstance(value, SLURM_KEYS[key]) or isinstance(value, bool) or (isinstance(value, int) and value < 1):
             raise SpecError(f"{where}: slurm.{key} must be a {'positive integer' if SLURM_KEYS[key] is int else 'string'}"
                             f", got {value!r}")
+    size = data.get("ensemble_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise SpecError(f"{where}: 'ensemble_size' must be a positive integer or null (all seeds of a row in one "
+                        f"process), got {size!r}")
     by_key, groups = {c.key: c for c in columns}, {r.group for r in rows}
     claims = [_claim(c, f"{where}: claims[{i}]", set(ids), by_key, groups) for i, c in enumerate(data.get("claims") or [])]
     panels = [_build(Panel, p, f"{where}: panels[{i}]", {}) for i, p in enumerate(data.get("panels") or [])]
