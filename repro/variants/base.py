@@ -462,10 +462,17 @@ class GANModule(L.LightningModule):
         return dict(self._last)
 
     def make_optimizer(self, params: Any, lr: float, betas: Betas) -> torch.optim.Optimizer:
-        """The configured optimizer (``optimizer``: Adam with ``betas``, or RMSprop) over ``params``."""
+        """The configured optimizer (``optimizer``: Adam with ``betas``, or RMSprop) over ``params``.
+
+        Adam (Kingma & Ba 2015, Alg. 1) runs as PyTorch's fused kernel where it has one (float tensors on
+        CPU or CUDA): one pass per tensor instead of about ten, 3x faster on CPU for the PacGAN nets. It
+        rounds some elements differently from the per-tensor loop (by an ulp: its own order of operations),
+        no less accurately (tests/test_speed_paths.py)."""
         if self.hparams.optimizer == "rmsprop":
             return torch.optim.RMSprop(params, lr=lr)
-        return torch.optim.Adam(params, lr=lr, betas=betas)
+        params = list(params)
+        fusable = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True if fusable else None)
 
     def check_schedule(self, max_steps: int | None) -> None:
         """Raise ``ValueError`` if the learning-rate schedule needs a step budget the trainer lacks."""
