@@ -4,7 +4,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["update_ema", "standing_statistics"]
+__all__ = ["update_ema", "decay_at", "standing_statistics"]
+
+
+def decay_at(step: int, decay: float, start: int) -> float:
+    """The EMA decay after generator update ``step``: 0 (the EMA is a copy of G) while ``step < start``, then
+    ``decay`` (BigGAN-PyTorch ``utils.ema.update(itr)``, ``--ema_start``: "peg the ema weights to the
+    underlying weights" before the start iteration)."""
+    return 0.0 if step < start else decay
 
 
 @torch.no_grad()
@@ -18,10 +25,11 @@ def update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
 
 @torch.no_grad()
 def standing_statistics(net: nn.Module, z_dim: int, device: torch.device, n_batches: int = 16,
-                        batch_size: int = 256) -> None:
+                        batch_size: int = 256, num_classes: int | None = None) -> None:
     """Re-estimate ``net``'s batch-norm running statistics from its own outputs on fixed latents
     ("standing statistics", Brock et al. 2019, BigGAN App. C.1): EMA-averaged weights paired with
-    the statistics of the current G's weights give wrong samples. Uses no global RNG state."""
+    the statistics of the current G's weights give wrong samples. A class-conditional G (``num_classes``)
+    gets fixed uniformly drawn labels too. Uses no global RNG state."""
     norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
@@ -33,7 +41,11 @@ def standing_statistics(net: nn.Module, z_dim: int, device: torch.device, n_batc
     net.train()
     gen = torch.Generator(device=device).manual_seed(0)
     for _ in range(n_batches):
-        net(torch.randn(batch_size, z_dim, device=device, generator=gen))
+        z = torch.randn(batch_size, z_dim, device=device, generator=gen)
+        if num_classes is None:
+            net(z)
+        else:
+            net(z, torch.randint(num_classes, (batch_size,), device=device, generator=gen))
     net.train(was_training)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 
 from repro.normalization import raw_weight, weight_layers
 
-__all__ = ["Players", "Regularizer", "GradientPenalty", "OrthonormalRegularizer", "JacobianClamping",
-           "HistoricalAveraging"]
+__all__ = ["Players", "Regularizer", "GradientPenalty", "OrthonormalRegularizer", "ModifiedOrthogonalRegularizer",
+           "JacobianClamping", "HistoricalAveraging"]
 
 
 class Players(Protocol):
@@ -37,7 +37,10 @@ class Players(Protocol):
 
 
 class Regularizer:
-    """Base class: ``__call__(module, a, b) -> scalar tensor``."""
+    """Base class: ``__call__(module, a, b) -> scalar tensor``. ``runs_nets``: it runs G or D on inputs of its
+    own (interpolates, perturbed latents), which have no class labels (class-conditional models refuse it)."""
+
+    runs_nets = False
 
     def __call__(self, module: Players, a: Tensor, b: Tensor) -> Tensor:
         raise NotImplementedError
@@ -46,6 +49,8 @@ class Regularizer:
 class GradientPenalty(Regularizer):
     """Gulrajani et al. 2017, eq. 3: weight * E[(||grad_x D(x_hat)|| - 1)^2] at random interpolates
     x_hat = eps * x + (1 - eps) * x_fake, eps ~ U[0, 1] per sample."""
+
+    runs_nets = True
 
     def __init__(self, weight: float = 10.0, center: float = 1.0):
         if weight < 0:
@@ -88,11 +93,48 @@ class OrthonormalRegularizer(Regularizer):
         return self.weight * torch.stack([self.penalty(raw_weight(m)) for m in layers]).sum()
 
 
+class ModifiedOrthogonalRegularizer(Regularizer):
+    """Brock et al. 2019 (BigGAN), Sec. 3.1: R_beta(W) = beta * ||W W^T * (1 - I)||_F^2 summed over G's weights,
+    W reshaped to (out, in*kh*kw): only the rows' pairwise inner products are pushed to 0, not their norms to 1.
+
+    A G term (put it in ``g_regularizers``). The weights are those BigGAN-PyTorch's ``utils.ortho`` takes: every
+    generator parameter with >= 2 dimensions (linear, conv, and embedding tables; for a spectrally normalized
+    layer its raw weight) except those under ``exclude`` (BigGAN-PyTorch blacklists the shared class embedding,
+    G's ``shared``). BigGAN-PyTorch adds ``strength * 2 (W W^T * (1 - I)) W`` to the gradient, the gradient of
+    (strength / 2) * ||.||^2, so its ``--G_ortho 1e-4`` equals ``weight: 5e-5`` here; the paper's beta is 1e-4.
+    """
+
+    def __init__(self, weight: float = 1e-4, exclude: tuple[str, ...] = ("shared",)):
+        if weight < 0:
+            raise ValueError(f"ModifiedOrthogonalRegularizer.weight must be >= 0, got {weight}")
+        self.weight, self.exclude = weight, tuple(exclude)
+
+    @staticmethod
+    def penalty(w: Tensor) -> Tensor:
+        """||W W^T * (1 - I)||_F^2 for one weight tensor (rows: its first dimension)."""
+        w = w.flatten(1)
+        gram = w @ w.t()
+        return (gram - torch.diag_embed(gram.diagonal())).square().sum()
+
+    def weights(self, generator: nn.Module) -> list[Tensor]:
+        """The regularized parameters of ``generator``: >= 2 dimensions, not under an ``exclude`` prefix."""
+        skipped = tuple(f"{name}." for name in self.exclude)
+        return [p for name, p in generator.named_parameters() if p.dim() >= 2 and not name.startswith(skipped)]
+
+    def __call__(self, module: Players, z: Tensor, fake: Tensor) -> Tensor:
+        weights = self.weights(module.generator)
+        if not weights:
+            raise ValueError("ModifiedOrthogonalRegularizer: model.generator has no weight with >= 2 dimensions")
+        return self.weight * torch.stack([self.penalty(w) for w in weights]).sum()
+
+
 class JacobianClamping(Regularizer):
     """Odena et al. 2018, Alg. 1: for z' = z + delta, delta ~ N(0, I) rescaled to norm ``eps``,
     Q = ||G(z) - G(z')|| / ||z - z'|| per sample; returns
     weight * mean[(max(Q, lambda_max) - lambda_max)^2 + (min(Q, lambda_min) - lambda_min)^2]
     (a G term: called with (z, G(z)); G(z') is one extra generator pass that G's gradient flows through)."""
+
+    runs_nets = True
 
     def __init__(self, lambda_min: float = 1.0, lambda_max: float = 20.0, eps: float = 1.0, weight: float = 1.0):
         if not 0 <= lambda_min <= lambda_max:

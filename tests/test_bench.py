@@ -8,9 +8,11 @@ import re
 import lightning as L
 import pytest
 import torch
+import yaml
 
 from repro import REPO_ROOT
 from repro.bench import ReferenceLoop
+from repro.bench.harness import PACGAN_CODE
 from repro.cli import main
 from repro.data import GANDataModule
 from repro.nets import MLPDiscriminator, MLPGenerator
@@ -77,10 +79,11 @@ def test_bench_rejects_unknown_workload(capsys):
     assert "--workloads" in err and "mlp, mnist, cnn32" in err
 
 
-@pytest.mark.parametrize("cls, decay", [(NSGAN, "linear"), (WGAN, "none"), (WGANGP, "none")])
-def test_reference_loop_is_the_same_math(cls, decay, run_dir):
+@pytest.mark.parametrize("cls, kwargs", [(NSGAN, {"n_dis": 2, "lr_decay": "linear"}), (WGAN, {"n_dis": 2}),
+                                         (WGANGP, {"n_dis": 2}), (NSGAN, {"updates": "simultaneous"})])
+def test_reference_loop_is_the_same_math(cls, kwargs, run_dir):
     """From the same weights, data order and RNG state, repro and the bare loop end bit-identical."""
-    model = tiny(cls, n_dis=2, lr_decay=decay)
+    model = tiny(cls, **kwargs)
     dm = GANDataModule("ring8", batch_size=32, num_samples=1024)
     dm.setup()
     ref = ReferenceLoop(model, dm.data, dm.batch_size, seed=dm.seed, max_steps=3)
@@ -133,3 +136,22 @@ def test_bf16_mixed_double_backward(cls, run_dir):
 def test_compile_refused_with_double_backward(run_dir):
     with pytest.raises(ValueError, match="model.compile_nets: WGANGP differentiates D twice"):
         fit(tiny(WGANGP, compile_nets=True), 1)
+
+
+def test_pacgan_workload_is_the_tables_protocol():
+    """``repro bench --workloads pacgan`` and benchmarks/pacgan_step.py run what paper_tables/pacgan-2d-full.yaml runs."""
+    spec = yaml.safe_load((REPO_ROOT / "paper_tables" / "pacgan-2d-full.yaml").read_text())["overrides"]
+    pairs = dict(zip(PACGAN_CODE[::2], PACGAN_CODE[1::2]))
+    assert set(pairs) == {f"--{k}" for k in spec} - {"--trainer.max_steps", "--samples.every_n_steps",
+                                                     "--evaluation.curve_points", "--resumable.every_minutes"}
+    for key, value in pairs.items():
+        want = spec[key[2:]]
+        net = key.endswith(("generator", "discriminator"))  # absolute paths to the same files
+        assert (value.endswith(want) if net else yaml.safe_load(value) == want), key
+    spec_module = importlib.util.spec_from_file_location("pacgan_step", REPO_ROOT / "benchmarks" / "pacgan_step.py")
+    script = importlib.util.module_from_spec(spec_module)
+    spec_module.loader.exec_module(script)
+    args = script.table_arguments(57)
+    given = dict(zip(args[::2], args[1::2]))
+    assert given["--config"] == "configs/ring8/nsgan.yaml" and given["--trainer.max_steps"] == "57"
+    assert given["--model.init_args.updates"] == "simultaneous" and given["--data.batch_size"] == "100"

@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from repro.tables.curves import RowCurve, convergence, flattened, row_curves
 from repro.tables.plan import read_records
 from repro.tables.report import aggregate, claim_verdict, write_report
-from repro.tables.spec import load_spec
+from repro.tables.spec import SpecError, load_spec
 from test_tables import write_spec
 
 
@@ -50,3 +52,31 @@ def test_claim_on_a_row_that_did_not_flatten_says_not_converged(tmp_path):
     page = write_report(spec).read_text()
     assert "**not converged**" in page and "## Convergence" in page and "**not flattened**" in page
     assert (tmp_path / "paper_tables/figures/tiny/curves.png").stat().st_size > 1000
+
+
+def test_a_wall_time_column_draws_each_row_against_its_mean_training_seconds(tmp_path, monkeypatch):
+    from repro.tables import curves
+
+    columns = [{"key": "modes_200", "label": "modes", "protocol": "200 samples", "curve_x": "train_seconds"},
+               {"key": "high_quality_200", "label": "HQ", "protocol": "200 samples"},
+               {"key": "train_seconds", "label": "training s", "protocol": "run record"}]  # no curve: no panel
+    spec = load_spec(write_spec(tmp_path, columns=columns, claims=[]))
+    for seed, seconds in zip(spec.seeds, ((10, 20, 32, 40), (14, 24, 36, 48))):
+        folder = spec.results_dir / "nsgan" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        record = _record([1, 2, 3, 4]) | {"curve_seconds": [[s, t] for s, t in zip((25, 50, 80, 100), seconds)]}
+        (folder / "metrics.json").write_text(json.dumps(record))
+    assert row_curves([_record([1, 2, 3, 4])], "modes_200").seconds is None  # no curve_seconds: no time axis
+    drawn = []
+    monkeypatch.setattr(curves, "save_figure", lambda fig, out: drawn.append(fig) or out)
+    write_report(spec)
+    time_ax, step_ax = drawn[0].axes
+    assert time_ax.get_xlabel().startswith("training wall time") and step_ax.get_xlabel() == "generator updates"
+    assert list(time_ax.lines[0].get_xdata()) == [12, 22, 34, 44]  # mean over the two seeds at each point
+    assert list(step_ax.lines[0].get_xdata()) == [25, 50, 80, 100]
+
+
+def test_curve_x_is_checked_when_the_spec_loads(tmp_path):
+    columns = [{"key": "modes_200", "label": "modes", "protocol": "200 samples", "curve_x": "seconds"}]
+    with pytest.raises(SpecError, match="curve_x 'seconds' is not valid; valid: step, train_seconds"):
+        load_spec(write_spec(tmp_path, columns=columns, claims=[]))

@@ -29,9 +29,10 @@ from repro.metrics.image import ImageProtocol, evaluate_images
 
 VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "sngan", "gngan", "tan", "rfgan", "jcgan", "xicfg", "wgants",
             "label_smoothing", "minibatch", "vbn", "historical_averaging", "ssgan", "rasgan", "rsgan", "ralsgan",
-            "rahinge", "feature_matching", "dcgan", "sagan"]
-# image-only configs (rotations need images; DCGAN and SAGAN are conv nets): a 512-image MNIST subset
-IMAGE_CONFIGS = {name: f"configs/mnist/{name}.yaml" for name in ("ssgan", "dcgan", "sagan")}
+            "rahinge", "feature_matching", "dcgan", "sagan", "projection", "acgan", "biggan"]
+# image-only configs (rotations need images; DCGAN and SAGAN are conv nets; class labels): a 512-image MNIST subset
+IMAGE_CONFIGS = {name: f"configs/mnist/{name}.yaml" for name in ("ssgan", "dcgan", "sagan", "projection", "acgan",
+                                                                  "biggan")}
 STEPS = 10
 PER_DEVICE_BATCH = 32
 
@@ -52,6 +53,8 @@ def fit_args(variant: str, out: Path, devices: int, batch: int, steps: int = STE
         args += ["--data.num_samples", "512"]
     if variant == "nsgan":  # EMA weights must agree too
         args += ["--model.init_args.ema_decay", "0.99"]
+    if variant == "biggan":  # labelled MNIST; the EMA averages from step 5 on
+        args += ["--model.init_args.ema_start", "5"]
     if variant == "rfgan":  # a short autoencoder pre-training, cached per run
         args += ["--model.init_args.ae_steps", "20", "--model.init_args.ae_cache_dir", str(out / "ae")]
     if variant == "xicfg":  # short stages; the refit's epoch loss is averaged over the ranks
@@ -199,7 +202,7 @@ def test_variant_trains_under_ddp_with_identical_ranks(variant: str, ddp_runs: P
         assert any(n.endswith(".u") for n in r0["compared"]), "SN u buffers were not compared"
     if variant == "sagan":  # SN in G as well as D
         assert any(n.startswith("generator.") and n.endswith(".u") for n in r0["compared"]), "G's SN u not compared"
-    if variant == "nsgan":
+    if variant in ("nsgan", "biggan"):
         assert any(n.startswith("generator_ema.") for n in r0["compared"]), "EMA weights were not compared"
     metrics = json.loads(next((ddp_runs / variant).rglob("metrics.json")).read_text())
     assert metrics["status"] == "finished" and metrics["generator_steps"] == STEPS

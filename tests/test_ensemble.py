@@ -225,9 +225,13 @@ NETS = {
 }
 REFUSED = {"rfgan": "RFGAN", "wgants": "WGANTS", "xicfg": "XICFG",  # not checked against single runs (yet)
            # their G / D terms are batch means over the stacked members' samples
-           "feature_matching": "FeatureMatchingGAN", "ssgan": "SSGAN",
+           "feature_matching": "FeatureMatchingGAN", "ssgan": "SSGAN", "biggan": "BigGAN",
            "sagan": "SAGAN"}  # not checked against single runs; its attention blocks have no stacked version yet
-CONFIGS = {"relativistic": "ring8/ralsgan", "ssgan": "mnist/ssgan", "sagan": "mnist/sagan"}  # registered names without a ring8/<name>.yaml
+CONFIGS = {"relativistic": "ring8/ralsgan", "ssgan": "mnist/ssgan", "sagan": "mnist/sagan",
+           "biggan": "mnist/biggan"}  # registered names without a ring8/<name>.yaml
+CONDITIONAL = {"projection": "mnist/projection", "acgan": "mnist/acgan"}  # labels: refused, on their own nets
+# class-conditional configs: the PacGAN / stacked-MNIST nets take no labels, so those runs train unconditionally
+UNLABELLED = {"biggan": ["--model.init_args.num_classes", "null"]}
 _CONV_LENS = '{"class_path": "repro.nets.lens.ConvLens", "init_args": {"channels": 3, "width": 4, "blocks": 1}}'
 
 
@@ -245,7 +249,17 @@ def test_every_variant_trains_as_ensemble_or_refuses(variant: str, nets: str, ru
         extra += ["--model.init_args.discriminator.init_args.batch_norm", "false"]
     if nets == "metz" and variant == "tan":
         extra += ["--model.init_args.lens", _CONV_LENS]
+    if variant in CONDITIONAL:
+        with pytest.raises(UserError, match="class-conditional training .*train its seeds separately"):
+            build_cli(["--config", f"configs/{CONDITIONAL[variant]}.yaml", "--ensemble", "2", *extra[len(NETS[nets]):]])
+        return
     config = ["--config", f"configs/{CONFIGS.get(variant, f'ring8/{variant}')}.yaml"]
+    if variant in UNLABELLED and nets == "mlp":  # its labelled config on the MLP nets: the labels are refused first
+        with pytest.raises(UserError, match="class-conditional training .*train its seeds separately"):
+            build_cli([*config, "--ensemble", "2", *extra])
+        return
+    if nets != "mlp":
+        extra += UNLABELLED.get(variant, [])
     if variant in REFUSED:
         with pytest.raises(UserError, match=f"{REFUSED[variant]} cannot run as a seed ensemble .*train its seeds separately"):
             build_cli([*config, "--ensemble", "2", *extra])

@@ -14,6 +14,7 @@ from repro.portable import dumps, loads, path_roles, portable, portable_text
 from repro.record import read_json, write_json_atomic
 from repro.tables.plan import plan
 from repro.tables.execute import collect
+from repro.tables.jobs import Job
 from repro.tables.spec import load_spec
 from test_tables import write_spec
 
@@ -64,7 +65,7 @@ def test_collected_record_is_strict_and_portable(tmp_path: Path, monkeypatch: py
     (run.work_dir / "config.yaml").write_text(yaml.safe_dump({
         "trainer": {"logger": {"init_args": {"save_dir": str(run.work_dir)}}},
         "data": {"data_root": str(tmp_path / "data")}}))
-    collect(run, 0, 2.0, {})
+    collect(Job((run,)), 0, 2.0, {})  # a single run's job
     text = (run.results_dir / "metrics.json").read_text()
     record = _strict(text)
     assert str(tmp_path) not in text and str(tmp_path) not in (run.results_dir / "config.yaml").read_text()

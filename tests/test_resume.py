@@ -38,6 +38,12 @@ CASES: dict[str, tuple[str, list[str]]] = {
     # SAGAN: SN u / v in G and D, the attention blocks' sigma; DCGAN: BN in both nets (MNIST subsets, 30 steps an epoch)
     "sagan": ("configs/mnist/sagan.yaml", ["--data.num_samples", "480", "--data.batch_size", "16"]),
     "dcgan": ("configs/mnist/dcgan.yaml", ["--data.num_samples", "480", "--data.batch_size", "16"]),
+    # class labels in the batches and the fakes' label draws (small MNIST batches: 32 steps per epoch, so the
+    # resume crosses an epoch too; AC-GAN's labels take the same path)
+    "projection": ("configs/mnist/projection.yaml", ["--data.num_samples", "512", "--data.batch_size", "16"]),
+    # BigGAN on labelled MNIST: labels in the loader state, SN in G, conditional BNs, EMA starting after the resume
+    "biggan": ("configs/mnist/biggan.yaml", ["--model.init_args.ema_start", "25", "--data.num_samples", "600",
+                                            "--data.batch_size", "16"]),
 }
 
 

@@ -13,6 +13,7 @@ VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "rasgan", "xicfg", "w
             "feature_matching"]
 IMAGE_ONLY = ["ssgan",  # rotations need images: 2-D data is refused (tests/test_ssgan.py)
               "dcgan", "sagan"]  # convolutional nets (issue 16): configs/mnist only
+CONDITIONAL = ["projection", "acgan"]  # class-conditional (issue 16): MNIST's labels, conditional-BN G
 # xICFG's step is a whole stage (T D updates, 10 epochs of refit over 10 batches): a short stage keeps the
 # test to seconds; the configs' own settings are checked line by line in tests/test_icml2018_configs.py.
 SHORTER = {"xicfg": ["--model.init_args.functional_steps", "3", "--model.init_args.refit_batches", "2",
@@ -49,7 +50,7 @@ def test_ring8(variant, run_dir):
     check_trained(*train_from_config(f"configs/ring8/{variant}.yaml", *SHORTER.get(variant, [])))
 
 
-@pytest.mark.parametrize("variant", VARIANTS + IMAGE_ONLY)
+@pytest.mark.parametrize("variant", VARIANTS + IMAGE_ONLY + CONDITIONAL)
 def test_mnist_subset(variant, run_dir, mnist_root):
     cli, before = train_from_config(
         f"configs/mnist/{variant}.yaml", "--data.data_root", str(mnist_root), "--data.num_samples", "1024",

@@ -181,6 +181,8 @@ def test_sampling_costs_t_gradient_evaluations_of_d(monkeypatch):
     assert out.shape == (50, 2) and not out.requires_grad
     assert calls == {"grad": 4, "live": 0, "snapshots": [1, 1, 1, 1]}
     assert torch.equal(out, functional_gradient_push(model.approximator(z), model.snapshots, model.eta))
+    with torch.inference_mode():  # as the image metrics sample: the push still differentiates D
+        assert torch.equal(model.sample(z=z), out)
 
 
 def test_fixed_options_are_refused():

@@ -62,6 +62,17 @@ def _net_overrides(net: str, pairs: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+# PacGAN Table 1's code protocol as paper_tables/pacgan-2d-full.yaml overrides it (minus its length and
+# evaluation settings); tests/test_bench.py checks that these equal the spec's.
+PACGAN_CODE = (
+    "--model.init_args.generator", str(REPO_ROOT / "configs/nets/pacgan_code_g.yaml"),
+    "--model.init_args.discriminator", str(REPO_ROOT / "configs/nets/pacgan_code_d.yaml"),
+    "--model.init_args.updates", "simultaneous", "--model.init_args.lr_g", "1.0e-4", "--model.init_args.lr_d", "1.0e-4",
+    "--model.init_args.betas_g", "[0.8, 0.999]", "--model.init_args.betas_d", "[0.8, 0.999]",
+    "--model.init_args.lr_decay", "none", "--data.batch_size", "100", "--data.num_samples", "100000",
+    "--trainer.log_every_n_steps", "1000",
+)
+
 WORKLOADS: dict[str, Workload] = {
     "mlp": Workload("ring8", "2-D MLP on ring8 (configs/ring8, batch 256)"),
     "mnist": Workload("mnist", "MNIST standard CNN, width 16 (configs/mnist, batch 64)"),
@@ -70,6 +81,12 @@ WORKLOADS: dict[str, Workload] = {
         "SN-GAN standard CNN 32x32x3, width 64, batch 64, RANDOM stand-in images (configs/mnist hyper-parameters)",
         _net_overrides("generator", _CNN32) + _net_overrides("discriminator", _CNN32),
         _random_images,
+    ),
+    "pacgan": Workload(
+        "ring8",
+        "PacGAN Table 1 code protocol (paper_tables/pacgan-2d-full.yaml): G 4x400 ReLU+BN, maxout D 3x200x5, "
+        "simultaneous updates, Adam, batch 100",
+        PACGAN_CODE,
     ),
 }
 

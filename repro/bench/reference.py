@@ -32,7 +32,8 @@ def autocast_context(precision: str) -> contextlib.AbstractContextManager:
 
 class ReferenceLoop:
     """One generator iteration per ``iteration()``: ``n_dis`` D steps on fresh real batches and z,
-    then one G step (Goodfellow et al. 2014, Alg. 1), exactly as ``GANModule`` does it.
+    then one G step (Goodfellow et al. 2014, Alg. 1), exactly as ``GANModule`` does it; with
+    ``updates: simultaneous``, one D and one G step from the same real batch and fakes.
 
     Args:
         module: the variant to mirror; its networks are deep-copied, so the two never share state.
@@ -56,8 +57,6 @@ class ReferenceLoop:
         autocast_context(precision)  # validate early
         self.m = copy.deepcopy(module)
         hp = self.m.hparams
-        if hp.updates != "alternating":
-            raise ValueError("the reference loop mirrors alternating updates only; set model.updates: alternating")
         self.opt_g = self.m.make_optimizer(self.m.generator.parameters(), hp.lr_g, tuple(hp.betas_g))
         self.opt_d = self.m.make_optimizer(self.m.discriminator.parameters(), hp.lr_d, tuple(hp.betas_d))
         self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
@@ -76,10 +75,13 @@ class ReferenceLoop:
             return next(self._it)
 
     def iteration(self) -> None:
-        """One generator iteration (n_dis D steps + 1 G step)."""
+        """One generator iteration (n_dis D steps + 1 G step, or one simultaneous D and G step)."""
         m, z_dim = self.m, self.m.generator.z_dim
         batch = self._next_batch()
         with autocast_context(self.precision):
+            if m.hparams.updates == "simultaneous":
+                self._simultaneous(batch)
+                return
             for real in batch.chunk(m.n_dis):
                 with torch.no_grad():
                     fake = m.generator(torch.randn(len(real), z_dim))
@@ -93,9 +95,28 @@ class ReferenceLoop:
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_g.step()
-            m.update_ema()
-            for scheduler in self.schedulers:
-                scheduler.step()
+            self._after_iteration()
+
+    def _simultaneous(self, real: Tensor) -> None:
+        """Both players' gradients at the same point, from one real batch and one set of fakes."""
+        m = self.m
+        z = torch.randn(len(real), m.generator.z_dim)
+        fake = m.generator(z)
+        d_loss = m.discriminator_loss(real, fake.detach())
+        g_loss = m.generator_loss(real, z, fake)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
+        d_loss.backward()
+        g_loss.backward()
+        self.opt_d.step()
+        self.opt_g.step()
+        m.after_d_step(real, fake.detach())
+        self._after_iteration()
+
+    def _after_iteration(self) -> None:
+        self.m.update_ema()
+        for scheduler in self.schedulers:
+            scheduler.step()
 
     def run(self, n: int) -> None:
         for _ in range(n):

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Timer
 
 from repro.callbacks.rundir import run_dir
+from repro.latents import truncation_suffix
 from repro.metrics.features import EXTRACTORS
 from repro.metrics.registry import EvalContext, EvaluationSettings, MetricFamily, families, family
 from repro.record import Status, write_record
 
-__all__ = ["FinalEvaluation", "REFERENCE_SPLITS", "steps_asked", "run_status"]
+__all__ = ["FinalEvaluation", "REFERENCE_SPLITS", "steps_asked", "run_status", "truncated_sampler"]
 
 REFERENCE_SPLITS = ("train", "test")
+
+
+def truncated_sampler(module: Any, threshold: float) -> Callable[[int], torch.Tensor]:
+    """``sample(n, y=None)``: ``module``'s samples (EMA weights if on; of classes ``y`` for a class-conditional
+    model) from latents truncated at ``threshold``."""
+    return lambda n, y=None: module.sample(z=module.sample_z(n, truncation=threshold), y=y)
 
 
 def steps_asked(trainer: L.Trainer) -> int | None:
@@ -58,8 +65,14 @@ class FinalEvaluation(L.Callback):
     2-D mixtures: mode metrics on ``n_samples`` samples (PacGAN: 2,500). Images: FID / KID of ``n_fid``
     and IS of ``n_is`` samples with feature ``extractor`` (default: ``classifier`` for MNIST and digits,
     ``inception`` otherwise) against the ``reference_split`` (all of it, or a seeded subset of
-    ``n_reference``); stacked MNIST: the digit triples of ``n_stacked`` samples (VEEGAN's 26,000).
+    ``n_reference``); stacked MNIST: the digit triples of ``n_stacked`` samples (VEEGAN's 26,000); a
+    class-conditional MNIST model: ``n_per_class`` samples of each class (classifier accuracy, intra-class FID).
     Every value gets its protocol in ``metrics.json["protocols"]``.
+
+    Truncation sweep: each threshold t of ``truncation`` measures the same families again on samples from
+    latents drawn from N(0, I) truncated to [-t, t] (BigGAN's truncation trick, Brock et al. 2019, Sec. 3.1),
+    written under the key with ``_trunc<t>`` appended (``fid10k_train_inception_trunc0.5``), one column each;
+    their protocols record ``truncation: t``. The untruncated keys are measured as before.
 
     Curves: with ``curve_points`` = P > 1 the same metrics, with the same protocol, are also evaluated after
     ``round(i * max_steps / P)`` generator updates for i = 1 .. P-1 (under ``inference_mode``, the training RNG
@@ -88,19 +101,24 @@ class FinalEvaluation(L.Callback):
         reference_split: str = "train",
         n_reference: int | None = None,
         n_stacked: int = 26_000,
+        n_per_class: int = 1000,
         batch_size: int = 500,
         cache_dir: str | None = None,
         curve_points: int = 0,
+        truncation: list[float] | None = None,
     ):
         if reference_split not in REFERENCE_SPLITS:
             raise ValueError(f"evaluation.reference_split: {reference_split!r}; valid: {', '.join(REFERENCE_SPLITS)}")
         if extractor is not None and extractor not in EXTRACTORS:
             raise ValueError(f"evaluation.extractor: {extractor!r}; valid: {', '.join(EXTRACTORS)}")
-        for key, n in (("n_fid", n_fid), ("n_is", n_is), ("n_stacked", n_stacked), ("batch_size", batch_size)):
+        for key, n in (("n_fid", n_fid), ("n_is", n_is), ("n_stacked", n_stacked), ("n_per_class", n_per_class),
+                       ("batch_size", batch_size)):
             if n < 2:
                 raise ValueError(f"evaluation.{key} must be >= 2, got {n}")
         if curve_points < 0:
             raise ValueError(f"evaluation.curve_points must be >= 0, got {curve_points}")
+        if any(not t > 0 for t in truncation or []) or len(set(truncation or [])) != len(truncation or []):
+            raise ValueError(f"evaluation.truncation must be distinct thresholds > 0, got {truncation}")
         try:
             self.families = None if metrics is None else [family(name) for name in metrics]
         except ValueError as err:
@@ -109,7 +127,9 @@ class FinalEvaluation(L.Callback):
         self.settings = EvaluationSettings(
             n_samples=n_samples, seed=seed, extractor=extractor, extractor_weights=extractor_weights, n_fid=n_fid,
             n_is=n_is, reference_split=reference_split, n_reference=n_reference, n_stacked=n_stacked,
+            n_per_class=n_per_class,
             batch_size=batch_size, cache_dir=Path(cache_dir) if cache_dir else None,
+            truncation=tuple(truncation or ()),
         )
         self.curve_points = curve_points
         self.record: dict[str, Any] = {}  # the last record written
@@ -177,14 +197,19 @@ class FinalEvaluation(L.Callback):
         ``None`` on other ranks (which draw their share of the shared families' samples) and when none applies."""
         dm, rank = trainer.datamodule, trainer.global_rank
         weights = "ema" if getattr(module, "generator_ema", None) is not None else "final"
-        ctx = EvalContext(module.sample, dm, module.device, weights, self.settings, rank, trainer.world_size)
         values: dict[str, float] = {}
         protocols: dict[str, dict[str, Any]] = {}
-        for fam in self.selected(dm):
-            if rank == 0 or fam.all_ranks:
-                measured, protocol = fam.run(ctx)
-                values |= measured
-                protocols |= protocol
+        for threshold in (None, *self.settings.truncation):
+            sample = module.sample if threshold is None else truncated_sampler(module, threshold)
+            ctx = EvalContext(sample, dm, module.device, weights, self.settings, rank, trainer.world_size,
+                              getattr(module, "num_classes", None))
+            suffix = "" if threshold is None else truncation_suffix(threshold)
+            for fam in self.selected(dm):
+                if rank == 0 or fam.all_ranks:
+                    measured, protocol = fam.run(ctx)
+                    values |= {k + suffix: v for k, v in measured.items()}
+                    extra = {} if threshold is None else {"truncation": threshold}
+                    protocols |= {k + suffix: {**p, **extra} for k, p in protocol.items()}
         return (values, protocols) if rank == 0 and values else None
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:

@@ -65,7 +65,7 @@ class SamplePlots(L.Callback):
                 fake = module.sample(self.n_points).float().cpu()
             self.last_path = save_scatter(fake, dm.real_batch(self.n_points), path, f"step {trainer.global_step}")
         else:
-            self.last_path = save_grid(module.sample(z=module.fixed_z).float().cpu(), path)
+            self.last_path = save_grid(module.sample_grid().float().cpu(), path)
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key="samples", images=[str(self.last_path)], step=trainer.global_step)

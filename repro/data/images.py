@@ -86,9 +86,9 @@ def _load_digits() -> tuple[Tensor, Tensor]:
     return images, torch.from_numpy(d.target)
 
 
-def _load_folder(root: Path, image_size: int | None) -> tuple[Tensor, None]:
-    """Every image under ``root`` (torchvision ImageFolder layout), RGB, as uint8; each resized to
-    ``image_size`` as it is read, if given (so the images may differ in size)."""
+def _load_folder(root: Path, image_size: int | None) -> tuple[Tensor, Tensor]:
+    """Every image under ``root`` (torchvision ImageFolder layout), RGB, as uint8, and its class folder's
+    index as its label; each resized to ``image_size`` as it is read, if given (so the images may differ in size)."""
     from torchvision.datasets import ImageFolder
     from torchvision.transforms.functional import pil_to_tensor
 
@@ -111,7 +111,7 @@ def _load_folder(root: Path, image_size: int | None) -> tuple[Tensor, None]:
     if len(sizes) > 1:
         raise ValueError(f"image_folder: images differ in size ({', '.join(f'{w}x{h}' for h, w in sizes[:3])}"
                          f"{', ...' if len(sizes) > 3 else ''}); set data.image_size to resize them to one size")
-    return torch.stack(images), None
+    return torch.stack(images), torch.tensor([label for _, label in folder.samples])
 
 
 def resize_uint8(images: Tensor, size: int, chunk: int = 4096) -> Tensor:

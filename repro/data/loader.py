@@ -15,10 +15,12 @@ class InMemoryBatches:
     """Shuffled batches of ``data`` (epoch = one pass); resumable through ``state_dict``.
 
     ``rank`` / ``world_size`` split each epoch's permutation so DDP ranks see disjoint samples.
-    uint8 images are converted to floats in [-1, 1] per batch.
+    uint8 images are converted to floats in [-1, 1] per batch. With ``labels`` (one per sample) each batch
+    is ``(samples, their labels)``; the order of the samples is the same either way.
     """
 
-    def __init__(self, data: Tensor, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, data: Tensor, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 labels: Tensor | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         per_rank = len(data) // world_size
@@ -26,7 +28,9 @@ class InMemoryBatches:
             raise ValueError(
                 f"data set of {len(data)} samples is too small for batch_size {batch_size} on {world_size} rank(s)"
             )
-        self.data, self.batch_size, self.seed = data, batch_size, seed
+        if labels is not None and len(labels) != len(data):
+            raise ValueError(f"{len(labels)} labels for {len(data)} samples")
+        self.data, self.labels, self.batch_size, self.seed = data, labels, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.batches_per_epoch = per_rank // batch_size
         self.epoch, self.position = 0, 0
@@ -43,14 +47,16 @@ class InMemoryBatches:
     def _convert(self, batch: Tensor) -> Tensor:
         return to_float(batch) if batch.dtype == torch.uint8 else batch
 
-    def __iter__(self) -> Iterator[Tensor]:
+    def __iter__(self) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
         if self.position >= self.batches_per_epoch:  # the last pass was consumed by count (Lightning knows
             self.epoch, self.position = self.epoch + 1, 0  # len()), so the generator never reached its end
         order = self._order()
         start = self.position
         for b in range(start, self.batches_per_epoch):
             self.position = b + 1
-            yield self._convert(self.data[order[b * self.batch_size : (b + 1) * self.batch_size]])
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            batch = self._convert(self.data[idx])
+            yield batch if self.labels is None else (batch, self.labels[idx])
         self.epoch, self.position = self.epoch + 1, 0
 
     def state_dict(self) -> dict[str, Any]:

@@ -19,6 +19,9 @@ TOY_NAMES = (*TOY_SETS, "mixture", "swissroll")
 DATASETS = (*TOY_NAMES, *IMAGE_SETS)
 _NATIVE_SIZE = {"mnist": 28, "stacked-mnist": 28, "digits": 8, "cifar10": 32, "stl10": 96, "svhn": 32}
 _DEFAULT_SIZE = {"digits": 32, "stl10": 48}  # STL-10 at 48x48 as in the SN-GAN paper
+# Classes of the labelled sets; stacked MNIST's class is its digit triple (100 d1 + 10 d2 + d3), the mode its
+# metrics count. A toy mixture's class is its component, an image folder's its class folder.
+_NUM_CLASSES = {"mnist": 10, "digits": 10, "cifar10": 10, "svhn": 10, "stacked-mnist": 1000}
 
 
 def default_data_root() -> Path:
@@ -28,6 +31,9 @@ def default_data_root() -> Path:
 
 class GANDataModule(L.LightningDataModule):
     """Real samples for GAN training, held in memory and batched by index.
+
+    Batches are image tensors; with ``set_labelled`` (the model calls it when it has ``num_classes``) they
+    are ``(images, labels)`` pairs, labels in ``[0, num_classes)``.
 
     Args:
         dataset: one of ``DATASETS``; ``mixture`` is the 2-D mixture that ``mixture`` describes.
@@ -76,8 +82,9 @@ class GANDataModule(L.LightningDataModule):
         self.num_workers, self.seed, self.num_samples, self.download = num_workers, seed, num_samples, download
         self.geometry = mixture
         self.batches_per_step = 1
+        self.labelled = False
         self.data: Tensor | None = None
-        self.labels: Tensor | None = None  # class labels, or digit triples for stacked-mnist
+        self.labels: Tensor | None = None  # class labels, or digit triples for stacked-mnist; None if the set has none
         self.mixture: ToyMixture | None = None
 
     @property
@@ -94,7 +101,8 @@ class GANDataModule(L.LightningDataModule):
         if self.data is not None:
             return
         if self.is_toy:
-            self.data, self.mixture = make_toy(self.dataset, self.num_samples or 100_000, self.seed, self.geometry)
+            self.data, self.labels, self.mixture = make_toy(self.dataset, self.num_samples or 100_000, self.seed,
+                                                            self.geometry)
             return
         if self.dataset == "stacked-mnist":
             digits, labels = load_images("mnist", self.data_root, self.download)
@@ -108,6 +116,43 @@ class GANDataModule(L.LightningDataModule):
         # an image folder without data.image_size keeps its images' own size
         self.data = (images if self.image_size is None else resize_uint8(images, self.image_size)).contiguous()
 
+    @property
+    def class_labels(self) -> Tensor | None:
+        """Each sample's class (stacked MNIST: its digit triple as 100 d1 + 10 d2 + d3); None without labels."""
+        self.setup()
+        if self.dataset == "stacked-mnist":
+            return self.labels[:, 0] * 100 + self.labels[:, 1] * 10 + self.labels[:, 2]
+        return self.labels
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes of the set's labels (known after ``setup``); None for a set without labels."""
+        self.setup()
+        if self.labels is None:
+            return None
+        if self.mixture is not None:
+            return len(self.mixture.centers)
+        return _NUM_CLASSES.get(self.dataset, int(self.labels.max()) + 1)
+
+    def check_labels(self, num_classes: int) -> None:
+        """One clear ``ValueError`` unless the set has labels of exactly ``num_classes`` classes."""
+        have = self.num_classes
+        if have is None:
+            why = "STL-10's unlabeled split has none" if self.dataset == "stl10" else "it has none"
+            raise ValueError(f"model.num_classes {num_classes} needs class labels, but data set {self.dataset!r} has no "
+                             f"labels ({why}); use a labelled set (mnist, cifar10, stacked-mnist, digits, svhn, "
+                             "image_folder, a toy mixture) or set model.num_classes: null")
+        if have != num_classes:
+            raise ValueError(f"model.num_classes is {num_classes} but data set {self.dataset!r} has {have} classes; "
+                             f"set model.num_classes: {have} (and the nets' num_classes)")
+
+    def set_labelled(self, num_classes: int | None) -> None:
+        """Serve ``(images, labels)`` batches when ``num_classes`` is set (checked against the set's labels),
+        image batches alone otherwise (the model calls this at setup)."""
+        if num_classes is not None:
+            self.check_labels(num_classes)
+        self.labelled = num_classes is not None
+
     def set_batches_per_step(self, n: int) -> None:
         """Serve ``n`` real batches per training step, as one tensor of ``n * batch_size`` rows (the model
         calls this at setup: one GAN iteration takes ``n_dis`` batches)."""
@@ -119,7 +164,8 @@ class GANDataModule(L.LightningDataModule):
         self.setup()
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         # Lightning saves and restores this loader's position (state_dict) in checkpoints.
-        return InMemoryBatches(self.data, self.batch_size * self.batches_per_step, self.seed, rank, world)
+        return InMemoryBatches(self.data, self.batch_size * self.batches_per_step, self.seed, rank, world,
+                               labels=self.class_labels if self.labelled else None)
 
     def real_batch(self, n: int, seed: int = 0) -> Tensor:
         """``n`` real samples in model space (floats; images in [-1, 1]) for plots and metrics."""

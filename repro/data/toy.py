@@ -24,8 +24,12 @@ class ToyMixture:
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         """Draw ``n`` points: a uniformly chosen centre plus N(0, std^2 I) noise."""
+        return self.sample_labelled(n, generator)[0]
+
+    def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``sample``'s ``n`` points (the same draws) and the index of the component each came from."""
         idx = torch.randint(len(self.centers), (n,), generator=generator)
-        return self.centers[idx] + self.std * torch.randn(n, 2, generator=generator)
+        return self.centers[idx] + self.std * torch.randn(n, 2, generator=generator), idx
 
 
 def _ring(k: int, radius: float) -> Tensor:
@@ -106,15 +110,17 @@ TOY_SETS: dict[str, Geometry] = {
 }
 
 
-def make_toy(name: str, n: int, seed: int, geometry: Geometry | None = None) -> tuple[Tensor, ToyMixture | None]:
-    """``n`` points of the named 2-D set (``mixture``: of ``geometry``) and its mixture (None for the
-    swiss roll, which has no modes)."""
+def make_toy(name: str, n: int, seed: int, geometry: Geometry | None = None
+             ) -> tuple[Tensor, Tensor | None, ToyMixture | None]:
+    """``n`` points of the named 2-D set (``mixture``: of ``geometry``), the mixture component of each
+    (its class label) and the mixture (both None for the swiss roll, which has no modes)."""
     if name == "swissroll":
-        return swissroll(n, seed), None
+        return swissroll(n, seed), None, None
     if name == "mixture":
         if geometry is None:
             raise ValueError("data.dataset: mixture needs data.mixture (layout, modes, std, radius or spacing)")
         mixture = geometry.mixture()
     else:
         mixture = TOY_SETS[name].mixture()
-    return mixture.sample(n, torch.Generator().manual_seed(seed)), mixture
+    points, components = mixture.sample_labelled(n, torch.Generator().manual_seed(seed))
+    return points, components, mixture

@@ -44,6 +44,9 @@ _RANDOM_MODULES = (nn.modules.dropout._DropoutNd,)
 def check_supported(model: GANModule) -> None:
     """Raise ``EnsembleError`` naming the reason if ``model`` cannot be trained as a seed ensemble."""
     name = type(model).__name__
+    if getattr(model, "num_classes", None) is not None:
+        raise EnsembleError("ensemble: class-conditional training (model.num_classes) has no seed-ensemble version "
+                            "(labels and class embeddings are not stacked per member); train its seeds separately")
     if not isinstance(model, SUPPORTED_VARIANTS):
         supported = ", ".join(c.__name__ for c in SUPPORTED_VARIANTS)
         reason = {"RFGAN": "its frozen autoencoder is loaded per run in setup() and its encoder is held outside "

@@ -56,6 +56,7 @@ __all__ = [
     "ImageProtocol",
     "reference_features",
     "reference_images",
+    "reference_index",
     "evaluate_images",
     "evaluate",
     "extract_features",
@@ -172,6 +173,13 @@ def reference_images(datamodule: Any, split: str) -> Tensor:
         raise ValueError(f"evaluation.reference_split: 'test' exists for {', '.join(TEST_SETS)}, not {datamodule.dataset!r}")
     images, _ = load_test_images(datamodule.dataset, datamodule.data_root, datamodule.download)
     return resize_uint8(images, datamodule.image_size).contiguous()
+
+
+def reference_index(n: int, n_reference: int | None) -> Tensor | None:
+    """Which of a reference split's ``n`` images ``evaluation.n_reference`` keeps: a seeded subset, or None (all)."""
+    if n_reference is None or n_reference >= n:
+        return None
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:n_reference]
 
 
 def _device(module: nn.Module) -> torch.device:
@@ -310,9 +318,10 @@ def evaluate(ctx: EvalContext) -> Measured:
                       f"Inception weights {INCEPTION_WEIGHTS_FILE} in {Path(torch.hub.get_dir()) / 'checkpoints'} "
                       "(or $REPRO_INCEPTION_WEIGHTS) and evaluation.extractor inception", stacklevel=2)
     images = reference_images(dm, st.reference_split)
-    full = st.n_reference is None or st.n_reference >= len(images)
+    subset = reference_index(len(images), st.n_reference)
+    full = subset is None
     if not full:
-        images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[: st.n_reference]]
+        images = images[subset]
     real = reference_features(images, extractor, f"{dm.dataset}_{st.reference_split}", st.batch_size, st.cache_dir)
     protocol = ImageProtocol(
         extractor=name, extractor_sha256=extractor.sha256, dataset=dm.dataset,

@@ -47,13 +47,16 @@ class EvaluationSettings:
     reference_split: str = "train"
     n_reference: int | None = None
     n_stacked: int = 26_000
+    n_per_class: int = 1000
     batch_size: int = 500
     cache_dir: Path | None = None
+    truncation: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
 class EvalContext:
-    """What a family measures: ``sample(n)`` draws n samples in model space (EMA weights when on),
+    """What a family measures: ``sample(n)`` draws n samples in model space (EMA weights when on; a
+    class-conditional model's ``sample(n, y=labels)`` of given classes, ``num_classes`` set),
     ``datamodule`` holds the real data, ``weights`` says which generator weights ("ema" / "final")."""
 
     sample: Callable[[int], Any]
@@ -63,6 +66,7 @@ class EvalContext:
     settings: EvaluationSettings
     rank: int = 0
     world_size: int = 1
+    num_classes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,8 @@ class MetricFamily:
     description: str = ""
 
     def writes(self, key: str) -> bool:
+        """Whether this family's records hold ``key``, also as measured on truncated latents (``key_trunc0.5``)."""
+        key = TRUNCATED.sub("", key)
         return any(pattern.fullmatch(key) for pattern in self.keys)
 
     def run(self, ctx: EvalContext) -> Measured:
@@ -91,6 +97,8 @@ class MetricFamily:
 
 
 _FAMILIES: dict[str, MetricFamily] = {}
+# a metric of samples drawn from truncated latents (``evaluation.truncation``; ``repro.latents.truncation_suffix``)
+TRUNCATED = re.compile(r"_trunc\d+(\.\d+)?(e-?\d+)?$")
 
 
 def register_metric(name: str, *, keys: tuple[str, ...], forms: str, applies: Callable[[Any], bool], compute: str,
@@ -153,4 +161,15 @@ register_metric(
     compute="repro.metrics.stacked:evaluate",
     on_request=True,
     description="digit triples found and reverse KL to uniform (VEEGAN Sec. 5.2, PacGAN Table 2)",
+)
+register_metric(
+    "per_class",
+    keys=(rf"class_acc{_N}_classifier(_min|_c\d+)?", rf"intra_fid{_N}_(train|test)({_N})?_classifier(_c\d+)?"),
+    forms="class_accN_classifier[_min|_cK], intra_fidN_SPLIT[M]_classifier[_cK]",
+    applies=lambda dm: getattr(dm, "dataset", "") == "mnist",
+    compute="repro.metrics.per_class:evaluate",
+    on_request=True,
+    description="class-conditional models only: per class, the MNIST classifier's accuracy on samples of that class "
+                "and the FID of those samples against the real images of the class (intra-class FID, Miyato & "
+                "Koyama 2018, Sec. 5), with their means over classes",
 )

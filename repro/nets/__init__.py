@@ -1,6 +1,8 @@
 """Generator and discriminator networks; they know nothing of losses."""
 from repro.nets.attention import SelfAttention
+from repro.nets.biggan import BigGANGenerator
 from repro.nets.cnn import StandardCNNDiscriminator, StandardCNNGenerator
+from repro.nets.conditional import AuxiliaryClassifierDiscriminator, ProjectionDiscriminator
 from repro.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from repro.nets.minibatch import MinibatchDiscriminator
 from repro.nets.mlp import MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
@@ -20,4 +22,7 @@ __all__ = [
     "ResNetDiscriminator",
     "MinibatchDiscriminator",
     "VirtualBatchNormGenerator",
+    "BigGANGenerator",
+    "ProjectionDiscriminator",
+    "AuxiliaryClassifierDiscriminator",
 ]

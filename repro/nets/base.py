@@ -35,18 +35,21 @@ class Discriminator(nn.Module):
 
 @torch.no_grad()
 def check_shapes(generator: nn.Module, discriminator: nn.Module, sample_shape: tuple[int, ...],
-                 device: torch.device) -> None:
+                 device: torch.device, g_classes: int | None = None, d_classes: int | None = None) -> None:
     """Raise one clear ``ValueError`` if G's samples or D's inputs do not have the data's ``sample_shape``.
 
     Runs G and D once on two inputs in eval mode (no state changes: no BN statistics or SN
-    power-iteration updates)."""
+    power-iteration updates); G / D get labels (class 0) too when ``g_classes`` / ``d_classes`` is set."""
+    def labels(num_classes: int | None) -> tuple[Tensor, ...]:
+        return () if num_classes is None else (torch.zeros(2, dtype=torch.long, device=device),)
+
     nets = (generator, discriminator)
     modes = [net.training for net in nets]
     for net in nets:
         net.eval()
     try:
         try:
-            fake = generator(torch.zeros(2, generator.z_dim, device=device))
+            fake = generator(torch.zeros(2, generator.z_dim, device=device), *labels(g_classes))
         except RuntimeError as err:
             raise ValueError(f"model.generator fails on a batch of latents (z_dim {generator.z_dim}): {err}") from None
         if tuple(fake.shape[1:]) != tuple(sample_shape):
@@ -56,7 +59,7 @@ def check_shapes(generator: nn.Module, discriminator: nn.Module, sample_shape: t
                 "data.dataset and data.image_size"
             )
         try:
-            discriminator(torch.zeros(2, *sample_shape, device=device))
+            discriminator(torch.zeros(2, *sample_shape, device=device), *labels(d_classes))
         except RuntimeError as err:
             raise ValueError(
                 f"model.discriminator cannot take data samples of shape {tuple(sample_shape)}; set its "

@@ -5,6 +5,7 @@ D: conv 3x3/1 and 4x4/2 pairs at w, 2w, 4w channels -> conv 3x3/1 at 8w -> dense
 w = 64 is the paper's network. 32 and 48 px use three up-sampling stages (M_g = 4, 6); 28 px (MNIST)
 uses two (M_g = 7), since 28 is not a multiple of 8. ``activation`` / ``slope`` / ``init``: ``repro.nets.layers``.
 ``attention_at``: a SAGAN self-attention block after the first stage at that resolution (``repro.nets.attention``).
+G's ``num_classes`` makes every BN class-conditional (``repro.nets.conditional_bn``; Miyato & Koyama 2018), G(z, y).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 
 from repro.nets.attention import AttentionSlot
 from repro.nets.base import Discriminator
+from repro.nets.conditional_bn import ConditionalSequential, batch_norm_2d, check_labels
 from repro.nets.layers import Init, initialize, make_activation
 from repro.normalization import feature_norm, wrap
 
@@ -32,15 +34,18 @@ def up_stages(image_size: int) -> int:
 class StandardCNNGenerator(nn.Module):
     def __init__(self, z_dim: int = 128, image_size: int = 32, channels: int = 3, width: int = 64,
                  activation: str = "relu", slope: float = 0.2, init: Init = Init(), batch_norm: bool = True,
-                 attention_at: int | None = None):
+                 attention_at: int | None = None, num_classes: int | None = None):
         super().__init__()
-        self.z_dim = z_dim
+        if num_classes is not None and not batch_norm:
+            raise ValueError("StandardCNNGenerator: num_classes conditions the batch norms; it needs batch_norm: true")
+        self.z_dim, self.num_classes = z_dim, num_classes
         stages = up_stages(image_size)
         self.bottom = image_size >> stages
         ch = 8 * width
         self.top_channels = ch
         self.fc = nn.Linear(z_dim, self.bottom * self.bottom * ch)
-        bn = nn.BatchNorm2d if batch_norm else (lambda _: nn.Identity())  # no BN: an unstable setup of Ra-GANs
+        # no BN: an unstable setup of Ra-GANs
+        bn = (lambda c: batch_norm_2d(c, num_classes)) if batch_norm else (lambda _: nn.Identity())
         slot = AttentionSlot(attention_at)
         layers: list[nn.Module] = [bn(ch), make_activation(activation, slope), *slot.after(self.bottom, ch)]
         for stage in range(1, stages + 1):
@@ -50,11 +55,12 @@ class StandardCNNGenerator(nn.Module):
             layers += slot.after(self.bottom << stage, ch)
         slot.check("model.generator (StandardCNNGenerator)")
         layers += [nn.Conv2d(ch, channels, 3, 1, 1), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
+        self.net = ConditionalSequential(*layers)
         initialize(self, init)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(self.fc(z).view(-1, self.top_channels, self.bottom, self.bottom))
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        check_labels(self, y)
+        return self.net(self.fc(z).view(-1, self.top_channels, self.bottom, self.bottom), y)
 
 
 class StandardCNNDiscriminator(Discriminator):

@@ -59,7 +59,13 @@ class MLPDiscriminator(Discriminator):
 
 
 class Maxout(nn.Module):
-    """Maxout unit (Goodfellow et al. 2013, eq. 1): the max over ``pieces`` linear maps of each feature."""
+    """Maxout unit (Goodfellow et al. 2013, eq. 1): the max over ``pieces`` linear maps of each feature.
+
+    ``max(dim).values``, not ``amax``: the same values, and the gradient goes to the maximal piece by index
+    (a scatter) instead of through ``amax``'s mask-and-count backward; 1.1x faster for a whole PacGAN step on
+    CPU (``benchmarks/pacgan_step.py``), bit-identical unless two pieces tie exactly, where ``amax`` would
+    split the gradient evenly and this gives it to one of them (both are subgradients of the max).
+    """
 
     def __init__(self, in_dim: int, width: int, pieces: int, norm: str = "none"):
         super().__init__()
@@ -67,7 +73,7 @@ class Maxout(nn.Module):
         self.linear = wrap(nn.Linear(in_dim, width * pieces), norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear(x).view(len(x), self.width, self.pieces).amax(dim=2)
+        return self.linear(x).view(len(x), self.width, self.pieces).max(dim=2).values
 
 
 class MaxoutDiscriminator(Discriminator):

@@ -6,6 +6,8 @@ two plain blocks at 128, ReLU, global sum pooling, linear. STL-10 (48 px): G 6x6
 (paper: 1.0). ``activation`` (ReLU in the paper) / ``slope`` / ``init``: ``repro.nets.layers``.
 ``attention_at``: a SAGAN self-attention block after the first block at that resolution (``repro.nets.attention``;
 at 16 in G and D for 32 px, as StudioGAN's CIFAR-10 SAGAN places it).
+G's ``num_classes`` makes the blocks' BNs class-conditional, G(z, y) (the projection paper's conditional
+G; its code keeps the last BN before the output convolution unconditional, as here).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 
 from repro.nets.attention import AttentionSlot
 from repro.nets.base import Discriminator
+from repro.nets.conditional_bn import ConditionalLayer, ConditionalSequential, batch_norm_2d, check_labels
 from repro.nets.layers import Init, initialize, make_activation
 from repro.normalization import feature_norm, wrap
 
@@ -29,19 +32,23 @@ def _check_size(image_size: int) -> None:
         raise ValueError(f"the SN-GAN ResNet is defined for image_size 32 or 48, not {image_size}")
 
 
-class _UpBlock(nn.Module):
-    """BN-act-up-conv-BN-act-conv with a 1x1 up-sampled shortcut (act: ReLU in the paper)."""
+class _UpBlock(ConditionalLayer):
+    """BN-act-up-conv-BN-act-conv with a 1x1 up-sampled shortcut (act: ReLU in the paper); the BNs
+    class-conditional with ``num_classes``."""
 
-    def __init__(self, cin: int, cout: int, act: nn.Module):
+    def __init__(self, cin: int, cout: int, act: nn.Module, num_classes: int | None = None):
         super().__init__()
         self.act = act
-        self.bn1, self.bn2 = nn.BatchNorm2d(cin), nn.BatchNorm2d(cout)
+        self.bn1, self.bn2 = batch_norm_2d(cin, num_classes), batch_norm_2d(cout, num_classes)
         self.conv1, self.conv2 = nn.Conv2d(cin, cout, 3, 1, 1), nn.Conv2d(cout, cout, 3, 1, 1)
         self.shortcut = nn.Conv2d(cin, cout, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.interpolate(self.act(self.bn1(x)), scale_factor=2)
-        h = self.conv2(self.act(self.bn2(self.conv1(h))))
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        def bn(layer: nn.Module, h: Tensor) -> Tensor:
+            return layer(h) if y is None else layer(h, y)
+
+        h = F.interpolate(self.act(bn(self.bn1, x)), scale_factor=2)
+        h = self.conv2(self.act(bn(self.bn2, self.conv1(h))))
         return h + self.shortcut(F.interpolate(x, scale_factor=2))
 
 
@@ -69,10 +76,11 @@ class _DownBlock(nn.Module):
 
 class ResNetGenerator(nn.Module):
     def __init__(self, z_dim: int = 128, image_size: int = 32, channels: int = 3, width: float = 1.0,
-                 activation: str = "relu", slope: float = 0.2, init: Init = Init(), attention_at: int | None = None):
+                 activation: str = "relu", slope: float = 0.2, init: Init = Init(), attention_at: int | None = None,
+                 num_classes: int | None = None):
         super().__init__()
         _check_size(image_size)
-        self.z_dim = z_dim
+        self.z_dim, self.num_classes = z_dim, num_classes
         ch = [max(1, int(c * width)) for c in _G_CHANNELS[image_size]]
         self.bottom = image_size // 8
         self.fc = nn.Linear(z_dim, self.bottom * self.bottom * ch[0])
@@ -80,15 +88,16 @@ class ResNetGenerator(nn.Module):
         slot = AttentionSlot(attention_at)
         blocks: list[nn.Module] = [*slot.after(self.bottom, ch[0])]
         for i, (a, b) in enumerate(zip(ch[:-1], ch[1:]), start=1):
-            blocks += [_UpBlock(a, b, act), *slot.after(self.bottom << i, b)]
+            blocks += [_UpBlock(a, b, act, num_classes), *slot.after(self.bottom << i, b)]
         slot.check("model.generator (ResNetGenerator)")
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = ConditionalSequential(*blocks)
         self.out = nn.Sequential(nn.BatchNorm2d(ch[-1]), act, nn.Conv2d(ch[-1], channels, 3, 1, 1), nn.Tanh())
         self.top_channels = ch[0]
         initialize(self, init)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.out(self.blocks(self.fc(z).view(-1, self.top_channels, self.bottom, self.bottom)))
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        check_labels(self, y)
+        return self.out(self.blocks(self.fc(z).view(-1, self.top_channels, self.bottom, self.bottom), y))
 
 
 class ResNetDiscriminator(Discriminator):

@@ -1,8 +1,11 @@
 """Metric curves of a table: each column against generator updates, and whether each row had flattened.
 
 A run with ``evaluation.curve_points`` records ``curves = {metric: [[step, value], ...]}`` (the last point is
-its final value). Per row, the curve is the mean over the seeds that finished, with a ± sample-std band;
-the published value and its ± as a horizontal band.
+its final value) and ``curve_seconds = [[step, training seconds], ...]``. Per row, the curve is the mean over
+the seeds that finished, with a ± sample-std band; the published value and its ± as a horizontal band. A
+column with ``curve_x: train_seconds`` is drawn against training wall time instead of generator updates: each
+point at the seeds' mean training seconds at that step (evaluation time excluded), so rows whose steps cost
+differently are compared at equal time, as in a score-vs-time figure.
 
 Flattening rule (stated on every page that uses it): over the last 20 % of training (points at steps
 ≥ 0.8 × the final step, at least two of them), the row's mean curve moves by at most
@@ -14,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +29,11 @@ from repro.tables.plan import Records
 from repro.tables.spec import TableSpec
 
 __all__ = ["RowCurve", "row_curves", "flattened", "convergence", "draw_curves", "in_progress", "TAIL", "REL_TOL",
-           "RULE"]
+           "RULE", "X_LABELS"]
 
 TAIL, REL_TOL = 0.2, 0.05
+X_LABELS = {"step": "generator updates",
+            "train_seconds": "training wall time (s; mean over seeds, evaluation excluded)"}
 RULE = ("a row's metric has flattened when, over the last 20% of training (at least two evaluation points), its "
         "mean over seeds moved by at most max(2 × standard error of the final value over seeds, 5% of the final mean)")
 
@@ -40,6 +46,7 @@ class RowCurve:
     mean: list[float]
     std: list[float]
     finals: list[float]  # each seed's final value
+    seconds: list[float] | None = None  # mean training seconds at each step; None unless every run recorded them
 
 
 def _finished(spec: TableSpec, records: Records) -> dict[str, list[dict[str, Any]]]:
@@ -52,11 +59,12 @@ def _finished(spec: TableSpec, records: Records) -> dict[str, list[dict[str, Any
 
 def row_curves(records: list[dict[str, Any]], key: str) -> RowCurve | None:
     """The row curve of metric ``key`` from its runs' records (None when no run has a finite curve for it)."""
-    series = []
+    series, clocks = [], []
     for record in records:
         points = {int(s): v for s, v in record["curves"].get(key, []) if isinstance(v, (int, float)) and math.isfinite(v)}
         if points:
             series.append(points)
+            clocks.append({int(s): float(t) for s, t in record.get("curve_seconds") or []})
     if not series:
         return None
     steps = sorted(set.intersection(*(set(p) for p in series)))
@@ -64,7 +72,9 @@ def row_curves(records: list[dict[str, Any]], key: str) -> RowCurve | None:
         return None
     mean = [statistics.fmean(p[s] for p in series) for s in steps]
     std = [statistics.stdev(p[s] for p in series) if len(series) > 1 else 0.0 for s in steps]
-    return RowCurve(steps, mean, std, [p[steps[-1]] for p in series])
+    timed = all(s in c for c in clocks for s in steps)
+    seconds = [statistics.fmean(c[s] for c in clocks) for s in steps] if timed else None
+    return RowCurve(steps, mean, std, [p[steps[-1]] for p in series], seconds)
 
 
 def flattened(curve: RowCurve, tail: float = TAIL, rel_tol: float = REL_TOL) -> bool | None:
@@ -98,28 +108,34 @@ def _published_band(text: str) -> tuple[float, float] | None:
 
 
 def draw_curves(spec: TableSpec, records: Records, out: Path) -> Path | None:
-    """One panel per column: each row's mean curve with a ± std band, published value ± its spread dashed."""
+    """One panel per column that has curves (not, e.g., a run-record column such as ``train_seconds``): each
+    row's mean curve with a ± std band, published value ± its spread dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     finished = _finished(spec, records)
-    if not any(finished.values()):
+    curves = {col.key: {row.id: row_curves(finished[row.id], col.key) for row in spec.rows} for col in spec.columns}
+    columns = [col for col in spec.columns if any(curves[col.key].values())]
+    if not columns:
         return None
-    fig, axes = plt.subplots(1, len(spec.columns), figsize=(4.2 * len(spec.columns), 3.4), squeeze=False, dpi=100)
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4), squeeze=False, dpi=100)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, col in zip(axes[0], spec.columns):
+    for ax, col in zip(axes[0], columns):
         for i, row in enumerate(spec.rows):
-            curve = row_curves(finished[row.id], col.key)
+            curve = curves[col.key][row.id]
             if curve is None:
+                continue
+            x = curve.seconds if col.curve_x == "train_seconds" else curve.steps
+            if x is None:  # a run without curve_seconds: no time axis for this row
                 continue
             colour = colours[i % len(colours)]
             mean = [m * col.scale for m in curve.mean]
             low = [(m - s) * col.scale for m, s in zip(curve.mean, curve.std)]
             high = [(m + s) * col.scale for m, s in zip(curve.mean, curve.std)]
-            ax.plot(curve.steps, mean, color=colour, lw=1.4, label=f"{row.label} (n={len(curve.finals)})")
-            ax.fill_between(curve.steps, low, high, color=colour, alpha=0.2, lw=0)
+            ax.plot(x, mean, color=colour, lw=1.4, marker="o", ms=2.5, label=f"{row.label} (n={len(curve.finals)})")
+            ax.fill_between(x, low, high, color=colour, alpha=0.2, lw=0)
             published = row.published.get(col.key)
             band = _published_band(published.value) if published else None
             if band:
@@ -128,11 +144,11 @@ def draw_curves(spec: TableSpec, records: Records, out: Path) -> Path | None:
                 if spread:
                     ax.axhspan(value - spread, value + spread, color=colour, alpha=0.08)
         ax.set_title(col.label, fontsize=9)
-        ax.set_xlabel("generator updates", fontsize=8)
+        ax.set_xlabel(X_LABELS[col.curve_x], fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{spec.name}: metrics through training (mean ± std over seeds; dashed: paper ± its spread)",
-                 fontsize=10)
+    title = f"{spec.name}: metrics through training (mean ± std over seeds; dashed: paper ± its spread)"
+    fig.suptitle(textwrap.fill(title, 55 * len(columns)), fontsize=10)
     return save_figure(fig, out)
 
 

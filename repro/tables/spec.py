@@ -18,7 +18,7 @@ A column may state the statistic of the published spread (``paper_stat: se`` or 
 paper's number of runs), which the page then shows for ours too; a ``noise_floor`` (page units) within which a
 claim's two sides are "within noise"; and which way is ``better`` (``lower`` / ``higher``), which
 ``best(<group>)`` in a claim needs: the row of that group with the best mean of the column, found from the
-data. ``traces`` draw one logged training series (a column of each run's ``train_log.csv``, e.g. the
+data; and ``curve_x: train_seconds`` draws the column's curve against training wall time (``repro.tables.curves``). ``traces`` draw one logged training series (a column of each run's ``train_log.csv``, e.g. the
 conditioning trace) of several rows on shared axes.
 """
 from __future__ import annotations
@@ -42,6 +42,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _STATS = ("mean", "std", "se")
 _PAPER_STATS = ("std", "se")
 _BETTER = ("", "lower", "higher")
+_CURVE_X = ("step", "train_seconds")
 BEST = re.compile(r"^best\((?P<group>[^()]+)\)$")  # best(<group>): that group's row with the best mean
 _PLACEHOLDER = re.compile(r"^\{(\w+)((?:\[\w+\])*)\}$")
 # a spec's optional ``slurm`` mapping: per-run job resources for ``--launcher slurm`` (GPUs come from a row's devices)
@@ -67,6 +68,7 @@ class Column:
     paper_n: int = 0  # the paper's number of runs behind its spread (0: not stated)
     noise_floor: float = 0.0  # in page units: claims whose sides differ by no more are "within noise"
     better: str = ""  # "lower" / "higher": needed by best(<group>) claims
+    curve_x: str = "step"  # the curves figure's x axis: "step" (generator updates) or "train_seconds" (wall time)
 
 
 @dataclass(frozen=True)
@@ -279,7 +281,8 @@ def _column(data: Any, where: str) -> Column:
     if family_of_key(column.key) is None and column.key not in RECORD_FIELDS:
         raise SpecError(f"{where}: column {column.key!r} is no registered metric (families: {registered_names()}) "
                         f"and no run-record field ({', '.join(RECORD_FIELDS)})")
-    for key, value, valid in (("paper_stat", column.paper_stat, _PAPER_STATS), ("better", column.better, _BETTER)):
+    for key, value, valid in (("paper_stat", column.paper_stat, _PAPER_STATS), ("better", column.better, _BETTER),
+                              ("curve_x", column.curve_x, _CURVE_X)):
         if value not in valid:
             raise SpecError(f"{where}: {key} {value!r} is not valid; valid: {', '.join(v or '(empty)' for v in valid)}")
     if column.noise_floor < 0 or column.paper_n < 0:

@@ -35,14 +35,15 @@ __all__ = ["XICFG", "functional_gradient_push"]
 
 
 def functional_gradient_push(x: Tensor, critics: Iterable[nn.Module], eta: float) -> Tensor:
-    """x pushed by each critic in turn: x <- x + eta * grad_x D(x) (eq. 1 with eq. 4, s = 1); detached."""
-    x = x.detach()
-    for critic in critics:
-        with torch.enable_grad():
-            leaf = x.requires_grad_(True)
+    """x pushed by each critic in turn: x <- x + eta * grad_x D(x) (eq. 1 with eq. 4, s = 1); detached.
+    Works inside ``torch.inference_mode`` too (the image metrics sample there): the gradients are taken outside it."""
+    with torch.inference_mode(False), torch.enable_grad():
+        x = x.clone()  # a normal tensor, also when x was made in inference mode
+        for critic in critics:
+            leaf = x.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(critic(leaf).sum(), leaf)  # D is per sample: row i is grad D(x_i)
-        x = (leaf.detach() + eta * grad).detach()
-    return x
+            x = leaf.detach() + eta * grad
+    return x.detach()
 
 
 _INAPPLICABLE = {"ema_decay": None, "lr_decay": "none", "g_regularizers": None, "loss_args": None}

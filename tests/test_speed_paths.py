@@ -1,0 +1,106 @@
+"""The step's fast paths compute what they replace: fused Adam (the optimizer every variant builds) against an
+float64 evaluation of Kingma & Ba's Alg. 1, and Maxout's ``max(dim).values`` against ``amax``, bit for bit
+through training, with the one documented difference at exact ties."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from repro.nets import MaxoutDiscriminator, MLPGenerator
+from repro.nets.mlp import Maxout
+from repro.variants import NSGAN
+
+LR, BETAS, EPS = 1e-4, (0.8, 0.999), 1e-8
+
+
+def _adam_steps(fused: bool, p0: Tensor, grads: list[Tensor]) -> Tensor:
+    p = p0.clone().requires_grad_()
+    opt = torch.optim.Adam([p], lr=LR, betas=BETAS, fused=fused or None, foreach=False if not fused else None)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    return p.detach()
+
+
+def _adam_formula(p0: Tensor, grads: list[Tensor]) -> Tensor:
+    """Kingma & Ba 2015, Alg. 1 in float64: m, v moving averages, bias-corrected, eps added to sqrt(v_hat)."""
+    (b1, b2), p = BETAS, p0.double()
+    m, v = torch.zeros_like(p), torch.zeros_like(p)
+    for t, g in enumerate(grads, 1):
+        g = g.double()
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        p = p - LR * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + EPS)
+    return p
+
+
+def test_fused_adam_is_alg1_as_accurately_as_the_loop():
+    gen = torch.Generator().manual_seed(0)
+    p0 = torch.randn(100_003, generator=gen) * 0.02  # odd size: the fused kernel's vector body and its tail
+    grads = [torch.randn(len(p0), generator=gen) * 10.0 ** torch.randint(-6, 1, p0.shape, generator=gen)
+             for _ in range(5)]
+    exact = _adam_formula(p0, grads)
+    ulp = (torch.nextafter(exact.float(), torch.tensor(float("inf"))) - exact.float()).double().abs()
+    errors = {}
+    for fused in (False, True):
+        err = (_adam_steps(fused, p0, grads).double() - exact).abs()
+        assert (err <= ulp + 1e-4 * LR).all(), fused  # the last bit of each weight, plus float32 update rounding
+        errors[fused] = (err / ulp).mean().item()
+    assert errors[True] <= 1.05 * errors[False]
+    assert not torch.equal(_adam_steps(True, p0, grads), _adam_steps(False, p0, grads))  # it is a different kernel
+
+
+def test_variants_build_fused_adam_on_cpu():
+    model = NSGAN(MLPGenerator(width=8, depth=1), MaxoutDiscriminator(width=4, depth=1, pieces=2))
+    opt_g, opt_d = model.configure_optimizers()
+    assert opt_g.param_groups[0]["fused"] and opt_d.param_groups[0]["fused"]
+    rms = NSGAN(MLPGenerator(width=8, depth=1), MaxoutDiscriminator(width=4, depth=1, pieces=2), optimizer="rmsprop")
+    assert isinstance(rms.configure_optimizers()[0], torch.optim.RMSprop)
+
+
+def _amax_forward(self: Maxout, x: Tensor) -> Tensor:
+    """Maxout as it was computed before (``amax``, whose backward splits ties evenly)."""
+    return self.linear(x).view(len(x), self.width, self.pieces).amax(dim=2)
+
+
+def _train_pacgan_d(steps: int, dtype: torch.dtype) -> list[Tensor]:
+    """``steps`` simultaneous NS-GAN updates of PacGAN's code-protocol nets (G with BN, maxout D) on Gaussian data."""
+    torch.manual_seed(0)
+    g = MLPGenerator(width=64, depth=2, hidden_bias=False, bn_momentum=0.05).to(dtype)
+    d = MaxoutDiscriminator(width=32, depth=3, pieces=5).to(dtype)
+    opt_g, opt_d = (torch.optim.Adam(n.parameters(), lr=1e-3, betas=BETAS) for n in (g, d))
+    for _ in range(steps):
+        real, z = torch.randn(50, 2, dtype=dtype), torch.randn(50, 2, dtype=dtype)
+        fake = g(z)
+        d_loss = F.softplus(-d(real)).mean() + F.softplus(d(fake.detach())).mean()
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+        g_loss = F.softplus(-d(fake)).mean()
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+    return [p.detach().clone() for p in (*g.parameters(), *d.parameters())]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_maxout_trains_bit_identically_to_amax(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch):
+    fast = _train_pacgan_d(20, dtype)
+    monkeypatch.setattr(Maxout, "forward", _amax_forward)
+    reference = _train_pacgan_d(20, dtype)
+    assert all(torch.equal(a, b) for a, b in zip(fast, reference))
+
+
+def test_maxout_values_and_gradients_equal_amax_and_ties_go_to_one_piece():
+    torch.manual_seed(1)
+    layer = Maxout(3, 4, 5).double()
+    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(6, 4, dtype=torch.float64)
+    grads = [torch.autograd.grad(f(layer, x), x, upstream)[0] for f in (Maxout.forward, _amax_forward)]
+    assert torch.equal(layer(x), _amax_forward(layer, x)) and torch.equal(*grads)
+    pieces = torch.zeros(1, 2, 3, dtype=torch.float64, requires_grad=True)  # every piece ties at 0
+    (tied,) = torch.autograd.grad(pieces.max(dim=2).values, pieces, torch.tensor([[1.0, 2.0]], dtype=torch.float64))
+    assert (tied != 0).sum(dim=2).tolist() == [[1, 1]] and tied.sum(dim=2).tolist() == [[1.0, 2.0]]
+    assert torch.autograd.gradgradcheck(lambda v: v.max(dim=2).values, torch.randn(2, 3, 4, dtype=torch.float64,
+                                                                                      requires_grad=True))
