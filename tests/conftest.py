@@ -34,12 +34,14 @@ def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def fake_native_images(monkeypatch: pytest.MonkeyPatch, native: dict[str, tuple[int, int]]) -> None:
     """Test stand-in for data sets not on this machine: ``load_images`` returns 64 random uint8 images of the
-    set's native (channels, size)."""
+    set's native (channels, size) and random labels of 10 classes (none for STL-10's unlabelled split)."""
     from repro.data import module as data_module
 
-    def fake(name: str, root: object, download: bool, image_size: int | None = None) -> tuple[torch.Tensor, None]:
+    def fake(name: str, root: object, download: bool,
+             image_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         c, s = native[name]
-        return torch.randint(0, 256, (64, c, s, s), dtype=torch.uint8), None
+        labels = None if name == "stl10" else torch.randint(0, 10, (64,))
+        return torch.randint(0, 256, (64, c, s, s), dtype=torch.uint8), labels
 
     monkeypatch.setattr(data_module, "load_images", fake)
 

@@ -194,7 +194,27 @@ def test_catalogue_table_resolves_like_dry_run(run_dir, cifar, capsys):
 
     spec = load_spec(REPO_ROOT / "paper_tables" / "catalogue-cifar10.yaml")
     runs = plan(spec, seeds=[0])
-    assert {r.row.id for r in runs} == {"dcgan", "dcgan-64", "dcgan-studiogan", "dcgan-mimicry", "sagan"}
+    assert {r.row.id for r in runs} == {"dcgan", "dcgan-64", "dcgan-studiogan", "dcgan-mimicry", "sagan",
+                                        "sngan-projection"}
     check_configs(spec, runs)
     main(["reproduce", str(spec.path), "--dry-run"])
-    assert "15 to run" in capsys.readouterr().out
+    assert "18 to run" in capsys.readouterr().out
+
+
+def test_conditional_sngan_projection_gpu_settings(run_dir, cifar):
+    """The class-conditional SN-GAN row: projection D with SN (and SN on the embedding), conditional BN in G, hinge,
+    Adam 2e-4 betas (0, 0.9), n_dis 5, 100K updates, 50K samples against the training set (MMagic's protocol)."""
+    from repro.nets import ProjectionDiscriminator, ResNetGenerator
+
+    cli = load_config("configs/sngan/cifar10_resnet_projection.yaml")
+    model = cli.model
+    assert model.num_classes == 10 and isinstance(model.generator, ResNetGenerator) and model.generator.num_classes == 10
+    assert isinstance(model.discriminator, ProjectionDiscriminator) and model.discriminator.num_classes == 10
+    assert isinstance(model.discriminator.embed.parametrizations.weight[0], SpectralNorm)
+    assert any(isinstance(m, SpectralNorm) for m in model.discriminator.inner.modules())
+    hp = model.hparams
+    assert (hp.loss, hp.n_dis, hp.lr_g, hp.lr_d, tuple(hp.betas_g), tuple(hp.betas_d)) == (
+        "hinge", 5, 2e-4, 2e-4, (0.0, 0.9), (0.0, 0.9))
+    assert cli.trainer.max_steps == 100_000 and cli.datamodule.batch_size == 64
+    (settings,) = cifar
+    assert (settings.n_fid, settings.n_is, settings.reference_split) == (50_000, 50_000, "train")
