@@ -6,10 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +19,7 @@ from repro.tables.plan import plan
 from repro.tables.report import aggregate
 from repro.tables.runner import check_configs, ensemble_cap, plan_jobs
 from repro.tables.spec import SpecError, load_spec
-from test_tables import TINY_RUN, _children, write_spec
+from test_tables import TINY_RUN, kill_runner_midway, write_spec
 
 
 def _matrix(*variants: str) -> list[dict[str, object]]:
@@ -168,23 +164,7 @@ def test_killed_ensemble_job_continues_from_its_checkpoint_bit_identically(tmp_p
     whole = write_spec(tmp_path, "whole", overrides=run, matrix=_matrix("nsgan"), seeds=[0, 1], claims=[])
     finished = _fake_finished(killed, "nsgan", 2)
     finished_bytes = finished.read_bytes()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "repro", "reproduce", str(killed), "--devices", "1"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    deadline = time.monotonic() + 240
-    while _job_steps(tmp_path, "killed") < 60 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    children = _children(proc.pid)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert children, proc.stderr.read().decode()[-2000:]
-    deadline = time.monotonic() + 30
-    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(Path(f"/proc/{c}").exists() for c in children), "the training outlived its runner"
-    stopped_at = _job_steps(tmp_path, "killed")
-    assert 0 < stopped_at < 160, proc.stderr.read().decode()[-2000:]
+    stopped_at = kill_runner_midway(tmp_path, killed, lambda: _job_steps(tmp_path, "killed"), total=160)
     assert not (tmp_path / "results/killed/nsgan/seed0/metrics.json").exists()
 
     main(["reproduce", str(killed), "--report-only"])

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
@@ -136,6 +137,10 @@ def test_aggregate_mean_std_counts_and_truncated_files(tmp_path):
     c = cells["lsgan"]["modes_200"]
     assert (c.n, c.mean, c.std, c.failed, c.missing) == (1, 3.0, 0.0, 1, 1)
     assert claim_verdict(spec.claims[0], cells, spec)[1] == "does not hold"
+    # a compared row holding runs of other settings (e.g. another length) gives no verdict, on the page too
+    assert claim_verdict(spec.claims[0], cells, spec, stale_rows={"nsgan"})[1] == "stale runs"
+    stale_page = write_report(spec, stale={"nsgan/seed0": ["trainer.max_steps: 2 → 4"]}).read_text()
+    assert "| **stale runs** |" in stale_page and "| **does not hold** |" not in stale_page
     page = write_report(spec)
     text = page.read_text()
     assert "7.0 ± 1.4 (n=2; 1 diverged)" in text
@@ -318,6 +323,28 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def kill_runner_midway(root: Path, spec: Path, steps: Callable[[], int], total: int, at: int = 60) -> int:
+    """Run ``repro reproduce spec`` on one device from ``root``, SIGKILL the runner (only the runner) once ``steps()``
+    reaches ``at``, assert its training children died with it (PDEATHSIG), and return the steps they had saved."""
+    proc = subprocess.Popen([sys.executable, "-m", "repro", "reproduce", str(spec), "--devices", "1"],
+                            cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while steps() < at and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = _children(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert children, proc.stderr.read().decode()[-2000:]
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{c}").exists() for c in children), "the training outlived its runner"
+    stopped_at = steps()
+    assert 0 < stopped_at < total, proc.stderr.read().decode()[-2000:]
+    return stopped_at
+
+
 def test_killed_run_continues_from_its_checkpoint_bit_identically(tmp_path, capsys):
     """SIGKILL the runner (only the runner) mid-run: its child gets SIGTERM from the kernel (PDEATHSIG), writes
     its checkpoint and is gone within seconds; the next `repro reproduce` replaces the dead runner's lock and
@@ -328,23 +355,7 @@ def test_killed_run_continues_from_its_checkpoint_bit_identically(tmp_path, caps
                "config": str(REPO_ROOT / "configs/ring8/{variant}.yaml")}]
     killed = write_spec(tmp_path, "killed", overrides=run, matrix=matrix, seeds=[0], claims=[])
     whole = write_spec(tmp_path, "whole", overrides=run, matrix=matrix, seeds=[0], claims=[])
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "repro", "reproduce", str(killed), "--devices", "1"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    deadline = time.monotonic() + 240
-    while _progress_steps(tmp_path, "killed") < 60 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    children = _children(proc.pid)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert children, proc.stderr.read().decode()[-2000:]
-    deadline = time.monotonic() + 30
-    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(Path(f"/proc/{c}").exists() for c in children), "the training outlived its runner"
-    stopped_at = _progress_steps(tmp_path, "killed")
-    assert 0 < stopped_at < 160, proc.stderr.read().decode()[-2000:]
+    stopped_at = kill_runner_midway(tmp_path, killed, lambda: _progress_steps(tmp_path, "killed"), total=160)
     assert not (tmp_path / "results/killed/nsgan/seed0/metrics.json").exists()
     assert not (tmp_path / "runs/tables/killed/nsgan/seed0/metrics.json").exists()  # stopped, not trained on
     assert (tmp_path / "results/killed/.runner.lock").exists()  # the dead runner's

@@ -153,11 +153,14 @@ def best_row(spec: TableSpec, group: str, col: Column, cells: dict[str, dict[str
 
 
 def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSpec,
-                  flat: dict[str, dict[str, bool | None]] | None = None) -> tuple[str, str]:
-    """(the compared numbers, "holds" / "does not hold" / "within noise" / "not converged" / "not measured"),
-    compared in the page's units (a column's ``scale`` applied). "not converged" when a row it compares has a
-    metric curve that had not flattened (``repro.tables.curves``); "within noise" when the sides differ by no
-    more than the noise floor of the claim's column."""
+                  flat: dict[str, dict[str, bool | None]] | None = None,
+                  stale_rows: set[str] | frozenset[str] = frozenset()) -> tuple[str, str]:
+    """(the compared numbers, "holds" / "does not hold" / "within noise" / "not converged" / "stale runs" /
+    "not measured"), compared in the page's units (a column's ``scale`` applied). "stale runs" when a row it
+    compares holds runs trained with other settings than the spec's now (``stale_rows``: such a comparison may set
+    runs of different lengths side by side); "not converged" when a row it compares has a metric curve that had not
+    flattened (``repro.tables.curves``); "within noise" when the sides differ by no more than the noise floor of the
+    claim's column."""
     compared: list[tuple[str, str]] = []  # (row, column) of each side, best(<group>) resolved
 
     def resolve(ref: str | float) -> tuple[float | None, str, Column | None]:
@@ -180,6 +183,8 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
     shown = f"{a_text} {claim.op} {b_text}" + (f" (noise floor {floor:g})" if floor else "")
     if a is None or b is None:
         return shown, "not measured"
+    if any(row in stale_rows for row, _ in compared):
+        return shown, "stale runs"
     if flat and any(flat.get(row, {}).get(col) is False for row, col in compared):
         return shown, "not converged"
     if floor and abs(a - b) <= floor:
@@ -402,10 +407,12 @@ def _markdown(
         lines += ["## The papers' claims at this scale", "",
                   "Each check is computed from the results above, in the units of the table; \"does not hold\" is "
                   "a finding at this scale; \"within noise\": the two sides differ by no more than the column's "
-                  "stated noise floor, so the data do not decide.", "",
+                  "stated noise floor, so the data do not decide; \"stale runs\": a compared row holds runs trained "
+                  "with other settings than the spec's (listed above), so no verdict until they are rerun.", "",
                   "| claim | source | check | at this scale |", "|---|---|---|---|"]
+        stale_rows = {name.split("/")[0] for name in stale or {}}
         for claim in spec.claims:
-            shown, verdict = claim_verdict(claim, cells, spec, flat)
+            shown, verdict = claim_verdict(claim, cells, spec, flat, stale_rows)
             note = f" {claim.note}" if claim.note else ""
             lines.append(f"| {claim.text}{note} | {claim.source} | {shown} | **{verdict}** |")
         lines.append("")
