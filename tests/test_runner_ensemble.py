@@ -164,7 +164,7 @@ def test_killed_ensemble_job_continues_from_its_checkpoint_bit_identically(tmp_p
     whole = write_spec(tmp_path, "whole", overrides=run, matrix=_matrix("nsgan"), seeds=[0, 1], claims=[])
     finished = _fake_finished(killed, "nsgan", 2)
     finished_bytes = finished.read_bytes()
-    stopped_at = kill_runner_midway(tmp_path, killed, lambda: _job_steps(tmp_path, "killed"), total=160)
+    stopped_at, _ = kill_runner_midway(tmp_path, killed, lambda: _job_steps(tmp_path, "killed"), total=160)
     assert not (tmp_path / "results/killed/nsgan/seed0/metrics.json").exists()
 
     main(["reproduce", str(killed), "--report-only"])

@@ -323,9 +323,10 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def kill_runner_midway(root: Path, spec: Path, steps: Callable[[], int], total: int, at: int = 60) -> int:
+def kill_runner_midway(root: Path, spec: Path, steps: Callable[[], int], total: int,
+                       at: int = 60) -> tuple[int, int]:
     """Run ``repro reproduce spec`` on one device from ``root``, SIGKILL the runner (only the runner) once ``steps()``
-    reaches ``at``, assert its training children died with it (PDEATHSIG), and return the steps they had saved."""
+    reaches ``at``, assert its training children died with it (PDEATHSIG); (the steps they had saved, runner pid)."""
     proc = subprocess.Popen([sys.executable, "-m", "repro", "reproduce", str(spec), "--devices", "1"],
                             cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
@@ -342,7 +343,7 @@ def kill_runner_midway(root: Path, spec: Path, steps: Callable[[], int], total: 
     assert not any(Path(f"/proc/{c}").exists() for c in children), "the training outlived its runner"
     stopped_at = steps()
     assert 0 < stopped_at < total, proc.stderr.read().decode()[-2000:]
-    return stopped_at
+    return stopped_at, proc.pid
 
 
 def test_killed_run_continues_from_its_checkpoint_bit_identically(tmp_path, capsys):
@@ -355,13 +356,14 @@ def test_killed_run_continues_from_its_checkpoint_bit_identically(tmp_path, caps
                "config": str(REPO_ROOT / "configs/ring8/{variant}.yaml")}]
     killed = write_spec(tmp_path, "killed", overrides=run, matrix=matrix, seeds=[0], claims=[])
     whole = write_spec(tmp_path, "whole", overrides=run, matrix=matrix, seeds=[0], claims=[])
-    stopped_at = kill_runner_midway(tmp_path, killed, lambda: _progress_steps(tmp_path, "killed"), total=160)
+    stopped_at, runner_pid = kill_runner_midway(tmp_path, killed, lambda: _progress_steps(tmp_path, "killed"),
+                                                total=160)
     assert not (tmp_path / "results/killed/nsgan/seed0/metrics.json").exists()
     assert not (tmp_path / "runs/tables/killed/nsgan/seed0/metrics.json").exists()  # stopped, not trained on
     assert (tmp_path / "results/killed/.runner.lock").exists()  # the dead runner's
 
     main(["reproduce", str(killed), "--devices", "1"])
-    assert f"removed a stale lock of runner pid {proc.pid}" in capsys.readouterr().out
+    assert f"removed a stale lock of runner pid {runner_pid}" in capsys.readouterr().out
     main(["reproduce", str(whole), "--devices", "1"])
     capsys.readouterr()
     a = read_json(tmp_path / "results/killed/nsgan/seed0/metrics.json")
