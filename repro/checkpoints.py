@@ -13,10 +13,13 @@
   the keys named: the checkpoint's optimizer and scheduler states carry the old learning rates and
   betas (Lightning restores them over the new ones), so a change would either be silently ignored or
   make the first half of a run differ from the config it records. Only settings that change neither
-  the model nor the batches (``RESUMABLE_CHANGES``) may differ.
+  the model nor the batches (``RESUMABLE_CHANGES``) may differ, and a setting the checkpoint's code did
+  not have yet may appear at its class's default (an argument added since, which keeps the old behaviour).
 """
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import pickle
 import re
@@ -108,6 +111,36 @@ def _legacy_differences(ckpt: dict[str, Any], model: nn.Module) -> list[tuple[st
     return [(f"model.{k}", old, new) for k, old, new in config_differences(saved, now)]
 
 
+def _class_default(class_path: Any, name: str) -> Any:
+    """The default of ``name`` in the ``__init__`` signatures of ``class_path``'s class and its bases; ``inspect._empty``
+    where there is none."""
+    if not isinstance(class_path, str) or "." not in class_path:
+        return inspect.Parameter.empty
+    module, _, attr = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return inspect.Parameter.empty
+    for base in getattr(cls, "__mro__", ()):
+        parameter = inspect.signature(base.__init__).parameters.get(name) if "__init__" in vars(base) else None
+        if parameter is not None:
+            return parameter.default
+    return inspect.Parameter.empty
+
+
+def _added_at_default(key: str, value: Any, config: dict[str, Any]) -> bool:
+    """Whether ``key`` (``...init_args.NAME``), absent from a checkpoint's stamp, is configured at its class's default:
+    an argument added to the code after the checkpoint was written, which keeps the old behaviour."""
+    *owner, init_args, name = key.split(".")
+    if init_args != "init_args":
+        return False
+    node: Any = config
+    for part in owner:
+        node = node.get(part) if isinstance(node, dict) else None
+    default = _class_default(node.get("class_path") if isinstance(node, dict) else None, name)
+    return default is not inspect.Parameter.empty and _plain(default) == value
+
+
 def _shown(value: Any) -> str:
     return "(unset)" if type(value) is object else json.dumps(value)
 
@@ -130,7 +163,8 @@ def check_resume(path: Path, model: nn.Module, config: dict[str, Any]) -> None:
                          "resume with the config the checkpoint was trained with")
     if "repro_config" in ckpt:
         now = {key: config.get(key) for key in ("model", "data")}
-        differences = config_differences(ckpt["repro_config"], now)
+        differences = [(k, old, new) for k, old, new in config_differences(ckpt["repro_config"], now)
+                       if not (type(old) is object and _added_at_default(k, new, _plain(now)))]
     else:
         differences = _legacy_differences(ckpt, model)
     if differences:

@@ -129,6 +129,19 @@ def test_resume_allows_moving_the_data_and_refuses_other_settings(ring_ckpt: Pat
         check_resume(ring_ckpt, clamped.model, clamped.config.as_dict())
 
 
+def test_resume_accepts_an_argument_added_since_only_at_its_default(ring_ckpt: Path, tmp_path: Path) -> None:
+    """A checkpoint written before ``ema_start`` existed resumes when the config leaves it at the class default."""
+    older = torch.load(ring_ckpt, weights_only=True)
+    del older["repro_config"]["model"]["init_args"]["ema_start"]
+    torch.save(older, tmp_path / "older.ckpt")
+    cli = build_cli(["--config", RING, *QUIET])
+    assert cli.config.as_dict()["model"]["init_args"]["ema_start"] == 0  # the default, as the old code behaved
+    check_resume(tmp_path / "older.ckpt", cli.model, cli.config.as_dict())
+    other = build_cli(["--config", RING, "--model.init_args.ema_start", "5", *QUIET])
+    with pytest.raises(ValueError, match=r"model.init_args.ema_start \(unset\) -> 5"):
+        check_resume(tmp_path / "older.ckpt", other.model, other.config.as_dict())
+
+
 def test_checkpoint_without_config_stamp_is_checked_by_its_hyper_parameters(ring_ckpt: Path, tmp_path: Path) -> None:
     legacy = torch.load(ring_ckpt, weights_only=True)
     del legacy["repro_config"]
