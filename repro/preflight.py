@@ -135,7 +135,7 @@ def check_run(model: nn.Module, datamodule: Any, trainer: L.Trainer) -> None:
     check_trainer(trainer)
     check_networks(model)
     model.check_sample_shape(datamodule.sample_shape)
-    if getattr(model, "num_classes", None) is not None:
+    if getattr(model, "num_classes", None) is not None and getattr(model, "labels_are_classes", True):
         datamodule.check_labels(model.num_classes)
     for callback in trainer.callbacks:
         if isinstance(callback, FinalEvaluation):

@@ -133,7 +133,7 @@ def test_sagan_normalizes_every_g_and_d_layer_and_keeps_g_bn() -> None:
 
 
 # ----------------------------------------------------------------- the GPU configs and their table
-GPU_CONFIGS = sorted(str(p.relative_to(REPO_ROOT)) for folder in ("dcgan", "sagan")
+GPU_CONFIGS = sorted(str(p.relative_to(REPO_ROOT)) for folder in ("dcgan", "sagan", "s3gan")
                      for p in (REPO_ROOT / "configs" / folder).glob("*.yaml"))
 
 
@@ -195,10 +195,10 @@ def test_catalogue_table_resolves_like_dry_run(run_dir, cifar, capsys):
     spec = load_spec(REPO_ROOT / "paper_tables" / "catalogue-cifar10.yaml")
     runs = plan(spec, seeds=[0])
     assert {r.row.id for r in runs} == {"dcgan", "dcgan-64", "dcgan-studiogan", "dcgan-mimicry", "sagan",
-                                        "sngan-projection"}
+                                        "sngan-projection", "s3gan-10pct", "s3gan-20pct"}
     check_configs(spec, runs)
     main(["reproduce", str(spec.path), "--dry-run"])
-    assert "18 to run" in capsys.readouterr().out
+    assert "24 to run" in capsys.readouterr().out
 
 
 def test_conditional_sngan_projection_gpu_settings(run_dir, cifar):
@@ -218,3 +218,24 @@ def test_conditional_sngan_projection_gpu_settings(run_dir, cifar):
     assert cli.trainer.max_steps == 100_000 and cli.datamodule.batch_size == 64
     (settings,) = cifar
     assert (settings.n_fid, settings.n_is, settings.reference_split) == (50_000, 50_000, "train")
+
+
+@pytest.mark.parametrize("config, fraction", [("configs/s3gan/cifar10_10pct.yaml", 0.1),
+                                              ("configs/s3gan/cifar10_20pct.yaml", 0.2)])
+def test_s3gan_gpu_settings(config, fraction, run_dir, cifar):
+    """S3GAN on the conditional SN-GAN ResNet: the labelled fraction, SN classifier and rotation heads, the rotation
+    weights 1.0 / 0.2 and the projection row's optimizer."""
+    from repro.nets import LabelPredictingDiscriminator
+    from repro.variants import S3GAN
+    from repro.variants.ssgan import RotationDiscriminator
+
+    model = load_config(config).model
+    assert type(model) is S3GAN and model.num_classes == 10 and model.labelled_fraction == fraction
+    assert isinstance(model.discriminator, RotationDiscriminator)
+    assert isinstance(model.predictor, LabelPredictingDiscriminator)
+    for head in (model.predictor.classifier, model.discriminator.rotation_head):
+        assert isinstance(head.parametrizations.weight[0], SpectralNorm)
+    assert [r.weight for r in model.d_regularizers] == [1.0] and [r.weight for r in model.g_regularizers] == [0.2]
+    hp = model.hparams
+    assert (hp.loss, hp.n_dis, hp.lr_g, hp.lr_d, tuple(hp.betas_g), tuple(hp.betas_d)) == (
+        "hinge", 5, 2e-4, 2e-4, (0.0, 0.9), (0.0, 0.9))

@@ -201,8 +201,8 @@ class FinalEvaluation(L.Callback):
         protocols: dict[str, dict[str, Any]] = {}
         for threshold in (None, *self.settings.truncation):
             sample = module.sample if threshold is None else truncated_sampler(module, threshold)
-            ctx = EvalContext(sample, dm, module.device, weights, self.settings, rank, trainer.world_size,
-                              getattr(module, "num_classes", None))
+            classes = getattr(module, "num_classes", None) if getattr(module, "labels_are_classes", True) else None
+            ctx = EvalContext(sample, dm, module.device, weights, self.settings, rank, trainer.world_size, classes)
             suffix = "" if threshold is None else truncation_suffix(threshold)
             for fam in self.selected(dm):
                 if rank == 0 or fam.all_ranks:

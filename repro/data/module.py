@@ -33,7 +33,7 @@ class GANDataModule(L.LightningDataModule):
     """Real samples for GAN training, held in memory and batched by index.
 
     Batches are image tensors; with ``set_labelled`` (the model calls it when it has ``num_classes``) they
-    are ``(images, labels)`` pairs, labels in ``[0, num_classes)``.
+    are ``(images, labels)`` pairs, labels in ``[0, num_classes)`` (-1: unknown, in a model's own labels).
 
     Args:
         dataset: one of ``DATASETS``; ``mixture`` is the 2-D mixture that ``mixture`` describes.
@@ -83,6 +83,7 @@ class GANDataModule(L.LightningDataModule):
         self.geometry = mixture
         self.batches_per_step = 1
         self.labelled = False
+        self.served_labels: Tensor | None = None  # the model's labels for the training items (``set_labelled``)
         self.data: Tensor | None = None
         self.labels: Tensor | None = None  # class labels, or digit triples for stacked-mnist; None if the set has none
         self.mixture: ToyMixture | None = None
@@ -146,12 +147,24 @@ class GANDataModule(L.LightningDataModule):
             raise ValueError(f"model.num_classes is {num_classes} but data set {self.dataset!r} has {have} classes; "
                              f"set model.num_classes: {have} (and the nets' num_classes)")
 
-    def set_labelled(self, num_classes: int | None) -> None:
-        """Serve ``(images, labels)`` batches when ``num_classes`` is set (checked against the set's labels),
-        image batches alone otherwise (the model calls this at setup)."""
-        if num_classes is not None:
+    def set_labelled(self, num_classes: int | None, labels: Tensor | None = None) -> None:
+        """Serve ``(images, labels)`` batches when ``num_classes`` is set, image batches alone otherwise (the model
+        calls this at setup). The labels are the set's own (checked to have ``num_classes`` classes), or ``labels``:
+        the model's, one per training item, in ``[0, num_classes)`` or -1 for an item whose label is unknown."""
+        if num_classes is None:
+            self.labelled, self.served_labels = False, None
+            return
+        if labels is None:
             self.check_labels(num_classes)
-        self.labelled = num_classes is not None
+        else:
+            self.setup()
+            if labels.shape != (len(self.data),) or labels.is_floating_point():
+                raise ValueError(f"the model's training labels must be {len(self.data)} integers (one per training "
+                                 f"item), got shape {tuple(labels.shape)} of {labels.dtype}")
+            if len(labels) and not -1 <= int(labels.min()) <= int(labels.max()) < num_classes:
+                raise ValueError(f"the model's training labels must lie in [-1, {num_classes}), got "
+                                 f"[{int(labels.min())}, {int(labels.max())}]")
+        self.labelled, self.served_labels = True, labels
 
     def set_batches_per_step(self, n: int) -> None:
         """Serve ``n`` real batches per training step, as one tensor of ``n * batch_size`` rows (the model
@@ -164,8 +177,8 @@ class GANDataModule(L.LightningDataModule):
         self.setup()
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         # Lightning saves and restores this loader's position (state_dict) in checkpoints.
-        return InMemoryBatches(self.data, self.batch_size * self.batches_per_step, self.seed, rank, world,
-                               labels=self.class_labels if self.labelled else None)
+        labels = None if not self.labelled else self.class_labels if self.served_labels is None else self.served_labels
+        return InMemoryBatches(self.data, self.batch_size * self.batches_per_step, self.seed, rank, world, labels=labels)
 
     def real_batch(self, n: int, seed: int = 0) -> Tensor:
         """``n`` real samples in model space (floats; images in [-1, 1]) for plots and metrics."""

@@ -56,8 +56,9 @@ class EvaluationSettings:
 @dataclass(frozen=True)
 class EvalContext:
     """What a family measures: ``sample(n)`` draws n samples in model space (EMA weights when on; a
-    class-conditional model's ``sample(n, y=labels)`` of given classes, ``num_classes`` set),
-    ``datamodule`` holds the real data, ``weights`` says which generator weights ("ema" / "final")."""
+    class-conditional model's ``sample(n, y=labels)`` of given classes, ``num_classes`` set when the model's
+    labels are the data set's classes: not for S2GAN's cluster ids), ``datamodule`` holds the real data,
+    ``weights`` says which generator weights ("ema" / "final")."""
 
     sample: Callable[[int], Any]
     datamodule: Any

@@ -2,7 +2,9 @@
 from repro.nets.attention import SelfAttention
 from repro.nets.biggan import BigGANGenerator
 from repro.nets.cnn import StandardCNNDiscriminator, StandardCNNGenerator
-from repro.nets.conditional import AuxiliaryClassifierDiscriminator, ProjectionDiscriminator
+from repro.nets.conditional import (
+    AuxiliaryClassifierDiscriminator, LabelPredictingDiscriminator, ProjectionDiscriminator,
+)
 from repro.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from repro.nets.minibatch import MinibatchDiscriminator
 from repro.nets.mlp import MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
@@ -24,5 +26,6 @@ __all__ = [
     "VirtualBatchNormGenerator",
     "BigGANGenerator",
     "ProjectionDiscriminator",
+    "LabelPredictingDiscriminator",
     "AuxiliaryClassifierDiscriminator",
 ]

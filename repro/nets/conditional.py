@@ -3,6 +3,8 @@
 - ``ProjectionDiscriminator``: Miyato & Koyama 2018, "cGANs with Projection Discriminator", Eq. 3 with
   V = embed: D(x, y) = psi(phi(x)) + <embed(y), phi(x)>. The embedding is spectrally normalized in their
   code (``SNEmbedID``, Glorot-uniform init), hence ``norm: spectral`` by default.
+- ``LabelPredictingDiscriminator``: Lucic et al. 2019 (S3GAN): a projection D whose unknown real labels are
+  predicted by a linear classifier on its features.
 - ``AuxiliaryClassifierDiscriminator``: Odena et al. 2017 (AC-GAN), Sec. 3: a second linear head on the same
   features gives class logits, P(C | X); D itself does not see the label.
 
@@ -11,13 +13,14 @@ the auxiliary-classifier D has ``aux_classes`` instead (its ``forward(x)`` takes
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from repro.nets.base import Discriminator
 from repro.nets.conditional_bn import check_labels
 from repro.normalization import wrap
 
-__all__ = ["ProjectionDiscriminator", "AuxiliaryClassifierDiscriminator"]
+__all__ = ["ProjectionDiscriminator", "LabelPredictingDiscriminator", "AuxiliaryClassifierDiscriminator"]
 
 
 def _take_body(discriminator: nn.Module, what: str) -> tuple[nn.Module, int]:
@@ -53,8 +56,45 @@ class ProjectionDiscriminator(Discriminator):
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:  # type: ignore[override]
         check_labels(self, y)
-        phi = self.features(x)
+        return self.project(self.features(x), y)
+
+    def project(self, phi: Tensor, y: Tensor) -> Tensor:
+        """psi(phi) + <embed(y), phi> for features ``phi`` already computed."""
         return self.head(phi).squeeze(1) + (self.embed(y) * phi).sum(1)
+
+
+class LabelPredictingDiscriminator(Discriminator):
+    """A projection D plus a linear classifier c on its features (Lucic et al. 2019, Sec. 3.2, "co-training"):
+    a real example whose label is unknown (-1) is projected with the predicted label argmax c(phi(x)) (a hard
+    label: no gradient flows through it), one with a label with its own; ``norm`` wraps c. ``outputs(x, y)``
+    gives D's output and c's logits from one feature pass (the classifier's loss needs both)."""
+
+    def __init__(self, projection: ProjectionDiscriminator, norm: str = "none"):
+        super().__init__()
+        if not isinstance(projection, ProjectionDiscriminator):
+            raise ValueError(f"LabelPredictingDiscriminator needs a repro.nets.ProjectionDiscriminator, got "
+                             f"{type(projection).__name__}")
+        self.projection, self.num_classes = projection, projection.num_classes
+        self.feature_dim = projection.feature_dim
+        self.classifier = wrap(nn.Linear(self.feature_dim, self.num_classes), norm)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.projection.head
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.projection.features(x)
+
+    def outputs(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """D(x, y with each -1 replaced by the predicted class) and the class logits c(phi(x))."""
+        phi = self.features(x)
+        logits = self.classifier(phi)
+        return self.projection.project(phi, torch.where(y >= 0, y, logits.argmax(1))), logits
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        if y is None:
+            raise ValueError("LabelPredictingDiscriminator needs labels y (-1 where unknown)")
+        return self.outputs(x, y)[0]
 
 
 class AuxiliaryClassifierDiscriminator(Discriminator):

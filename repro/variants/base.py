@@ -13,6 +13,8 @@ updates". A variant overrides only the hooks where it differs:
 - ``d_fakes(n)``           the fakes a D step trains against (xICFG's functional-gradient pushes);
 - ``d_regularizers`` / ``g_regularizers``  extra loss terms (gradient penalty, Jacobian clamping, ...);
 - ``after_d_step(real, fake)``  work after each D update (weight clipping, TAN's lens update);
+- ``training_labels(datamodule)``  the labels served with the real data in labelled training, when they are not
+  the data set's own classes (S3GAN's partly hidden labels, S2GAN's cluster ids);
 - ``extra_optimizers()``   optimizers of extra networks, stepped by the variant;
 - ``prepare(datamodule)`` / ``preparation_missing(datamodule)``  one-off cached work before training
   (RFGAN's autoencoder pre-training): ``repro prepare`` runs it, ``repro fit`` when it is missing.
@@ -49,7 +51,7 @@ __all__ = ["GANModule", "check_betas", "linear_lr_decay", "LABELLED_HOOKS"]
 Betas = tuple[float, float]
 # The hooks that see samples; in labelled training each must take the samples' labels (a ``y`` argument).
 LABELLED_HOOKS = ("training_step", "simultaneous_step", "d_step", "g_step", "d_fakes", "discriminate",
-                  "discriminator_loss", "generator_loss", "sample")
+                  "discriminator_loss", "generator_loss", "sample", "after_d_step")
 
 
 def _y(y: Tensor | None, name: str = "y") -> dict[str, Tensor]:
@@ -95,6 +97,8 @@ class GANModule(L.LightningModule):
     """
 
     registry: ClassVar[dict[str, type["GANModule"]]] = {}
+    # Whether label k is the data set's class k (per-class metrics compare them); False for S2GAN's cluster ids.
+    labels_are_classes: ClassVar[bool] = True
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
         """``class X(GANModule, name="x")`` registers ``X`` as the variant ``x``."""
@@ -246,8 +250,14 @@ class GANModule(L.LightningModule):
         with torch.no_grad():
             return self.generate(self.sample_z(n), y)
 
-    def after_d_step(self, real: Tensor, fake: Tensor) -> None:
-        """Called after every D update with the real batch and the (detached) fakes it used."""
+    def after_d_step(self, real: Tensor, fake: Tensor, y: Tensor | None = None, y_fake: Tensor | None = None) -> None:
+        """Called after every D update with the real batch and the (detached) fakes it used (labels ``y``,
+        ``y_fake`` in labelled training)."""
+
+    def training_labels(self, datamodule: Any) -> Tensor | None:
+        """The labels the data module serves with its training items in labelled training: one per item, in
+        ``[0, num_classes)`` or -1 for "unknown". None (the default): the data set's own class labels."""
+        return None
 
     def extra_optimizers(self) -> list[torch.optim.Optimizer]:
         """Optimizers of extra networks (returned after G's and D's by ``optimizers()``)."""
@@ -403,7 +413,7 @@ class GANModule(L.LightningModule):
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         self.step_uncounted(opt_d)
-        self.after_d_step(real, fake)
+        self.after_d_step(real, fake, **_y(y), **_y(y_fake, "y_fake"))
         return loss.detach()
 
     def g_step(self, real: Tensor, opt_g: Any, y: Tensor | None = None) -> Tensor:
@@ -432,7 +442,7 @@ class GANModule(L.LightningModule):
         self.manual_backward(g_loss)
         self.step_uncounted(opt_d)
         self.step_counted(opt_g)
-        self.after_d_step(real, fake.detach())
+        self.after_d_step(real, fake.detach(), **labels)
         return d_loss.detach(), g_loss.detach()
 
     def training_step(self, batch: Tensor | tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -500,7 +510,7 @@ class GANModule(L.LightningModule):
         datamodule = self.trainer.datamodule
         if datamodule is not None and hasattr(datamodule, "set_batches_per_step"):
             datamodule.set_batches_per_step(1 if self.hparams.updates == "simultaneous" else self.n_dis)
-            datamodule.set_labelled(self.num_classes)
+            datamodule.set_labelled(self.num_classes, self.training_labels(datamodule))
         elif self.num_classes is not None:
             raise ValueError("model.num_classes needs repro's GANDataModule (it serves the labels)")
         distributed.seed_rank(self.trainer.world_size, self.trainer.global_rank)

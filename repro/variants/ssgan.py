@@ -22,7 +22,8 @@ from repro.normalization import wrap
 from repro.regularizers import Regularizer
 from repro.variants.base import GANModule
 
-__all__ = ["SSGAN", "RotationDiscriminator", "RotationLoss", "rotate_quarters"]
+__all__ = ["SSGAN", "RotationDiscriminator", "RotationLoss", "rotate_quarters", "rotation_loss", "add_rotation_losses",
+           "check_rotatable"]
 
 ROTATIONS = 4
 
@@ -35,15 +36,18 @@ def rotate_quarters(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class RotationDiscriminator(nn.Module):
-    """``discriminator`` plus a linear rotation head on its features (Q_D); D's own output is unchanged."""
+    """``discriminator`` plus a linear rotation head on its features (Q_D); D's own output is unchanged (a
+    class-conditional D keeps its labels: ``num_classes`` and ``forward(x, y)`` pass through)."""
 
     def __init__(self, discriminator: nn.Module, head_norm: str = "none"):
         super().__init__()
         for attr in ("features", "feature_dim"):
             if not hasattr(discriminator, attr):
-                raise ValueError(f"SSGAN needs a discriminator exposing `{attr}` (repro.nets.*) for its rotation head")
+                raise ValueError(f"the rotation loss needs a discriminator exposing `{attr}` (repro.nets.*) for its "
+                                 "rotation head")
         self.inner = discriminator
         self.feature_dim = discriminator.feature_dim
+        self.num_classes: int | None = getattr(discriminator, "num_classes", None)
         self.rotation_head = wrap(nn.Linear(discriminator.feature_dim, ROTATIONS), head_norm)
 
     def features(self, x: Tensor) -> Tensor:
@@ -53,11 +57,17 @@ class RotationDiscriminator(nn.Module):
     def head(self) -> nn.Module:
         return self.inner.head
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.inner(x)
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.inner(x) if y is None else self.inner(x, y)
 
     def rotation_logits(self, x: Tensor) -> Tensor:
         return self.rotation_head(self.inner.features(x))
+
+
+def rotation_loss(discriminator: RotationDiscriminator, x: Tensor) -> Tensor:
+    """CE(r | x^r): the cross-entropy of the rotation head on ``x`` with its quarters rotated (``rotate_quarters``)."""
+    rotated, labels = rotate_quarters(x)
+    return F.cross_entropy(discriminator.rotation_logits(rotated), labels)
 
 
 class RotationLoss(Regularizer):
@@ -69,8 +79,15 @@ class RotationLoss(Regularizer):
         self.weight, self.on = weight, on
 
     def __call__(self, module: Any, a: Tensor, b: Tensor) -> Tensor:
-        rotated, labels = rotate_quarters(a if self.on == "real" else b)
-        return self.weight * F.cross_entropy(module.discriminator.rotation_logits(rotated), labels)
+        return self.weight * rotation_loss(module.discriminator, a if self.on == "real" else b)
+
+
+def add_rotation_losses(module: GANModule, d_weight: float, g_weight: float) -> None:
+    """Append the rotation terms of Chen et al. 2019, eq. 1-2 to ``module``'s D and G losses (beta = ``d_weight``
+    on rotated real images, alpha = ``g_weight`` on rotated fakes); ``module.discriminator`` must be a
+    ``RotationDiscriminator``. SSGAN, S3GAN and S2GAN's pre-stage share this code."""
+    module.d_regularizers.append(RotationLoss(d_weight, "real"))
+    module.g_regularizers.append(RotationLoss(g_weight, "fake"))
 
 
 class SSGAN(GANModule, name="ssgan"):
@@ -92,13 +109,17 @@ class SSGAN(GANModule, name="ssgan"):
         **kwargs: Any,
     ):
         super().__init__(generator, RotationDiscriminator(discriminator, rotation_head_norm), **kwargs)
-        self.d_regularizers.append(RotationLoss(d_rotation_weight, "real"))
-        self.g_regularizers.append(RotationLoss(g_rotation_weight, "fake"))
+        add_rotation_losses(self, d_rotation_weight, g_rotation_weight)
 
     def check_sample_shape(self, sample_shape: tuple[int, ...]) -> None:
-        if len(sample_shape) != 3 or sample_shape[1] != sample_shape[2]:
-            raise ValueError(
-                f"SSGAN rotates images by 90 degrees: it needs square image data (C, H, W), but the data's samples "
-                f"have shape {tuple(sample_shape)}; use an image data set (e.g. data.dataset: mnist or cifar10)"
-            )
+        check_rotatable(type(self).__name__, sample_shape)
         super().check_sample_shape(sample_shape)
+
+
+def check_rotatable(variant: str, sample_shape: tuple[int, ...]) -> None:
+    """One clear ``ValueError`` unless samples of ``sample_shape`` are square images that 90-degree turns keep."""
+    if len(sample_shape) != 3 or sample_shape[1] != sample_shape[2]:
+        raise ValueError(
+            f"{variant} rotates images by 90 degrees: it needs square image data (C, H, W), but the data's samples "
+            f"have shape {tuple(sample_shape)}; use an image data set (e.g. data.dataset: mnist or cifar10)"
+        )

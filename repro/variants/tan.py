@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from repro.variants.base import Betas, GANModule, check_betas
+from repro.variants.base import Betas, GANModule, _y, check_betas
 
 __all__ = ["TAN", "tan_lambda"]
 
@@ -70,28 +70,32 @@ class TAN(GANModule, name="tan"):
         with torch.no_grad():
             return self.lens(x)
 
-    def lens_losses(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
-        """(L_L^A, L_L^R) for a real batch and (detached) fakes; D's parameters get no gradient."""
+    def lens_losses(self, real: Tensor, fake: Tensor, y: Tensor | None = None,
+                    y_fake: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(L_L^A, L_L^R) for a real batch and (detached) fakes, D seeing their labels ``y`` / ``y_fake`` as in
+        its own step (a conditional D); D's parameters get no gradient."""
         lensed = self.lens(real)
         recon = self.batch_mean((real - lensed).flatten(1).square().sum(1))
         with self.frozen_discriminator():
-            adv = -self.objective.d_loss(self.discriminate(lensed), self.discriminate(fake.detach()))
+            adv = -self.objective.d_loss(self.discriminate(lensed, **_y(y)),
+                                         self.discriminate(fake.detach(), **_y(y_fake)))
         return adv, recon
 
-    def lens_step(self, real: Tensor, fake: Tensor, lam: float) -> Tensor:
+    def lens_step(self, real: Tensor, fake: Tensor, lam: float, y: Tensor | None = None,
+                  y_fake: Tensor | None = None) -> Tensor:
         """One update of L on lambda * L_L^A + L_L^R; returns the reconstruction loss before the step."""
         opt = self.optimizers()[2]
-        adv, recon = self.lens_losses(real, fake)
+        adv, recon = self.lens_losses(real, fake, y, y_fake)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(lam * adv + recon)
         self.step_uncounted(opt)
         return recon.detach()
 
-    def after_d_step(self, real: Tensor, fake: Tensor) -> None:
+    def after_d_step(self, real: Tensor, fake: Tensor, y: Tensor | None = None, y_fake: Tensor | None = None) -> None:
         if not self.lens_active:
             return
         lam = tan_lambda(self.global_step, self.temper_steps)
-        recon = self.lens_step(real, fake, lam)
+        recon = self.lens_step(real, fake, lam, y, y_fake)
         if self.global_step % self.trainer.log_every_n_steps == 0:
             self.log_dict({"train/lens_lambda": lam, "train/lens_recon": recon})
 

@@ -36,7 +36,8 @@ class WGAN(GANModule, name="wgan"):
         self._critic_params = list(discriminator.parameters())
 
     @torch.no_grad()
-    def after_d_step(self, real: Tensor, fake: Tensor) -> None:
+    def after_d_step(self, real: Tensor, fake: Tensor, y: Tensor | None = None, y_fake: Tensor | None = None) -> None:
+        """Clip every critic weight to [-clip, clip] (Alg. 1, line 7); the batch and its labels play no part."""
         torch._foreach_clamp_min_(self._critic_params, -self.clip)
         torch._foreach_clamp_max_(self._critic_params, self.clip)
 
