@@ -29,10 +29,10 @@ from repro.metrics.image import ImageProtocol, evaluate_images
 
 VARIANTS = ["vanilla", "nsgan", "lsgan", "wgan", "wgangp", "sngan", "gngan", "tan", "rfgan", "jcgan", "xicfg", "wgants",
             "label_smoothing", "minibatch", "vbn", "historical_averaging", "ssgan", "rasgan", "rsgan", "ralsgan",
-            "rahinge", "feature_matching", "dcgan", "sagan", "projection", "acgan", "biggan"]
+            "rahinge", "feature_matching", "dcgan", "sagan", "projection", "acgan", "biggan", "s3gan", "s2gan"]
 # image-only configs (rotations need images; DCGAN and SAGAN are conv nets; class labels): a 512-image MNIST subset
 IMAGE_CONFIGS = {name: f"configs/mnist/{name}.yaml" for name in ("ssgan", "dcgan", "sagan", "projection", "acgan",
-                                                                  "biggan")}
+                                                                  "biggan", "s3gan", "s2gan")}
 STEPS = 10
 PER_DEVICE_BATCH = 32
 
@@ -57,6 +57,8 @@ def fit_args(variant: str, out: Path, devices: int, batch: int, steps: int = STE
         args += ["--model.init_args.ema_start", "5"]
     if variant == "rfgan":  # a short autoencoder pre-training, cached per run
         args += ["--model.init_args.ae_steps", "20", "--model.init_args.ae_cache_dir", str(out / "ae")]
+    if variant == "s2gan":  # a short rotation pre-training; its cluster ids cached per run, the same on both ranks
+        args += ["--model.init_args.rotation_steps", "10", "--model.init_args.cluster_cache_dir", str(out / "clusters")]
     if variant == "xicfg":  # short stages; the refit's epoch loss is averaged over the ranks
         args += ["--model.init_args.functional_steps", "3", "--model.init_args.refit_batches", "2",
                  "--model.init_args.refit_epochs", "3"]
@@ -81,7 +83,7 @@ def train(variant: str, out: Path, devices: int, batch: int, steps: int = STEPS,
     if save_every:
         cli.trainer.callbacks.append(ModelCheckpoint(dirpath=out / "ckpt", every_n_train_steps=save_every,
                                                      save_top_k=-1, filename="{step}"))
-    if variant == "rfgan":
+    if variant in ("rfgan", "s2gan"):
         cli.model.prepare(cli.datamodule)
     trace = _LossTrace()
     step = cli.model.training_step

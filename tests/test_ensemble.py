@@ -229,7 +229,8 @@ REFUSED = {"rfgan": "RFGAN", "wgants": "WGANTS", "xicfg": "XICFG",  # not checke
            "sagan": "SAGAN"}  # not checked against single runs; its attention blocks have no stacked version yet
 CONFIGS = {"relativistic": "ring8/ralsgan", "ssgan": "mnist/ssgan", "sagan": "mnist/sagan",
            "biggan": "mnist/biggan"}  # registered names without a ring8/<name>.yaml
-CONDITIONAL = {"projection": "mnist/projection", "acgan": "mnist/acgan"}  # labels: refused, on their own nets
+CONDITIONAL = {"projection": "mnist/projection", "acgan": "mnist/acgan",  # labels: refused, on their own nets
+               "s3gan": "mnist/s3gan", "s2gan": "mnist/s2gan"}
 # class-conditional configs: the PacGAN / stacked-MNIST nets take no labels, so those runs train unconditionally
 UNLABELLED = {"biggan": ["--model.init_args.num_classes", "null"]}
 _CONV_LENS = '{"class_path": "repro.nets.lens.ConvLens", "init_args": {"channels": 3, "width": 4, "blocks": 1}}'

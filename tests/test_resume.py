@@ -41,6 +41,11 @@ CASES: dict[str, tuple[str, list[str]]] = {
     # class labels in the batches and the fakes' label draws (small MNIST batches: 32 steps per epoch, so the
     # resume crosses an epoch too; AC-GAN's labels take the same path)
     "projection": ("configs/mnist/projection.yaml", ["--data.num_samples", "512", "--data.batch_size", "16"]),
+    # S3GAN: the fixed labelled subset's -1 labels, the classifier and rotation heads; S2GAN: cluster ids (pre-stage
+    # cached once, before the first fit)
+    "s3gan": ("configs/mnist/s3gan.yaml", ["--data.num_samples", "512", "--data.batch_size", "16"]),
+    "s2gan": ("configs/mnist/s2gan.yaml", ["--data.num_samples", "512", "--data.batch_size", "16",
+                                          "--model.init_args.rotation_steps", "10"]),
     # BigGAN on labelled MNIST: labels in the loader state, SN in G, conditional BNs, EMA starting after the resume
     "biggan": ("configs/mnist/biggan.yaml", ["--model.init_args.ema_start", "25", "--data.num_samples", "600",
                                             "--data.batch_size", "16"]),
@@ -68,6 +73,8 @@ def _cli(config: str, extra: list[str], out: Path, max_steps: int) -> ReproCLI:
 
 def _fit(config: str, extra: list[str], out: Path, ckpt: str | None = None) -> tuple[ReproCLI, dict[str, Any]]:
     cli = _cli(config, extra, out, 40)
+    if cli.model.preparation_missing(cli.datamodule):  # as `repro fit` does (S2GAN's clusters)
+        cli.model.prepare(cli.datamodule)
     if ckpt is None:  # the uninterrupted run also leaves the step-20 checkpoint a killed run would
         cli.trainer.callbacks.append(
             ModelCheckpoint(dirpath=out / "ckpt", every_n_train_steps=20, save_top_k=-1, filename="{step}")
