@@ -224,7 +224,7 @@ def row_inputs(args: list[str], root: Path) -> RowInputs:
     return RowInputs(tuple(resolved), root.resolve(), files)
 
 
-def _read_json(path: Path, key: str) -> dict[str, Any] | None:
+def _read_entry(path: Path, key: str) -> dict[str, Any] | None:
     """The cache entry at ``path`` if it is stored under ``key``, marked as used (its mtime set to now); else None."""
     try:
         entry = json.loads(path.read_text())
@@ -238,7 +238,7 @@ def _read_json(path: Path, key: str) -> dict[str, Any] | None:
 
 
 def _read_cache(inputs: RowInputs) -> dict[str, Any] | None:
-    entry = _read_json(cache_dir() / f"{inputs.key}.json", inputs.key)
+    entry = _read_entry(cache_dir() / f"{inputs.key}.json", inputs.key)
     return None if entry is None else entry.get("config")
 
 
@@ -350,7 +350,7 @@ def stacking_refusals(configs: dict[str, dict[str, Any] | None], parse: str = "a
         model = json.dumps(config["model"], sort_keys=True)
         key = hashlib.sha256(json.dumps([_FORMAT, "stacking", model, _environment()]).encode()).hexdigest()
         path = cache_dir() / f"stacking-{key}.json"
-        cached = _read_json(path, key) if parse != "always" else None
+        cached = _read_entry(path, key) if parse != "always" else None
         if cached is not None:
             out[row] = cached.get("refusal")
         elif parse == "never":
