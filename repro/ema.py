@@ -25,11 +25,13 @@ def update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
 
 @torch.no_grad()
 def standing_statistics(net: nn.Module, z_dim: int, device: torch.device, n_batches: int = 16,
-                        batch_size: int = 256, num_classes: int | None = None) -> None:
+                        batch_size: int = 256, num_classes: int | None = None,
+                        dtype: torch.dtype | None = None) -> None:
     """Re-estimate ``net``'s batch-norm running statistics from its own outputs on fixed latents
     ("standing statistics", Brock et al. 2019, BigGAN App. C.1): EMA-averaged weights paired with
     the statistics of the current G's weights give wrong samples. A class-conditional G (``num_classes``)
-    gets fixed uniformly drawn labels too. Uses no global RNG state."""
+    gets fixed uniformly drawn labels too; the latents are in ``dtype`` (the net's, default torch's). Uses no
+    global RNG state."""
     norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
@@ -41,7 +43,7 @@ def standing_statistics(net: nn.Module, z_dim: int, device: torch.device, n_batc
     net.train()
     gen = torch.Generator(device=device).manual_seed(0)
     for _ in range(n_batches):
-        z = torch.randn(batch_size, z_dim, device=device, generator=gen)
+        z = torch.randn(batch_size, z_dim, device=device, generator=gen, dtype=dtype)
         if num_classes is None:
             net(z)
         else:

@@ -19,11 +19,17 @@ from typing import Any
 
 from repro.portable import dumps, loads
 
-__all__ = ["RECORD_FILE", "CHECKPOINT_NAME", "Status", "DONE", "RECORD_FIELDS", "record_path", "write_record", "read_record", "status_of",
+__all__ = ["RECORD_FILE", "CHECKPOINT_NAME", "checkpoint_in", "Status", "DONE", "RECORD_FIELDS", "record_path", "write_record", "read_record", "status_of",
            "steps_asked", "write_json_atomic", "read_json", "source_state"]
 
 RECORD_FILE = "metrics.json"
 CHECKPOINT_NAME = "last.ckpt"  # a resumable run's checkpoint, in its ``in_progress`` folder until it finishes
+
+
+def checkpoint_in(in_progress: Path) -> Path | None:
+    """The resumable checkpoint an unfinished run (or job) left in its ``in_progress`` folder, if any."""
+    ckpt = in_progress / CHECKPOINT_NAME
+    return ckpt if ckpt.is_file() else None
 
 
 class Status(str, Enum):

@@ -1,6 +1,7 @@
 """Shared fixtures: the MNIST folder (from REPRO_DATA_DIR) and an in-process CLI runner."""
 from __future__ import annotations
 
+import builtins
 import os
 from pathlib import Path
 
@@ -44,6 +45,16 @@ def fake_native_images(monkeypatch: pytest.MonkeyPatch, native: dict[str, tuple[
         return torch.randint(0, 256, (64, c, s, s), dtype=torch.uint8), labels
 
     monkeypatch.setattr(data_module, "load_images", fake)
+
+
+class Unsafe:
+    """Unpickling this opens (creates) ``path``: stands for any code a crafted file could run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return builtins.open, (str(self.path), "w")
 
 
 def load_config(config: str, *extra: str):  # -> repro.fit.ReproCLI (imported late: Lightning is slow to import)

@@ -3,13 +3,13 @@ line ``repro fit: error: ...`` naming the offending key (and, for names, the val
 traceback and before any training step."""
 from __future__ import annotations
 
-import builtins
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from conftest import Unsafe
 from repro import REPO_ROOT
 from repro.cli import main
 
@@ -151,16 +151,6 @@ CASES = [
     pytest.param(RING, ["--ckpt_path", "<ckpt>", "--data.batch_size", "32"],
                  ["ckpt_path", "data.batch_size 256 -> 32", "(its run's config.yaml)"], id="ckpt-other-batch"),
 ]
-
-
-class Unsafe:
-    """Unpickling this opens (creates) ``path``: stands for any code a crafted file could run."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __reduce__(self) -> tuple:
-        return builtins.open, (str(self.path), "w")
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty resolved-config cache of this test's own."""
     monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(resolve, "_PARSED", {})
+    monkeypatch.setattr(resolve, "_pruned", False)  # as in a new process: its first write prunes
     return resolve.cache_dir()
 
 
@@ -173,3 +174,42 @@ def test_dry_run_lists_uncached_rows_and_check_configs_finds_their_errors(tmp_pa
     assert len(entries) == 4 and [e.startswith("stacking-") for e in entries] == [False, False, True, True]
     with pytest.raises(SystemExit):
         main(["reproduce", str(good), "--check-configs"])  # goes with --dry-run only
+
+
+DAY = 86400.0
+
+
+def _aged(path: Path, text: str, days: float, now: float) -> Path:
+    """``path`` holding ``text``, last modified ``days`` before ``now``."""
+    path.write_text(text)
+    os.utime(path, (now - days * DAY, now - days * DAY))
+    return path
+
+
+def test_cache_prunes_entries_unused_for_max_age_days_then_the_least_recently_used_over_max_bytes(
+        tmp_path, cache, monkeypatch):
+    """Old entries and a crashed writer's temporary file go, another file or a fresh write in progress stays; over
+    the size cap the least recently used entries go first, where a cache hit counts as a use."""
+    cache.mkdir(parents=True)
+    now, old = time.time(), resolve.MAX_AGE_DAYS + 1
+    gone = [_aged(cache / "a.json", "{}", old, now), _aged(cache / "a.99.tmp", "{", old, now)]
+    kept = [_aged(cache / "b.77.tmp", "{", 0, now), _aged(cache / "notes.txt", "mine", old, now)]
+    by_age = [_aged(cache / f"e{days}.json", "x" * 1000, days, now) for days in (5, 4, 3, 2, 1)]
+    inputs = resolve.RowInputs(("--config", "x.yaml"), tmp_path, ())
+    hit = _aged(cache / f"{inputs.key}.json", json.dumps({"key": inputs.key, "config": {"a": 1}}), 6, now)
+    assert resolve._read_cache(inputs) == {"a": 1} and hit.stat().st_mtime > now - DAY  # the hit marks it used
+    monkeypatch.setattr(resolve, "MAX_BYTES", 3000 + hit.stat().st_size)  # room for 3 of the 5 others
+    assert sorted(resolve.prune_cache(cache, now)) == sorted([*gone, *by_age[:2]])
+    assert sorted(cache.iterdir()) == sorted([*kept, *by_age[2:], hit])
+    assert resolve.prune_cache(cache / "missing", now) == []
+
+
+def test_the_first_cache_write_of_a_process_prunes(tmp_path, cache):
+    cache.mkdir(parents=True)
+    now = time.time()
+    first = _aged(cache / "old1.json", "{}", resolve.MAX_AGE_DAYS + 1, now)
+    resolve._write_cache(resolve.RowInputs(("--a",), tmp_path, ()), {})
+    assert not first.exists() and len(list(cache.iterdir())) == 1
+    second = _aged(cache / "old2.json", "{}", resolve.MAX_AGE_DAYS + 1, now)
+    resolve._write_cache(resolve.RowInputs(("--b",), tmp_path, ()), {})
+    assert second.exists()  # once per process: a long table run does not rescan the folder at every row

@@ -3,7 +3,6 @@ checkpoint of broken weights, resume checks what it restores, files of unknown o
 and the numerical edge cases of IS and the conditioning number."""
 from __future__ import annotations
 
-import builtins
 import hashlib
 import json
 import math
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import Unsafe
 from repro import REPO_ROOT
 from repro.checkpoints import UnsafeFileError, check_resume, safe_load
 from repro.cli import main
@@ -78,14 +78,6 @@ def test_diverged_run_leaves_no_checkpoint_of_broken_weights(run_dir: Path) -> N
 
 
 # ----------------------------------------------------------------------------- resume and unsafe files
-class Unsafe:
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __reduce__(self) -> tuple:
-        return builtins.open, (str(self.path), "w")
-
-
 def test_unsafe_files_are_refused_without_running(tmp_path: Path) -> None:
     marker = tmp_path / "MARKER"
     evil = tmp_path / "evil.pt"

@@ -57,7 +57,7 @@ class ConditioningTrace(L.Callback):
         if self.every_n_steps is None or trainer.global_rank != 0 or (self.trace and self.trace[-1]["step"] == step):
             return
         z = torch.randn(self.n_samples, module.z_dim, generator=torch.Generator().manual_seed(self.seed))
-        stats = log_condition_stats(module.generator, z.to(module.device))
+        stats = log_condition_stats(module.generator, z.to(module.device, module.dtype))  # float64 nets: 64-true
         self.trace.append({"step": step, **stats})
         for logger in trainer.loggers:
             logger.log_metrics({f"conditioning/{k}": v for k, v in stats.items()}, step=step)

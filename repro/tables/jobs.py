@@ -32,7 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from repro.record import CHECKPOINT_NAME
+from repro.record import checkpoint_in
 from repro.tables.plan import Run, relative
 from repro.tables.spec import Row, TableSpec
 
@@ -98,8 +98,7 @@ class Job:
 
     def resume_checkpoint(self) -> Path | None:
         """The checkpoint an unfinished job continues from, if it left one."""
-        ckpt = self.in_progress_dir / CHECKPOINT_NAME
-        return ckpt if ckpt.is_file() else None
+        return checkpoint_in(self.in_progress_dir)
 
     def fit_args(self) -> list[str]:
         """``repro fit`` arguments: the single run's, or for an ensemble the first member's with the job's logger
@@ -172,7 +171,7 @@ def group_jobs(todo: list[Run], cap: int | None, refusals: dict[str, str | None]
         groups: list[tuple[Run, ...]] = []
         resumed = []
         for seeds, folder in job_folders(spec, row).items():
-            if (folder / "in_progress" / CHECKPOINT_NAME).is_file() and set(seeds) <= set(free):
+            if checkpoint_in(folder / "in_progress") is not None and set(seeds) <= set(free):
                 groups.append(tuple(free.pop(s) for s in seeds))
                 resumed.append(folder.name)
         left = list(free.values())

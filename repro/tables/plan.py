@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.record import CHECKPOINT_NAME, DONE, read_record, status_of
+from repro.record import DONE, checkpoint_in, read_record, status_of
 from repro.tables.spec import Row, SpecError, TableSpec
 
 __all__ = ["Run", "Records", "plan", "is_done", "read_records", "override_args", "relative"]
@@ -65,8 +65,7 @@ class Run:
 
     def resume_checkpoint(self) -> Path | None:
         """The checkpoint an unfinished run continues from, if it left one."""
-        ckpt = self.in_progress_dir / CHECKPOINT_NAME
-        return ckpt if ckpt.is_file() else None
+        return checkpoint_in(self.in_progress_dir)
 
     def fit_args(self) -> list[str]:
         """Arguments of ``repro fit``: the row's config, table and row overrides, seed, logger in ``work_dir``."""

@@ -10,6 +10,11 @@ installed distributions with their versions, and Python's version. ``row_inputs`
 torch, no Lightning); every full parse stores its result under that key in ``$REPRO_CACHE_DIR/resolved-configs``
 (default ``~/.cache/repro/resolved-configs``). A hit is that same parse's result; a changed input is a miss.
 
+Pruning (``prune_cache``): every changed input leaves its old entries behind (~8 KB each), so the first write of
+each process removes the entries not used (read or written: a hit sets its file's mtime, as atime is often not
+kept) for ``MAX_AGE_DAYS``, then the least recently used ones while the folder holds more than ``MAX_BYTES``. A
+pruned entry costs one full parse the next time it is needed.
+
 Why a cache and not a resolver of our own: of the ~110 keys a row resolves to, its YAML and overrides state ~25;
 the rest are defaults and normalisations (class names to ``class_path`` + ``init_args``, tuples, merged nets)
 that only the signatures of Lightning's ``Trainer`` and repro's LightningModules give, i.e. importing Lightning.
@@ -28,6 +33,7 @@ import json
 import os
 import re
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,8 +51,8 @@ from repro.tables.plan import Records, Run
 from repro.tables.spec import SpecError, TableSpec
 from repro.tables.stale import Stale, code_changes, code_warning, stale_runs
 
-__all__ = ["PARSE_POLICIES", "RowInputs", "row_inputs", "cache_dir", "check_configs", "stacking_refusals",
-           "table_staleness", "unchecked_note"]
+__all__ = ["PARSE_POLICIES", "RowInputs", "row_inputs", "cache_dir", "prune_cache", "check_configs",
+           "stacking_refusals", "table_staleness", "unchecked_note", "MAX_AGE_DAYS", "MAX_BYTES"]
 
 PARSE_POLICIES = ("always", "missing", "never")
 _FORMAT = 1  # bump when what is stored changes
@@ -57,6 +63,9 @@ _PACKAGE = Path(__file__).resolve().parents[1]  # the repro package whose signat
 # what the parse (``repro.fit`` and below) cannot import: the layers contract in pyproject.toml forbids it
 _ABOVE_FIT = ("tables", "bench", "cli.py", "__main__.py")
 _PARSED: dict[str, dict[str, Any]] = {}  # full parses of this process, by key
+MAX_AGE_DAYS = 30  # a cache entry not read or written for this long is removed
+MAX_BYTES = 64 << 20  # beyond this total the least recently used entries are removed (~8,000 entries)
+_pruned = False  # this process has pruned the cache (once, at its first write)
 
 
 def cache_dir() -> Path:
@@ -215,21 +224,65 @@ def row_inputs(args: list[str], root: Path) -> RowInputs:
     return RowInputs(tuple(resolved), root.resolve(), files)
 
 
-def _read_cache(inputs: RowInputs) -> dict[str, Any] | None:
+def _read_entry(path: Path, key: str) -> dict[str, Any] | None:
+    """The cache entry at ``path`` if it is stored under ``key``, marked as used (its mtime set to now); else None."""
     try:
-        entry = json.loads((cache_dir() / f"{inputs.key}.json").read_text())
+        entry = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return entry.get("config") if isinstance(entry, dict) and entry.get("key") == inputs.key else None
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    with contextlib.suppress(OSError):  # a read-only cache is still read
+        os.utime(path)
+    return entry
+
+
+def _read_cache(inputs: RowInputs) -> dict[str, Any] | None:
+    entry = _read_entry(cache_dir() / f"{inputs.key}.json", inputs.key)
+    return None if entry is None else entry.get("config")
+
+
+def prune_cache(folder: Path, now: float | None = None) -> list[Path]:
+    """Remove from ``folder`` the entries (and left-over temporary files) last used more than ``MAX_AGE_DAYS`` ago,
+    then the least recently used entries while the rest exceed ``MAX_BYTES``; returns what was removed. Files that
+    vanish meanwhile (another process pruning) are skipped."""
+    now = time.time() if now is None else now
+    kept: list[tuple[float, int, Path]] = []
+    removed: list[Path] = []
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for item in entries:
+            if not item.name.endswith((".json", ".tmp")) or not item.is_file(follow_symlinks=False):
+                continue
+            with contextlib.suppress(OSError):
+                st = item.stat(follow_symlinks=False)
+                if now - st.st_mtime > MAX_AGE_DAYS * 86400:
+                    removed.append(Path(item.path))
+                elif item.name.endswith(".json"):
+                    kept.append((st.st_mtime, st.st_size, Path(item.path)))
+    total = sum(size for _, size, _ in kept)
+    for _, size, path in sorted(kept, key=lambda k: k[0]):
+        if total <= MAX_BYTES:
+            break
+        removed.append(path)
+        total -= size
+    for path in removed:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return removed
 
 
 def _write_json(path: Path, entry: dict[str, Any]) -> None:
-    """Store a cache entry atomically (tables may parse at once); a cache that cannot be written is only slower."""
+    """Store a cache entry atomically (tables may parse at once), pruning the cache at this process's first write;
+    a cache that cannot be written is only slower."""
+    global _pruned
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(entry))
         os.replace(tmp, path)
+    if not _pruned:
+        _pruned = True
+        prune_cache(path.parent)
 
 
 def _write_cache(inputs: RowInputs, config: dict[str, Any]) -> None:
@@ -297,11 +350,8 @@ def stacking_refusals(configs: dict[str, dict[str, Any] | None], parse: str = "a
         model = json.dumps(config["model"], sort_keys=True)
         key = hashlib.sha256(json.dumps([_FORMAT, "stacking", model, _environment()]).encode()).hexdigest()
         path = cache_dir() / f"stacking-{key}.json"
-        try:
-            cached = json.loads(path.read_text()) if parse != "always" else None
-        except (OSError, ValueError):
-            cached = None
-        if isinstance(cached, dict) and cached.get("key") == key:
+        cached = _read_entry(path, key) if parse != "always" else None
+        if cached is not None:
             out[row] = cached.get("refusal")
         elif parse == "never":
             unknown.append(row)

@@ -280,10 +280,13 @@ class GANModule(L.LightningModule):
     # ----------------------------------------------------------------- sampling
     def sample_z(self, n: int, truncation: float | None = None) -> Tensor:
         """``n`` latents from N(0, I), or from N(0, I) truncated to [-truncation, truncation] (BigGAN's truncation
-        trick, ``repro.latents.truncated_normal``)."""
+        trick, ``repro.latents.truncated_normal``), in the model's dtype: outside a training step (callbacks,
+        evaluation) torch's default dtype is float32 even when the nets are float64 (``trainer.precision: 64-true``
+        sets float64 as the default only inside steps)."""
         if truncation is None:
-            return self.sample_noise(lambda m: torch.randn(m, self.z_dim, device=self.device), n)
-        return self.sample_noise(lambda m: truncated_normal((m, self.z_dim), truncation, self.device), n)
+            return self.sample_noise(lambda m: torch.randn(m, self.z_dim, device=self.device, dtype=self.dtype), n)
+        return self.sample_noise(
+            lambda m: truncated_normal((m, self.z_dim), truncation, self.device, dtype=self.dtype), n)
 
     def sample_noise(self, draw: Callable[[int], Tensor], n: int) -> Tensor:
         """``draw(n)``: random values for ``n`` samples. Every random draw of a training step goes through
@@ -300,7 +303,7 @@ class GANModule(L.LightningModule):
         A class-conditional model samples class ``y[i]`` for sample i (default: uniformly drawn labels)."""
         net = self.generator_ema if (ema and self.generator_ema is not None) else self.generator
         if net is self.generator_ema and self._ema_stats_version != self._ema_version:
-            standing_statistics(net, self.z_dim, self.device, num_classes=self.num_classes)
+            standing_statistics(net, self.z_dim, self.device, num_classes=self.num_classes, dtype=self.dtype)
             self._ema_stats_version = self._ema_version
         if z is None:
             z = self.sample_z(n if n is not None else (len(y) if y is not None else len(self.fixed_z)))
