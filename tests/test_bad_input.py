@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 
 from conftest import Unsafe
-from repro import REPO_ROOT
 from repro.cli import main
 
 RING = "configs/ring8/nsgan.yaml"

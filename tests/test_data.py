@@ -1,7 +1,6 @@
 """The data module: shapes, value ranges, toy geometry and the missing-data error."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

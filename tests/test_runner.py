@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from repro import REPO_ROOT
 from repro.cli import main

@@ -3,7 +3,6 @@ data module told its batches per step, and regularizers that need no variant."""
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import lightning as L
 import pytest
