@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from repro import REPO_ROOT
+from repro.allocator import tune_malloc
 from repro.console import quiet_library_noise, wide_console
 from repro.errors import DIVERGED_EXIT_CODE, RUNS_FAILED_EXIT_CODE, USER_ERROR_EXIT_CODE, TrainingDiverged, UserError
 from repro.tables import plan, preview, report, resolve, spec
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     command, rest = argv[0], argv[1:]
     quiet_library_noise()
+    tune_malloc()
     if command not in COMMANDS:
         print(f"repro: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         raise SystemExit(USER_ERROR_EXIT_CODE)
