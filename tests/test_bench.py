@@ -12,7 +12,7 @@ import yaml
 
 from repro import REPO_ROOT
 from repro.bench import ReferenceLoop
-from repro.bench.harness import PACGAN_CODE
+from repro.bench.harness import PACGAN_CODE, STACKED_MNIST, WORKLOADS
 from repro.cli import main
 from repro.data import GANDataModule
 from repro.nets import MLPDiscriminator, MLPGenerator
@@ -76,7 +76,7 @@ def test_bench_rejects_unknown_workload(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--workloads", "imagenet"])
     err = capsys.readouterr().err
-    assert "--workloads" in err and "mlp, mnist, cnn32" in err
+    assert "--workloads" in err and "mlp, mnist, metz, cnn32" in err
 
 
 @pytest.mark.parametrize("cls, kwargs", [(NSGAN, {"n_dis": 2, "lr_decay": "linear"}), (WGAN, {"n_dis": 2}),
@@ -155,3 +155,20 @@ def test_pacgan_workload_is_the_tables_protocol():
     given = dict(zip(args[::2], args[1::2]))
     assert given["--config"] == "configs/ring8/nsgan.yaml" and given["--trainer.max_steps"] == "57"
     assert given["--model.init_args.updates"] == "simultaneous" and given["--data.batch_size"] == "100"
+
+
+def test_metz_workload_is_the_stacked_mnist_tables_row():
+    """``repro bench --workloads metz`` runs paper_tables/stacked-mnist.yaml's nsgan-half row (data, nets, optimizer)."""
+    spec = yaml.safe_load((REPO_ROOT / "paper_tables" / "stacked-mnist.yaml").read_text())
+    row = next(r for r in spec["rows"] if r["id"] == "nsgan-half")
+    want = {**{k: v for k, v in spec["overrides"].items() if k.startswith("data.")}, **row["overrides"]}
+    given = dict(zip(STACKED_MNIST[::2], STACKED_MNIST[1::2]))
+    assert WORKLOADS["metz"].folder == "mnist" and row["config"] == "configs/mnist/nsgan.yaml"
+    for key, value in want.items():
+        mine = given.get(f"--{key}")
+        if key.endswith(("generator", "discriminator")):  # absolute paths to the same files
+            assert mine is not None and mine.endswith(value), key
+        elif mine is None:  # the row restates a value the config already has
+            assert key == "model.init_args.lr_d" and value == 2.0e-4, key
+        else:
+            assert yaml.safe_load(mine) == value, key

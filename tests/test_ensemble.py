@@ -176,6 +176,7 @@ def test_checkpoint_of_other_seeds_is_refused(run_dir: Path) -> None:
     (["--model.init_args.d_regularizers", '[{"class_path": "repro.regularizers.OrthonormalRegularizer"}]'],
      "OrthonormalRegularizer is not supported"),
     (["--model.init_args.compile_nets", "true"], "compile_nets"),
+    (["--model.init_args.channels_last", "true"], "channels_last"),
     (["--trainer.devices", "2"], "one device"),
     (["--ensemble.run_dirs", '["a", "b", "c"]'], "lists 3 folders"),
     (["--ensemble.run_dirs", "fixed_folder"], "pattern containing {seed}"),

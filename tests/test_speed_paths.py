@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from repro.nets import MaxoutDiscriminator, MLPGenerator
+from repro.nets import MaxoutDiscriminator, MLPGenerator, StandardCNNDiscriminator, StandardCNNGenerator
+from repro.nets.metz import UnrolledDiscriminator, UnrolledGenerator
 from repro.nets.mlp import Maxout
 from repro.variants import NSGAN
 
@@ -104,3 +105,49 @@ def test_maxout_values_and_gradients_equal_amax_and_ties_go_to_one_piece():
     assert (tied != 0).sum(dim=2).tolist() == [[1, 1]] and tied.sum(dim=2).tolist() == [[1.0, 2.0]]
     assert torch.autograd.gradgradcheck(lambda v: v.max(dim=2).values, torch.randn(2, 3, 4, dtype=torch.float64,
                                                                                       requires_grad=True))
+
+
+def _nets(kind: str) -> tuple[torch.nn.Module, torch.nn.Module, tuple[int, ...]]:
+    """The MNIST tables' standard CNN (narrowed to width 4) or the stacked-MNIST table's Metz nets (D = 1/2 G)."""
+    if kind == "cnn28":
+        return (StandardCNNGenerator(z_dim=16, image_size=28, channels=1, width=4),
+                StandardCNNDiscriminator(image_size=28, channels=1, width=4), (1, 28, 28))
+    return UnrolledGenerator(z_dim=16), UnrolledDiscriminator(widths=(4, 8, 16)), (3, 28, 28)
+
+
+def _step_grads(model: NSGAN, real: Tensor, z: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """D's gradients for its loss on ``real`` and G(z) (detached), then G's for its loss on G(z)."""
+    fake = model.generator(z)
+    model.discriminator_loss(real, fake.detach()).backward()
+    d_grads = [p.grad.clone() for p in model.discriminator.parameters()]
+    model.generator_loss(real, z, fake).backward()
+    return d_grads, [p.grad.clone() for p in model.generator.parameters()]
+
+
+@pytest.mark.parametrize("kind", ["cnn28", "metz"])
+def test_channels_last_is_the_same_math(kind: str):
+    """``channels_last: true`` stores 4-D weights in NHWC and changes only rounding. In float64 (where rounding
+    cannot flip a ReLU's mask) one D and one G step's gradients equal the contiguous model's to 1e-12; in float32
+    (oneDNN's kernels) D's and G's outputs agree to 1e-5 (the NHWC batch norm rounds 5-10x coarser than NCHW's,
+    and through a ReLU a rounding-level flip of one unit's sign changes its gradient, so float32 gradients are
+    not compared element-wise). A state dict loaded into a channels-last model keeps its layout (resumes)."""
+    torch.manual_seed(0)
+    g, d, shape = _nets(kind)
+    state = NSGAN(g, d).state_dict()
+    gen = torch.Generator().manual_seed(1)
+    real, z = torch.rand(32, *shape, generator=gen) * 2 - 1, torch.randn(32, 16, generator=gen)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        plain, nhwc = (NSGAN(*_nets(kind)[:2], channels_last=cl) for cl in (False, True))
+        for m in (plain, nhwc):
+            m.load_state_dict(state)
+            m.to(dtype)
+        four_d = [p for p in nhwc.parameters() if p.dim() == 4]
+        assert four_d and all(p.is_contiguous(memory_format=torch.channels_last) for p in four_d)
+        assert any(not p.is_contiguous() for p in four_d)
+        x, w = real.to(dtype), z.to(dtype)
+        for a, b in ((plain.generator(w), nhwc.generator(w)), (plain.discriminator(x), nhwc.discriminator(x))):
+            assert (a - b).abs().max() <= tol * a.abs().max()
+        if dtype == torch.float64:
+            for player in (0, 1):  # D, G
+                for a, b in zip(_step_grads(plain, x, w)[player], _step_grads(nhwc, x, w)[player]):
+                    assert (a - b).abs().max() <= tol * max(a.abs().max().item(), 1e-3), tuple(a.shape)

@@ -61,6 +61,8 @@ def check_supported(model: GANModule) -> None:
                 "train its seeds separately")
     if model.hparams.get("compile_nets"):
         raise EnsembleError("ensemble: model.compile_nets is not supported in a seed ensemble; set compile_nets: false")
+    if model.hparams.get("channels_last"):  # its stacked layers are built anew, in torch's default layout
+        raise EnsembleError("ensemble: model.channels_last is not supported in a seed ensemble; set channels_last: false")
     for path, module in model.named_modules():
         if getattr(module, "couples_batch", False):  # e.g. minibatch discrimination: o(x_i) sums over the batch
             raise EnsembleError(f"ensemble: {path} ({type(module).__name__}) compares the samples of a batch, which in "
