@@ -94,7 +94,7 @@ def test_plan_groups_unfinished_seeds_caps_and_falls_back(tmp_path, capsys):
 
     main(["reproduce", str(path), "--dry-run"])
     out = capsys.readouterr().out
-    assert "17 to run on" in out and "in 15 process(es)" in out and "runs as" in out and "(DDP)" in out
+    assert "23 to run on" in out and "in 21 process(es)" in out and "runs as" in out and "(DDP)" in out
     with pytest.raises(SpecError, match="--ensemble-size must be >= 1"):
         ensemble_cap(spec, 0, False)
     with pytest.raises(SpecError, match="'ensemble_size' must be a positive integer"):
