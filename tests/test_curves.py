@@ -80,3 +80,23 @@ def test_curve_x_is_checked_when_the_spec_loads(tmp_path):
     columns = [{"key": "modes_200", "label": "modes", "protocol": "200 samples", "curve_x": "seconds"}]
     with pytest.raises(SpecError, match="curve_x 'seconds' is not valid; valid: step, train_seconds"):
         load_spec(write_spec(tmp_path, columns=columns, claims=[]))
+
+
+def test_agreement_claim_compares_two_means_within_two_combined_standard_errors(tmp_path):
+    """op '~': |mean_a - mean_b| <= 2 sqrt(se_a^2 + se_b^2), se = std / sqrt(n) over seeds (by hand below)."""
+    claims = [{"text": "same", "source": "none", "a": "lsgan:modes_200:mean", "op": "~", "b": "nsgan:modes_200:mean"}]
+    spec = load_spec(write_spec(tmp_path, claims=claims))
+    for row, finals in (("nsgan", (4.0, 6.0)), ("lsgan", (6.0, 8.0))):
+        for seed, final in zip(spec.seeds, finals):
+            folder = spec.results_dir / row / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "metrics.json").write_text(json.dumps(_record([final])))
+    shown, verdict = claim_verdict(spec.claims[0], aggregate(spec), spec)
+    se = math.sqrt(2) / math.sqrt(2)  # std of (4, 6) and of (6, 8) is sqrt(2); n = 2
+    bound = 2 * math.hypot(se, se)  # 2.83 >= |7 - 5| = 2
+    assert verdict == "holds" and f"{bound:.3g}" in shown
+    for seed in spec.seeds:
+        (spec.results_dir / "lsgan" / f"seed{seed}" / "metrics.json").write_text(json.dumps(_record([10.0])))
+    assert claim_verdict(spec.claims[0], aggregate(spec), spec)[1] == "does not hold"  # |10 - 5| > 2 hypot(1, 0)
+    with pytest.raises(SpecError, match="op '~' compares two rows' means"):
+        load_spec(write_spec(tmp_path, claims=[claims[0] | {"b": 3}]))

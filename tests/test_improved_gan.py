@@ -71,16 +71,72 @@ def test_minibatch_features_by_hand():
     assert torch.allclose(layer(f), torch.tensor(expect), rtol=1e-6)
 
 
-def test_minibatch_features_match_the_pairwise_formula_with_its_gradient():
-    """C = 3: the per-kernel cdist path equals the explicit (n, n, B, C) difference formula, values and gradients."""
-    torch.manual_seed(0)
-    m = torch.randn(5, 4, 3, dtype=torch.float64, requires_grad=True)
-    explicit = torch.exp(-(m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(dim=3)).sum(dim=1) - 1.0
-    assert torch.allclose(minibatch_features(m), explicit, rtol=1e-12, atol=0)
-    weights = torch.randn(5, 4, dtype=torch.float64)
+def explicit_minibatch_features(m: torch.Tensor) -> torch.Tensor:
+    """The paper's formula over the explicit (n, n, B, C) differences (j = i adds exp(0) = 1)."""
+    return torch.exp(-(m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(dim=3)).sum(dim=1) - 1.0
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 10])
+@pytest.mark.parametrize("chunk_elements", [1, 40, 1 << 18])  # one kernel per pass, a few (with a rest), all
+def test_minibatch_features_match_the_pairwise_formula_with_its_gradient(n, chunk_elements, monkeypatch):
+    """The pair-once, chunked path equals the explicit (n, n, B, C) formula in float64, values and gradients,
+    for odd and even n (the offset n / 2 pairs) and any chunking of the kernels."""
+    monkeypatch.setattr("repro.nets.minibatch._CHUNK_ELEMENTS", chunk_elements)
+    torch.manual_seed(n)
+    m = torch.randn(n, 9, 3, dtype=torch.float64, requires_grad=True)
+    explicit = explicit_minibatch_features(m)
+    assert torch.allclose(minibatch_features(m), explicit, rtol=1e-10, atol=1e-300)
+    weights = torch.randn(n, 9, dtype=torch.float64)
     (mine,), (theirs,) = (torch.autograd.grad((out * weights).sum(), m) for out in (minibatch_features(m), explicit))
-    assert torch.allclose(mine, theirs, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(mine, theirs, rtol=1e-10, atol=1e-13)
+
+
+def test_minibatch_features_gradcheck_and_double_backward():
+    """First derivatives by finite differences; second ones (create_graph, as a gradient penalty needs) too."""
+    torch.manual_seed(0)
+    m = torch.randn(6, 4, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(minibatch_features, (m,))
+    assert torch.autograd.gradgradcheck(minibatch_features, (m,))
+
+
+def test_minibatch_features_gradient_of_tied_rows_is_zero_and_shape_is_checked():
+    """|.| has subgradient 0 at 0, as autograd's abs: identical rows get no gradient (o is at its maximum)."""
+    m = torch.randn(1, 7, 5).expand(6, 7, 5).clone().requires_grad_(True)
+    minibatch_features(m).sum().backward()
+    assert torch.equal(m.grad, torch.zeros_like(m))
+    with pytest.raises(ValueError, match=r"\(n, B, C\)"):
+        minibatch_features(torch.randn(6, 7))
+
+
+def test_gradient_penalty_through_a_minibatch_discriminator(monkeypatch):
+    """WGAN-GP's penalty (create_graph=True) through minibatch discrimination: its value and its gradient
+    in D's weights equal those with the explicit formula in place of the fast one."""
+    from repro.regularizers import GradientPenalty
+
+    class Players:  # the two hooks GradientPenalty needs, for one plain D
+        def __init__(self, d):
+            self.discriminate = d
+
+        def sample_noise(self, draw, n):
+            return draw(n)
+
+        def batch_mean(self, values):
+            return values.mean()
+
+    torch.manual_seed(0)
+    d = MinibatchDiscriminator(MLPDiscriminator(width=8, depth=2), kernels=4, kernel_dim=3).double()
+    real, fake = torch.randn(7, 2, dtype=torch.float64), torch.randn(7, 2, dtype=torch.float64)
+    results = []
+    for features in (minibatch_features, explicit_minibatch_features):
+        monkeypatch.setattr("repro.nets.minibatch.minibatch_features", features)
+        torch.manual_seed(1)  # the same interpolates
+        penalty = GradientPenalty(10.0)(Players(d), real, fake)
+        grads = torch.autograd.grad(penalty, list(d.parameters()), allow_unused=True, materialize_grads=True)
+        results.append((penalty, grads))
+    (mine, mine_grads), (theirs, their_grads) = results
+    assert mine.item() == pytest.approx(theirs.item(), rel=1e-10)
+    for a, b in zip(mine_grads, their_grads):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
 def test_minibatch_discriminator_concatenates_before_its_head():

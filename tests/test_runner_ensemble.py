@@ -46,7 +46,8 @@ def test_plan_groups_unfinished_seeds_caps_and_falls_back(tmp_path, capsys):
     runs, and the dry-run says why; ``--ensemble-size`` and ``--no-ensemble`` cap the members."""
     rows = [{"id": "nsgan", "config": str(REPO_ROOT / "configs/ring8/nsgan.yaml")},
             {"id": "rfgan", "config": str(REPO_ROOT / "configs/ring8/rfgan.yaml")},
-            {"id": "ddp", "config": str(REPO_ROOT / "configs/ring8/lsgan.yaml"), "devices": 2}]
+            {"id": "ddp", "config": str(REPO_ROOT / "configs/ring8/lsgan.yaml"), "devices": 2},
+            {"id": "apart", "config": str(REPO_ROOT / "configs/ring8/nsgan.yaml"), "ensemble": False}]
     path = write_spec(tmp_path, rows=rows, matrix=[], claims=[], seeds=[0, 1, 2, 3, 4, 5])
     _fake_finished(path, "nsgan", 1)
     spec = load_spec(path)
@@ -64,6 +65,7 @@ def test_plan_groups_unfinished_seeds_caps_and_falls_back(tmp_path, capsys):
     assert {s for row, s in seeds if row == "ddp"} == {(k,) for k in range(6)}
     assert "RFGAN cannot run as a seed ensemble (its frozen autoencoder" in how["rfgan"]
     assert how["ddp"] == "6 single run(s): devices: 2 (DDP)"
+    assert how["apart"] == "6 single run(s): the row sets ensemble: false"
     assert how["nsgan"] == "1 ensemble(s) of 4 seeds, 1 single run(s) (1 continuing their own checkpoint)"
 
     (job,) = [j for j in jobs if j.seeds == [0, 2, 3, 4]]
@@ -92,7 +94,7 @@ def test_plan_groups_unfinished_seeds_caps_and_falls_back(tmp_path, capsys):
 
     main(["reproduce", str(path), "--dry-run"])
     out = capsys.readouterr().out
-    assert "17 to run on" in out and "in 15 process(es)" in out and "runs as" in out and "(DDP)" in out
+    assert "23 to run on" in out and "in 21 process(es)" in out and "runs as" in out and "(DDP)" in out
     with pytest.raises(SpecError, match="--ensemble-size must be >= 1"):
         ensemble_cap(spec, 0, False)
     with pytest.raises(SpecError, match="'ensemble_size' must be a positive integer"):

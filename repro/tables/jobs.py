@@ -160,8 +160,8 @@ def group_jobs(todo: list[Run], cap: int | None, refusals: dict[str, str | None]
     for row_id in dict.fromkeys(r.row.id for r in todo):
         mine = [r for r in todo if r.row.id == row_id]
         row, spec = mine[0].row, mine[0].spec
-        single = ("--no-ensemble" if cap == 1 else f"devices: {row.devices} (DDP)" if row.devices != 1
-                  else refusals.get(row_id))
+        single = ("--no-ensemble" if cap == 1 else "the row sets ensemble: false" if not row.ensemble
+                  else f"devices: {row.devices} (DDP)" if row.devices != 1 else refusals.get(row_id))
         if single or len(mine) == 1:
             jobs += [Job((r,)) for r in mine]
             how[row_id] = f"{len(mine)} single run(s)" + (f": {single}" if single else "")

@@ -187,6 +187,14 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
         return shown, "stale runs"
     if flat and any(flat.get(row, {}).get(col) is False for row, col in compared):
         return shown, "not converged"
+    if claim.op == "~":  # the two means agree within 2 combined standard errors (Cell.se over seeds)
+        (row_a, key_a), (row_b, key_b) = compared
+        se_a, se_b = cells[row_a][key_a].se, cells[row_b][key_b].se
+        if se_a is None or se_b is None:
+            return shown, "not measured"
+        bound = 2 * math.hypot(se_a * col_a.scale, se_b * col_b.scale)
+        return f"{shown} (|difference| {abs(a - b):.3g}, 2 combined s.e. {bound:.3g})", (
+            "holds" if abs(a - b) <= bound else "does not hold")
     if floor and abs(a - b) <= floor:
         return shown, "within noise"
     holds = a < b if claim.op == "<" else a > b

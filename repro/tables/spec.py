@@ -89,12 +89,17 @@ class Row:
     overrides: dict[str, Any]
     group: str
     devices: int = 1
+    ensemble: bool = True  # false: this row's seeds always train as separate processes
     published: dict[str, Published] = field(default_factory=dict)
+
+
+CLAIM_OPS = ("<", ">", "~")
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A paper claim checked on the results: ``a op b`` with ``a``/``b`` = ``row:column:stat`` or a number."""
+    """A paper claim checked on the results: ``a op b`` with ``a``/``b`` = ``row:column:stat`` or a number; ``op``
+    ``<`` / ``>``, or ``~``: two rows' means agree within two combined standard errors over their seeds."""
 
     text: str
     source: str
@@ -333,10 +338,12 @@ def _claim(data: Any, where: str, rows: set[str], columns: dict[str, Column], gr
     if not isinstance(data, dict):
         raise SpecError(f"{where}: a claim is a mapping (text, source, a, op, b)")
     op = str(_require(data, "op", where))
-    if op not in ("<", ">"):
-        raise SpecError(f"{where}: op {op!r} is not valid; valid: <, >")
+    if op not in CLAIM_OPS:
+        raise SpecError(f"{where}: op {op!r} is not valid; valid: {', '.join(CLAIM_OPS)}")
     derived = {"op": op, "a": str(_ref(_require(data, "a", where, (str, int, float)), rows, columns, groups, where)),
                "b": _ref(_require(data, "b", where, (str, int, float)), rows, columns, groups, where)}
+    if op == "~" and not all(isinstance(v, str) and v.endswith(":mean") for v in (derived["a"], derived["b"])):
+        raise SpecError(f"{where}: op '~' compares two rows' means (a and b as row:column:mean)")
     return _build(Claim, data, where, derived)
 
 
