@@ -401,7 +401,7 @@ def test_spec_fields_come_from_the_dataclasses(tmp_path):
     """Keys are read by field name: an unknown key names the dataclass's fields; a removed key (`prepare`, now
     the variant's own hook) is unknown; a column's label defaults to its key."""
     row = {"id": "x", "config": str(REPO_ROOT / "configs/ring8/rfgan.yaml"), "prepare": ["pretrain-ae"]}
-    with pytest.raises(SpecError, match="unknown key 'prepare'; valid: config, devices, group, id, label, "
+    with pytest.raises(SpecError, match="unknown key 'prepare'; valid: config, devices, ensemble, group, id, label, "
                                         "overrides, published"):
         load_spec(write_spec(tmp_path, rows=[row], matrix=[], claims=[]))
     spec = load_spec(write_spec(tmp_path, name="ok", columns=[{"key": "modes_200", "protocol": "p"}], claims=[]))
