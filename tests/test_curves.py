@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from repro import REPO_ROOT
 from repro.tables.curves import RowCurve, convergence, flattened, row_curves
 from repro.tables.plan import read_records
 from repro.tables.report import aggregate, claim_verdict, write_report
@@ -100,3 +101,23 @@ def test_agreement_claim_compares_two_means_within_two_combined_standard_errors(
     assert claim_verdict(spec.claims[0], aggregate(spec), spec)[1] == "does not hold"  # |10 - 5| > 2 hypot(1, 0)
     with pytest.raises(SpecError, match="op '~' compares two rows' means"):
         load_spec(write_spec(tmp_path, claims=[claims[0] | {"b": 3}]))
+
+
+def test_rows_on_several_data_sets_get_one_line_of_panels_each(tmp_path, monkeypatch):
+    from repro.tables import curves
+
+    matrix = [{"vars": {"set": ["ring8", "grid25"]}, "id": "nsgan-{set}", "group": "nsgan",
+               "config": str(REPO_ROOT / "configs/ring8/nsgan.yaml"), "overrides": {"data.dataset": "{set}"}}]
+    spec = load_spec(write_spec(tmp_path, matrix=matrix, claims=[]))
+    for row in spec.rows:
+        for seed in spec.seeds:
+            folder = spec.results_dir / row.id / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "metrics.json").write_text(json.dumps(_record([1, 2, 3, 4])))
+    drawn = []
+    monkeypatch.setattr(curves, "save_figure", lambda fig, out: drawn.append(fig) or out)
+    write_report(spec)
+    axes = drawn[0].axes
+    assert [ax.get_title() for ax in axes] == ["modes · ring8", "HQ % · ring8", "modes · grid25", "HQ % · grid25"]
+    assert all(len(ax.lines) == 1 for ax in axes)  # each panel holds only its own data set's row
+    assert axes[0].lines[0].get_label().startswith("nsgan-ring8") and axes[2].lines[0].get_label().startswith("nsgan-grid25")

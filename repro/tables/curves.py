@@ -26,7 +26,7 @@ from repro.plotting import save_figure
 from repro.record import DONE, Status, read_json, status_of
 from repro.tables.jobs import job_folders
 from repro.tables.plan import Records
-from repro.tables.spec import TableSpec
+from repro.tables.spec import Row, TableSpec
 
 __all__ = ["RowCurve", "row_curves", "flattened", "convergence", "draw_curves", "in_progress", "TAIL", "REL_TOL",
            "RULE", "X_LABELS"]
@@ -107,9 +107,19 @@ def _published_band(text: str) -> tuple[float, float] | None:
     return numbers[0], numbers[1] if "±" in text and len(numbers) > 1 else 0.0
 
 
+def _facets(rows: list[Row]) -> list[tuple[str, list[Row]]]:
+    """Rows split by the data set they override (``data.dataset``), in order of first appearance; one facet when
+    they all train on the same data."""
+    out: dict[str, list[Row]] = {}
+    for row in rows:
+        out.setdefault(str(row.overrides.get("data.dataset", "")), []).append(row)
+    return list(out.items())
+
+
 def draw_curves(spec: TableSpec, records: Records, out: Path) -> Path | None:
-    """One panel per column that has curves (not, e.g., a run-record column such as ``train_seconds``): each
-    row's mean curve with a ± std band, published value ± its spread dashed."""
+    """One panel per column that has curves (not, e.g., a run-record column such as ``train_seconds``), one line of
+    panels per data set when the rows train on several (``data.dataset`` overrides): each row's mean curve with a
+    ± std band, published value ± its spread dashed; the legend of each line of panels beside it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,35 +130,42 @@ def draw_curves(spec: TableSpec, records: Records, out: Path) -> Path | None:
     columns = [col for col in spec.columns if any(curves[col.key].values())]
     if not columns:
         return None
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4), squeeze=False, dpi=100)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, col in zip(axes[0], columns):
-        for i, row in enumerate(spec.rows):
-            curve = curves[col.key][row.id]
-            if curve is None:
-                continue
-            x = curve.seconds if col.curve_x == "train_seconds" else curve.steps
-            if x is None:  # a run without curve_seconds: no time axis for this row
-                continue
-            colour = colours[i % len(colours)]
-            mean = [m * col.scale for m in curve.mean]
-            low = [(m - s) * col.scale for m, s in zip(curve.mean, curve.std)]
-            high = [(m + s) * col.scale for m, s in zip(curve.mean, curve.std)]
-            ax.plot(x, mean, color=colour, lw=1.4, marker="o", ms=2.5, label=f"{row.label} (n={len(curve.finals)})")
-            ax.fill_between(x, low, high, color=colour, alpha=0.2, lw=0)
-            published = row.published.get(col.key)
-            band = _published_band(published.value) if published else None
-            if band:
-                value, spread = band
-                ax.axhline(value, color=colour, ls="--", lw=1)
-                if spread:
-                    ax.axhspan(value - spread, value + spread, color=colour, alpha=0.08)
-        ax.set_title(col.label, fontsize=9)
-        ax.set_xlabel(X_LABELS[col.curve_x], fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[0][0].legend(fontsize=7)
+    facets = _facets(list(spec.rows))
+    most = max(len(rows) for _, rows in facets)
+    fig, axes = plt.subplots(len(facets), len(columns), figsize=(4.2 * len(columns) + (2.2 if most > 6 else 0),
+                                                                  max(3.4, 0.16 * most + 1.2) * len(facets)),
+                             squeeze=False, dpi=100)
+    colours = plt.get_cmap("tab20").colors if most > 10 else plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for line, (data, rows) in zip(axes, facets):
+        for ax, col in zip(line, columns):
+            for i, row in enumerate(rows):
+                curve = curves[col.key][row.id]
+                x = None if curve is None else curve.seconds if col.curve_x == "train_seconds" else curve.steps
+                if x is None:  # no curve, or a run without curve_seconds: no time axis for this row
+                    continue
+                colour = colours[i % len(colours)]
+                mean = [m * col.scale for m in curve.mean]
+                low = [(m - s) * col.scale for m, s in zip(curve.mean, curve.std)]
+                high = [(m + s) * col.scale for m, s in zip(curve.mean, curve.std)]
+                ax.plot(x, mean, color=colour, lw=1.4, marker="o", ms=2.5, label=f"{row.label} (n={len(curve.finals)})")
+                ax.fill_between(x, low, high, color=colour, alpha=0.2, lw=0)
+                published = row.published.get(col.key)
+                band = _published_band(published.value) if published else None
+                if band:
+                    value, spread = band
+                    ax.axhline(value, color=colour, ls="--", lw=1)
+                    if spread:
+                        ax.axhspan(value - spread, value + spread, color=colour, alpha=0.08)
+            ax.set_title(f"{col.label} · {data}" if data and len(facets) > 1 else col.label, fontsize=9)
+            ax.set_xlabel(X_LABELS[col.curve_x], fontsize=8)
+            ax.tick_params(labelsize=7)
+        if most > 6:
+            line[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+        else:
+            line[0].legend(fontsize=7)
     title = f"{spec.name}: metrics through training (mean ± std over seeds; dashed: paper ± its spread)"
     fig.suptitle(textwrap.fill(title, 55 * len(columns)), fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return save_figure(fig, out)
 
 
