@@ -1,14 +1,15 @@
-"""Batches of an in-memory tensor drawn by index: no per-sample Python in the hot path."""
+"""Batches of an in-memory tensor drawn by index: no per-sample Python in the hot path; and a plain training loop over
+them for the variants' pre-training stages (RFGAN's autoencoder, S2GAN's rotation net)."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from repro.pixels import to_float
 
-__all__ = ["InMemoryBatches"]
+__all__ = ["InMemoryBatches", "pretrain"]
 
 
 class InMemoryBatches:
@@ -64,3 +65,23 @@ class InMemoryBatches:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.position = state["epoch"], state["position"]
+
+
+def pretrain(net: nn.Module, loss_of: Callable[[Tensor], Tensor], optimizer: torch.optim.Optimizer, data: Tensor,
+             steps: int, batch_size: int, seed: int) -> float:
+    """Train ``net`` for ``steps`` batches of ``data`` (drawn in a ``seed``-ed order) on ``loss_of(batch)`` with
+    ``optimizer``, then freeze it in eval mode; returns the last loss."""
+    net.requires_grad_(True).train()
+    batches = InMemoryBatches(data, batch_size, seed)
+    step, loss = 0, torch.tensor(float("nan"))
+    while step < steps:
+        for x in batches:
+            loss = loss_of(x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step == steps:
+                break
+    net.requires_grad_(False).eval()
+    return loss.item()

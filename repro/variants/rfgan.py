@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from repro.checkpoints import safe_load
 from repro.data import GANDataModule
-from repro.data.loader import InMemoryBatches
+from repro.data.loader import pretrain
 from repro.normalization import wrap
 from repro.variants.base import GANModule
 
@@ -61,21 +61,8 @@ class RepresentativeDiscriminator(nn.Module):
 
 def pretrain_autoencoder(ae: nn.Module, data: Tensor, steps: int, lr: float, batch_size: int, seed: int = 0) -> float:
     """Train ``ae`` on the L2 reconstruction loss (Bang & Shim 2018, Sec. 3) with Adam; returns the last loss."""
-    ae.requires_grad_(True).train()
-    opt = torch.optim.Adam(ae.parameters(), lr=lr)
-    batches = InMemoryBatches(data, batch_size, seed)
-    step, loss = 0, torch.tensor(float("nan"))
-    while step < steps:
-        for x in batches:
-            loss = (ae(x) - x).flatten(1).square().sum(1).mean()  # ||x - D(E(x))||^2 per sample
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if step == steps:
-                break
-    ae.requires_grad_(False).eval()
-    return loss.item()
+    return pretrain(ae, lambda x: (ae(x) - x).flatten(1).square().sum(1).mean(),  # ||x - D(E(x))||^2 per sample
+                    torch.optim.Adam(ae.parameters(), lr=lr), data, steps, batch_size, seed)
 
 
 class RFGAN(GANModule, name="rfgan"):

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from repro.checkpoints import safe_load
 from repro.data import GANDataModule
-from repro.data.loader import InMemoryBatches
+from repro.data.loader import pretrain
 from repro.errors import UserError
 from repro.nets.conditional import ProjectionDiscriminator
 from repro.pixels import to_float
@@ -46,21 +46,8 @@ def pretrain_rotation(net: RotationDiscriminator, data: Tensor, steps: int, lr: 
                       seed: int) -> float:
     """Train ``net`` (features + rotation head) on the rotation cross-entropy with Adam for ``steps`` batches of
     ``data`` drawn in a ``seed``-ed order; returns the last loss."""
-    net.requires_grad_(True).train()
-    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.5, 0.999))
-    batches = InMemoryBatches(data, batch_size, seed)
-    step, loss = 0, torch.tensor(float("nan"))
-    while step < steps:
-        for x in batches:
-            loss = rotation_loss(net, x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if step == steps:
-                break
-    net.requires_grad_(False).eval()
-    return loss.item()
+    return pretrain(net, lambda x: rotation_loss(net, x), torch.optim.Adam(net.parameters(), lr=lr, betas=(0.5, 0.999)),
+                    data, steps, batch_size, seed)
 
 
 @torch.no_grad()
