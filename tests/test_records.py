@@ -12,7 +12,7 @@ import yaml
 
 from repro import REPO_ROOT
 from repro.portable import dumps, loads, path_roles, portable, portable_text
-from repro.record import cpu_model, read_json, write_json_atomic
+from repro.record import cpu_model, machine, read_json, write_json_atomic
 from repro.tables.plan import plan
 from repro.tables.execute import collect
 from repro.tables.jobs import Job
@@ -78,6 +78,16 @@ def test_collected_record_is_strict_and_portable(tmp_path: Path, monkeypatch: py
     assert record["config"]["trainer"]["logger"]["init_args"]["save_dir"] == "runs/tables/tiny/nsgan/seed0"
     assert record["config"]["data"]["data_root"] == "$REPRO_DATA_DIR"
     assert yaml.safe_load((run.results_dir / "config.yaml").read_text())["data"]["data_root"] == "$REPRO_DATA_DIR"
+
+
+def test_machine_names_the_cuda_device_a_module_is_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run on a CUDA device records the device's name and the visible count; one on the CPU says "cpu", 0."""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    on_gpu = machine(torch.device("cuda", 1))
+    assert (on_gpu["accelerator"], on_gpu["accelerator_count"]) == ("NVIDIA H200", 2)
+    assert machine(torch.device("cpu"))["accelerator"] == "cpu" and machine("cpu")["accelerator_count"] == 0
+    assert sorted(on_gpu) == ["accelerator", "accelerator_count", "cpu", "logical_cores", "torch_threads"]
 
 
 _ABSOLUTE = re.compile(r"""(?:^|[\s'"=])/(?:work|tmp|home|root|Users|mnt|srv|var|opt|data)/""")
