@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 import torch
+from conftest import default_dtype
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from repro import REPO_ROOT
@@ -46,10 +47,9 @@ CASES: dict[str, tuple[str, list[str]]] = {
 
 @pytest.fixture()
 def float64() -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+    """float64 as torch's default dtype for this test only (restored after it, also when it fails)."""
+    with default_dtype(torch.float64):
+        yield
 
 
 def _logger(folder: Path) -> list[str]:
