@@ -243,11 +243,12 @@ def test_every_variant_trains_as_ensemble_or_refuses(variant: str, nets: str, ru
     """Every registered variant on the MLP, PacGAN and stacked-MNIST nets trains two steps as an ensemble
     whose member 1 started from the weights its seed builds, or refuses with one clear error (RFGAN; WGAN-TS
     and xICFG, which have not been checked against single runs).
-    (GN-GAN and SN-GAN refuse a batch-normed D as single runs do: the stacked-MNIST D goes without BN.)"""
+    (GN-GAN, SN-GAN, WGAN-GP and WGAN-TS refuse a batch-normed D as single runs do: the stacked-MNIST D goes
+    without BN.)"""
     extra = [*NETS[nets], "--data.data_root", str(mnist_root), "--data.batch_size", "8",
              "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false", "--samples.every_n_steps", "0",
              *_logger(run_dir)]
-    if nets == "metz" and variant in ("gngan", "sngan", "sagan"):
+    if nets == "metz" and variant in ("gngan", "sngan", "sagan", "wgangp", "wgants"):
         extra += ["--model.init_args.discriminator.init_args.batch_norm", "false"]
     if nets == "metz" and variant == "tan":
         extra += ["--model.init_args.lens", _CONV_LENS]
