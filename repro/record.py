@@ -1,7 +1,8 @@
 """The run record: ``metrics.json`` in a run folder, the one file that says how a run ended and what it measured.
 
 Its writers are the final evaluation (``finished``), the divergence stop (``diverged``) and the table
-runner (``failed`` / ``stopped``, plus the run's command, versions and wall time); its readers are the table
+runner (``failed`` / ``stopped``, plus the run's command, versions and wall time); each writer adds the
+``machine`` the run ran on (``machine``; records written before it lack the block). Its readers are the table
 runner (which runs are done) and the pages. A record is read as ``finished`` only when the run reached the
 length it was asked for (``steps_asked``): a record that says ``finished`` short of it reads as ``stopped``.
 Everything about the file goes through this module: its name, the status values, an atomic write (a
@@ -12,6 +13,7 @@ helpers under those (``write_json_atomic``, ``read_json``) serve the other small
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 from enum import Enum
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 from repro.portable import dumps, loads
 
 __all__ = ["RECORD_FILE", "CHECKPOINT_NAME", "checkpoint_in", "Status", "DONE", "RECORD_FIELDS", "record_path", "write_record", "read_record", "status_of",
-           "steps_asked", "write_json_atomic", "read_json", "source_state"]
+           "steps_asked", "write_json_atomic", "read_json", "source_state", "cpu_model", "machine"]
 
 RECORD_FILE = "metrics.json"
 CHECKPOINT_NAME = "last.ckpt"  # a resumable run's checkpoint, in its ``in_progress`` folder until it finishes
@@ -118,3 +120,29 @@ def source_state(root: Path) -> dict[str, Any]:
         return {"git_commit": None}
     dirty = git("diff", "--quiet", "HEAD", "--", "repro", "configs", "paper_tables/*.yaml").returncode != 0
     return {"git_commit": head.stdout.strip(), "git_dirty": dirty}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s "model name", else ``platform.processor()``; "" if neither says)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
+def machine(device: Any = None) -> dict[str, Any]:
+    """What a run ran on, for its record's ``machine`` block: the CPU model, the logical cores this process may
+    use (its CPU affinity: a SLURM allocation's, not the whole node's), torch's intra-op threads in it, and the
+    accelerator: the CUDA device's name and the visible count when ``device`` (the module's; None: whatever this
+    process sees) is a CUDA device, else ``"cpu"`` and 0. No host name, no path: the kind of machine, not which."""
+    import torch  # here, not at the top: the table planner reads records without importing torch
+
+    cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "accelerator": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "accelerator_count": torch.cuda.device_count() if cuda else 0,
+    }

@@ -3,15 +3,17 @@ step, and a table containing it completes and reports it beside (not inside) the
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from repro import REPO_ROOT
 from repro.callbacks.divergence import DIVERGED_EXIT_CODE
 from repro.cli import main
-from repro.record import read_json, write_json_atomic
+from repro.record import cpu_model, read_json, write_json_atomic
 from repro.tables.plan import is_done, plan
 from repro.tables.report import aggregate
 from repro.tables.spec import load_spec
@@ -35,12 +37,17 @@ def test_diverging_run_stops_and_is_recorded(run_dir: Path, capsys: pytest.Captu
     assert record["diverged_at_step"] == 1 and record["generator_steps"] == 5
     assert "non-finite loss" in record["reason"] and "non-finite weights" in record["reason"]
     assert "metrics" not in record and not (out / "samples" / "final.png").exists()  # no evaluation of NaN weights
+    assert record["machine"]["accelerator"] == "cpu" and record["machine"]["torch_threads"] == 1
 
 
 def test_healthy_run_is_not_flagged(run_dir: Path) -> None:
     main(["fit", "--config", RING, *[f"--{k}={v}" for k, v in TINY.items()], "--trainer.enable_progress_bar", "false"])
     record = json.loads((run_dir / "runs/lightning_logs/version_0/metrics.json").read_text())
     assert record["status"] == "finished" and record["generator_steps"] == 12
+    # the machine it ran on: CPU model, cores it may use, this process's threads (1: conftest), no GPU; no host name
+    assert record["machine"] == {"cpu": cpu_model(), "logical_cores": len(os.sched_getaffinity(0)),
+                                 "torch_threads": torch.get_num_threads(), "accelerator": "cpu", "accelerator_count": 0}
+    assert record["machine"]["torch_threads"] == 1 and 1 <= record["machine"]["logical_cores"] <= os.cpu_count()
 
 
 def test_interrupted_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

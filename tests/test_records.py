@@ -7,11 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from repro import REPO_ROOT
 from repro.portable import dumps, loads, path_roles, portable, portable_text
-from repro.record import read_json, write_json_atomic
+from repro.record import cpu_model, machine, read_json, write_json_atomic
 from repro.tables.plan import plan
 from repro.tables.execute import collect
 from repro.tables.jobs import Job
@@ -70,9 +71,23 @@ def test_collected_record_is_strict_and_portable(tmp_path: Path, monkeypatch: py
     record = _strict(text)
     assert str(tmp_path) not in text and str(tmp_path) not in (run.results_dir / "config.yaml").read_text()
     assert record["metrics"]["reverse_kl_200"] == "Infinity"
+    # a process record without a machine block (a crash writes none): the runner's view, threads unknown
+    assert record["machine"]["cpu"] == cpu_model() and record["machine"]["torch_threads"] is None
+    assert record["machine"]["logical_cores"] >= 1 and record["machine"]["accelerator"] in ("cpu", *(
+        [torch.cuda.get_device_name()] if torch.cuda.is_available() else []))
     assert record["config"]["trainer"]["logger"]["init_args"]["save_dir"] == "runs/tables/tiny/nsgan/seed0"
     assert record["config"]["data"]["data_root"] == "$REPRO_DATA_DIR"
     assert yaml.safe_load((run.results_dir / "config.yaml").read_text())["data"]["data_root"] == "$REPRO_DATA_DIR"
+
+
+def test_machine_names_the_cuda_device_a_module_is_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run on a CUDA device records the device's name and the visible count; one on the CPU says "cpu", 0."""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    on_gpu = machine(torch.device("cuda", 1))
+    assert (on_gpu["accelerator"], on_gpu["accelerator_count"]) == ("NVIDIA H200", 2)
+    assert machine(torch.device("cpu"))["accelerator"] == "cpu" and machine("cpu")["accelerator_count"] == 0
+    assert sorted(on_gpu) == ["accelerator", "accelerator_count", "cpu", "logical_cores", "torch_threads"]
 
 
 _ABSOLUTE = re.compile(r"""(?:^|[\s'"=])/(?:work|tmp|home|root|Users|mnt|srv|var|opt|data)/""")

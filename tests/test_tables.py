@@ -16,7 +16,8 @@ import yaml
 from repro import REPO_ROOT
 from repro.cli import main
 from repro.record import read_json
-from repro.tables.plan import Run, is_done, plan
+from repro.tables.compute import Process, compute_line, hours_minutes, processes
+from repro.tables.plan import Run, is_done, plan, read_records
 from repro.tables.report import aggregate, claim_verdict, unreported_columns, write_report
 from repro.tables.runner import source_state
 from repro.tables.spec import SpecError, load_spec
@@ -219,6 +220,46 @@ def test_column_no_run_reports_is_flagged_on_the_page(tmp_path, capsys):
     assert unreported_columns(spec) == {} and "is in no finished run" not in write_report(spec).read_text()
 
 
+CPU = {"cpu": "Test CPU 9000", "logical_cores": 2, "torch_threads": 1, "accelerator": "cpu", "accelerator_count": 0}
+GPU = {"cpu": "Test CPU 9000", "logical_cores": 16, "torch_threads": 4, "accelerator": "NVIDIA H200",
+       "accelerator_count": 1}
+
+
+def test_compute_line_counts_an_ensemble_once_and_names_old_records(tmp_path):
+    """Two members of one seed ensemble (one process: its wall time once, its longest member clock), a single run on
+    another machine, an old record without a machine block; a failed run is not counted. Sums by hand below."""
+    spec = load_spec(write_spec(tmp_path, seeds=[0, 1, 2]))
+    runs = {run.name: run for run in plan(spec)}
+    ensemble = {"size": 2, "seeds": [0, 1], "command": "repro fit ..."}
+    for name, record in {
+        "nsgan/seed0": {"wall_seconds": 3600.0, "train_seconds": 3000.0, "machine": CPU, "ensemble": ensemble},
+        "nsgan/seed1": {"wall_seconds": 3600.0, "train_seconds": 3010.0, "machine": CPU, "ensemble": ensemble},
+        "nsgan/seed2": {"wall_seconds": 1800.0, "train_seconds": 1700.0, "machine": GPU, "status": "diverged"},
+        "lsgan/seed0": {"wall_seconds": 720.0, "train_seconds": 630.0},  # written before the machine block
+        "lsgan/seed1": {"wall_seconds": 99999.0, "train_seconds": 99999.0, "status": "failed", "machine": CPU},
+    }.items():  # lsgan/seed2: not run
+        runs[name].results_dir.mkdir(parents=True)
+        (runs[name].results_dir / "metrics.json").write_text(json.dumps({"status": "finished", **record}))
+    cpu_text = "Test CPU 9000, 2 logical cores, 1 torch thread, no GPU"
+    gpu_text = "Test CPU 9000, 16 logical cores, 4 torch threads, 1× NVIDIA H200"
+    assert processes(read_records(spec)) == [Process("nsgan/seeds 0, 1", 3600.0, 3010.0, cpu_text, False),
+                                             Process("nsgan/seed2", 1800.0, 1700.0, gpu_text, False),
+                                             Process("lsgan/seed0", 720.0, 630.0, None, False)]
+    line = compute_line(read_records(spec))
+    # wall: 3600 + 1800 + 720 = 6120 s = 1.7 h = 102 min; train: 3010 + 1700 + 630 = 5340 s = 89 min
+    assert line.startswith("3 training processes (a seed ensemble is one process); summed process wall time "
+                           "(training + evaluation) 1.7 core-hours = 1:42 h:mm")
+    assert "summed `train_seconds` 1:29 h:mm; the longest process 1:00 h:mm (`nsgan/seeds 0, 1`)." in line
+    assert "not the table's elapsed time" in line
+    assert (f"Machine: {cpu_text} (1 process); {gpu_text} (1 process); not recorded for 1 process (records from "
+            "before the field).") in line
+    assert line.endswith(" Not counted: 1 unfinished run (in progress, failed or stopped).")
+    assert hours_minutes(59 * 60 + 29) == "0:59" and hours_minutes(10 * 3600 + 5 * 60) == "10:05"
+    text = write_report(spec).read_text()
+    assert "**Runs:** 3 of 6 finished, 1 diverged, 1 failed; 1 not run yet" in text
+    assert f"\n\n**Compute:** {line}\n\n" in text
+
+
 def test_source_state_dirty_only_for_inputs(tmp_path):
     """A run is marked dirty when code, configs or specs differ from HEAD, not when a generated page does."""
     for rel in ("repro/a.py", "configs/a.yaml", "paper_tables/t.yaml", "paper_tables/t.md"):
@@ -281,11 +322,13 @@ def test_table_end_to_end_resumes_after_kill(tmp_path, capsys, monkeypatch):
     assert record["generator_steps"] == 4 and record["seed"] == 1
     assert record["config"]["trainer"]["max_steps"] == 4 and record["config"]["seed_everything"] == 1
     assert "--seed_everything 1" in record["command"] and record["versions"]["torch"]
+    assert record["machine"]["torch_threads"] == 1 and record["machine"]["accelerator"] == "cpu"  # the child's
     assert (tmp_path / record["checkpoint"]).is_file() and record["checkpoint"].startswith("runs/")
     assert (tmp_path / "results/tiny/lsgan/seed1/samples/final.png").stat().st_size > 1000
     page = tmp_path / "paper_tables" / "tiny.md"
     text = page.read_text()
     assert "(n=2)" in text and "figures/tiny/nsgan_final.png" in text
+    assert "**Compute:** 4 training processes" in text and "1 torch thread, no GPU (4 processes)." in text
     assert (tmp_path / "paper_tables/figures/tiny/lsgan_final.png").stat().st_size > 1000
 
     main(["reproduce", str(path)])  # everything finished: no training, same page

@@ -162,6 +162,33 @@ def test_functional_step_with_the_exact_log_ratio_moves_toward_the_data_and_lowe
     assert slope == pytest.approx(-(a**2 * (s_star**2 + mu_star**2) + 2 * a * b * mu_star + b**2), rel=1e-3)
 
 
+@pytest.mark.parametrize("eta, contracts, kl_falls", [(9e-5, True, True), (1.9e-4, True, None), (2.1e-4, False, False),
+                                                     (0.5, False, False)])
+def test_functional_step_on_a_narrow_mode_is_stable_only_for_eta_below_twice_its_variance(eta, contracts, kl_falls):
+    """p* = N(0, 0.01^2) (a ring8 mode's std), p = N(0.05, 0.1^2): with D = log p*/p the push is affine with slope
+    1 + eta a, a = 1/s^2 - 1/s*^2, so it moves samples toward the mode only when |1 + eta a| < 1, i.e. eta < 2/|a| ~
+    2 s*^2 = 2e-4 (the scale behind paper_tables/xicfg-eta.yaml); beyond it the spread and KL(p* || p) grow. KL falls
+    near eta = (1 - s*/s)/|a| (the step that maps the spread onto s*), not for every contracting eta (a step near 2/|a|
+    contracts but overshoots the variance)."""
+    torch.manual_seed(0)
+    mu_star, s_star, mu, s = 0.0, 0.01, 0.05, 0.1
+    x = mu + s * torch.randn(100_000, 1, dtype=torch.float64)
+    pushed = functional_gradient_push(x, [GaussianLogRatio(mu_star, s_star, mu, s)], eta)
+    a = 1 / s**2 - 1 / s_star**2
+    assert 2 / abs(a) == pytest.approx(2 * s_star**2, rel=0.02)
+    # affine map of every sample: the spread scales by |1 + eta a| exactly
+    assert float(pushed.std() / x.std()) == pytest.approx(abs(1 + eta * a), rel=1e-9)
+
+    def kl_star(sample: Tensor) -> float:  # KL(N(mu*, s*^2) || N(mean, var)) of the sample's Gaussian fit
+        m, v = float(sample.mean()), float(sample.var())
+        return 0.5 * (math.log(v / s_star**2) + (s_star**2 + (mu_star - m) ** 2) / v - 1)
+
+    closer = float((pushed - mu_star).abs().mean()) < float((x - mu_star).abs().mean())
+    assert closer is contracts
+    if kl_falls is not None:
+        assert (kl_star(pushed) < kl_star(x)) is kl_falls
+
+
 def test_sampling_costs_t_gradient_evaluations_of_d(monkeypatch):
     torch.manual_seed(0)
     model = small_model(functional_steps=4)

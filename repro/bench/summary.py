@@ -11,25 +11,20 @@ import lightning as L
 import torch
 
 from repro.bench.timing import SHORT, BenchResult
+from repro.record import machine
 
 __all__ = ["summarize", "table", "machine_description"]
 
 
 def machine_description() -> dict[str, Any]:
-    """Cores, CPU, library versions, thread settings and load: what the numbers depend on."""
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    """The run record's machine block (``repro.record.machine``) plus CPU capability, library versions, inter-op
+    threads and load: what the numbers depend on."""
     return {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
+        **machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "lightning": L.__version__,
         "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "load_average": os.getloadavg(),
     }

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from repro.callbacks.rundir import run_dir
 from repro.errors import DIVERGED_EXIT_CODE, TrainingDiverged
-from repro.record import Status, write_record
+from repro.record import Status, machine, write_record
 
 __all__ = ["DivergenceStop", "TrainingDiverged", "DIVERGED_EXIT_CODE"]
 
@@ -96,6 +96,7 @@ class DivergenceStop(L.Callback):
             "diverged_at_step": first,
             "reason": reason or "non-finite weights on another rank",
             "train_seconds": time.perf_counter() - self._t0,
+            "machine": machine(module.device),
         }
         if trainer.global_rank == 0:
             write_record(self.record, run_dir(trainer))

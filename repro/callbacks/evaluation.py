@@ -14,7 +14,7 @@ from repro.callbacks.rundir import run_dir
 from repro.latents import truncation_suffix
 from repro.metrics.features import EXTRACTORS
 from repro.metrics.registry import EvalContext, EvaluationSettings, MetricFamily, families, family
-from repro.record import Status, write_record
+from repro.record import Status, machine, write_record
 
 __all__ = ["FinalEvaluation", "REFERENCE_SPLITS", "steps_asked", "run_status", "truncated_sampler"]
 
@@ -228,6 +228,7 @@ class FinalEvaluation(L.Callback):
             **run_status(trainer, step),
             "train_seconds": seconds,
             "weights": "ema" if getattr(module, "generator_ema", None) is not None else "final",
+            "machine": machine(module.device),
         }
         if evaluated is not None:
             record["metrics"], record["protocols"] = evaluated

@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.text import Text
 
 from repro.portable import path_roles, portable, portable_text
-from repro.record import DONE, Status, read_json, read_record, status_of, steps_asked, write_json_atomic, write_record
+from repro.record import (DONE, Status, machine, read_json, read_record, status_of, steps_asked, write_json_atomic,
+                          write_record)
 from repro.tables.jobs import Job, job_folders
 from repro.tables.plan import Run, relative
 
@@ -62,11 +63,14 @@ def collect(job: Job, returncode: int, wall_seconds: float, context: dict[str, A
 def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, context: dict[str, Any]) -> dict[str, Any]:
     """Copy a finished subprocess's record and figures for ``run`` (of ``job``) into ``results_dir`` and write its
     run record there: ``failed`` without a record or on a non-zero exit; ``stopped`` when it says finished short of
-    the steps it was asked for. A single run keeps its ``in_progress`` checkpoint for the next ``repro reproduce``
-    either way; an ensemble member's record also names its mates and the job's command (``ensemble``)."""
+    the steps it was asked for. The ``machine`` block is the one the process wrote (``repro.record.machine``), else
+    this process's view of the machine. A single run keeps its ``in_progress`` checkpoint for the next ``repro
+    reproduce`` either way; an ensemble member's record also names its mates and the job's command (``ensemble``)."""
     work, out, root = run.work_dir, run.results_dir, run.spec.root
     config_path = work / "config.yaml"
     record = read_record(work) or {}
+    if "machine" not in record:  # the process wrote no record (it crashed): this machine, as this process sees it
+        record["machine"] = {**machine(), "torch_threads": None}  # the child's threads are not known here
     record["config"] = yaml.safe_load(config_path.read_text()) if config_path.exists() else None
     status = status_of(record)
     if status is None or (returncode != 0 and status is Status.FINISHED):

@@ -21,6 +21,7 @@ from typing import Any
 
 from repro.plotting import save_figure
 from repro.record import RECORD_FILE, Status, status_of
+from repro.tables.compute import compute_line
 from repro.tables.curves import RULE, convergence, draw_curves, in_progress
 from repro.tables.plan import Records, Run, read_records
 from repro.tables.spec import BEST, Claim, Column, Row, TableSpec, Trace
@@ -377,7 +378,7 @@ def _markdown(
              f"> **Scale difference:** {spec.scale}", ""]
     if spec.steps_note:
         lines += [f"**Training length:** {spec.steps_note}", ""]
-    lines += [f"**Runs:** {_status_line(spec, records)}", ""]
+    lines += [f"**Runs:** {_status_line(spec, records)}", "", f"**Compute:** {compute_line(records)}", ""]
     lines += _stale_lines(spec, stale or {})
     lines += _progress_lines(spec, records)
     if spec.notes:
@@ -430,9 +431,9 @@ def _markdown(
         lines += [f"![{f.stem}]({f.relative_to(page.parent).as_posix()})" for f in figures]
         lines.append("")
     lines += ["## Regenerate", "", "```bash", f"repro reproduce {spec.name}    # finished runs are skipped", "```", "",
-              f"Spec: `paper_tables/{spec.name}.yaml`. Per-run records (metrics, steps, wall time, exact config and "
-              f"command, library versions, checkpoint path) and figures: `results/{spec.name}/<row>/seed<k>/`. "
-              f"All numbers: `paper_tables/{spec.name}.csv`.", ""]
+              f"Spec: `paper_tables/{spec.name}.yaml`. Per-run records (metrics, steps, wall time, machine, exact "
+              f"config and command, library versions, checkpoint path) and figures: "
+              f"`results/{spec.name}/<row>/seed<k>/`. All numbers: `paper_tables/{spec.name}.csv`.", ""]
     return "\n".join(lines)
 
 
