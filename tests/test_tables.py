@@ -296,7 +296,7 @@ def _done_runs(root: Path) -> list[Path]:
             if (read_json(p) or {}).get("status") == "finished"]
 
 
-def test_table_end_to_end_resumes_after_kill(tmp_path, capsys):
+def test_table_end_to_end_resumes_after_kill(tmp_path, capsys, monkeypatch):
     """2 rows x 2 seeds through `repro reproduce --no-ensemble` (one process per run): kill after the first run,
     restart, nothing is redone. (Seed ensembles: tests/test_runner_ensemble.py.)"""
     path = write_spec(tmp_path)
@@ -334,7 +334,7 @@ def test_table_end_to_end_resumes_after_kill(tmp_path, capsys):
     main(["reproduce", str(path)])  # everything finished: no training, same page
     assert "4 finished, 0 to run" in capsys.readouterr().out
     assert page.read_text() == text
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     main(["tables"])
     assert "tiny: Tiny [4/4 runs done]" in capsys.readouterr().out
 
