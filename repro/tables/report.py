@@ -7,8 +7,7 @@ too (std / sqrt(n)). Published numbers sit beside ours with their source. Claims
 page's units, with ``best(<group>)`` found from the data and a verdict "within noise" when the two sides
 differ by no more than the column's noise floor; a spec's ``correlations`` add a section and scatter figures
 (``repro.tables.correlate``), its ``traces`` figures of logged series (``repro.tables.traces``). The page is a
-pure function of the spec and the records,
-so regenerating it without new runs rewrites the same bytes.
+pure function of the spec and the records, so regenerating it without new runs rewrites the same bytes.
 """
 from __future__ import annotations
 
