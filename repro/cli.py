@@ -63,7 +63,12 @@ def _cmd_reproduce(args: list[str]) -> None:
                         help="write the page from the finished runs, train nothing (stale runs are listed on it)")
     stale = parser.add_mutually_exclusive_group()
     stale.add_argument("--rerun-stale", action="store_true",
-                       help="retrain finished runs whose config differs from what the spec gives now (records replaced)")
+                       help="bring finished runs whose config differs from what the spec gives now up to date "
+                            "(records replaced): retrained, or, where only trainer.max_steps grew (and "
+                            "evaluation.curve_points changed) and nothing in the model depends on the length, "
+                            "continued from their saved final state (the same result)")
+    parser.add_argument("--no-extend", action="store_true",
+                        help="with --rerun-stale: retrain every stale run from step 0, continuing none")
     stale.add_argument("--accept-stale", action="store_true",
                        help="keep such runs; the page lists them as stale (default: stop before training)")
     parser.add_argument("--launcher", choices=("pool", "slurm", "local"), default="pool",
@@ -85,13 +90,15 @@ def _cmd_reproduce(args: list[str]) -> None:
     opts = parser.parse_args(args)
     if opts.check_configs and not opts.dry_run:
         parser.error("--check-configs goes with --dry-run (a run parses every config before training)")
+    if opts.no_extend and not opts.rerun_stale:
+        parser.error("--no-extend goes with --rerun-stale (only stale runs are continued or retrained)")
     console = wide_console()
     policy = "rerun" if opts.rerun_stale else "accept" if opts.accept_stale else "refuse"
     try:
         table = spec.load_spec(spec.find_spec(opts.table, _table_roots()))
         if opts.dry_run:
             preview.dry_run(table, console, opts.devices, opts.seeds, opts.only, policy, opts.launcher,
-                            opts.ensemble_size, opts.no_ensemble, opts.check_configs)
+                            opts.ensemble_size, opts.no_ensemble, opts.check_configs, not opts.no_extend)
             return
         failures: list[str] = []
         if not opts.report_only:
@@ -100,7 +107,8 @@ def _cmd_reproduce(args: list[str]) -> None:
             slurm = {k.removeprefix("slurm_"): v for k, v in vars(opts).items() if k.startswith("slurm_")}
             written = runner.reproduce(table, opts.devices, opts.seeds, opts.only, console,
                                        stale=policy, launcher=opts.launcher, slurm=slurm, wandb=opts.wandb,
-                                       ensemble_size=opts.ensemble_size, no_ensemble=opts.no_ensemble)
+                                       ensemble_size=opts.ensemble_size, no_ensemble=opts.no_ensemble,
+                                       extend=not opts.no_extend)
             failures = runner.failures(written)
         records = plan.read_records(table)
         stale_runs = resolve.table_staleness(table, records, console if opts.report_only else None)

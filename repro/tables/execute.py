@@ -26,6 +26,7 @@ from rich.text import Text
 from repro.portable import path_roles, portable, portable_text
 from repro.record import (DONE, Status, machine, read_json, read_record, status_of, steps_asked, write_json_atomic,
                           write_record)
+from repro.tables.extend import EXTENSION_FILE, FINAL_STATE, extension_label, finish_extension, keep_final_state
 from repro.tables.jobs import Job, job_folders
 from repro.tables.plan import Run, relative
 
@@ -53,8 +54,15 @@ def failure_cause(record: dict[str, Any]) -> str:
 def collect(job: Job, returncode: int, wall_seconds: float, context: dict[str, Any]) -> list[dict[str, Any]]:
     """Each run of a finished process (one run, or an ensemble's members): its record and figures copied into
     its ``results_dir`` with its run record (``collect_run``). An ensemble job's ``in_progress`` folder is
-    removed once every member is done, else kept for the next ``repro reproduce``."""
+    removed once every member is done, else kept for the next ``repro reproduce``. A job that finished keeps its
+    last state as ``final_state`` under ``runs/``, and one that continued finished runs completes their records
+    (``repro.tables.extend``)."""
+    extension = read_json(job.in_progress_dir / EXTENSION_FILE)  # before the run folders are replaced
+    keep_final_state(job, returncode == 0 and all(status_of(read_record(r.work_dir)) is Status.FINISHED
+                                                  for r in job.runs))
     records = [collect_run(run, job, returncode, wall_seconds, context) for run in job.runs]
+    if extension is not None:
+        records = [finish_extension(run, record, extension) for run, record in zip(job.runs, records)]
     if job.results_dir is not None and all(status_of(r) in DONE for r in records):
         shutil.rmtree(job.results_dir, ignore_errors=True)
     return records
@@ -106,7 +114,8 @@ def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, contex
         (out / "config.yaml").write_text(portable_text(config_path.read_text(), roles))
     if (work / "metrics.csv").exists():
         stitch_logs([*sorted(work.glob("metrics.part*.csv")), work / "metrics.csv"], out / "train_log.csv")
-    checkpoints = sorted(job.work_dir.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    checkpoints = sorted((p for p in job.work_dir.rglob("*.ckpt") if FINAL_STATE not in p.parts),
+                         key=lambda p: p.stat().st_mtime)
     steps = record.get("generator_steps")
     record.update(
         table=run.spec.name, row=run.row.id, seed=run.seed, returncode=returncode,
@@ -179,9 +188,13 @@ def start(job: Job, env: dict[str, str], extra: list[str] | tuple[str, ...] = ()
 
 
 def resume_label(job: Job) -> str:
-    """How the job starts: fresh (""), continuing training, or only evaluating (its checkpoint is at its length)."""
+    """How the job starts: fresh (""), continuing training (a finished run's to a new length, or an unfinished
+    one's), or only evaluating (its checkpoint is at its length)."""
     if job.resume_checkpoint() is None:
         return ""
+    extending = extension_label(job)
+    if extending:
+        return extending
     progress = read_json(job.in_progress_dir / "progress.json") or {}
     done, asked = progress.get("generator_steps"), progress.get("max_steps")
     complete = isinstance(done, int) and isinstance(asked, int) and 0 < asked <= done

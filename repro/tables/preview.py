@@ -12,13 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from repro.record import DONE, read_record, status_of
+from repro.tables.extend import Extension, length_dependences, plan_extensions
 from repro.tables.jobs import Job, group_jobs
 from repro.tables.plan import Records, Run, is_done, override_args, plan, relative
 from repro.tables.resolve import check_configs, stacking_refusals, table_staleness, unchecked_note
 from repro.tables.spec import SpecError, TableSpec
 from repro.tables.stale import Stale, stale_message
 
-__all__ = ["dry_run", "print_plan", "summary_line", "todo_runs", "visible_gpus", "ensemble_cap", "plan_jobs"]
+__all__ = ["dry_run", "print_plan", "summary_line", "stale_actions", "todo_runs", "visible_gpus", "ensemble_cap", "plan_jobs"]
 
 
 def visible_gpus() -> int:
@@ -39,14 +40,28 @@ def todo_runs(records: Records, found: list[Stale], stale: str) -> list[Run]:
 
 
 def summary_line(spec: TableSpec, runs: list[Run], todo: list[Run], processes: int, found: list[Stale], stale: str,
-                 devices: int, launcher: str) -> str:
-    """``<table>: R rows x S seeds = N runs, F finished, T to run on D device(s) [in P process(es)] (k stale: ...)``."""
+                 devices: int, launcher: str, extending: int = 0) -> str:
+    """``<table>: R rows x S seeds = N runs, F finished, T to run on D device(s) [in P process(es)] (k stale: ...
+    [, E continue to the new length])``."""
     rows = len({r.row.id for r in runs})
     where = f"on {devices} device(s)" if launcher == "pool" else f"as {launcher} job arrays"
     return (f"[bold]{spec.name}[/]: {rows} rows x {len(runs) // max(rows, 1)} seeds = {len(runs)} runs, "
             f"{len(runs) - len(todo)} finished, {len(todo)} to run {where}"
             + (f" in {processes} process(es)" if processes != len(todo) else "")
-            + (f" ({len(found)} stale: {stale})" if found else ""))
+            + (f" ({len(found)} stale: {stale}" + (f", {extending} continue to the new length" if extending else "")
+               + ")" if found else ""))
+
+
+def stale_actions(found: list[Stale], records: Records, configs: dict[str, dict[str, Any]], parse: str,
+                  extend: bool = True) -> tuple[list[Extension], dict[str, str]]:
+    """What ``--rerun-stale`` does with each stale run (``repro.tables.extend.plan_extensions``: the jobs that
+    continue from their final state, and per run ``extends from N`` or ``reruns: why``), each row's model checked
+    for length-dependent settings by ``extend.length_dependences(..., parse)``; without ``extend`` every one reruns."""
+    if not extend:
+        return [], {item.run.name: "reruns (--no-extend)" for item in found}
+    rows = {item.run.row.id: configs.get(item.run.row.id) for item in found}
+    dependence, _ = length_dependences(rows, parse) if rows else ({}, [])
+    return plan_extensions(found, records, configs, dependence)
 
 
 def print_plan(spec: TableSpec, runs: list[Run], how: dict[str, str], console: Console) -> None:
@@ -88,21 +103,30 @@ def plan_jobs(todo: list[Run], configs: dict[str, dict[str, Any]], cap: int | No
 
 def dry_run(spec: TableSpec, console: Console, devices: int | None = None, seeds: list[int] | None = None,
             only: list[str] | None = None, stale: str = "refuse", launcher: str = "pool",
-            ensemble_size: int | None = None, no_ensemble: bool = False, check: bool = False) -> None:
-    """Print what ``repro reproduce`` would run and the stale records it would refuse, train nothing. Rows are
-    checked from cached parses; with ``check`` the others are parsed as a run parses them (Lightning)."""
+            ensemble_size: int | None = None, no_ensemble: bool = False, check: bool = False,
+            extend: bool = True) -> None:
+    """Print what ``repro reproduce`` would run and the stale records it would refuse (each with what
+    ``--rerun-stale`` does with it: continue, or rerun and why), train nothing. Rows are checked from cached parses;
+    with ``check`` the others are parsed as a run parses them (Lightning)."""
     runs = plan(spec, seeds, only)
     parse = "missing" if check else "never"
     configs = check_configs(spec, runs, parse)
     records = [(run, read_record(run.results_dir)) for run in runs]
     found = table_staleness(spec, records, console, parse)
     todo = todo_runs(records, found, stale)
-    jobs, how = plan_jobs(todo, configs, ensemble_cap(spec, ensemble_size, no_ensemble), parse)
+    extensions, actions = stale_actions(found, records, configs, parse, extend)
+    extended = {run.name for e in extensions for run in e.job.runs} if stale == "rerun" else set()
+    jobs, how = plan_jobs([r for r in todo if r.name not in extended], configs,
+                          ensemble_cap(spec, ensemble_size, no_ensemble), parse)
+    for extension in extensions if stale == "rerun" else []:
+        row = extension.job.row.id
+        how[row] = (f"{how[row]}, " if row in how else "") + f"{extension.job.name} extends from {extension.from_steps}"
     devices = devices if devices is not None else (visible_gpus() or os.cpu_count() or 1)
-    console.print(summary_line(spec, runs, todo, len(jobs), found, stale, devices, launcher))
+    jobs_count = len(jobs) + (len(extensions) if stale == "rerun" else 0)
+    console.print(summary_line(spec, runs, todo, jobs_count, found, stale, devices, launcher, len(extended)))
     print_plan(spec, runs, how, console)
     if found:
-        console.print(stale_message(spec.name, found), markup=False, soft_wrap=True)
+        console.print(stale_message(spec.name, found, actions), markup=False, soft_wrap=True)
     unchecked = [row for row in dict.fromkeys(r.row.id for r in runs) if row not in configs]
     if unchecked:
         console.print(unchecked_note(spec, unchecked), style="yellow", markup=False, soft_wrap=True)

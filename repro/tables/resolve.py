@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from rich.console import Console
@@ -52,10 +52,11 @@ from repro.tables.spec import SpecError, TableSpec
 from repro.tables.stale import Stale, code_changes, code_warning, stale_runs
 
 __all__ = ["PARSE_POLICIES", "RowInputs", "row_inputs", "cache_dir", "prune_cache", "check_configs",
-           "stacking_refusals", "table_staleness", "unchecked_note", "MAX_AGE_DAYS", "MAX_BYTES"]
+           "model_answers", "stacking_refusals", "table_staleness", "unchecked_note", "MAX_AGE_DAYS", "MAX_BYTES"]
 
 PARSE_POLICIES = ("always", "missing", "never")
 _FORMAT = 1  # bump when what is stored changes
+_ANSWER_FORMAT = 2  # the same for ``model_answers`` (2: one "answer" field for every kind)
 _CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 _HASHED_BYTES = 1 << 20
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
@@ -310,32 +311,43 @@ def check_configs(spec: TableSpec, runs: list[Run], parse: str = "always") -> di
     return configs
 
 
-def stacking_refusals(configs: dict[str, dict[str, Any] | None], parse: str = "always"
-                      ) -> tuple[dict[str, str | None], list[str]]:
-    """Per row, why its model cannot train as a seed ensemble (``repro.tables.jobs.stacking_refusal``, which
-    builds the model: torch and Lightning) or None, and the rows left unchecked. Like a parse, the answer is a
-    function of the row's resolved model config and the code and libraries, and is cached under their hash;
-    ``parse`` as in ``check_configs`` (a row without a config, or ``never`` without a cached answer: unchecked)."""
-    out: dict[str, str | None] = {}
+def model_answers(configs: dict[str, dict[str, Any] | None], kind: str, answer: Callable[[dict[str, Any]], Any],
+                  parse: str = "always") -> tuple[dict[str, Any], list[str]]:
+    """Per row, ``answer(config)`` (a JSON value; it may build the model: torch and Lightning), and the rows left
+    unchecked. Like a parse, the answer is a function of the row's resolved model config and the code and libraries,
+    and is cached under their hash and ``kind``; ``parse`` as in ``check_configs`` (a row without a config, or
+    ``never`` without a cached answer: unchecked)."""
+    out: dict[str, Any] = {}
     unknown: list[str] = []
     for row, config in configs.items():
         if config is None or "model" not in config:
             unknown.append(row)
             continue
         model = json.dumps(config["model"], sort_keys=True)
-        key = hashlib.sha256(json.dumps([_FORMAT, "stacking", model, _environment()]).encode()).hexdigest()
-        path = cache_dir() / f"stacking-{key}.json"
+        key = hashlib.sha256(json.dumps([_ANSWER_FORMAT, kind, model, _environment()]).encode()).hexdigest()
+        path = cache_dir() / f"{kind}-{key}.json"
         cached = _read_entry(path, key) if parse != "always" else None
         if cached is not None:
-            out[row] = cached.get("refusal")
+            out[row] = cached.get("answer")
         elif parse == "never":
             unknown.append(row)
         else:
-            from repro.tables.jobs import stacking_refusal  # builds the model
-
-            out[row] = stacking_refusal(config)
-            _write_json(path, {"key": key, "refusal": out[row]})
+            out[row] = answer(config)
+            _write_json(path, {"key": key, "answer": out[row]})
     return out, unknown
+
+
+def _stacking_refusal(config: dict[str, Any]) -> str | None:
+    from repro.tables.jobs import stacking_refusal  # builds the model
+
+    return stacking_refusal(config)
+
+
+def stacking_refusals(configs: dict[str, dict[str, Any] | None], parse: str = "always"
+                      ) -> tuple[dict[str, str | None], list[str]]:
+    """Per row, why its model cannot train as a seed ensemble (``repro.tables.jobs.stacking_refusal``, which
+    builds the model) or None, and the rows left unchecked (``model_answers``)."""
+    return model_answers(configs, "stacking", _stacking_refusal, parse)
 
 
 def table_staleness(spec: TableSpec, records: Records, console: Console | None = None,

@@ -44,7 +44,8 @@ from repro.tables.execute import collect, failure_cause, print_result, resume_la
 from repro.tables.jobs import Job
 from repro.tables.lock import TableLock
 from repro.tables.plan import Run, plan, relative
-from repro.tables.preview import ensemble_cap, plan_jobs, summary_line, todo_runs
+from repro.tables.extend import begin_extension, discard_extensions
+from repro.tables.preview import ensemble_cap, plan_jobs, stale_actions, summary_line, todo_runs
 from repro.tables.resolve import check_configs, table_staleness
 from repro.tables.spec import SpecError, TableSpec
 from repro.tables.stale import stale_message
@@ -111,14 +112,17 @@ def prepare(run: Run, console: Console, env: dict[str, str]) -> None:
 def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | None = None,
               only: list[str] | None = None, console: Console | None = None,
               stale: str = "refuse", launcher: str = "pool", slurm: dict[str, Any] | None = None,
-              wandb: bool = False, ensemble_size: int | None = None, no_ensemble: bool = False) -> list[dict[str, Any]]:
+              wandb: bool = False, ensemble_size: int | None = None, no_ensemble: bool = False,
+              extend: bool = True) -> list[dict[str, Any]]:
     """Run every unfinished (row, seed) of ``spec`` (and, with ``stale="rerun"``, every stale one) on ``devices``
     parallel slots (default: every GPU, else every core), or as job arrays (``launcher`` ``slurm`` / ``local``,
     with ``slurm`` resources over the spec's); stale finished runs stop it before training unless ``stale`` is
     ``rerun`` or ``accept``. A row's unfinished seeds train together as seed ensembles of at most
     ``ensemble_size`` (else the spec's; default all) seeds, one slot each, unless ``no_ensemble`` or the row's model
-    cannot be stacked (``repro.tables.jobs``). ``wandb``: each run also logs to W&B (``Run.wandb_args``; not part
-    of the recorded command: it changes no result). Returns the records written this time."""
+    cannot be stacked (``repro.tables.jobs``). With ``stale="rerun"`` and ``extend``, a stale run whose table only
+    grew its length continues from its final state (``repro.tables.extend``) instead of retraining. ``wandb``: each
+    run also logs to W&B (``Run.wandb_args``; not part of the recorded command: it changes no result). Returns the
+    records written this time."""
     if stale not in STALE_POLICIES or launcher not in LAUNCHERS:
         raise SpecError(f"stale policy {stale!r} / launcher {launcher!r}; valid: {STALE_POLICIES}, {LAUNCHERS}")
     console = console or wide_console()
@@ -127,13 +131,20 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
     records = [(run, read_record(run.results_dir)) for run in runs]
     found = table_staleness(spec, records, console, parse="always")
     todo = todo_runs(records, found, stale)
-    jobs, _ = plan_jobs(todo, configs, ensemble_cap(spec, ensemble_size, no_ensemble))
+    extensions, actions = stale_actions(found, records, configs, "always", extend and stale == "rerun")
+    extended = {run.name for e in extensions for run in e.job.runs}
+    jobs, _ = plan_jobs([run for run in todo if run.name not in extended], configs,
+                        ensemble_cap(spec, ensemble_size, no_ensemble))
+    jobs += [e.job for e in extensions]
     devices = (torch.cuda.device_count() or os.cpu_count() or 1) if devices is None else devices
-    console.print(summary_line(spec, runs, todo, len(jobs), found, stale, devices, launcher))
+    console.print(summary_line(spec, runs, todo, len(jobs), found, stale, devices, launcher, len(extended)))
     if found and stale == "refuse":
-        raise StaleRecords(stale_message(spec.name, found))
+        raise StaleRecords(stale_message(spec.name, found, actions))
     context = {"versions": library_versions(), **source_state(spec.root)}
     with TableLock(spec, note=console.print) as lock:
+        discard_extensions([run for run in todo if run.name in actions and run.name not in extended])
+        for extension in extensions:
+            begin_extension(extension, records)
         if launcher == "pool":
             written = _run_pool(spec, jobs, devices, configs, context, console, wandb)
         else:

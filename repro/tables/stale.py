@@ -29,7 +29,7 @@ from typing import Any
 
 from repro.tables.plan import Records, Run
 
-__all__ = ["RUN_SPECIFIC", "Stale", "config_differences", "stale_runs", "code_changes", "stale_message",
+__all__ = ["RUN_SPECIFIC", "Stale", "differing_keys", "config_differences", "stale_runs", "code_changes", "stale_message",
            "code_warning"]
 
 # Keys that differ between the runs of one row, or between machines, or that change no result: the seed
@@ -71,15 +71,18 @@ def _run_specific(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in RUN_SPECIFIC)
 
 
-def config_differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """``key: recorded → now`` for every key both resolved configs hold with different values (run-specific
-    keys left out; see the module docstring)."""
+def differing_keys(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The dotted keys both resolved configs hold with different values (run-specific keys left out; see the
+    module docstring), sorted."""
     old, new = _flatten(recorded), _flatten(now)
-    out = []
-    for key in sorted(old.keys() & new.keys()):
-        if not _run_specific(key) and _comparable(old[key]) != _comparable(new[key]):
-            out.append(f"{key}: {old[key]!r} → {new[key]!r}")
-    return out
+    return [key for key in sorted(old.keys() & new.keys())
+            if not _run_specific(key) and _comparable(old[key]) != _comparable(new[key])]
+
+
+def config_differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``key: recorded → now`` for every key of ``differing_keys``."""
+    old, new = _flatten(recorded), _flatten(now)
+    return [f"{key}: {old[key]!r} → {new[key]!r}" for key in differing_keys(recorded, now)]
 
 
 def stale_runs(records: Records, configs: dict[str, dict[str, Any]]) -> list[Stale]:
@@ -110,14 +113,17 @@ def code_changes(root: Path, records: Records) -> dict[str, list[str] | None]:
     return out
 
 
-def stale_message(table: str, stale: list[Stale]) -> str:
-    """The refusal: each stale run with its differing keys, and the two ways out."""
+def stale_message(table: str, stale: list[Stale], actions: dict[str, str] | None = None) -> str:
+    """The refusal: each stale run with its differing keys (and what ``--rerun-stale`` does with it, from
+    ``actions`` by run name: ``extends from N`` or ``reruns: why``; ``repro.tables.extend``), and the two ways out."""
     lines = [f"{table}: {len(stale)} finished run(s) were trained with other inputs than the spec gives now "
              "(spec, row overrides or config file changed):"]
     for item in stale:
-        lines.append(f"  {item.run.name}: " + "; ".join(item.differences))
-    lines.append(f"Retrain them (their records are replaced): repro reproduce {table} --rerun-stale\n"
-                 f"Keep them (the page lists them as stale):   repro reproduce {table} --accept-stale")
+        action = (actions or {}).get(item.run.name)
+        lines.append(f"  {item.run.name}: " + "; ".join(item.differences) + (f" -> {action}" if action else ""))
+    lines.append(f"Bring them up to date (retrained, or continued where only the length grew; records replaced): "
+                 f"repro reproduce {table} --rerun-stale\n"
+                 f"Keep them (the page lists them as stale): repro reproduce {table} --accept-stale")
     return "\n".join(lines)
 
 

@@ -105,6 +105,18 @@ class GANModule(L.LightningModule):
     registry: ClassVar[dict[str, type["GANModule"]]] = {}
     # Whether label k is the data set's class k (per-class metrics compare them); False for S2GAN's cluster ids.
     labels_are_classes: ClassVar[bool] = True
+    # Settings whose effect depends on ``trainer.max_steps``, each with the value at which it does not. With every
+    # one at that value the first N updates of a longer run are the N-update run, so a finished run is lengthened
+    # by continuing its final state (``repro.tables.extend``); a variant with another such setting adds it here.
+    LENGTH_DEPENDENT: ClassVar[dict[str, Any]] = {"lr_decay": "none"}
+
+    @classmethod
+    def length_dependence(cls, init_args: dict[str, Any]) -> list[str]:
+        """The settings of a resolved ``model.init_args`` that tie training to ``trainer.max_steps``, as
+        ``model.<name>: <value>`` (a setting missing from it counts: its value is not known); [] when none does."""
+        missing = object()
+        return [f"model.{name}: {init_args.get(name, '(not in the config)')}"
+                for name, neutral in cls.LENGTH_DEPENDENT.items() if init_args.get(name, missing) != neutral]
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
         """``class X(GANModule, name="x")`` registers ``X`` as the variant ``x``."""

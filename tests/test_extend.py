@@ -1,0 +1,139 @@
+"""A finished table run lengthened by its spec continues from its final state (issue 19): equal, bit for bit, to a
+from-scratch run of the new length when nothing in it depends on the length; retrained, with the reason in the
+plan, when something does (``lr_decay: linear``) or another setting changed."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from repro import REPO_ROOT
+from repro.cli import main
+from repro.record import read_json
+from repro.tables.extend import _merged, length_dependence
+from repro.variants import NSGAN, GANModule
+from test_tables import TINY_RUN, write_spec
+
+NSGAN_CONFIG = str(REPO_ROOT / "configs/ring8/nsgan.yaml")
+CONSTANT = {"model.init_args.lr_decay": "none"}
+SHORT = {**TINY_RUN, "trainer.max_steps": 20, "evaluation.curve_points": 4}
+
+
+def _spec(root: Path, name: str, rows: list[dict[str, Any]], seeds: list[int], **run: Any) -> Path:
+    return write_spec(root, name, overrides={**SHORT, **run}, matrix=[], claims=[], seeds=seeds,
+                      rows=[{"config": NSGAN_CONFIG, **row} for row in rows])
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+class _Annealed(NSGAN):
+    """A variant with a second length-dependent setting (for the declaration test only)."""
+
+    LENGTH_DEPENDENT = {**GANModule.LENGTH_DEPENDENT, "anneal": False}
+
+
+def test_length_dependence_is_declared_by_the_model_class():
+    nsgan = "repro.variants.NSGAN"
+    assert length_dependence({"model": {"class_path": nsgan, "init_args": {"lr_decay": "none"}}}) == []
+    assert length_dependence({"model": {"class_path": nsgan, "init_args": {"lr_decay": "linear"}}}) == [
+        "model.lr_decay: linear"]
+    assert _Annealed.length_dependence({"lr_decay": "none", "anneal": True}) == ["model.anneal: True"]
+    assert _Annealed.length_dependence({"lr_decay": "none"}) == ["model.anneal: (not in the config)"]
+    assert "not a GANModule" in length_dependence({"model": {"class_path": "collections.OrderedDict"}})[0]
+
+
+def test_merged_curve_keeps_the_old_points_the_new_one_lacks():
+    old = [[5, 1.0], [10, 2.0], [20, 3.0]]
+    new = [[5, 1.0], [10, 2.0], [30, 4.0], [40, 5.0]]
+    assert _merged(old, new) == [[5, 1.0], [10, 2.0], [20, 3.0], [30, 4.0], [40, 5.0]]
+
+
+def test_lengthened_constant_lr_run_continues_and_equals_a_run_of_the_new_length(tmp_path, capsys):
+    """Rows at 20 updates: constant LR, linear decay, and constant LR whose lr_g then changes. The spec raised to
+    40 (plus a fresh row equal to the constant one, trained from scratch at 40): the dry-run says which extend and
+    why the others rerun; `--rerun-stale` continues the constant row (record, curve and final weights equal the
+    fresh row's; its old curve points kept) and retrains the other two from step 0."""
+    rows = [{"id": "const", "overrides": CONSTANT}, {"id": "linear"}, {"id": "other", "overrides": CONSTANT}]
+    path = _spec(tmp_path, "grow", rows, [0])
+    main(["reproduce", str(path), "--devices", "2"])
+    old = read_json(tmp_path / "results/grow/const/seed0/metrics.json")
+    assert old["status"] == "finished" and [p[0] for p in old["curves"]["modes_200"]] == [5, 10, 15, 20]
+    final = tmp_path / "runs/tables/grow/const/seed0/final_state/last.ckpt"
+    assert final.is_file() and not (tmp_path / "results/grow/const/seed0/in_progress").exists()
+    assert read_json(final.parent / "progress.json")["generator_steps"] == 20
+    assert old["checkpoint"] and "final_state" not in old["checkpoint"]
+    capsys.readouterr()
+
+    rows[2]["overrides"] = {**CONSTANT, "model.init_args.lr_g": 0.002}
+    path = _spec(tmp_path, "grow", [*rows, {"id": "fresh", "overrides": CONSTANT}], [0], **{"trainer.max_steps": 40})
+    main(["reproduce", str(path), "--dry-run", "--check-configs", "--rerun-stale"])
+    out = capsys.readouterr().out
+    assert "const/seed0: trainer.max_steps: 20 → 40 -> extends from 20" in out
+    assert "linear/seed0: trainer.max_steps: 20 → 40 -> reruns: model.lr_decay: linear depends on" in out
+    assert "other/seed0: model.init_args.lr_g: 0.001 → 0.002; trainer.max_steps: 20 → 40 -> reruns: " \
+           "model.init_args.lr_g changed" in out
+    assert "3 stale: rerun, 1 continue to the new length" in out and "const/seed0 extends from 20" in out
+
+    main(["reproduce", str(path), "--devices", "2", "--rerun-stale"])
+    out = capsys.readouterr().out
+    assert "const/seed0 (extending from step 20): from results/grow/const/seed0/in_progress" in out
+    a = read_json(tmp_path / "results/grow/const/seed0/metrics.json")
+    b = read_json(tmp_path / "results/grow/fresh/seed0/metrics.json")
+    assert a["status"] == b["status"] == "finished" and a["generator_steps"] == 40
+    assert a["metrics"] == b["metrics"]
+    assert a["extended_from_steps"] == [20] and a["extended_from_commits"] == [old["git_commit"]]
+    assert a["resumed_at_steps"] == [20] and b["resumed_at_steps"] == [] and "extended_from_steps" not in b
+    # the old points (its final one too), then every 40 / 4 updates past the old end, as the fresh run has them
+    for key, points in a["curves"].items():
+        assert points[:4] == old["curves"][key] and points[4:] == b["curves"][key][2:]
+    assert [p[0] for p in a["curves"]["modes_200"]] == [5, 10, 15, 20, 30, 40]
+    assert [p[0] for p in a["curve_seconds"]] == [5, 10, 15, 20, 30, 40]
+    assert a["train_seconds"] > old["train_seconds"]
+    _assert_same_weights(tmp_path / "runs/tables/grow/const/seed0/final_state/last.ckpt",
+                         tmp_path / "runs/tables/grow/fresh/seed0/final_state/last.ckpt")
+    with (tmp_path / "results/grow/const/seed0/train_log.csv").open() as f:
+        steps = sorted({int(r["step"]) for r in csv.DictReader(f)})
+    assert steps[0] < 20 < steps[-1]  # the old rows and the new ones
+    for row in ("linear", "other"):
+        record = read_json(tmp_path / f"results/grow/{row}/seed0/metrics.json")
+        assert record["generator_steps"] == 40 and record["resumed_at_steps"] == []
+        assert "extended_from_steps" not in record and record["curves"]["modes_200"][0][0] == 10  # retrained
+
+
+def test_ensemble_job_lengthened_continues_as_one_job(tmp_path, capsys):
+    """A seed ensemble finished at 20 keeps one final state for the job; raised to 40 the job continues from it, and
+    each member's record and the job's weights equal a from-scratch ensemble job's at 40. Without ``--no-extend``'s
+    partner flag the plan refuses as before; ``--no-extend`` alone is refused."""
+    path = _spec(tmp_path, "grow", [{"id": "const", "overrides": CONSTANT}], [0, 1])
+    main(["reproduce", str(path), "--devices", "1"])
+    assert (tmp_path / "runs/tables/grow/const/ensemble_0_1/final_state/last.ckpt").is_file()
+    assert not (tmp_path / "results/grow/const/ensemble_0_1").exists()
+    capsys.readouterr()
+
+    rows = [{"id": "const", "overrides": CONSTANT}, {"id": "fresh", "overrides": CONSTANT}]
+    path = _spec(tmp_path, "grow", rows, [0, 1], **{"trainer.max_steps": 40})
+    with pytest.raises(SystemExit):
+        main(["reproduce", str(path), "--no-extend"])
+    main(["reproduce", str(path), "--dry-run", "--check-configs", "--rerun-stale", "--no-extend"])
+    assert "const/seed1: trainer.max_steps: 20 → 40 -> reruns (--no-extend)" in capsys.readouterr().out
+    main(["reproduce", str(path), "--devices", "2", "--rerun-stale"])
+    assert "const/seeds 0,1 (extending from step 20)" in capsys.readouterr().out
+    for seed in (0, 1):
+        a = read_json(tmp_path / f"results/grow/const/seed{seed}/metrics.json")
+        b = read_json(tmp_path / f"results/grow/fresh/seed{seed}/metrics.json")
+        assert a["ensemble"]["seeds"] == b["ensemble"]["seeds"] == [0, 1]
+        assert a["metrics"] == b["metrics"] and a["extended_from_steps"] == [20]
+        assert [p[0] for p in a["curves"]["modes_200"]] == [5, 10, 15, 20, 30, 40]
+        assert a["curves"]["modes_200"][4:] == b["curves"]["modes_200"][2:]
+    _assert_same_weights(tmp_path / "runs/tables/grow/const/ensemble_0_1/final_state/last.ckpt",
+                         tmp_path / "runs/tables/grow/fresh/ensemble_0_1/final_state/last.ckpt")
