@@ -35,15 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from repro.portable import path_roles, portable
-from repro.record import Status, checkpoint_in, read_json, status_of, write_json_atomic, write_record
+from repro.record import DONE, Status, checkpoint_in, read_json, status_of, write_json_atomic, write_record
 from repro.tables.jobs import Job, job_folders
 from repro.tables.plan import Records, Run
 from repro.tables.resolve import model_answers
 from repro.tables.stale import Stale, differing_keys
 
 __all__ = ["FINAL_STATE", "EXTENSION_FILE", "LENGTH_KEYS", "Extension", "final_state_dir", "length_dependence",
-           "length_dependences", "plan_extensions", "begin_extension", "discard_extensions", "keep_final_state", "finish_extension",
-           "extension_label"]
+           "length_dependences", "plan_extensions", "begin_extension", "discard_extensions", "keep_final_state",
+           "finish_extension", "extension_label"]
 
 FINAL_STATE = "final_state"  # a finished job's exact-resume state, in its folder under runs/
 EXTENSION_FILE = "extension.json"  # in in_progress/: the job continues a finished run (the old records)
@@ -152,7 +152,8 @@ def plan_extensions(found: list[Stale], records: Records, configs: dict[str, dic
     for job in {tuple(r.name for r in job.runs): job for job in jobs.values()}.values():
         names = [r.name for r in job.runs]
         steps = by_name[names[0]]["generator_steps"]
-        mates = [n for n in names if n not in jobs or [r.name for r in jobs[n].runs] != names or by_name[n].get("generator_steps") != steps]
+        mates = [n for n in names if n not in jobs or [r.name for r in jobs[n].runs] != names
+                 or by_name[n].get("generator_steps") != steps]
         state = (f"its ensemble mates {', '.join(mates)} cannot continue with it" if mates
                  else _state(job, steps, configs[job.row.id]["trainer"]["max_steps"]))
         if isinstance(state, str):
@@ -214,10 +215,11 @@ def _merged(old: list[list[Any]], new: list[list[Any]]) -> list[list[Any]]:
 
 
 def finish_extension(run: Run, record: dict[str, Any], extension: dict[str, Any]) -> dict[str, Any]:
-    """``run``'s record after a finished extension (``extension``: the job's ``extension.json``): the old curve
-    points kept, the lengths and commits it grew from noted; written over the one ``collect_run`` wrote."""
+    """``run``'s record after an extension that ended (finished or diverged; ``extension``: the job's
+    ``extension.json``): the old curve points kept, the lengths and commits it grew from noted; written over the one
+    ``collect_run`` wrote. A failed or stopped one is left as it is: the extension continues next time."""
     old = (extension.get("records") or {}).get(str(run.seed))
-    if status_of(record) is not Status.FINISHED or not old:
+    if status_of(record) not in DONE or not old:
         return record
     out = dict(record)
     curves = record.get("curves") or {}

@@ -10,7 +10,9 @@ where it stopped. Every run keeps a resumable checkpoint in ``results/<table>/<r
 ensemble job in ``results/<table>/<row>/ensemble_<seeds>/in_progress/``; written every ``resumable.every_minutes``
 and when the run is stopped; ``repro.callbacks.resumable``): an unfinished or failed run continues from it, bit-exactly, instead of restarting; a run without one restarts
 from scratch in a fresh run folder. The folder is replaced by the final record when the run finishes; a run
-that trained to its length and failed at evaluation continues from its final checkpoint and is only evaluated.
+that trained to its length and failed at evaluation continues from its final checkpoint and is only evaluated. A
+finished job keeps that last checkpoint as ``final_state/`` in its folder under ``runs/``: when the spec only lengthens
+a run, ``--rerun-stale`` continues it from there instead of retraining (``repro.tables.extend``).
 Children get SIGTERM (and so write their checkpoint) when the runner dies, even by SIGKILL.
 
 Before anything trains: every row's config is parsed, finished records are checked against it
@@ -131,7 +133,8 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
     records = [(run, read_record(run.results_dir)) for run in runs]
     found = table_staleness(spec, records, console, parse="always")
     todo = todo_runs(records, found, stale)
-    extensions, actions = stale_actions(found, records, configs, "always", extend and stale == "rerun")
+    extensions, actions = stale_actions(found, records, configs, "always", extend)
+    extensions = extensions if stale == "rerun" else []
     extended = {run.name for e in extensions for run in e.job.runs}
     jobs, _ = plan_jobs([run for run in todo if run.name not in extended], configs,
                         ensemble_cap(spec, ensemble_size, no_ensemble))

@@ -11,10 +11,11 @@ default) and the code. Both are compared with what a record holds:
 - **Code**: the record's ``git_commit`` against this checkout: the files under ``repro/`` that differ.
 
 Policy. A config difference refuses reuse: ``repro reproduce`` stops before training and lists the stale runs
-with their differing keys; ``--rerun-stale`` retrains them (the new record replaces the old) and
-``--accept-stale`` keeps them (the page lists them and their differences). A table whose numbers were made
-with other settings than its spec states is a wrong result, and it is cheap to detect exactly. A code
-difference is reported (a warning naming the commits and the changed files) but forces nothing:
+with their differing keys; ``--rerun-stale`` retrains them (the new record replaces the old; a run whose spec
+only grew ``trainer.max_steps`` continues from its final state instead, where that gives the same run:
+``repro.tables.extend``) and ``--accept-stale`` keeps them (the page lists them and their differences). A table
+whose numbers were made with other settings than its spec states is a wrong result, and it is cheap to detect
+exactly. A code difference is reported (a warning naming the commits and the changed files) but forces nothing:
 refactors that keep behaviour are the norm, every table costs hours, and which code change alters a
 result cannot be told from a diff. It is printed, not written on the page: a page is a pure function of
 the spec and the records (so regenerating it rewrites the same bytes), and a line that depended on the
