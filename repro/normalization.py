@@ -36,6 +36,8 @@ __all__ = [
     "has_parametrization",
     "raw_weight",
     "batch_norm_names",
+    "batch_coupling_names",
+    "check_per_sample",
 ]
 
 NORMS: tuple[str, ...] = ("none", "spectral", "weight", "batch", "layer")
@@ -160,6 +162,26 @@ def batch_norm_names(module: nn.Module) -> list[str]:
         name for name, m in module.named_modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) or (isinstance(m, ShiftOnlyNorm) and m.kind == "batch")
     ]
+
+
+def batch_coupling_names(module: nn.Module) -> list[str]:
+    """Names of the submodules of ``module`` whose output for one sample depends on the other samples of the
+    batch: batch norm, and any module declaring ``couples_batch = True`` (minibatch discrimination)."""
+    coupled = set(batch_norm_names(module))
+    return [name for name, m in module.named_modules() if name in coupled or getattr(m, "couples_batch", False)]
+
+
+def check_per_sample(discriminator: nn.Module, user: str) -> None:
+    """One clear ``ValueError`` if ``discriminator`` couples the samples of a batch while ``user`` (a variant or
+    regularizer) takes grad_x D(x_i) per sample: with coupling, row i of grad_x sum_j D(x_j) also holds the
+    terms dD(x_j)/dx_i of the other samples, so the per-sample gradient (and its norm) is not defined."""
+    if names := batch_coupling_names(discriminator):
+        kind = type(discriminator.get_submodule(names[0])).__name__
+        raise ValueError(
+            f"model.discriminator: {user} takes D's input gradient per sample, which {names[0]!r} ({kind}) "
+            "leaves undefined by coupling the samples of a batch; build D without batch norm (norm: none, "
+            "weight or layer; batch_norm: false) and without minibatch discrimination"
+        )
 
 
 def spectral_norm(layer: nn.Module) -> nn.Module:

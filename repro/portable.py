@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from repro.cachefiles import cache_root
+
 __all__ = ["NONFINITE", "to_strict", "from_strict", "dumps", "loads", "path_roles", "portable_path", "portable_text",
            "portable"]
 
@@ -66,7 +68,7 @@ def path_roles(root: Path) -> list[tuple[Path, str]]:
     roles = [(root, "")]
     if os.environ.get("REPRO_DATA_DIR"):
         roles.append((Path(os.environ["REPRO_DATA_DIR"]), "$REPRO_DATA_DIR"))
-    roles.append((Path(os.environ.get("REPRO_CACHE_DIR") or Path.home() / ".cache" / "repro"), "$REPRO_CACHE_DIR"))
+    roles.append((cache_root(), "$REPRO_CACHE_DIR"))
     roles += [(Path(torch.hub.get_dir()), "$TORCH_HOME/hub"), (Path(tempfile.gettempdir()), "$TMPDIR"),
               (Path.home(), "~")]
     resolved = [(Path(os.path.abspath(p)), name) for p, name in roles]

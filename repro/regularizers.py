@@ -38,9 +38,11 @@ class Players(Protocol):
 
 class Regularizer:
     """Base class: ``__call__(module, a, b) -> scalar tensor``. ``runs_nets``: it runs G or D on inputs of its
-    own (interpolates, perturbed latents), which have no class labels (class-conditional models refuse it)."""
+    own (interpolates, perturbed latents), which have no class labels (class-conditional models refuse it).
+    ``per_sample_d_gradient``: it takes grad_x D(x_i) per sample (a D that couples the samples is refused)."""
 
     runs_nets = False
+    per_sample_d_gradient = False
 
     def __call__(self, module: Players, a: Tensor, b: Tensor) -> Tensor:
         raise NotImplementedError
@@ -48,9 +50,11 @@ class Regularizer:
 
 class GradientPenalty(Regularizer):
     """Gulrajani et al. 2017, eq. 3: weight * E[(||grad_x D(x_hat)|| - 1)^2] at random interpolates
-    x_hat = eps * x + (1 - eps) * x_fake, eps ~ U[0, 1] per sample."""
+    x_hat = eps * x + (1 - eps) * x_fake, eps ~ U[0, 1] per sample. The norm is per input, so D must not couple
+    the samples of a batch (the paper's Sec. 4, "No critic batch normalization"; layer norm is its substitute)."""
 
     runs_nets = True
+    per_sample_d_gradient = True
 
     def __init__(self, weight: float = 10.0, center: float = 1.0):
         if weight < 0:

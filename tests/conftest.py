@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,76 @@ if os.environ.get("REPRO_DATA_DIR"):
 
 # The test models are tiny: one intra-op thread avoids OpenMP oversubscription (10x faster on 2 shared cores).
 torch.set_num_threads(1)
+
+
+_CODE_SET_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")  # Lightning's seed_everything, run by the code under test
+_CODE_SET_LOGGERS = ("lightning.pytorch", "lightning.fabric")  # `repro bench` quiets them
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """torch's default dtype is ``dtype`` inside the block; the previous one is restored after it, also on errors."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _process_state() -> dict[str, object]:
+    """The process-wide settings a test may change (each must be restored by the test that changes it)."""
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the working directory was removed
+        cwd = None
+    return {"torch default dtype": torch.get_default_dtype(), "torch intra-op threads": torch.get_num_threads(),
+            "torch deterministic algorithms": (torch.are_deterministic_algorithms_enabled(),
+                                               torch.is_deterministic_algorithms_warn_only_enabled()),
+            "torch grad mode": torch.is_grad_enabled(), "working directory": cwd}
+
+
+@contextlib.contextmanager
+def scoped_process_state() -> Iterator[None]:
+    """Fails (``pytest.fail``) if the block leaves torch's process-wide settings or the working directory changed,
+    restoring them first so later tests are unaffected; puts back what the code under test sets for its process
+    (Lightning's seed variables, `repro bench`'s logger levels)."""
+    before = _process_state()
+    env = {name: os.environ.get(name) for name in _CODE_SET_ENV}
+    levels = {name: logging.getLogger(name).level for name in _CODE_SET_LOGGERS}
+    try:
+        yield
+    finally:
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        after = _process_state()
+        leaked = {key: (before[key], after[key]) for key in before if after[key] != before[key]}
+        if leaked:
+            dtype, threads, (deterministic, warn_only), grad, cwd = before.values()
+            torch.set_default_dtype(dtype)
+            torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+            torch.set_grad_enabled(grad)
+            if cwd is not None:
+                os.chdir(cwd)
+    if leaked:  # reached only when the block itself raised nothing
+        pytest.fail("the test left process-wide state changed (before -> after): "
+                    + "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in leaked.items())
+                    + "; restore it in the test (a fixture, monkeypatch, or conftest.default_dtype)")
+
+
+@pytest.fixture(autouse=True)
+def _scoped_process_state() -> Iterator[None]:
+    """Every test runs in ``scoped_process_state``: one that changes a process-wide setting restores it through a
+    fixture, ``monkeypatch`` or ``default_dtype``. Autouse without ``monkeypatch``: set up before, torn down after,
+    the fixtures a test requests (``run_dir``'s chdir is undone before the check)."""
+    with scoped_process_state():
+        yield
 
 
 @pytest.fixture(scope="session")

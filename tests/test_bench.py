@@ -157,6 +157,19 @@ def test_pacgan_workload_is_the_tables_protocol():
     assert given["--model.init_args.updates"] == "simultaneous" and given["--data.batch_size"] == "100"
 
 
+def test_metz_workload_drops_d_batch_norm_for_the_tables_rows_that_do():
+    """The variants that refuse a batch-normed D (SN-GAN, GN-GAN, WGAN-GP) bench the stacked-MNIST table's rows of
+    theirs, whose D has no batch norm; the others keep the nsgan-half row's D."""
+    from repro.tables.spec import load_spec
+
+    spec = load_spec(REPO_ROOT / "paper_tables" / "stacked-mnist.yaml")
+    key = "model.init_args.discriminator.init_args.batch_norm"
+    without_bn = {r.id.removesuffix("-half") for r in spec.rows if r.id.endswith("-half") and r.overrides.get(key) is False}
+    overrides = WORKLOADS["metz"].variant_overrides
+    assert without_bn == set(overrides) == {"sngan", "gngan", "wgangp"}
+    assert all(dict(zip(o[::2], o[1::2])) == {f"--{key}": "false"} for o in overrides.values())
+
+
 def test_metz_workload_is_the_stacked_mnist_tables_row():
     """``repro bench --workloads metz`` runs paper_tables/stacked-mnist.yaml's nsgan-half row (data, nets, optimizer)."""
     spec = yaml.safe_load((REPO_ROOT / "paper_tables" / "stacked-mnist.yaml").read_text())

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 import torch
+from conftest import default_dtype
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from repro import REPO_ROOT
@@ -46,10 +47,9 @@ CASES: dict[str, tuple[str, list[str]]] = {
 
 @pytest.fixture()
 def float64() -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+    """float64 as torch's default dtype for this test only (restored after it, also when it fails)."""
+    with default_dtype(torch.float64):
+        yield
 
 
 def _logger(folder: Path) -> list[str]:
@@ -243,11 +243,12 @@ def test_every_variant_trains_as_ensemble_or_refuses(variant: str, nets: str, ru
     """Every registered variant on the MLP, PacGAN and stacked-MNIST nets trains two steps as an ensemble
     whose member 1 started from the weights its seed builds, or refuses with one clear error (RFGAN; WGAN-TS
     and xICFG, which have not been checked against single runs).
-    (GN-GAN and SN-GAN refuse a batch-normed D as single runs do: the stacked-MNIST D goes without BN.)"""
+    (GN-GAN, SN-GAN, WGAN-GP and WGAN-TS refuse a batch-normed D as single runs do: the stacked-MNIST D goes
+    without BN.)"""
     extra = [*NETS[nets], "--data.data_root", str(mnist_root), "--data.batch_size", "8",
              "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false", "--samples.every_n_steps", "0",
              *_logger(run_dir)]
-    if nets == "metz" and variant in ("gngan", "sngan", "sagan"):
+    if nets == "metz" and variant in ("gngan", "sngan", "sagan", "wgangp", "wgants"):
         extra += ["--model.init_args.discriminator.init_args.batch_norm", "false"]
     if nets == "metz" and variant == "tan":
         extra += ["--model.init_args.lens", _CONV_LENS]

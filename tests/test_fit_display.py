@@ -26,7 +26,7 @@ class _Collect(logging.Handler):
 
 def test_fit_shows_generator_progress_losses_and_a_summary(run_dir, capsys, recwarn):
     collect, lightning_log = _Collect(), logging.getLogger("lightning.pytorch")
-    level = lightning_log.level  # other tests (repro bench) raise it to WARNING
+    level = lightning_log.level
     lightning_log.addHandler(collect)
     lightning_log.setLevel(logging.INFO)
     try:

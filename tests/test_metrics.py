@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 import urllib.error
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 from repro.data.images import _load_torchvision, stack_digits
 from repro.data.toy import TOY_SETS
 from repro.metrics import features as features_mod
+from repro.metrics import image as image_mod
 from repro.metrics.features import ClassifierExtractor, make_extractor
 from repro.metrics.image import (
     FrechetDistance,
@@ -324,6 +326,55 @@ def mnist_test_set(mnist_root):
 @pytest.fixture(scope="module")
 def classifier():
     return ClassifierExtractor()
+
+
+def test_reference_features_cache_is_pruned_by_age_then_size(tmp_path, monkeypatch):
+    """In $REPRO_CACHE_DIR/reference_features, a write removes feature files (and crashed writers' temporary files)
+    unused for FEATURES_MAX_AGE_DAYS, then the least recently used while they exceed FEATURES_MAX_BYTES; a hit counts
+    as a use, the file just written and files not named as feature files stay."""
+
+    class Flat(features_mod.FeatureExtractor):
+        name, num_features, sha256 = "flat", 4, "ab" * 32
+
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))  # where the features are computed
+
+        def forward(self, images):
+            return images.flatten(1).float() * self.scale, None
+
+    monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path))
+    cache = image_mod.default_cache_dir()
+    assert cache == tmp_path / "reference_features"
+    cache.mkdir()
+    day, now = 86400.0, time.time()
+
+    def aged(name: str, size: int, days: float) -> Path:
+        path = cache / name
+        path.write_bytes(b"x" * size)
+        os.utime(path, (now - days * day, now - days * day))
+        return path
+
+    stem, old = "set_train_{}_flat_" + "cd" * 8, image_mod.FEATURES_MAX_AGE_DAYS + 1
+    gone = [aged(stem.format("0" * 16) + ".pt", 10, old), aged(stem.format("1" * 16) + ".4242.tmp", 10, old)]
+    others = [aged("model.pt", 10_000, old), aged("notes.txt", 10, old), aged(stem.format("2" * 16) + ".77.tmp", 10, 0)]
+    by_age = [aged(stem.format(f"{days:016x}") + ".pt", 1000, days) for days in (5, 4, 3, 2)]
+    images = torch.randint(0, 256, (4, 1, 2, 2), dtype=torch.uint8)
+    hit = reference_features(images, Flat(), "hit", cache_dir=cache)
+    (hit_path,) = cache.glob("hit_*.pt")
+    os.utime(hit_path, (now - 6 * day, now - 6 * day))
+    assert torch.equal(reference_features(images, Flat(), "hit", cache_dir=cache), hit)
+    assert hit_path.stat().st_mtime > now - day  # the hit marked it used
+    new_size = hit_path.stat().st_size  # the new set below holds the same 4 x 4 float64 features
+    monkeypatch.setattr(image_mod, "FEATURES_MAX_BYTES", 2 * new_size + 2500)  # the new set, the hit and 2 of 4
+    reference_features(torch.randint(0, 256, (4, 1, 2, 2), dtype=torch.uint8), Flat(), "new", cache_dir=cache)
+    (new_path,) = cache.glob("new_*.pt")
+    assert sorted(cache.iterdir()) == sorted([*others, *by_age[2:], hit_path, new_path])
+    assert not any(p.exists() for p in [*gone, *by_age[:2]])
+    monkeypatch.setattr(image_mod, "FEATURES_MAX_BYTES", 0)
+    reference_features(images, Flat(), "last", cache_dir=cache)  # over any cap: every other set goes, not this one
+    (last_path,) = cache.glob("last_*.pt")
+    assert sorted(cache.glob("*.pt")) == sorted([last_path, others[0]])
 
 
 def test_classifier_fid_separates_real_digits_from_noise(mnist_root, mnist_test_set, classifier, tmp_path):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import torch
+from conftest import default_dtype
 
 from repro.fit import run_fit
 from repro.nets import MLPDiscriminator, MLPGenerator
@@ -39,13 +40,9 @@ def test_sample_z_draws_in_the_models_dtype_as_inside_a_step() -> None:
     model.double()
     torch.manual_seed(5)
     drawn = model.sample_z(6)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         torch.manual_seed(5)
         in_step = torch.randn(6, 3)
-    finally:
-        torch.set_default_dtype(previous)
     assert drawn.dtype == torch.float64 and torch.equal(drawn, in_step)
     truncated = model.sample_z(50, truncation=0.5)
     assert truncated.dtype == torch.float64 and truncated.abs().max() <= 0.5

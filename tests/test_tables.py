@@ -10,13 +10,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 import yaml
 
 from repro import REPO_ROOT
 from repro.cli import main
 from repro.record import read_json
+from repro.tables import traces
 from repro.tables.compute import Process, compute_line, hours_minutes, processes
+from repro.tables.correlate import correlate, fit
 from repro.tables.plan import Run, is_done, plan, read_records
 from repro.tables.report import aggregate, claim_verdict, unreported_columns, write_report
 from repro.tables import execute, runner
@@ -206,6 +209,123 @@ def test_trace_draws_rows_on_shared_axes_from_train_logs(tmp_path):
         load_spec(write_spec(tmp_path, name="bad", traces=[{"key": "k", "rows": ["wgan"]}]))
 
 
+def test_per_seed_trace_draws_one_line_per_seed_and_one_legend_entry_per_row(tmp_path, monkeypatch):
+    spec = load_spec(write_spec(tmp_path, seeds=[0, 1, 2], traces=[
+        {"key": "conditioning/log_cond_mean", "rows": ["nsgan", "lsgan"], "per_seed": True}]))
+    for run in plan(spec):
+        _fake_record(run, "finished", 6)
+        (run.results_dir / "train_log.csv").write_text(f"conditioning/log_cond_mean,step\n2,0\n{run.seed},4\n")
+    figures = []
+    monkeypatch.setattr(traces, "save_figure", lambda fig, out: figures.append(fig) or out)
+    traces.draw_trace(spec, spec.traces[0], tmp_path / "t.png")
+    ax = figures[0].axes[0]
+    assert len(ax.lines) == 6  # 2 rows x 3 seeds, no mean line
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["nsgan (n=3, one line per seed)",
+                                                                    "lsgan (n=3, one line per seed)"]
+    assert [line.get_color() for line in ax.lines] == ["C0"] * 3 + ["C1"] * 3
+    with pytest.raises(SpecError, match=r"traces\[0\]: per_seed must be true or false, got 'yes'"):
+        load_spec(write_spec(tmp_path, name="bad", traces=[{"key": "k", "rows": ["nsgan"], "per_seed": "yes"}]))
+
+
+def test_pearson_and_spearman_with_p_values_on_four_points():
+    """r by hand: x = 1..4, y = 2, 1, 4, 3: sum dx dy = 3, sum dx^2 = sum dy^2 = 5, r = 0.6 (the ranks are the
+    values, so rho = 0.6 too); t = r sqrt(2 / (1 - r^2)) on 2 degrees of freedom has the two-sided p-value
+    1 - t / sqrt(2 + t^2) = 0.4."""
+    f = fit([1, 2, 3, 4], [2, 1, 4, 3])
+    assert (f.n, f.pearson, f.spearman) == (4, pytest.approx(0.6), pytest.approx(0.6))
+    t = 0.6 * (2 / (1 - 0.36)) ** 0.5
+    assert f.pearson_p == pytest.approx(1 - t / (2 + t * t) ** 0.5) == pytest.approx(0.4)
+    assert f.spearman_p == pytest.approx(0.4)
+    assert fit([1, 2, 3], [5, 5, 5]).pearson is None and fit([1, 2], [1, 2]).spearman is None  # constant, n < 3
+
+
+CORR_CLAIM = {"text": "cond goes with HQ", "source": "Odena et al. 2018", "a": "corr(cond_hq):pearson", "op": ">",
+              "b": 0}
+
+
+def _corr_spec(tmp_path: Path, name: str = "tiny", claims: list | None = None, **corr: object) -> Path:
+    correlation = {"id": "cond_hq", "trace": "conditioning/log_cond_mean", "column": "high_quality_200",
+                   "rows": ["nsgan", "lsgan"], "last": 2, **corr}
+    return write_spec(tmp_path, name=name, seeds=[0, 1, 2, 3, 4], correlations=[correlation],
+                      claims=[CORR_CLAIM] if claims is None else claims)
+
+
+def test_correlation_of_trace_end_with_final_metric_equals_scipy(tmp_path):
+    """Hand-made records: x = the mean of each run's last 2 logged trace values, y = its final metric in page units
+    (percent); pooled and per-row r, rho, p as numpy / scipy give them directly; the page's table, the scatter
+    figure and the claims' verdicts (holds; a row's weak correlation "not significant"; "not converged")."""
+    from scipy import stats
+
+    claims = [CORR_CLAIM, {**CORR_CLAIM, "a": "corr(cond_hq, lsgan):spearman", "op": "<"}]
+    spec = load_spec(_corr_spec(tmp_path, claims=claims))
+    # x per run; nsgan's metric follows x closely, lsgan's three runs are out of order (rho 0.5, p 2/3)
+    xs = {"nsgan": [4, 6, 8, 10, 12], "lsgan": [5, 7, 9]}
+    hqs = {"nsgan": [0.101, 0.148, 0.2015, 0.25, 0.299], "lsgan": [0.175, 0.125, 0.225]}
+    expected: dict[str, list[tuple[float, float]]] = {"nsgan": [], "lsgan": []}
+    for run in plan(spec):
+        if (run.row.id, run.seed) == ("lsgan", 4):
+            _fake_record(run, "diverged")  # not a point, not counted as left out
+            continue
+        run.results_dir.mkdir(parents=True, exist_ok=True)
+        if (run.row.id, run.seed) == ("lsgan", 3):  # finished without a train log: left out
+            _fake_record(run, "finished", 6)
+            continue
+        x, hq = xs[run.row.id][run.seed], hqs[run.row.id][run.seed]
+        logged = [3.0, 20.0, x - 1.5, x + 1.5]  # the mean of the last 2 is x
+        record = {"status": "finished", "metrics": {"modes_200": 6, "high_quality_200": hq}}
+        (run.results_dir / "metrics.json").write_text(json.dumps(record))
+        log = "conditioning/log_cond_mean,step,train/d_loss\n" + "".join(
+            f"{v},{10 * i},\n,{10 * i + 1},0.5\n" for i, v in enumerate(logged))
+        (run.results_dir / "train_log.csv").write_text(log)
+        expected[run.row.id].append((x, 100 * hq))
+    result = correlate(spec, read_records(spec))["cond_hq"]
+    assert result.skipped == 1 and len(result.points) == 8
+    for row, pairs in (*expected.items(), (None, expected["nsgan"] + expected["lsgan"])):
+        x, y = np.array(pairs).T
+        f = result.fit(row)
+        assert f.n == len(x)
+        assert f.pearson == pytest.approx(np.corrcoef(x, y)[0, 1])
+        assert f.pearson_p == pytest.approx(stats.pearsonr(x, y)[1])
+        assert (f.spearman, f.spearman_p) == pytest.approx(tuple(stats.spearmanr(x, y)))
+    pooled, ls = result.fit(), result.fit("lsgan")
+    assert pooled.pearson_p < 0.05 < ls.spearman_p
+    cells = aggregate(spec)
+    assert claim_verdict(spec.claims[0], cells, spec) == (
+        f"pearson r(cond_hq, pooled over nsgan, lsgan) = {pooled.pearson:.3g} (p = {pooled.pearson_p:.3g}, n = 8) > 0",
+        "holds")
+    assert claim_verdict(spec.claims[1], cells, spec)[1] == "not significant"
+    assert claim_verdict(spec.claims[0], cells, spec, flat={"lsgan": {"high_quality_200": False}})[1] == "not converged"
+    assert claim_verdict(spec.claims[0], cells, spec, stale_rows={"nsgan"})[1] == "stale runs"
+    text = write_report(spec).read_text()
+    assert "## Correlations across runs" in text and "(figures/tiny/corr_cond_hq.png)" in text
+    assert (f"| `cond_hq`: x = conditioning/log_cond_mean (mean of the last 2 logged values), y = final HQ % | "
+            f"pooled: nsgan, lsgan | 8 | {pooled.pearson:.3f} (p = {pooled.pearson_p:.3g}) |") in text
+    assert f"|  | lsgan | 3 | {ls.pearson:.3f} (p = {ls.pearson_p:.3g}) | {ls.spearman:.3f} (p = 0.667) |" in text
+    assert "| | left out: 1 finished run(s) without 2 logged trace point(s) or a finite metric |" in text
+    assert "| **holds** |" in text and "| **not significant** |" in text
+    assert (tmp_path / "paper_tables" / "figures" / "tiny" / "corr_cond_hq.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("claim, corr, needle", [
+    ({"a": "corr(nope):pearson"}, {}, "must be 'corr(<id>):<stat>' (pooled over the correlation's rows) or "
+                                      "'corr(<id>, <row>):<stat>' with a known correlation id (cond_hq) and stat "
+                                      "(pearson, spearman)"),
+    ({"a": "corr(cond_hq):kendall"}, {}, "and stat (pearson, spearman)"),
+    ({"a": "corr(cond_hq, wgan):pearson"}, {}, "row 'wgan' is not one of correlation 'cond_hq''s rows (nsgan, lsgan)"),
+    ({"b": 0.3}, {}, "needs op '<' or '>' and b: 0"),
+    ({"op": "~"}, {}, "needs op '<' or '>' and b: 0"),
+    ({"a": "nsgan:modes_200:mean", "b": "corr(cond_hq):pearson"}, {}, "a correlation goes on side a"),
+    ({}, {"column": "fid"}, "correlations[0]: column 'fid' is not a column of the table; valid: high_quality_200, "
+                            "modes_200"),
+    ({}, {"last": 0}, "last must be >= 1"),
+    ({}, {"rows": ["wgan"]}, "correlations[0]: rows must be row ids; unknown: wgan"),
+])
+def test_bad_correlation_reference_is_one_clear_error(tmp_path, claim, corr, needle):
+    with pytest.raises(SpecError) as exc:
+        load_spec(_corr_spec(tmp_path, claims=[{**CORR_CLAIM, **claim}], **corr))
+    assert needle in str(exc.value)
+
+
 def test_column_no_run_reports_is_flagged_on_the_page(tmp_path, capsys):
     """A column key that no finished record has (a spec typo) is named, with the keys the runs do report."""
     spec = load_spec(write_spec(tmp_path, seeds=[0]))
@@ -297,7 +417,7 @@ def _done_runs(root: Path) -> list[Path]:
             if (read_json(p) or {}).get("status") == "finished"]
 
 
-def test_table_end_to_end_resumes_after_kill(tmp_path, capsys):
+def test_table_end_to_end_resumes_after_kill(tmp_path, capsys, monkeypatch):
     """2 rows x 2 seeds through `repro reproduce --no-ensemble` (one process per run): kill after the first run,
     restart, nothing is redone. (Seed ensembles: tests/test_runner_ensemble.py.)"""
     path = write_spec(tmp_path)
@@ -335,7 +455,7 @@ def test_table_end_to_end_resumes_after_kill(tmp_path, capsys):
     main(["reproduce", str(path)])  # everything finished: no training, same page
     assert "4 finished, 0 to run" in capsys.readouterr().out
     assert page.read_text() == text
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     main(["tables"])
     assert "tiny: Tiny [4/4 runs done]" in capsys.readouterr().out
 
@@ -473,6 +593,10 @@ def test_spec_fields_come_from_the_dataclasses(tmp_path):
     assert spec.columns[0].label == "modes_200" and spec.columns[0].format == ".3g"
     with pytest.raises(SpecError, match=r"columns\[0\]: missing required key 'protocol'"):
         load_spec(write_spec(tmp_path, name="bad", columns=[{"key": "modes_200"}]))
+    with pytest.raises(SpecError, match="unknown key 'key'; valid: column, id, label, last, rows, title, trace"):
+        load_spec(write_spec(tmp_path, name="bad2", correlations=[{"id": "c", "key": "k", "rows": ["nsgan"]}]))
+    with pytest.raises(SpecError, match="unknown key 'seeds'; valid: key, label, per_seed, rows, title"):
+        load_spec(write_spec(tmp_path, name="bad3", traces=[{"key": "k", "rows": ["nsgan"], "seeds": [0]}]))
 
 
 def test_matrix_inside_rows_keeps_order_and_whole_value_placeholders(tmp_path):

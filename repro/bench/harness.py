@@ -18,7 +18,8 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,12 +43,13 @@ _CNN32 = ["image_size", "32", "channels", "3", "width", "64"]
 
 @dataclass(frozen=True)
 class Workload:
-    """A config folder plus overrides; ``stand_in`` makes random in-memory data when set."""
+    """A config folder plus overrides (and per-variant ones); ``stand_in`` makes random in-memory data when set."""
 
     folder: str
     description: str
     overrides: tuple[str, ...] = ()
     stand_in: Callable[[int], Tensor] | None = None
+    variant_overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _random_images(n: int) -> Tensor:
@@ -82,11 +84,14 @@ STACKED_MNIST = (
     "--model.init_args.betas_d", "[0.5, 0.99]",
 )
 
+# the stacked-MNIST table's rows whose variant refuses a batch-normed D (SN-GAN, GN-GAN; WGAN-GP's per-sample penalty)
+_METZ_D_WITHOUT_BN = ("--model.init_args.discriminator.init_args.batch_norm", "false")
+
 WORKLOADS: dict[str, Workload] = {
     "mlp": Workload("ring8", "2-D MLP on ring8 (configs/ring8, batch 256)"),
     "mnist": Workload("mnist", "MNIST standard CNN, width 16 (configs/mnist, batch 64)"),
     "metz": Workload("mnist", "stacked-MNIST Metz nets, D = 1/2 G (paper_tables/stacked-mnist.yaml, batch 128)",
-                     STACKED_MNIST),
+                     STACKED_MNIST, variant_overrides={v: _METZ_D_WITHOUT_BN for v in ("sngan", "gngan", "wgangp")}),
     "cnn32": Workload(
         "mnist",
         "SN-GAN standard CNN 32x32x3, width 64, batch 64, RANDOM stand-in images (configs/mnist hyper-parameters)",
@@ -140,6 +145,7 @@ def build_run(
             "--trainer.default_root_dir", str(out_dir),
             "--trainer.logger.init_args.save_dir", str(out_dir),
             *w.overrides,
+            *w.variant_overrides.get(variant, ()),
             *extra,
         ],
     )

@@ -23,7 +23,11 @@
 - KID (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel, mean and std over 100
   random subsets of 1,000 (or fewer, if fewer samples) per set.
 - Reference features are computed once per (data set, split, size, image size, extractor, weights
-  checksum) and cached as a tensor file.
+  checksum) and cached as a tensor file in ``$REPRO_CACHE_DIR/reference_features`` (default
+  ``~/.cache/repro/reference_features``) or ``evaluation.cache_dir``. A hit marks the file used; each write
+  prunes that folder (``repro.cachefiles.prune``, the resolved-configs cache's policy): feature files not used
+  for ``FEATURES_MAX_AGE_DAYS``, then the least recently used while they exceed ``FEATURES_MAX_BYTES`` (one
+  50,000-image Inception set is 0.8 GB of float64), never the file just written. Other files there are kept.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from repro.cachefiles import cache_root, mark_used, prune
 from repro.checkpoints import safe_load
 from repro.data.images import TEST_SETS, load_test_images, resize_uint8
 from repro.metrics.features import INCEPTION_WEIGHTS_FILE, FeatureExtractor, default_extractor, make_extractor
@@ -63,10 +68,15 @@ __all__ = [
     "count_name",
     "check_sample_counts",
     "default_cache_dir",
+    "FEATURES_MAX_AGE_DAYS",
+    "FEATURES_MAX_BYTES",
     "PREPROCESSING",
 ]
 
 PREPROCESSING = "(x+1)/2 -> round to uint8 (clamped to 0..255) -> extractor's own resize"
+FEATURES_MAX_AGE_DAYS = 90  # a reference set unused this long is removed (recomputing one costs CPU-hours)
+FEATURES_MAX_BYTES = 8 << 30  # then the least recently used go while the folder's feature files exceed this
+_FEATURES_STEM = r".+_[0-9a-f]{16}_.+_[0-9a-f]{16}"  # <name>_<images sha256>_<extractor>_<weights sha256>
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -159,8 +169,7 @@ def count_name(n: int) -> str:
 
 def default_cache_dir() -> Path:
     """``$REPRO_CACHE_DIR/reference_features`` or ``~/.cache/repro/reference_features``."""
-    base = os.environ.get("REPRO_CACHE_DIR")
-    return Path(base) if base else Path.home() / ".cache" / "repro" / "reference_features"
+    return cache_root() / "reference_features"
 
 
 def reference_images(datamodule: Any, split: str) -> Tensor:
@@ -198,18 +207,21 @@ def reference_features(
 ) -> Tensor:
     """Features (float64, N x d) of the uint8 reference ``images``, cached as
     ``<name>_<sha256 of the image bytes>_<extractor>_<sha256 of its weights>.pt``: computed once per data
-    set, split, size and extractor, and never reused for other images or weights."""
+    set, split, size and extractor, and never reused for other images or weights. A hit marks the file used;
+    a write prunes the folder (module docstring)."""
     if images.dtype != torch.uint8:
         raise TypeError(f"reference images must be uint8 as stored, got {images.dtype}")
     digest = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:16]
     path = (cache_dir or default_cache_dir()) / f"{name}_{digest}_{extractor.name}_{extractor.sha256[:16]}.pt"
     if path.exists():
+        mark_used(path)
         return safe_load(path, "evaluation.cache_dir")
     feats = extract_features(extractor, images, batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # DDP ranks may fill the cache at the same time
     torch.save(feats, tmp)
     os.replace(tmp, path)
+    prune(path.parent, ".pt", FEATURES_MAX_AGE_DAYS, FEATURES_MAX_BYTES, stem=_FEATURES_STEM, keep=(path,))
     return feats
 
 

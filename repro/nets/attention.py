@@ -51,6 +51,7 @@ class SelfAttention(nn.Module):
             raise ValueError(f"self-attention max-pools 2x2: feature maps need even sides, got {h}x{w}")
         beta = self.attention_map(x)
         g = F.max_pool2d(self.g(x), 2).flatten(2)           # (N, C/2, HW/4)
+        # a fresh (contiguous) matmul result, so view holds for channels-last inputs too (flatten copies those)
         attended = (g @ beta.transpose(1, 2)).view(n, self.channels // 2, h, w)
         return x + self.sigma * self.o(attended)
 

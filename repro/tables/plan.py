@@ -11,7 +11,7 @@ from typing import Any
 from repro.record import DONE, checkpoint_in, read_record, status_of
 from repro.tables.spec import Row, SpecError, TableSpec
 
-__all__ = ["Run", "Records", "plan", "is_done", "read_records", "override_args", "relative"]
+__all__ = ["Run", "Records", "plan", "is_done", "read_records", "record_value", "override_args", "relative"]
 
 
 def relative(path: Path, root: Path) -> str:
@@ -20,6 +20,12 @@ def relative(path: Path, root: Path) -> str:
         return str(path.resolve().relative_to(root.resolve()))
     except ValueError:
         return str(path)
+
+
+def record_value(record: dict[str, Any], key: str) -> Any:
+    """A column's value in a run record: ``metrics[key]``, else the record's own field ``key`` (e.g. train_seconds)."""
+    metrics = record.get("metrics") or {}
+    return metrics[key] if key in metrics else record.get(key)
 
 
 def override_args(overrides: dict[str, Any]) -> list[str]:

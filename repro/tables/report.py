@@ -5,8 +5,9 @@ model), with n; diverged and failed runs are counted beside it, never averaged i
 value alone (no spread), and where the paper's column states standard errors ours are standard errors
 too (std / sqrt(n)). Published numbers sit beside ours with their source. Claims are checked in the
 page's units, with ``best(<group>)`` found from the data and a verdict "within noise" when the two sides
-differ by no more than the column's noise floor. The page is a pure function of the spec and the records,
-so regenerating it without new runs rewrites the same bytes.
+differ by no more than the column's noise floor; a spec's ``correlations`` add a section and scatter figures
+(``repro.tables.correlate``), its ``traces`` figures of logged series (``repro.tables.traces``). The page is a
+pure function of the spec and the records, so regenerating it without new runs rewrites the same bytes.
 """
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ from typing import Any
 from repro.plotting import save_figure
 from repro.record import RECORD_FILE, Status, status_of
 from repro.tables.compute import compute_line
+from repro.tables.correlate import ALPHA, Correlated, corr_verdict, correlate, correlation_lines, draw_correlation
 from repro.tables.curves import RULE, convergence, draw_curves, in_progress
-from repro.tables.plan import Records, Run, read_records
-from repro.tables.spec import BEST, Claim, Column, Row, TableSpec, Trace
+from repro.tables.plan import Records, Run, read_records, record_value
+from repro.tables.spec import BEST, CORR, Claim, Column, Row, TableSpec
+from repro.tables.traces import draw_trace
 
 __all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns", "summary_table"]
 
@@ -66,11 +69,6 @@ class Cell:
         return None if self.n < 2 else self.se if col.paper_stat == "se" else self.std
 
 
-def _value(record: dict[str, Any], key: str) -> Any:
-    metrics = record.get("metrics") or {}
-    return metrics[key] if key in metrics else record.get(key)
-
-
 def aggregate(spec: TableSpec, records: Records | None = None) -> dict[str, dict[str, Cell]]:
     """``cells[row_id][column_key]`` over the spec's seeds, from the run records (``results/<table>/<row>/seed<k>/``)."""
     records = read_records(spec) if records is None else records
@@ -80,7 +78,7 @@ def aggregate(spec: TableSpec, records: Records | None = None) -> dict[str, dict
         for col in spec.columns:
             cell = cells[run.row.id][col.key]
             if status is Status.FINISHED:
-                value = _value(record, col.key)
+                value = record_value(record, col.key)
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     cell.values.append(float(value))
                 elif value is not None:
@@ -105,7 +103,8 @@ def unreported_columns(spec: TableSpec, records: Records | None = None) -> dict[
     if not finished:
         return {}
     reported = {key for record in finished for key in (record.get("metrics") or {})}
-    return {c.key: sorted(reported) for c in spec.columns if all(_value(record, c.key) is None for record in finished)}
+    return {c.key: sorted(reported) for c in spec.columns
+            if all(record_value(record, c.key) is None for record in finished)}
 
 
 def _relative_cell(cell: Cell, ref: Cell) -> Cell:
@@ -155,13 +154,18 @@ def best_row(spec: TableSpec, group: str, col: Column, cells: dict[str, dict[str
 
 def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSpec,
                   flat: dict[str, dict[str, bool | None]] | None = None,
-                  stale_rows: set[str] | frozenset[str] = frozenset()) -> tuple[str, str]:
+                  stale_rows: set[str] | frozenset[str] = frozenset(),
+                  correlations: dict[str, Correlated] | None = None) -> tuple[str, str]:
     """(the compared numbers, "holds" / "does not hold" / "within noise" / "not converged" / "stale runs" /
     "not measured"), compared in the page's units (a column's ``scale`` applied). "stale runs" when a row it
     compares holds runs trained with other settings than the spec's now (``stale_rows``: such a comparison may set
     runs of different lengths side by side); "not converged" when a row it compares has a metric curve that had not
     flattened (``repro.tables.curves``); "within noise" when the sides differ by no more than the noise floor of the
-    claim's column."""
+    claim's column. A claim on a correlation (``corr(<id>):<stat>``) is judged by ``repro.tables.correlate``
+    (its verdict may be "not significant"), on ``correlations`` (read from the records when not given)."""
+    if CORR.match(str(claim.a)):
+        results = correlate(spec, read_records(spec)) if correlations is None else correlations
+        return corr_verdict(claim, results, flat, stale_rows)
     compared: list[tuple[str, str]] = []  # (row, column) of each side, best(<group>) resolved
 
     def resolve(ref: str | float) -> tuple[float | None, str, Column | None]:
@@ -257,44 +261,6 @@ def _chart(spec: TableSpec, col: Column, cells: dict[str, dict[str, Cell]], out:
     return save_figure(fig, out)
 
 
-def _series(path: Path, key: str) -> dict[int, float]:
-    """``{step: value}`` of one column of a run's ``train_log.csv`` (rows where it was logged)."""
-    if not path.exists():
-        return {}
-    with path.open(newline="") as f:
-        return {int(float(r["step"])): float(r[key]) for r in csv.DictReader(f) if r.get(key) and r.get("step")}
-
-
-def _trace(spec: TableSpec, trace: Trace, out: Path) -> Path | None:
-    """``trace.key`` against generator step for each of ``trace.rows`` on one pair of axes: a thin line per
-    seed and the mean over seeds (at the steps every seed logged) in the row's colour; None if nothing ran."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    drawn = False
-    for i, row_id in enumerate(trace.rows):
-        row, colour = spec.row(row_id), f"C{i}"
-        runs = [s for s in (_series(Run(spec, row, seed).results_dir / "train_log.csv", trace.key) for seed in spec.seeds) if s]
-        for s in runs:
-            ax.plot(list(s), list(s.values()), color=colour, lw=0.7, alpha=0.35)
-        if runs:
-            steps = sorted(set.intersection(*(set(s) for s in runs)))
-            ax.plot(steps, [statistics.fmean(s[t] for s in runs) for t in steps], color=colour, lw=2,
-                    marker="o", ms=3, label=f"{row.label} (mean of n={len(runs)})")
-            drawn = True
-    if not drawn:
-        plt.close(fig)
-        return None
-    ax.set(xlabel="generator step", ylabel=trace.label or trace.key)
-    ax.legend(fontsize=8)
-    ax.set_title(textwrap.fill(f"{spec.name}: {trace.title or trace.label or trace.key} (thin: each seed)", 70),
-                 fontsize=10)
-    return save_figure(fig, out)
-
-
 def _csv(spec: TableSpec, cells: dict[str, dict[str, Cell]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -358,6 +324,7 @@ def _stale_lines(spec: TableSpec, stale: dict[str, list[str]]) -> list[str]:
 def _markdown(
     spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path, unreported: dict[str, list[str]],
     records: Records, flat: dict[str, dict[str, bool | None]] | None = None, stale: dict[str, list[str]] | None = None,
+    correlations: dict[str, Correlated] | None = None,
 ) -> str:
     sources: list[str] = []
 
@@ -417,14 +384,17 @@ def _markdown(
                   "Each check is computed from the results above, in the units of the table; \"does not hold\" is "
                   "a finding at this scale; \"within noise\": the two sides differ by no more than the column's "
                   "stated noise floor, so the data do not decide; \"stale runs\": a compared row holds runs trained "
-                  "with other settings than the spec's (listed above), so no verdict until they are rerun.", "",
+                  "with other settings than the spec's (listed above), so no verdict until they are rerun"
+                  + (f"; \"not significant\": a correlation whose two-sided p-value exceeds {ALPHA:g} (section "
+                     "'Correlations across runs')" if correlations else "") + ".", "",
                   "| claim | source | check | at this scale |", "|---|---|---|---|"]
         stale_rows = {name.split("/")[0] for name in stale or {}}
         for claim in spec.claims:
-            shown, verdict = claim_verdict(claim, cells, spec, flat, stale_rows)
+            shown, verdict = claim_verdict(claim, cells, spec, flat, stale_rows, correlations or {})
             note = f" {claim.note}" if claim.note else ""
             lines.append(f"| {claim.text}{note} | {claim.source} | {shown} | **{verdict}** |")
         lines.append("")
+    lines += correlation_lines(spec, correlations or {})
     lines += _convergence_lines(spec, flat or {})
     if figures:
         lines += ["## Figures", ""]
@@ -460,7 +430,12 @@ def write_report(spec: TableSpec, records: Records | None = None, stale: dict[st
         print(f"warning: {spec.name}: column {key!r} is in no finished run's metrics (they report: {', '.join(reported)})")
     for trace in spec.traces:
         name = trace.key.replace("/", "_")
-        out = _trace(spec, trace, page.parent / "figures" / spec.name / f"trace_{name}.png")
+        out = draw_trace(spec, trace, page.parent / "figures" / spec.name / f"trace_{name}.png")
+        if out is not None:
+            figures.append(out)
+    correlations = correlate(spec, records)
+    for result in correlations.values():
+        out = draw_correlation(spec, result, page.parent / "figures" / spec.name / f"corr_{result.corr.id}.png")
         if out is not None:
             figures.append(out)
     for key in spec.charts:
@@ -472,7 +447,7 @@ def write_report(spec: TableSpec, records: Records | None = None, stale: dict[st
     out = draw_curves(spec, records, page.parent / "figures" / spec.name / "curves.png")
     if out is not None:
         figures.insert(0, out)
-    page.write_text(_markdown(spec, cells, figures, page, unreported, records, flat, stale))
+    page.write_text(_markdown(spec, cells, figures, page, unreported, records, flat, stale, correlations))
     page.with_suffix(".csv").write_text(_csv(spec, cells))
     if spec.results_dir.exists():
         (spec.results_dir / "README.md").write_text(

@@ -10,10 +10,10 @@ installed distributions with their versions, and Python's version. ``row_inputs`
 torch, no Lightning); every full parse stores its result under that key in ``$REPRO_CACHE_DIR/resolved-configs``
 (default ``~/.cache/repro/resolved-configs``). A hit is that same parse's result; a changed input is a miss.
 
-Pruning (``prune_cache``): every changed input leaves its old entries behind (~8 KB each), so the first write of
-each process removes the entries not used (read or written: a hit sets its file's mtime, as atime is often not
-kept) for ``MAX_AGE_DAYS``, then the least recently used ones while the folder holds more than ``MAX_BYTES``. A
-pruned entry costs one full parse the next time it is needed.
+Pruning (``prune_cache``, the policy of ``repro.cachefiles.prune``): every changed input leaves its old entries
+behind (~8 KB each), so the first write of each process removes the entries not used (read or written: a hit sets
+its file's mtime, as atime is often not kept) for ``MAX_AGE_DAYS``, then the least recently used ones while the
+folder holds more than ``MAX_BYTES``. A pruned entry costs one full parse the next time it is needed.
 
 Why a cache and not a resolver of our own: of the ~110 keys a row resolves to, its YAML and overrides state ~25;
 the rest are defaults and normalisations (class names to ``class_path`` + ``init_args``, tuples, merged nets)
@@ -33,7 +33,6 @@ import json
 import os
 import re
 import sys
-import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from repro.cachefiles import cache_root, mark_used, prune
 from repro.configfiles import resolve_config_args
 from repro.errors import UserError
 from repro.record import DONE, status_of
@@ -70,8 +70,7 @@ _pruned = False  # this process has pruned the cache (once, at its first write)
 
 def cache_dir() -> Path:
     """``$REPRO_CACHE_DIR/resolved-configs``, or ``~/.cache/repro/resolved-configs``."""
-    base = os.environ.get("REPRO_CACHE_DIR")
-    return (Path(base) if base else Path.home() / ".cache" / "repro") / "resolved-configs"
+    return cache_root() / "resolved-configs"
 
 
 @contextlib.contextmanager
@@ -232,8 +231,7 @@ def _read_entry(path: Path, key: str) -> dict[str, Any] | None:
         return None
     if not isinstance(entry, dict) or entry.get("key") != key:
         return None
-    with contextlib.suppress(OSError):  # a read-only cache is still read
-        os.utime(path)
+    mark_used(path)
     return entry
 
 
@@ -244,31 +242,8 @@ def _read_cache(inputs: RowInputs) -> dict[str, Any] | None:
 
 def prune_cache(folder: Path, now: float | None = None) -> list[Path]:
     """Remove from ``folder`` the entries (and left-over temporary files) last used more than ``MAX_AGE_DAYS`` ago,
-    then the least recently used entries while the rest exceed ``MAX_BYTES``; returns what was removed. Files that
-    vanish meanwhile (another process pruning) are skipped."""
-    now = time.time() if now is None else now
-    kept: list[tuple[float, int, Path]] = []
-    removed: list[Path] = []
-    with contextlib.suppress(OSError), os.scandir(folder) as entries:
-        for item in entries:
-            if not item.name.endswith((".json", ".tmp")) or not item.is_file(follow_symlinks=False):
-                continue
-            with contextlib.suppress(OSError):
-                st = item.stat(follow_symlinks=False)
-                if now - st.st_mtime > MAX_AGE_DAYS * 86400:
-                    removed.append(Path(item.path))
-                elif item.name.endswith(".json"):
-                    kept.append((st.st_mtime, st.st_size, Path(item.path)))
-    total = sum(size for _, size, _ in kept)
-    for _, size, path in sorted(kept, key=lambda k: k[0]):
-        if total <= MAX_BYTES:
-            break
-        removed.append(path)
-        total -= size
-    for path in removed:
-        with contextlib.suppress(OSError):
-            path.unlink()
-    return removed
+    then the least recently used entries while the rest exceed ``MAX_BYTES``; returns what was removed."""
+    return prune(folder, ".json", MAX_AGE_DAYS, MAX_BYTES, now=now)
 
 
 def _write_json(path: Path, entry: dict[str, Any]) -> None:

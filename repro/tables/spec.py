@@ -19,7 +19,10 @@ paper's number of runs), which the page then shows for ours too; a ``noise_floor
 claim's two sides are "within noise"; and which way is ``better`` (``lower`` / ``higher``), which
 ``best(<group>)`` in a claim needs: the row of that group with the best mean of the column, found from the
 data; and ``curve_x: train_seconds`` draws the column's curve against training wall time (``repro.tables.curves``). ``traces`` draw one logged training series (a column of each run's ``train_log.csv``, e.g. the
-conditioning trace) of several rows on shared axes.
+conditioning trace) of several rows on shared axes (``per_seed: true``: one line per seed, no mean). ``correlations``
+correlate such a series' end value with a final metric column across the finished runs (``repro.tables.correlate``);
+a claim tests one as ``a: "corr(<id>):pearson"`` (pooled over its rows) or ``"corr(<id>, <row>):spearman"`` (one row),
+``op`` ``<`` or ``>``, ``b: 0``.
 """
 from __future__ import annotations
 
@@ -34,8 +37,8 @@ import yaml
 from repro.metrics.registry import family_of_key, registered_names
 from repro.record import RECORD_FIELDS
 
-__all__ = ["SpecError", "Column", "Published", "Row", "Claim", "Panel", "Trace", "TableSpec", "load_spec", "find_spec",
-           "list_specs", "BEST"]
+__all__ = ["SpecError", "Column", "Published", "Row", "Claim", "Panel", "Trace", "Correlation", "TableSpec",
+           "load_spec", "find_spec", "list_specs", "BEST", "CORR", "CORR_STATS"]
 
 SPEC_DIR = "paper_tables"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -44,6 +47,9 @@ _PAPER_STATS = ("std", "se")
 _BETTER = ("", "lower", "higher")
 _CURVE_X = ("step", "train_seconds")
 BEST = re.compile(r"^best\((?P<group>[^()]+)\)$")  # best(<group>): that group's row with the best mean
+# corr(<id>) / corr(<id>, <row>): a correlation of the spec's ``correlations``, pooled over its rows or of one row
+CORR = re.compile(r"^corr\((?P<id>[^(),\s]+)(?:,\s*(?P<row>[^(),\s]+))?\):(?P<stat>\w+)$")
+CORR_STATS = ("pearson", "spearman")
 _PLACEHOLDER = re.compile(r"^\{(\w+)((?:\[\w+\])*)\}$")
 # a spec's optional ``slurm`` mapping: per-run job resources for ``--launcher slurm`` (GPUs come from a row's devices)
 SLURM_KEYS: dict[str, type] = {"partition": str, "time_min": int, "cpus_per_task": int, "mem_gb": int}
@@ -126,6 +132,22 @@ class Trace:
     rows: tuple[str, ...]
     label: str = ""
     title: str = ""
+    per_seed: bool = False  # true: every seed's line in its row's colour, no mean line (spread between runs)
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """Across the finished runs of ``rows`` (pooled, and per row): the end value of the ``train_log.csv`` series
+    ``trace`` (the mean of its last ``last`` logged points) against the final metric ``column``; Pearson r and
+    Spearman rho with two-sided p-values, and a scatter figure."""
+
+    id: str
+    trace: str
+    column: str
+    rows: tuple[str, ...]
+    last: int = 1  # how many of the trace's last logged points are averaged (1: its final value)
+    label: str = ""  # the trace's axis label
+    title: str = ""
 
 
 @dataclass(frozen=True)
@@ -145,6 +167,7 @@ class TableSpec:
     panels: list[Panel] = field(default_factory=list)
     charts: list[str] = field(default_factory=list)  # column keys drawn as a bar chart over rows
     traces: list[Trace] = field(default_factory=list)
+    correlations: list[Correlation] = field(default_factory=list)
     notes: str = ""
     steps_note: str = ""
     slurm: dict[str, Any] = field(default_factory=dict)  # SLURM_KEYS: resources of each run's job (--launcher slurm)
@@ -334,25 +357,75 @@ def _ref(value: Any, spec_rows: set[str], columns: dict[str, Column], groups: se
     return str(value)
 
 
-def _claim(data: Any, where: str, rows: set[str], columns: dict[str, Column], groups: set[str]) -> Claim:
+def _corr_claim(data: dict[str, Any], where: str, op: str, correlations: dict[str, Correlation]) -> dict[str, Any]:
+    """The sides of a claim on a correlation: ``a`` = ``corr(<id>):<stat>`` or ``corr(<id>, <row>):<stat>``,
+    ``op`` ``<`` / ``>``, ``b`` = 0 (the p-value tests a zero correlation, so 0 is the only comparison it decides)."""
+    a, b = str(data["a"]), _require(data, "b", where, (str, int, float))
+    match = CORR.match(a)
+    if match is None or match["id"] not in correlations or match["stat"] not in CORR_STATS:
+        raise SpecError(f"{where}: {a!r} must be 'corr(<id>):<stat>' (pooled over the correlation's rows) or "
+                        f"'corr(<id>, <row>):<stat>' with a known correlation id "
+                        f"({', '.join(sorted(correlations)) or 'none: the spec has no correlations'}) and stat "
+                        f"({', '.join(CORR_STATS)})")
+    rows = correlations[match["id"]].rows
+    if match["row"] and match["row"] not in rows:
+        raise SpecError(f"{where}: {a!r}: row {match['row']!r} is not one of correlation {match['id']!r}'s rows "
+                        f"({', '.join(rows)})")
+    if op not in ("<", ">") or isinstance(b, (str, bool)) or b != 0:
+        raise SpecError(f"{where}: a claim on {a!r} needs op '<' or '>' and b: 0 (its two-sided p-value tests a "
+                        f"zero correlation), got op {op!r}, b {b!r}")
+    return {"op": op, "a": a, "b": 0.0}
+
+
+def _claim(data: Any, where: str, rows: set[str], columns: dict[str, Column], groups: set[str],
+           correlations: dict[str, Correlation]) -> Claim:
     if not isinstance(data, dict):
         raise SpecError(f"{where}: a claim is a mapping (text, source, a, op, b)")
     op = str(_require(data, "op", where))
     if op not in CLAIM_OPS:
         raise SpecError(f"{where}: op {op!r} is not valid; valid: {', '.join(CLAIM_OPS)}")
-    derived = {"op": op, "a": str(_ref(_require(data, "a", where, (str, int, float)), rows, columns, groups, where)),
+    a = _require(data, "a", where, (str, int, float))
+    if isinstance(a, str) and a.startswith("corr("):
+        return _build(Claim, data, where, _corr_claim(data, where, op, correlations))
+    if str(data.get("b", "")).startswith("corr("):
+        raise SpecError(f"{where}: a correlation goes on side a ('a: corr(<id>):<stat>', b: 0)")
+    derived = {"op": op, "a": str(_ref(a, rows, columns, groups, where)),
                "b": _ref(_require(data, "b", where, (str, int, float)), rows, columns, groups, where)}
     if op == "~" and not all(isinstance(v, str) and v.endswith(":mean") for v in (derived["a"], derived["b"])):
         raise SpecError(f"{where}: op '~' compares two rows' means (a and b as row:column:mean)")
     return _build(Claim, data, where, derived)
 
 
-def _trace(data: Any, where: str, ids: list[str]) -> Trace:
+def _row_ids(data: Any, where: str, ids: list[str]) -> tuple[str, ...]:
     rows = _require(data, "rows", where, list) if isinstance(data, dict) else []
     unknown = [str(r) for r in rows if r not in ids]
     if unknown or not rows:
         raise SpecError(f"{where}: rows must be row ids; unknown: {', '.join(unknown) or '(none given)'}")
-    return _build(Trace, data, where, {"rows": tuple(rows)})
+    return tuple(rows)
+
+
+def _trace(data: Any, where: str, ids: list[str]) -> Trace:
+    rows = _row_ids(data, where, ids)
+    per_seed = data.get("per_seed", False)
+    if not isinstance(per_seed, bool):
+        raise SpecError(f"{where}: per_seed must be true or false, got {per_seed!r}")
+    return _build(Trace, data, where, {"rows": rows, "per_seed": per_seed})
+
+
+def _correlation(data: Any, where: str, ids: list[str], columns: set[str]) -> Correlation:
+    rows = _row_ids(data, where, ids)
+    corr = _build(Correlation, data, where, {"rows": rows})
+    if not _ID.match(corr.id):
+        raise SpecError(f"{where}: id {corr.id!r} must be letters, digits and _ . + - (claims name it: corr(<id>))")
+    if not corr.trace:
+        raise SpecError(f"{where}: trace must name a column of the runs' train_log.csv "
+                        "(e.g. conditioning/log_cond_mean)")
+    if corr.column not in columns:
+        raise SpecError(f"{where}: column {corr.column!r} is not a column of the table; "
+                        f"valid: {', '.join(sorted(columns))}")
+    if corr.last < 1:
+        raise SpecError(f"{where}: last must be >= 1 (how many of the trace's last logged points are averaged)")
+    return corr
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -416,7 +489,14 @@ def load_spec(path: str | Path) -> TableSpec:
         raise SpecError(f"{where}: 'ensemble_size' must be a positive integer or null (all seeds of a row in one "
                         f"process), got {size!r}")
     by_key, groups = {c.key: c for c in columns}, {r.group for r in rows}
-    claims = [_claim(c, f"{where}: claims[{i}]", set(ids), by_key, groups) for i, c in enumerate(data.get("claims") or [])]
+    correlations = [_correlation(c, f"{where}: correlations[{i}]", ids, keys)
+                    for i, c in enumerate(data.get("correlations") or [])]
+    by_id = {c.id: c for c in correlations}
+    dup = sorted({c.id for c in correlations if by_id[c.id] is not c})
+    if dup:
+        raise SpecError(f"{where}: correlations: duplicate id {dup[0]!r}")
+    claims = [_claim(c, f"{where}: claims[{i}]", set(ids), by_key, groups, by_id)
+              for i, c in enumerate(data.get("claims") or [])]
     panels = [_build(Panel, p, f"{where}: panels[{i}]", {}) for i, p in enumerate(data.get("panels") or [])]
     charts = [str(k) for k in data.get("charts") or []]
     for key in charts:
@@ -426,7 +506,7 @@ def load_spec(path: str | Path) -> TableSpec:
     derived = {"name": path.stem, "path": path, "root": root, "seeds": seeds, "columns": columns, "rows": rows,
                "slurm": dict(slurm),
                "overrides": dict(data.get("overrides") or {}), "claims": claims, "panels": panels, "charts": charts,
-               "traces": traces}
+               "traces": traces, "correlations": correlations}
     return _build(TableSpec, data, where, derived, extra_keys=("matrix",), internal=("name", "path", "root"))
 
 

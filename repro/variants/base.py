@@ -44,6 +44,7 @@ from repro.ema import decay_at, standing_statistics, update_ema as lerp_ema
 from repro.latents import truncated_normal
 from repro.losses import objective
 from repro.nets.base import check_shapes
+from repro.normalization import check_per_sample
 from repro.regularizers import Regularizer
 
 __all__ = ["GANModule", "check_betas", "linear_lr_decay", "LABELLED_HOOKS"]
@@ -171,6 +172,9 @@ class GANModule(L.LightningModule):
         self.num_classes = num_classes
         self.d_regularizers: list[Regularizer] = list(d_regularizers or [])
         self.g_regularizers: list[Regularizer] = list(g_regularizers or [])
+        for reg in self.d_regularizers:
+            if getattr(reg, "per_sample_d_gradient", False):  # e.g. a gradient penalty: ||grad_x D(x_i)|| per sample
+                check_per_sample(discriminator, type(reg).__name__)
         # regularizers with state (historical averaging's running mean) keep it in the checkpoint
         self.regularizer_state = nn.ModuleList(r for r in (*self.d_regularizers, *self.g_regularizers)
                                                if isinstance(r, nn.Module))

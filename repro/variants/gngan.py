@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from repro.normalization import SpectralNorm, batch_norm_names, has_parametrization, weight_layers
+from repro.normalization import SpectralNorm, check_per_sample, has_parametrization, weight_layers
 from repro.variants.base import GANModule
 
 __all__ = ["GNGAN", "gradient_normalize"]
@@ -23,7 +23,7 @@ def gradient_normalize(f: nn.Module, x: Tensor) -> Tensor:
     if not x.requires_grad:
         x = x.detach().requires_grad_(True)
     out = f(x)
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)  # samples are independent: no batch norm
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)  # row i: grad D(x_i) (GNGAN refuses coupling)
     grad_norm = grad.flatten(1).norm(dim=1)
     return out / (grad_norm + out.abs())
 
@@ -33,16 +33,13 @@ class GNGAN(GANModule, name="gngan"):
     train.py applies it in both steps).
 
     D^ lies in [-1, 1]; the CNN setting's BCE is ``loss: bounded_bce`` (BCE on (D^ + 1) / 2), the
-    ResNet setting's is ``loss: hinge``. D must have neither batch norm (it couples the samples,
-    so the per-sample gradient is not defined) nor spectral norm (the paper's point is to replace it).
+    ResNet setting's is ``loss: hinge``. D must have no layer that couples the samples of a batch (batch
+    norm, minibatch discrimination: the per-sample gradient is then not defined) and no spectral norm (the
+    paper's point is to replace it).
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, loss: str = "hinge", **kwargs: Any):
-        if names := batch_norm_names(discriminator):
-            raise ValueError(
-                f"model.discriminator: GNGAN's discriminator must not use batch norm ({names[0]!r}); "
-                "build it with norm: none, weight or layer"
-            )
+        check_per_sample(discriminator, "GNGAN (gradient normalization)")
         if any(has_parametrization(m, SpectralNorm) for m in weight_layers(discriminator)):
             raise ValueError(
                 "model.discriminator: GNGAN's discriminator must not use spectral norm; "

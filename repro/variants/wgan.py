@@ -44,7 +44,8 @@ class WGAN(GANModule, name="wgan"):
 
 class WGANGP(GANModule, name="wgangp"):
     """Critic loss plus gradient penalty gp_weight * E(||grad D(x_hat)|| - 1)^2 (Gulrajani et al. 2017,
-    Alg. 1: lambda = 10, Adam lr 1e-4, betas (0, 0.9), n_critic = 5)."""
+    Alg. 1: lambda = 10, Adam lr 1e-4, betas (0, 0.9), n_critic = 5). A critic with batch norm or minibatch
+    discrimination is refused (the penalty is per input; the paper's Sec. 4 drops batch norm from the critic)."""
 
     def __init__(
         self,
@@ -58,8 +59,8 @@ class WGANGP(GANModule, name="wgangp"):
         betas_d: Betas = (0.0, 0.9),
         **kwargs: Any,
     ):
+        d_regularizers = [GradientPenalty(gp_weight), *(kwargs.pop("d_regularizers", None) or [])]
         super().__init__(
             generator, discriminator, loss="wasserstein", n_dis=n_dis, lr_g=lr_g, lr_d=lr_d,
-            betas_g=betas_g, betas_d=betas_d, **kwargs,
+            betas_g=betas_g, betas_d=betas_d, d_regularizers=d_regularizers, **kwargs,
         )
-        self.d_regularizers.insert(0, GradientPenalty(gp_weight))

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from repro.metrics.transport import TransportSolution, exact_w1, l1_cost
+from repro.normalization import check_per_sample
 from repro.variants.base import Betas, GANModule
 
 __all__ = ["WGANTS", "TransportSolution", "exact_w1", "l1_cost", "lipschitz_ratio", "scale_weights"]
@@ -64,7 +65,8 @@ class WGANTS(GANModule, name="wgants"):
 
     Args:
         regression_steps: D optimizer steps per LP on the same batch (the code's DOptIters = 5).
-        ot_weight: lambda of the optimal-transport regularizer (the code's LAMBDA = 10; 0 turns it off).
+        ot_weight: lambda of the optimal-transport regularizer (the code's LAMBDA = 10; 0 turns it off); > 0
+            refuses a D that couples the samples (batch norm, minibatch discrimination).
         weight_scaling: apply the Sec. 4.3 weight scaling after each D update (the code's ``--ws``, off).
         n_dis: D updates (each one LP) per G update (the code's Diters = 1).
         lr_g, lr_d, betas_g, betas_d: Adam settings (the code: 1e-4, (0.5, 0.999) for both).
@@ -88,6 +90,8 @@ class WGANTS(GANModule, name="wgants"):
             raise ValueError(f"model.regression_steps must be >= 1, got {regression_steps}")
         if not ot_weight >= 0:
             raise ValueError(f"model.ot_weight must be >= 0, got {ot_weight}")
+        if ot_weight > 0:  # eq. 11 compares grad_y D(y_j) with each sample's own direction
+            check_per_sample(discriminator, "WGANTS (ot_weight > 0)")
         if kwargs.get("d_regularizers"):
             raise ValueError("model.d_regularizers do not apply to WGAN-TS (D regresses onto the LP potentials); remove them")
         super().__init__(

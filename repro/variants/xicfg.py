@@ -16,7 +16,9 @@ Before the first stage G~ is fitted the same way to clamp(z W, -1, 1), W ~ N(0, 
 A sample is G~(z) pushed by the last stage's T snapshots: T gradient evaluations of D.
 
 As in the authors' code, G~ runs in eval mode whenever it makes fakes, targets or samples (train mode
-only while refitted), and the snapshots run in training mode (batch statistics if D has batch norm).
+only while refitted), and the snapshots run in training mode (batch statistics if D has batch norm: the push
+is then grad_x of sum_j D_t(x_j), row i including the other samples' terms, as the authors' code computes it;
+unlike GN-GAN or a gradient penalty, nothing here needs the per-sample gradient, so a coupling D is accepted).
 Under DDP the D and refit gradients are averaged over the ranks and the refit's epoch loss is
 averaged before the learning-rate decision, so every rank holds the same G~, D and snapshots.
 """
@@ -41,7 +43,7 @@ def functional_gradient_push(x: Tensor, critics: Iterable[nn.Module], eta: float
         x = x.clone()  # a normal tensor, also when x was made in inference mode
         for critic in critics:
             leaf = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(critic(leaf).sum(), leaf)  # D is per sample: row i is grad D(x_i)
+            (grad,) = torch.autograd.grad(critic(leaf).sum(), leaf)  # row i: grad D(x_i), plus D's BN cross-terms
             x = leaf.detach() + eta * grad
     return x.detach()
 
