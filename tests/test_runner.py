@@ -302,8 +302,8 @@ def test_resumed_record_counts_the_wall_time_of_every_process(tmp_path, monkeypa
         run.in_progress_dir.mkdir(parents=True)
         (run.in_progress_dir / "last.ckpt").touch()
         for steps, wall in progress:
-            write_json_atomic({"generator_steps": steps, "max_steps": 4,
-                               **({} if wall is None else {"wall_seconds": wall})}, run.in_progress_dir / "progress.json")
+            progress_json = {"generator_steps": steps, "max_steps": 4, **({} if wall is None else {"wall_seconds": wall})}
+            write_json_atomic(progress_json, run.in_progress_dir / "progress.json")
             _, out, err = execute.start(Job((run,)), dict(os.environ))
             out.close()
             err.close()
