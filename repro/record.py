@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,11 @@ from typing import Any
 from repro.portable import dumps, loads
 
 __all__ = ["RECORD_FILE", "CHECKPOINT_NAME", "checkpoint_in", "Status", "DONE", "RECORD_FIELDS", "record_path", "write_record", "read_record", "status_of",
-           "steps_asked", "write_json_atomic", "read_json", "source_state", "cpu_model", "machine"]
+           "steps_asked", "write_json_atomic", "read_json", "source_state", "cpu_model", "machine", "process_seconds"]
 
 RECORD_FILE = "metrics.json"
 CHECKPOINT_NAME = "last.ckpt"  # a resumable run's checkpoint, in its ``in_progress`` folder until it finishes
+_IMPORTED = time.monotonic()  # process_seconds' origin where the kernel's start time cannot be read
 
 
 def checkpoint_in(in_progress: Path) -> Path | None:
@@ -146,3 +148,15 @@ def machine(device: Any = None) -> dict[str, Any]:
         "accelerator": torch.cuda.get_device_name(device) if cuda else "cpu",
         "accelerator_count": torch.cuda.device_count() if cuda else 0,
     }
+
+
+def process_seconds() -> float:
+    """Wall seconds since this process started: on Linux from its start time in ``/proc/self/stat`` (clock ticks
+    after boot, against ``CLOCK_BOOTTIME``), so interpreter start and imports count, as they do in a parent's timing
+    of the process from its launch; elsewhere since this module was imported."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()  # the name may hold spaces
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime (fields[0] is field 3)
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, IndexError, ValueError, AttributeError):
+        return time.monotonic() - _IMPORTED

@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ import yaml
 
 from repro import REPO_ROOT
 from repro.portable import dumps, loads, path_roles, portable, portable_text
-from repro.record import cpu_model, machine, read_json, write_json_atomic
+from repro.record import cpu_model, machine, process_seconds, read_json, write_json_atomic
 from repro.tables.plan import plan
 from repro.tables.execute import collect
 from repro.tables.jobs import Job
@@ -109,3 +112,16 @@ def test_committed_records_are_strict_json_without_machine_paths() -> None:
         strings = re.findall(r'"((?:[^"\\]|\\.)*)"', json.dumps(data))
         bad += [f"{path.relative_to(REPO_ROOT)}: {s[:80]}" for s in strings if _ABSOLUTE.search(s)]
     assert not bad, "\n".join(bad[:10])
+
+
+def test_process_seconds_count_from_the_process_start_not_from_the_import() -> None:
+    """A child that sleeps 1 s before importing ``repro.record`` reports at least that second, and no more than its
+    parent timed from launch to exit; in this process the count only grows."""
+    code = "import time; time.sleep(1.0); from repro.record import process_seconds; print(process_seconds())"
+    t0 = time.monotonic()
+    child = float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                                 cwd=REPO_ROOT).stdout)
+    parent = time.monotonic() - t0
+    assert 1.0 <= child <= parent + 0.01  # the kernel's start time is in 10 ms ticks, rounded down
+    first = process_seconds()
+    assert 0 < first <= process_seconds()

@@ -1,5 +1,6 @@
 """The table runner's reliability: stale records, duplicate seeds, truncated runs, the table lock, failures
-that exit non-zero with their cause, evaluation-only retries, and the submitit launcher."""
+that exit non-zero with their cause, evaluation-only retries, the submitit launcher, and a resumed run's wall
+time over all its processes."""
 from __future__ import annotations
 
 import json
@@ -11,11 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from repro import REPO_ROOT
+from repro.callbacks.resumable import ResumableCheckpoint
 from repro.cli import main
-from repro.record import Status, read_json, status_of
+from repro.record import Status, process_seconds, read_json, status_of, write_json_atomic
+from repro.tables import execute
+from repro.tables.compute import compute_line
 from repro.tables.execute import failure_cause
+from repro.tables.jobs import Job
 from repro.tables.lock import TableLock, TableLocked
 from repro.tables.plan import is_done, plan, read_records
 from repro.tables.report import aggregate
@@ -263,3 +269,61 @@ def test_failure_cause_is_one_line():
     assert failure_cause({"error_tail": [], "returncode": 1}) == "exit code 1: no error output"
     assert failure_cause({"error_tail": ["repro fit: error: config file 'x' not found"], "returncode": 2}) == \
         "repro fit: error: config file 'x' not found"
+
+
+def test_resumable_checkpoint_carries_the_wall_time_of_earlier_processes():
+    """The callback's count: this process alone when fresh; the total a checkpoint carried plus this process when
+    resumed (what the next process restores); unknown after a checkpoint without its state (written before it)."""
+    fresh = ResumableCheckpoint()
+    before = process_seconds()
+    assert before <= fresh.wall_seconds() <= process_seconds()
+    resumed = ResumableCheckpoint()
+    resumed.on_load_checkpoint(None, None, {})  # Lightning: this hook, then load_state_dict if the state is there
+    resumed.load_state_dict({"wall_seconds": 100.0})
+    assert 100.0 + before <= resumed.wall_seconds() <= 100.0 + process_seconds()
+    nxt = ResumableCheckpoint()
+    nxt.on_load_checkpoint(None, None, {})
+    nxt.load_state_dict(resumed.state_dict())  # a third process restores the sum and adds its own time
+    assert nxt.wall_seconds() >= 100.0 + 2 * before
+    old = ResumableCheckpoint()
+    old.on_load_checkpoint(None, None, {})  # no state for this callback in the checkpoint
+    assert old.wall_seconds() is None and old.state_dict() == {"wall_seconds": None}
+
+
+def test_resumed_record_counts_the_wall_time_of_every_process(tmp_path, monkeypatch):
+    """Hand-made in-progress state of a run killed twice: each resume notes progress.json's count of the earlier
+    processes (the second resume's 130.5 s includes the first's 100 s), and the finished record's wall_seconds
+    is that plus the last process's timing. A checkpoint from before the count (no wall_seconds) leaves it unknown:
+    that record holds the last process alone and the Compute line calls the sum a lower bound, for it only."""
+    spec = load_spec(write_spec(tmp_path, seeds=[0, 1]))
+    counted, old = plan(spec, only=["nsgan"])
+    monkeypatch.setattr(execute.subprocess, "Popen", lambda args, **kwargs: None)
+    for run, progress in ((counted, [(2, 100.0), (3, 130.5)]), (old, [(3, None)])):
+        run.in_progress_dir.mkdir(parents=True)
+        (run.in_progress_dir / "last.ckpt").touch()
+        for steps, wall in progress:
+            progress_json = {"generator_steps": steps, "max_steps": 4, **({} if wall is None else {"wall_seconds": wall})}
+            write_json_atomic(progress_json, run.in_progress_dir / "progress.json")
+            _, out, err = execute.start(Job((run,)), dict(os.environ))
+            out.close()
+            err.close()
+    assert read_json(counted.in_progress_dir / "resumes.json") == {"steps": [2, 3], "earlier_wall_seconds": 130.5}
+    assert read_json(old.in_progress_dir / "resumes.json") == {"steps": [3], "earlier_wall_seconds": None}
+    assert execute.earlier_wall_seconds({"steps": [2]}) is None  # a resume noted before the count
+    assert execute.earlier_wall_seconds({}) == 0.0
+    for run in (counted, old):  # the last process trained to its length and wrote its record
+        write_json_atomic({"status": "finished", "generator_steps": 4, "train_seconds": 40.0,
+                           "metrics": {"modes_200": 7, "high_quality_200": 0.5}}, run.work_dir / "metrics.json")
+        (run.work_dir / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_steps": 4}}))
+    record = execute.collect_run(counted, Job((counted,)), 0, 20.25, {})
+    assert record["wall_seconds"] == 150.75 and record["earlier_wall_seconds"] == 130.5
+    assert read_json(counted.results_dir / "metrics.json")["wall_seconds"] == 150.75
+    record = execute.collect_run(old, Job((old,)), 0, 20.25, {})
+    assert record["wall_seconds"] == 20.25 and record["earlier_wall_seconds"] is None
+    line = compute_line(read_records(spec))
+    assert "1 process resumed earlier processes' checkpoints: the wall time adds each earlier process's" in line
+    assert "1 process continued an earlier process's checkpoint in a record from before" in line
+    assert "lower bound" in line
+    (old.results_dir / "metrics.json").unlink()
+    line = compute_line(read_records(spec))
+    assert "1 process resumed earlier processes' checkpoints" in line and "lower bound" not in line

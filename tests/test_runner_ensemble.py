@@ -166,7 +166,7 @@ def test_killed_ensemble_job_continues_from_its_checkpoint_bit_identically(tmp_p
     whole = write_spec(tmp_path, "whole", overrides=run, matrix=_matrix("nsgan"), seeds=[0, 1], claims=[])
     finished = _fake_finished(killed, "nsgan", 2)
     finished_bytes = finished.read_bytes()
-    stopped_at, _ = kill_runner_midway(tmp_path, killed, lambda: _job_steps(tmp_path, "killed"), total=160)
+    stopped_at, _, _ = kill_runner_midway(tmp_path, killed, lambda: _job_steps(tmp_path, "killed"), total=160)
     assert not (tmp_path / "results/killed/nsgan/seed0/metrics.json").exists()
 
     main(["reproduce", str(killed), "--report-only"])
@@ -187,6 +187,7 @@ def test_killed_ensemble_job_continues_from_its_checkpoint_bit_identically(tmp_p
         assert a["status"] == b["status"] == "finished" and a["generator_steps"] == 160
         assert a["resumed_at_steps"] and a["resumed_at_steps"][0] >= stopped_at - 1 and b["resumed_at_steps"] == []
         assert a["metrics"] == b["metrics"] and a["curves"] == b["curves"]
+        assert a["earlier_wall_seconds"] > 0 and a["wall_seconds"] > a["earlier_wall_seconds"]  # both processes
         log_a = (tmp_path / f"results/killed/nsgan/seed{seed}/train_log.csv").read_text()
         log_b = (tmp_path / f"results/whole/nsgan/seed{seed}/train_log.csv").read_text()
         assert [r.split(",")[1:] for r in log_a.splitlines()] == [r.split(",")[1:] for r in log_b.splitlines()]
@@ -247,4 +248,4 @@ def test_a_fresh_start_removes_superseded_ensemble_folders(tmp_path, monkeypatch
     out.close()
     err.close()
     assert started[1][started[1].index("--ckpt_path") + 1] == "results/tiny/nsgan/ensemble_2_3/in_progress/last.ckpt"
-    assert read_json(job.in_progress_dir / "resumes.json") == {"steps": [None]}
+    assert read_json(job.in_progress_dir / "resumes.json") == {"steps": [None], "earlier_wall_seconds": None}

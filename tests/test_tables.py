@@ -22,6 +22,7 @@ from repro.tables.compute import Process, compute_line, hours_minutes, processes
 from repro.tables.correlate import correlate, fit
 from repro.tables.plan import Run, is_done, plan, read_records
 from repro.tables.report import aggregate, claim_verdict, unreported_columns, write_report
+from repro.tables import execute, runner
 from repro.tables.runner import source_state
 from repro.tables.spec import SpecError, load_spec
 
@@ -486,10 +487,17 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _started_at(pid: int) -> float:
+    """When a live process started, on the ``time.time()`` clock: its start in /proc (clock ticks after boot)."""
+    ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def kill_runner_midway(root: Path, spec: Path, steps: Callable[[], int], total: int,
-                       at: int = 60) -> tuple[int, int]:
+                       at: int = 60) -> tuple[int, int, float]:
     """Run ``repro reproduce spec`` on one device from ``root``, SIGKILL the runner (only the runner) once ``steps()``
-    reaches ``at``, assert its training children died with it (PDEATHSIG); (the steps they had saved, runner pid)."""
+    reaches ``at``, assert its training children died with it (PDEATHSIG); (the steps they had saved, runner pid,
+    when the first child started on the ``time.time()`` clock)."""
     proc = subprocess.Popen([sys.executable, "-m", "repro", "reproduce", str(spec), "--devices", "1"],
                             cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
@@ -497,6 +505,7 @@ def kill_runner_midway(root: Path, spec: Path, steps: Callable[[], int], total: 
     while steps() < at and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     children = _children(proc.pid)
+    started = min(_started_at(c) for c in children) if children else 0.0
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert children, proc.stderr.read().decode()[-2000:]
@@ -506,21 +515,29 @@ def kill_runner_midway(root: Path, spec: Path, steps: Callable[[], int], total: 
     assert not any(Path(f"/proc/{c}").exists() for c in children), "the training outlived its runner"
     stopped_at = steps()
     assert 0 < stopped_at < total, proc.stderr.read().decode()[-2000:]
-    return stopped_at, proc.pid
+    return stopped_at, proc.pid, started
 
 
-def test_killed_run_continues_from_its_checkpoint_bit_identically(tmp_path, capsys):
+def test_killed_run_continues_from_its_checkpoint_bit_identically(tmp_path, capsys, monkeypatch):
     """SIGKILL the runner (only the runner) mid-run: its child gets SIGTERM from the kernel (PDEATHSIG), writes
     its checkpoint and is gone within seconds; the next `repro reproduce` replaces the dead runner's lock and
     continues from the in-progress checkpoint (not from step 0), and the finished record (metrics, curve) and
-    train log equal an uninterrupted run's."""
+    train log equal an uninterrupted run's. Its wall_seconds holds both processes: the killed one's from its start
+    to its last checkpoint, at least, and at most to its death; plus the last one's as the runner timed it."""
     run = {**TINY_RUN, "trainer.max_steps": 160, "evaluation.curve_points": 4, "resumable.every_minutes": 0.001}
     matrix = [{"vars": {"variant": ["nsgan"]}, "id": "{variant}", "group": "{variant}",
                "config": str(REPO_ROOT / "configs/ring8/{variant}.yaml")}]
     killed = write_spec(tmp_path, "killed", overrides=run, matrix=matrix, seeds=[0], claims=[])
     whole = write_spec(tmp_path, "whole", overrides=run, matrix=matrix, seeds=[0], claims=[])
-    stopped_at, runner_pid = kill_runner_midway(tmp_path, killed, lambda: _progress_steps(tmp_path, "killed"),
-                                                total=160)
+    stopped_at, runner_pid, child_started = kill_runner_midway(
+        tmp_path, killed, lambda: _progress_steps(tmp_path, "killed"), total=160)
+    child_gone = time.time()
+    in_progress = tmp_path / "results/killed/nsgan/seed0/in_progress"
+    to_checkpoint = (in_progress / "last.ckpt").stat().st_mtime - child_started  # the killed process's, to its save
+    saved_count = read_json(in_progress / "progress.json")["wall_seconds"]
+    timed: list[float] = []  # the runner's timing of each process it collects
+    monkeypatch.setattr(runner, "collect", lambda job, code, wall, context: timed.append(wall) or
+                        execute.collect(job, code, wall, context))
     assert not (tmp_path / "results/killed/nsgan/seed0/metrics.json").exists()
     assert not (tmp_path / "runs/tables/killed/nsgan/seed0/metrics.json").exists()  # stopped, not trained on
     assert (tmp_path / "results/killed/.runner.lock").exists()  # the dead runner's
@@ -533,6 +550,11 @@ def test_killed_run_continues_from_its_checkpoint_bit_identically(tmp_path, caps
     b = read_json(tmp_path / "results/whole/nsgan/seed0/metrics.json")
     assert a["status"] == b["status"] == "finished" and a["generator_steps"] == 160
     assert a["resumed_at_steps"] and a["resumed_at_steps"][0] >= stopped_at - 1 and b["resumed_at_steps"] == []
+    last = timed[0]
+    assert a["earlier_wall_seconds"] == round(saved_count, 2) and a["wall_seconds"] == round(saved_count + last, 2)
+    slack = 0.02  # rounding to 0.01 s; the kernel's 10 ms ticks of a start time
+    assert to_checkpoint + last - slack <= a["wall_seconds"] <= child_gone - child_started + last + slack
+    assert b["earlier_wall_seconds"] == 0.0 and b["wall_seconds"] == round(timed[1], 2)
     assert a["metrics"] == b["metrics"]
     assert a["curves"] == b["curves"] and [p[0] for p in a["curves"]["modes_200"]] == [40, 80, 120, 160]
     assert not (tmp_path / "results/killed/nsgan/seed0/in_progress").exists()

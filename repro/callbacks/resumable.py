@@ -6,6 +6,13 @@ unfinished table runs) continues it bit-exactly (tests/test_resume.py). It is al
 reaches ``max_steps``, before the final evaluation: a run that then fails at evaluation resumes from it with
 nothing left to train and is only evaluated (``FinalEvaluation``). The file is written to a temporary
 name and renamed, so a reader never sees half a checkpoint; ``progress.json`` beside it says how far it got.
+
+Wall time across processes: the checkpoint and ``progress.json`` carry ``wall_seconds``, the wall time of every
+process of the run so far, each counted from its start (``repro.record.process_seconds``): the total the resumed
+checkpoint carried plus this process's time at the save. What a process spent after its last save (a killed one's
+lost steps, its exit) is not counted, as ``train_seconds``, whose clock is also restored from the checkpoint, does
+not count it. ``None``: unknown, for a run resumed from a checkpoint written before this count (and its successors).
+The table runner adds the last process's own timing (``repro.tables.execute``).
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from repro.callbacks.rundir import run_dir
-from repro.record import CHECKPOINT_NAME, write_json_atomic
+from repro.record import CHECKPOINT_NAME, process_seconds, write_json_atomic
 
 __all__ = ["ResumableCheckpoint", "CHECKPOINT_NAME"]
 
@@ -44,6 +51,22 @@ class ResumableCheckpoint(L.Callback):
         self._last_save = 0.0
         self._saved_step: int | None = None
         self._previous_sigint: Any = None
+        self._wall_before: float | None = 0.0  # earlier processes' wall seconds (None: unknown)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"wall_seconds": self.wall_seconds()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._wall_before = state.get("wall_seconds")
+
+    def on_load_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Before ``load_state_dict``, which sets it: a checkpoint without this callback's state (written before the
+        wall count) leaves the earlier processes' wall time unknown."""
+        self._wall_before = None
+
+    def wall_seconds(self) -> float | None:
+        """Wall seconds of the run's processes so far: the earlier ones' (to their last save) plus this one's."""
+        return None if self._wall_before is None else self._wall_before + process_seconds()
 
     def directory(self, trainer: L.Trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else run_dir(trainer) / "in_progress"
@@ -103,7 +126,8 @@ class ResumableCheckpoint(L.Callback):
         if trainer.is_global_zero:
             os.replace(tmp, target)
             write_json_atomic({"generator_steps": trainer.global_step, "max_steps": trainer.max_steps,
-                               "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, folder / "progress.json")
+                               "wall_seconds": self.wall_seconds(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                              folder / "progress.json")
         self._last_save, self._saved_step = time.monotonic(), trainer.global_step
         return target
 

@@ -4,7 +4,10 @@ A training process is one ``repro fit``: a single run, or a seed ensemble whose 
 records carry the process's ``wall_seconds`` (training + evaluation) and each its own ``train_seconds`` clock
 of that process, so an ensemble is counted once: by its row, its seeds (``ensemble.seeds``) and that wall time.
 Only finished and diverged runs count; unfinished ones (in progress, failed, stopped) are named by their number.
-Records written before the ``machine`` block (``repro.record.machine``) count as "not recorded".
+Records written before the ``machine`` block (``repro.record.machine``) count as "not recorded". A resumed run's
+``wall_seconds`` holds every process of it (``earlier_wall_seconds`` + the last one's: ``repro.tables.execute``);
+a resumed record without a number there (written before that count) holds the last process's alone, so with any
+such record the summed wall time is called a lower bound.
 """
 from __future__ import annotations
 
@@ -20,13 +23,15 @@ __all__ = ["Process", "processes", "describe_machine", "hours_minutes", "compute
 
 @dataclass(frozen=True)
 class Process:
-    """One training process of finished runs: its name, seconds (None: not recorded), machine and resumption."""
+    """One training job of finished runs (its processes, if resumed, as one): its name, seconds (None: not
+    recorded), machine, whether it resumed, and whether its wall time misses its earlier processes (old records)."""
 
     name: str
     wall_seconds: float | None
     train_seconds: float | None
     machine: str | None
     resumed: bool
+    wall_partial: bool = False
 
 
 def _seconds(value: Any) -> float | None:
@@ -65,9 +70,10 @@ def processes(records: Records) -> list[Process]:
     out = []
     for key, members in groups.items():
         trains = [t for t in (_seconds(r.get("train_seconds")) for r in members) if t is not None]
+        resumed = [r for r in members if r.get("resumed_at_steps")]
         out.append(Process(names[key], _seconds(members[0].get("wall_seconds")), max(trains) if trains else None,
-                           describe_machine(members[0].get("machine")),
-                           any(r.get("resumed_at_steps") for r in members)))
+                           describe_machine(members[0].get("machine")), bool(resumed),
+                           any(_seconds(r.get("earlier_wall_seconds")) is None for r in resumed)))
     return out
 
 
@@ -113,8 +119,12 @@ def compute_line(records: Records) -> str:
     if None in machines:
         shown.append(f"not recorded for {_count(machines[None], 'process')} (records from before the field)")
     text += " Machine: " + "; ".join(shown) + "."
-    resumed = sum(p.resumed for p in procs)
-    if resumed:
-        text += (f" {_count(resumed, 'process')} continued an earlier process's checkpoint, whose wall time no record "
-                 "holds: the summed wall time is a lower bound.")
+    counted = sum(p.resumed and not p.wall_partial for p in procs)
+    if counted:
+        text += (f" {_count(counted, 'process')} resumed earlier processes' checkpoints: the wall time adds each "
+                 "earlier process's up to its last checkpoint (not what a killed process spent after it).")
+    partial = sum(p.wall_partial for p in procs)
+    if partial:
+        text += (f" {_count(partial, 'process')} continued an earlier process's checkpoint in a record from before "
+                 "earlier processes' wall time was counted: the summed wall time is a lower bound.")
     return text + skipped

@@ -30,7 +30,8 @@ from repro.tables.extend import EXTENSION_FILE, FINAL_STATE, extension_label, fi
 from repro.tables.jobs import Job, job_folders
 from repro.tables.plan import Run, relative
 
-__all__ = ["failure_cause", "collect", "collect_run", "stitch_logs", "start", "resume_label", "print_result"]
+__all__ = ["failure_cause", "collect", "collect_run", "stitch_logs", "start", "note_resume", "earlier_wall_seconds",
+           "resume_label", "print_result"]
 
 
 _CAUSE = re.compile(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Diverged)\b.*|repro \w[\w-]*: .*)$")
@@ -73,7 +74,10 @@ def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, contex
     run record there: ``failed`` without a record or on a non-zero exit; ``stopped`` when it says finished short of
     the steps it was asked for. The ``machine`` block is the one the process wrote (``repro.record.machine``), else
     this process's view of the machine. A single run keeps its ``in_progress`` checkpoint for the next ``repro
-    reproduce`` either way; an ensemble member's record also names its mates and the job's command (``ensemble``)."""
+    reproduce`` either way; an ensemble member's record also names its mates and the job's command (``ensemble``).
+    ``wall_seconds`` is that of every process of the run: ``earlier_wall_seconds`` (those before this one, each to
+    its last checkpoint, from ``resumes.json``: ``note_resume``; 0 if none; null if unknown, when ``wall_seconds`` is
+    this process's alone) plus this process's ``wall_seconds`` as its launcher timed it."""
     work, out, root = run.work_dir, run.results_dir, run.spec.root
     config_path = work / "config.yaml"
     record = read_record(work) or {}
@@ -93,6 +97,7 @@ def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, contex
         record["returncode"] = returncode
         record["error"] = failure_cause(record)
     resumes = read_json(job.in_progress_dir / "resumes.json") or {}
+    earlier = earlier_wall_seconds(resumes)
     keep = not job.ensemble and run.in_progress_dir.exists() and status_of(record) not in DONE
     if keep:  # a failed run keeps its checkpoint: the next `repro reproduce` continues (or re-evaluates) it
         parked = run.work_dir / "in_progress.parked"
@@ -119,7 +124,8 @@ def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, contex
     steps = record.get("generator_steps")
     record.update(
         table=run.spec.name, row=run.row.id, seed=run.seed, returncode=returncode,
-        wall_seconds=round(wall_seconds, 2),
+        wall_seconds=round(wall_seconds + (earlier or 0.0), 2),
+        earlier_wall_seconds=None if earlier is None else round(earlier, 2),
         seconds_per_generator_step=(record["train_seconds"] / steps) if steps and "train_seconds" in record else None,
         command="repro fit " + shlex.join(run.fit_args()).replace(str(root) + os.sep, ""),
         figures=figures, checkpoint=relative(checkpoints[-1], root) if checkpoints else None,
@@ -171,10 +177,7 @@ def start(job: Job, env: dict[str, str], extra: list[str] | tuple[str, ...] = ()
                 shutil.rmtree(folder, ignore_errors=True)
                 shutil.rmtree(job.spec.runs_dir / job.row.id / folder.name, ignore_errors=True)
     else:
-        progress = read_json(job.in_progress_dir / "progress.json") or {}
-        resumes = read_json(job.in_progress_dir / "resumes.json") or {"steps": []}
-        resumes["steps"].append(progress.get("generator_steps"))
-        write_json_atomic(resumes, job.in_progress_dir / "resumes.json")
+        note_resume(job)
         for run in job.runs:
             log = run.work_dir / "metrics.csv"
             if log.exists():  # Lightning's CSV logger deletes it on start: keep it as a part, stitched by `collect`
@@ -185,6 +188,27 @@ def start(job: Job, env: dict[str, str], extra: list[str] | tuple[str, ...] = ()
     proc = subprocess.Popen([*job.command(ckpt=ckpt), *extra], stdout=out, stderr=err, cwd=job.spec.root, env=env,
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     return proc, out, err
+
+
+def note_resume(job: Job) -> None:
+    """Add a resume to the job's ``resumes.json``: the step its checkpoint is at (``steps``, one per resume) and the
+    wall seconds of the processes before it, to their last save (``earlier_wall_seconds``: the checkpoint's count,
+    ``repro.callbacks.resumable``; null when the checkpoint predates it), which ``collect_run`` adds to the next
+    process's own timing."""
+    progress = read_json(job.in_progress_dir / "progress.json") or {}
+    resumes = read_json(job.in_progress_dir / "resumes.json") or {"steps": []}
+    resumes["steps"].append(progress.get("generator_steps"))
+    resumes["earlier_wall_seconds"] = progress.get("wall_seconds")
+    write_json_atomic(resumes, job.in_progress_dir / "resumes.json")
+
+
+def earlier_wall_seconds(resumes: dict[str, Any]) -> float | None:
+    """The wall seconds of a job's processes before its current one (0 for a job that never resumed; None: unknown,
+    a resume noted before the count or from a checkpoint that predates it)."""
+    if not resumes.get("steps"):
+        return 0.0
+    earlier = resumes.get("earlier_wall_seconds")
+    return float(earlier) if isinstance(earlier, (int, float)) and not isinstance(earlier, bool) else None
 
 
 def resume_label(job: Job) -> str:
