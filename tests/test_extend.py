@@ -99,6 +99,7 @@ def test_lengthened_constant_lr_run_continues_and_equals_a_run_of_the_new_length
     assert [p[0] for p in a["curves"]["modes_200"]] == [5, 10, 15, 20, 30, 40]
     assert [p[0] for p in a["curve_seconds"]] == [5, 10, 15, 20, 30, 40]
     assert a["train_seconds"] > old["train_seconds"]
+    assert 0 < a["earlier_wall_seconds"] <= old["wall_seconds"] < a["wall_seconds"]  # the old process, to its state
     _assert_same_weights(tmp_path / "runs/tables/grow/const/seed0/final_state/last.ckpt",
                          tmp_path / "runs/tables/grow/fresh/seed0/final_state/last.ckpt")
     with (tmp_path / "results/grow/const/seed0/train_log.csv").open() as f:
