@@ -19,7 +19,8 @@ from repro.tables.resolve import check_configs, stacking_refusals, table_stalene
 from repro.tables.spec import SpecError, TableSpec
 from repro.tables.stale import Stale, stale_message
 
-__all__ = ["dry_run", "print_plan", "summary_line", "stale_actions", "todo_runs", "visible_gpus", "ensemble_cap", "plan_jobs"]
+__all__ = ["dry_run", "print_plan", "summary_line", "stale_actions", "plan_all_jobs", "todo_runs", "visible_gpus",
+           "ensemble_cap", "plan_jobs"]
 
 
 def visible_gpus() -> int:
@@ -62,6 +63,22 @@ def stale_actions(found: list[Stale], records: Records, configs: dict[str, dict[
     rows = {item.run.row.id: configs.get(item.run.row.id) for item in found}
     dependence, _ = length_dependences(rows, parse) if rows else ({}, [])
     return plan_extensions(found, records, configs, dependence)
+
+
+def plan_all_jobs(todo: list[Run], found: list[Stale], records: Records, configs: dict[str, dict[str, Any]],
+                  cap: int | None, stale: str, extend: bool, parse: str = "always"
+                  ) -> tuple[list[Job], dict[str, str], list[Extension], dict[str, str]]:
+    """The jobs that run ``todo`` (``plan_jobs``), where with ``stale="rerun"`` the stale runs that continue from
+    their final state (``stale_actions``) are their own jobs; each row's ``how``, those extensions, and what
+    ``--rerun-stale`` does with each stale run."""
+    extensions, actions = stale_actions(found, records, configs, parse, extend)
+    extensions = extensions if stale == "rerun" else []
+    extended = {run.name for e in extensions for run in e.job.runs}
+    jobs, how = plan_jobs([r for r in todo if r.name not in extended], configs, cap, parse)
+    for extension in extensions:
+        row = extension.job.row.id
+        how[row] = (f"{how[row]}, " if row in how else "") + f"{extension.job.name} extends from {extension.from_steps}"
+    return jobs + [e.job for e in extensions], how, extensions, actions
 
 
 def print_plan(spec: TableSpec, runs: list[Run], how: dict[str, str], console: Console) -> None:
@@ -114,16 +131,11 @@ def dry_run(spec: TableSpec, console: Console, devices: int | None = None, seeds
     records = [(run, read_record(run.results_dir)) for run in runs]
     found = table_staleness(spec, records, console, parse)
     todo = todo_runs(records, found, stale)
-    extensions, actions = stale_actions(found, records, configs, parse, extend)
-    extended = {run.name for e in extensions for run in e.job.runs} if stale == "rerun" else set()
-    jobs, how = plan_jobs([r for r in todo if r.name not in extended], configs,
-                          ensemble_cap(spec, ensemble_size, no_ensemble), parse)
-    for extension in extensions if stale == "rerun" else []:
-        row = extension.job.row.id
-        how[row] = (f"{how[row]}, " if row in how else "") + f"{extension.job.name} extends from {extension.from_steps}"
+    jobs, how, extensions, actions = plan_all_jobs(todo, found, records, configs,
+                                                   ensemble_cap(spec, ensemble_size, no_ensemble), stale, extend, parse)
     devices = devices if devices is not None else (visible_gpus() or os.cpu_count() or 1)
-    jobs_count = len(jobs) + (len(extensions) if stale == "rerun" else 0)
-    console.print(summary_line(spec, runs, todo, jobs_count, found, stale, devices, launcher, len(extended)))
+    console.print(summary_line(spec, runs, todo, len(jobs), found, stale, devices, launcher,
+                               sum(len(e.job.runs) for e in extensions)))
     print_plan(spec, runs, how, console)
     if found:
         console.print(stale_message(spec.name, found, actions), markup=False, soft_wrap=True)

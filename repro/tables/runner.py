@@ -43,11 +43,11 @@ from repro.console import wide_console
 from repro.fit import has_preparation
 from repro.record import Status, read_record, source_state, status_of
 from repro.tables.execute import collect, failure_cause, print_result, resume_label, start
+from repro.tables.extend import begin_extension, discard_extensions
 from repro.tables.jobs import Job
 from repro.tables.lock import TableLock
 from repro.tables.plan import Run, plan, relative
-from repro.tables.extend import begin_extension, discard_extensions
-from repro.tables.preview import ensemble_cap, plan_jobs, stale_actions, summary_line, todo_runs
+from repro.tables.preview import ensemble_cap, plan_all_jobs, plan_jobs, summary_line, todo_runs
 from repro.tables.resolve import check_configs, table_staleness
 from repro.tables.spec import SpecError, TableSpec
 from repro.tables.stale import stale_message
@@ -133,12 +133,9 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
     records = [(run, read_record(run.results_dir)) for run in runs]
     found = table_staleness(spec, records, console, parse="always")
     todo = todo_runs(records, found, stale)
-    extensions, actions = stale_actions(found, records, configs, "always", extend)
-    extensions = extensions if stale == "rerun" else []
+    jobs, _, extensions, actions = plan_all_jobs(todo, found, records, configs,
+                                                 ensemble_cap(spec, ensemble_size, no_ensemble), stale, extend)
     extended = {run.name for e in extensions for run in e.job.runs}
-    jobs, _ = plan_jobs([run for run in todo if run.name not in extended], configs,
-                        ensemble_cap(spec, ensemble_size, no_ensemble))
-    jobs += [e.job for e in extensions]
     devices = (torch.cuda.device_count() or os.cpu_count() or 1) if devices is None else devices
     console.print(summary_line(spec, runs, todo, len(jobs), found, stale, devices, launcher, len(extended)))
     if found and stale == "refuse":

@@ -30,8 +30,8 @@ from typing import Any
 
 from repro.tables.plan import Records, Run
 
-__all__ = ["RUN_SPECIFIC", "Stale", "differing_keys", "config_differences", "stale_runs", "code_changes", "stale_message",
-           "code_warning"]
+__all__ = ["RUN_SPECIFIC", "Stale", "differing_keys", "config_differences", "stale_runs",
+           "code_changes", "stale_message", "code_warning"]
 
 # Keys that differ between the runs of one row, or between machines, or that change no result: the seed
 # (each run has its own), where logs, checkpoints, data and caches are, resumable-checkpoint pacing,
