@@ -113,8 +113,8 @@ def test_lengthened_constant_lr_run_continues_and_equals_a_run_of_the_new_length
 
 def test_ensemble_job_lengthened_continues_as_one_job(tmp_path, capsys):
     """A seed ensemble finished at 20 keeps one final state for the job; raised to 40 the job continues from it, and
-    each member's record and the job's weights equal a from-scratch ensemble job's at 40. Without ``--no-extend``'s
-    partner flag the plan refuses as before; ``--no-extend`` alone is refused."""
+    each member's record and the job's weights equal a from-scratch ensemble job's at 40. ``--no-extend`` needs
+    ``--rerun-stale``, and with it the plan reruns every stale run."""
     path = _spec(tmp_path, "grow", [{"id": "const", "overrides": CONSTANT}], [0, 1])
     main(["reproduce", str(path), "--devices", "1"])
     assert (tmp_path / "runs/tables/grow/const/ensemble_0_1/final_state/last.ckpt").is_file()
