@@ -117,6 +117,8 @@ def test_override_that_does_not_parse_fails_before_training(tmp_path, capsys):
 def _fake_record(run: Run, status: str, modes: float | None = None) -> None:
     run.results_dir.mkdir(parents=True, exist_ok=True)
     record = {"status": status, "metrics": {} if modes is None else {"modes_200": modes, "high_quality_200": 0.5}}
+    if modes is not None:  # flat curves: the claims' verdicts are made (a claim needs a flattened curve)
+        record["curves"] = {key: [[step, value] for step in (10, 20, 36, 40)] for key, value in record["metrics"].items()}
     (run.results_dir / "metrics.json").write_text(json.dumps(record))
 
 
@@ -272,7 +274,8 @@ def test_correlation_of_trace_end_with_final_metric_equals_scipy(tmp_path):
             continue
         x, hq = xs[run.row.id][run.seed], hqs[run.row.id][run.seed]
         logged = [3.0, 20.0, x - 1.5, x + 1.5]  # the mean of the last 2 is x
-        record = {"status": "finished", "metrics": {"modes_200": 6, "high_quality_200": hq}}
+        record = {"status": "finished", "metrics": {"modes_200": 6, "high_quality_200": hq},
+                  "curves": {"high_quality_200": [[10, hq], [20, hq], [36, hq], [40, hq]]}}  # flattened
         (run.results_dir / "metrics.json").write_text(json.dumps(record))
         log = "conditioning/log_cond_mean,step,train/d_loss\n" + "".join(
             f"{v},{10 * i},\n,{10 * i + 1},0.5\n" for i, v in enumerate(logged))

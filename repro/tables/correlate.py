@@ -110,7 +110,8 @@ def _scope(result: Correlated, row: str | None) -> str:
 
 def corr_verdict(claim: Claim, results: dict[str, Correlated], flat: dict[str, dict[str, bool | None]] | None,
                  stale_rows: set[str] | frozenset[str]) -> tuple[str, str]:
-    """(the compared numbers, "holds" / "does not hold" / "not significant" / "not converged" / "stale runs" /
+    """(the compared numbers, "holds" / "does not hold" / "not significant" / "not converged" /
+    "convergence not measured" / "stale runs" /
     "not measured") of a claim ``corr(<id>[, <row>]):<stat> <op> 0``."""
     match = CORR.match(str(claim.a))
     result, row, name = results[match["id"]], match["row"], match["stat"]
@@ -124,8 +125,12 @@ def corr_verdict(claim: Claim, results: dict[str, Correlated], flat: dict[str, d
         return shown, "not measured"
     if any(r in stale_rows for r in rows):
         return shown, "stale runs"
-    if flat and any(flat.get(r, {}).get(result.corr.column) is False for r in rows):
-        return shown, "not converged"
+    if flat is not None:
+        states = [flat.get(r, {}).get(result.corr.column) for r in rows]
+        if any(state is False for state in states):
+            return shown, "not converged"
+        if any(state is None for state in states):
+            return shown, "convergence not measured"
     if p > ALPHA:
         return shown, "not significant"
     return shown, "holds" if (value > 0 if claim.op == ">" else value < 0) else "does not hold"

@@ -156,11 +156,12 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
                   flat: dict[str, dict[str, bool | None]] | None = None,
                   stale_rows: set[str] | frozenset[str] = frozenset(),
                   correlations: dict[str, Correlated] | None = None) -> tuple[str, str]:
-    """(the compared numbers, "holds" / "does not hold" / "within noise" / "not converged" / "stale runs" /
-    "not measured"), compared in the page's units (a column's ``scale`` applied). "stale runs" when a row it
+    """(the compared numbers, "holds" / "does not hold" / "within noise" / "not converged" / "convergence not
+    measured" / "stale runs" / "not measured"), compared in the page's units (a column's ``scale`` applied). "stale runs" when a row it
     compares holds runs trained with other settings than the spec's now (``stale_rows``: such a comparison may set
     runs of different lengths side by side); "not converged" when a row it compares has a metric curve that had not
-    flattened (``repro.tables.curves``); "within noise" when the sides differ by no more than the noise floor of the
+    flattened (``repro.tables.curves``), "convergence not measured" when one has no curve to judge it by (none
+    recorded, or too few points in the last 20 %; ``flat`` None skips the check); "within noise" when the sides differ by no more than the noise floor of the
     claim's column. A claim on a correlation (``corr(<id>):<stat>``) is judged by ``repro.tables.correlate``
     (its verdict may be "not significant"), on ``correlations`` (read from the records when not given)."""
     if CORR.match(str(claim.a)):
@@ -190,8 +191,12 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
         return shown, "not measured"
     if any(row in stale_rows for row, _ in compared):
         return shown, "stale runs"
-    if flat and any(flat.get(row, {}).get(col) is False for row, col in compared):
-        return shown, "not converged"
+    if flat is not None:
+        states = [flat.get(row, {}).get(col) for row, col in compared]
+        if any(state is False for state in states):
+            return shown, "not converged"
+        if any(state is None for state in states):  # no curve, or too few points to judge: a verdict needs one
+            return shown, "convergence not measured"
     if claim.op == "~":  # the two means agree within 2 combined standard errors (Cell.se over seeds)
         (row_a, key_a), (row_b, key_b) = compared
         se_a, se_b = cells[row_a][key_a].se, cells[row_b][key_b].se
@@ -384,7 +389,10 @@ def _markdown(
                   "Each check is computed from the results above, in the units of the table; \"does not hold\" is "
                   "a finding at this scale; \"within noise\": the two sides differ by no more than the column's "
                   "stated noise floor, so the data do not decide; \"stale runs\": a compared row holds runs trained "
-                  "with other settings than the spec's (listed above), so no verdict until they are rerun"
+                  "with other settings than the spec's (listed above), so no verdict until they are rerun; \"not "
+                  "converged\": a compared row's curve of the column had not flattened by the rule in section "
+                  "'Convergence'; \"convergence not measured\": it has no curve to judge that by (none recorded, or "
+                  "too few points in the last 20 % of training), so no verdict"
                   + (f"; \"not significant\": a correlation whose two-sided p-value exceeds {ALPHA:g} (section "
                      "'Correlations across runs')" if correlations else "") + ".", "",
                   "| claim | source | check | at this scale |", "|---|---|---|---|"]
