@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 from torch import nn
 
 from repro.callbacks import ConditioningTrace, FinalEvaluation
@@ -131,7 +132,14 @@ def check_conditioning(conditioning: Any, model: nn.Module, sample_shape: tuple[
 
 
 def check_run(model: nn.Module, datamodule: Any, trainer: L.Trainer) -> None:
-    """Every check above but ``check_sizes``, for a built ``repro fit`` run."""
+    """Every check above but ``check_sizes``, for a built ``repro fit`` run. The checks run on a forked random
+    state: building the evaluation's classifier (its layers' initialisation) must not shift the run's random
+    streams, so a run trains the same with and without image metrics."""
+    with torch.random.fork_rng(devices=[]):
+        _check_run(model, datamodule, trainer)
+
+
+def _check_run(model: nn.Module, datamodule: Any, trainer: L.Trainer) -> None:
     check_trainer(trainer)
     check_networks(model)
     model.check_sample_shape(datamodule.sample_shape)

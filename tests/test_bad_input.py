@@ -214,3 +214,21 @@ def test_bad_input_is_one_clear_error(config: str, extra: list[str], expected: l
 def test_suite_size() -> None:
     """Issue 17: at least 60 bad-input cases."""
     assert len(CASES) >= 60
+
+
+def test_preflight_checks_leave_the_run_random_state_unchanged(run_dir):
+    """Building the MNIST classifier to check image metrics (repro.preflight.check_evaluation) must not draw from
+    the run's random stream: a run trains the same with and without image metrics (it used not to: the
+    classifier's initialisation shifted every latent and batch after it)."""
+    from conftest import load_config
+
+    from repro import preflight
+
+    cli = load_config("configs/mnist/nsgan.yaml", "--evaluation.image_metrics", "true")
+    evaluation = next(c for c in cli.trainer.callbacks if type(c).__name__ == "FinalEvaluation")
+    assert "image" in {f.name for f in evaluation.selected(cli.datamodule)}
+    before = torch.get_rng_state()
+    preflight.check_run(cli.model, cli.datamodule, cli.trainer)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.nn.Linear(4, 4)  # the guard is not vacuous: building a layer does draw from the stream
+    assert not torch.equal(torch.get_rng_state(), before)
