@@ -148,7 +148,9 @@ def test_ensemble_records_equal_single_runs_float64_and_page_has_the_same_form(t
     pages = {name: (tmp_path / "paper_tables" / f"{name}.md").read_text().replace(name, "TABLE")
              for name in paths}
     table_lines = {name: [ln for ln in page.splitlines() if ln.startswith("|")] for name, page in pages.items()}
-    assert table_lines["ens"] == table_lines["single"] and any("hold" in ln for ln in table_lines["ens"])
+    # the claim gets the same verdict either way (these runs record no curve: "convergence not measured")
+    assert table_lines["ens"] == table_lines["single"]
+    assert any("| **convergence not measured** |" in ln for ln in table_lines["ens"])
 
 
 def _job_steps(root: Path, table: str) -> int:
