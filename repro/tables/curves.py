@@ -8,9 +8,11 @@ point at the seeds' mean training seconds at that step (evaluation time excluded
 differently are compared at equal time, as in a score-vs-time figure.
 
 Flattening rule (stated on every page that uses it): over the last 20 % of training (points at steps
-≥ 0.8 × the final step, at least two of them), the row's mean curve moves by at most
-``max(2 × standard error of the final value over seeds, 5 % of |final mean|)``. A claim about a row
-whose curve did not flatten is reported as "not converged", not as holds / does not hold.
+≥ 0.8 × the final step, at least two of them), the least-squares line through the row's mean curve changes by at
+most ``max(5 % of |final mean|, the column's noise floor)`` from the first to the last of those points. The trend is
+judged, not the range (one dip does not fail a row whose level holds), and the seeds' spread does not excuse a
+trend (a rising mean is rising however much the seeds differ). A claim about a row whose curve did not flatten is
+reported as "not converged", not as holds / does not hold.
 """
 from __future__ import annotations
 
@@ -28,14 +30,16 @@ from repro.tables.jobs import job_folders
 from repro.tables.plan import Records
 from repro.tables.spec import Row, TableSpec
 
-__all__ = ["RowCurve", "row_curves", "flattened", "convergence", "draw_curves", "in_progress", "TAIL", "REL_TOL",
+__all__ = ["RowCurve", "Trend", "row_curves", "trend", "flattened", "trends", "convergence", "draw_curves", "in_progress", "TAIL", "REL_TOL",
            "RULE", "X_LABELS"]
 
 TAIL, REL_TOL = 0.2, 0.05
 X_LABELS = {"step": "generator updates",
             "train_seconds": "training wall time (s; mean over seeds, evaluation excluded)"}
-RULE = ("a row's metric has flattened when, over the last 20% of training (at least two evaluation points), its "
-        "mean over seeds moved by at most max(2 × standard error of the final value over seeds, 5% of the final mean)")
+RULE = ("a row's metric has flattened when, over the last 20% of training (at least two evaluation points), the "
+        "least-squares line through its mean over seeds changes by at most max(5% of the final mean, the column's "
+        "noise floor); Δ below is that change in the page's units (the trend, not the range, and the seeds' spread "
+        "does not excuse it)")
 
 
 @dataclass(frozen=True)
@@ -77,27 +81,53 @@ def row_curves(records: list[dict[str, Any]], key: str) -> RowCurve | None:
     return RowCurve(steps, mean, std, [p[steps[-1]] for p in series], seconds)
 
 
-def flattened(curve: RowCurve, tail: float = TAIL, rel_tol: float = REL_TOL) -> bool | None:
-    """The module's flattening rule; None when fewer than two points fall in the last ``tail`` of training."""
+@dataclass(frozen=True)
+class Trend:
+    """A row's metric over the last ``TAIL`` of training: the least-squares ``change`` and the ``tolerance`` it is
+    held to (both in the metric's recorded units)."""
+
+    change: float
+    tolerance: float
+
+    @property
+    def flat(self) -> bool:
+        return abs(self.change) <= self.tolerance
+
+
+def trend(curve: RowCurve, floor: float = 0.0, tail: float = TAIL, rel_tol: float = REL_TOL) -> Trend | None:
+    """The module's flattening rule on one curve (``floor``: the column's noise floor in recorded units); None when
+    fewer than two points fall in the last ``tail`` of training."""
     start = (1.0 - tail) * curve.steps[-1]
-    window = [m for s, m in zip(curve.steps, curve.mean) if s >= start]
+    window = [(s, m) for s, m in zip(curve.steps, curve.mean) if s >= start]
     if len(window) < 2:
         return None
-    n = len(curve.finals)
-    se = statistics.stdev(curve.finals) / math.sqrt(n) if n > 1 else 0.0
-    return max(window) - min(window) <= max(2.0 * se, rel_tol * abs(curve.mean[-1]))
+    steps, means = zip(*window)
+    slope = statistics.linear_regression(steps, means).slope
+    return Trend(slope * (steps[-1] - steps[0]), max(rel_tol * abs(curve.mean[-1]), floor))
 
 
-def convergence(spec: TableSpec, records: Records) -> dict[str, dict[str, bool | None]]:
-    """``flat[row_id][column_key]``: True / False by the rule, None where the row has no curve."""
+def flattened(curve: RowCurve, floor: float = 0.0, tail: float = TAIL, rel_tol: float = REL_TOL) -> bool | None:
+    """True / False by the module's rule; None when fewer than two points fall in the last ``tail`` of training."""
+    result = trend(curve, floor, tail, rel_tol)
+    return None if result is None else result.flat
+
+
+def trends(spec: TableSpec, records: Records) -> dict[str, dict[str, Trend | None]]:
+    """``out[row_id][column_key]``: the row's trend by the rule, None where the row has no curve to judge."""
     finished = _finished(spec, records)
-    out: dict[str, dict[str, bool | None]] = {}
+    out: dict[str, dict[str, Trend | None]] = {}
     for row in spec.rows:
         out[row.id] = {}
         for col in spec.columns:
             curve = row_curves(finished[row.id], col.key)
-            out[row.id][col.key] = flattened(curve) if curve else None
+            out[row.id][col.key] = trend(curve, col.noise_floor / col.scale) if curve else None
     return out
+
+
+def convergence(spec: TableSpec, records: Records) -> dict[str, dict[str, bool | None]]:
+    """``flat[row_id][column_key]``: True / False by the rule, None where the row has no curve."""
+    return {row: {key: None if t is None else t.flat for key, t in cols.items()}
+            for row, cols in trends(spec, records).items()}
 
 
 def _published_band(text: str) -> tuple[float, float] | None:

@@ -24,7 +24,7 @@ from repro.plotting import save_figure
 from repro.record import RECORD_FILE, Status, status_of
 from repro.tables.compute import compute_line
 from repro.tables.correlate import ALPHA, Correlated, corr_verdict, correlate, correlation_lines, draw_correlation
-from repro.tables.curves import RULE, convergence, draw_curves, in_progress
+from repro.tables.curves import RULE, Trend, draw_curves, in_progress, trends
 from repro.tables.plan import Records, Run, read_records, record_value
 from repro.tables.spec import BEST, CORR, Claim, Column, Row, TableSpec
 from repro.tables.traces import draw_trace
@@ -293,13 +293,20 @@ def _status_line(spec: TableSpec, records: Records) -> str:
     return text + (f"; {missing} not run yet (`repro reproduce {spec.name}` runs them)." if missing else ".")
 
 
-def _convergence_lines(spec: TableSpec, flat: dict[str, dict[str, bool | None]]) -> list[str]:
-    if not any(v is not None for row in flat.values() for v in row.values()):
+def _convergence_lines(spec: TableSpec, trend_table: dict[str, dict[str, Trend | None]]) -> list[str]:
+    if not any(t is not None for row in trend_table.values() for t in row.values()):
         return []
-    words = {True: "flattened", False: "**not flattened**", None: "—"}
+
+    def cell(t: Trend | None, col: Column) -> str:
+        if t is None:
+            return "—"
+        delta = f"Δ {t.change * col.scale:+{col.format}}"
+        tolerance = f"tolerance {t.tolerance * col.scale:{col.format}}"
+        return f"flattened ({delta})" if t.flat else f"**not flattened** ({delta}; {tolerance})"
+
     lines = ["## Convergence", "", f"Rule: {RULE}. Curves: the `curves` figure below.", "",
              "| row | " + " | ".join(c.label for c in spec.columns) + " |", "|" + "---|" * (len(spec.columns) + 1)]
-    lines += ["| " + " | ".join([row.label] + [words[flat[row.id][c.key]] for c in spec.columns]) + " |"
+    lines += ["| " + " | ".join([row.label] + [cell(trend_table[row.id][c.key], c) for c in spec.columns]) + " |"
               for row in spec.rows]
     return lines + [""]
 
@@ -328,9 +335,11 @@ def _stale_lines(spec: TableSpec, stale: dict[str, list[str]]) -> list[str]:
 
 def _markdown(
     spec: TableSpec, cells: dict[str, dict[str, Cell]], figures: list[Path], page: Path, unreported: dict[str, list[str]],
-    records: Records, flat: dict[str, dict[str, bool | None]] | None = None, stale: dict[str, list[str]] | None = None,
-    correlations: dict[str, Correlated] | None = None,
+    records: Records, trend_table: dict[str, dict[str, Trend | None]] | None = None,
+    stale: dict[str, list[str]] | None = None, correlations: dict[str, Correlated] | None = None,
 ) -> str:
+    flat = None if trend_table is None else {row: {key: None if t is None else t.flat for key, t in cols.items()}
+                                             for row, cols in trend_table.items()}
     sources: list[str] = []
 
     def cite(source: str) -> str:
@@ -403,7 +412,7 @@ def _markdown(
             lines.append(f"| {claim.text}{note} | {claim.source} | {shown} | **{verdict}** |")
         lines.append("")
     lines += correlation_lines(spec, correlations or {})
-    lines += _convergence_lines(spec, flat or {})
+    lines += _convergence_lines(spec, trend_table or {})
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{f.stem}]({f.relative_to(page.parent).as_posix()})" for f in figures]
@@ -451,11 +460,11 @@ def write_report(spec: TableSpec, records: Records | None = None, stale: dict[st
         out = _chart(spec, col, cells, page.parent / "figures" / spec.name / f"chart_{key}.png")
         if out is not None:
             figures.append(out)
-    flat = convergence(spec, records)
+    trend_table = trends(spec, records)
     out = draw_curves(spec, records, page.parent / "figures" / spec.name / "curves.png")
     if out is not None:
         figures.insert(0, out)
-    page.write_text(_markdown(spec, cells, figures, page, unreported, records, flat, stale, correlations))
+    page.write_text(_markdown(spec, cells, figures, page, unreported, records, trend_table, stale, correlations))
     page.with_suffix(".csv").write_text(_csv(spec, cells))
     if spec.results_dir.exists():
         (spec.results_dir / "README.md").write_text(
