@@ -66,7 +66,7 @@ def test_claim_on_a_row_that_did_not_flatten_says_not_converged(tmp_path):
     assert claim_verdict(claim, aggregate(spec), spec)[1] == "holds"
     assert claim_verdict(claim, aggregate(spec), spec, flat)[1] == "not converged"
     page = write_report(spec).read_text()
-    assert "**not converged**" in page and "## Convergence" in page and "**not flattened**" in page
+    assert "**not converged**" in page and "## Convergence" in page and "**not flattened** (Δ +" in page
     assert (tmp_path / "paper_tables/figures/tiny/curves.png").stat().st_size > 1000
 
 

@@ -297,11 +297,15 @@ def _convergence_lines(spec: TableSpec, trend_table: dict[str, dict[str, Trend |
     if not any(t is not None for row in trend_table.values() for t in row.values()):
         return []
 
+    def number(value: float, col: Column, sign: str = "") -> str:
+        """In the column's format, or to one significant digit where that format rounds a non-zero value to 0."""
+        text = f"{value * col.scale:{sign}{col.format}}"
+        return text if value == 0 or float(text.replace(",", "")) != 0 else f"{value * col.scale:{sign}.1g}"
+
     def cell(t: Trend | None, col: Column) -> str:
         if t is None:
             return "—"
-        delta = f"Δ {t.change * col.scale:+{col.format}}"
-        tolerance = f"tolerance {t.tolerance * col.scale:{col.format}}"
+        delta, tolerance = f"Δ {number(t.change, col, '+')}", f"tolerance {number(t.tolerance, col)}"
         return f"flattened ({delta})" if t.flat else f"**not flattened** ({delta}; {tolerance})"
 
     lines = ["## Convergence", "", f"Rule: {RULE}. Curves: the `curves` figure below.", "",
