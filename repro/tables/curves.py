@@ -30,8 +30,8 @@ from repro.tables.jobs import job_folders
 from repro.tables.plan import Records
 from repro.tables.spec import Row, TableSpec
 
-__all__ = ["RowCurve", "Trend", "row_curves", "trend", "flattened", "trends", "convergence", "draw_curves", "in_progress", "TAIL", "REL_TOL",
-           "RULE", "X_LABELS"]
+__all__ = ["RowCurve", "Trend", "row_curves", "trend", "flattened", "trends", "flat_states", "convergence",
+           "draw_curves", "in_progress", "TAIL", "REL_TOL", "RULE", "X_LABELS"]
 
 TAIL, REL_TOL = 0.2, 0.05
 X_LABELS = {"step": "generator updates",
@@ -124,10 +124,14 @@ def trends(spec: TableSpec, records: Records) -> dict[str, dict[str, Trend | Non
     return out
 
 
+def flat_states(trend_table: dict[str, dict[str, Trend | None]]) -> dict[str, dict[str, bool | None]]:
+    """``trends``' table as ``flat[row_id][column_key]``: True / False by the rule, None where there is no trend."""
+    return {row: {key: None if t is None else t.flat for key, t in cols.items()} for row, cols in trend_table.items()}
+
+
 def convergence(spec: TableSpec, records: Records) -> dict[str, dict[str, bool | None]]:
     """``flat[row_id][column_key]``: True / False by the rule, None where the row has no curve."""
-    return {row: {key: None if t is None else t.flat for key, t in cols.items()}
-            for row, cols in trends(spec, records).items()}
+    return flat_states(trends(spec, records))
 
 
 def _published_band(text: str) -> tuple[float, float] | None:

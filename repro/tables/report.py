@@ -24,7 +24,7 @@ from repro.plotting import save_figure
 from repro.record import RECORD_FILE, Status, status_of
 from repro.tables.compute import compute_line
 from repro.tables.correlate import ALPHA, Correlated, corr_verdict, correlate, correlation_lines, draw_correlation
-from repro.tables.curves import RULE, Trend, draw_curves, in_progress, trends
+from repro.tables.curves import RULE, Trend, draw_curves, flat_states, in_progress, trends
 from repro.tables.plan import Records, Run, read_records, record_value
 from repro.tables.spec import BEST, CORR, Claim, Column, Row, TableSpec
 from repro.tables.traces import draw_trace
@@ -342,8 +342,7 @@ def _markdown(
     records: Records, trend_table: dict[str, dict[str, Trend | None]] | None = None,
     stale: dict[str, list[str]] | None = None, correlations: dict[str, Correlated] | None = None,
 ) -> str:
-    flat = None if trend_table is None else {row: {key: None if t is None else t.flat for key, t in cols.items()}
-                                             for row, cols in trend_table.items()}
+    flat = None if trend_table is None else flat_states(trend_table)
     sources: list[str] = []
 
     def cite(source: str) -> str:
