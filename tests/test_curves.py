@@ -1,4 +1,5 @@
-"""Metric curves on a table's page: row curves over seeds, the flattening rule, "not converged" verdicts."""
+"""Metric curves on a table's page: row curves over seeds, the flattening rule, the length check, "not converged"
+verdicts."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 
 from repro import REPO_ROOT
-from repro.tables.curves import RowCurve, convergence, flattened, row_curves, trend
+from repro.tables.curves import RowCurve, convergence, flattened, length_check, row_curves, trend
+from repro.tables.extend import length_history
 from repro.tables.plan import read_records
 from repro.tables.report import aggregate, claim_verdict, write_report
 from repro.tables.spec import SpecError, load_spec
@@ -136,3 +138,55 @@ def test_rows_on_several_data_sets_get_one_line_of_panels_each(tmp_path, monkeyp
     assert [ax.get_title() for ax in axes] == ["modes · ring8", "HQ % · ring8", "modes · grid25", "HQ % · grid25"]
     assert all(len(ax.lines) == 1 for ax in axes)  # each panel holds only its own data set's row
     assert axes[0].lines[0].get_label().startswith("nsgan-ring8") and axes[2].lines[0].get_label().startswith("nsgan-grid25")
+
+
+def _config(steps: int, lr: float = 1e-3) -> dict:
+    return {"model": {"init_args": {"lr_g": lr}}, "trainer": {"max_steps": steps}, "evaluation": {"curve_points": 4}}
+
+
+def test_length_history_keeps_the_finished_shorter_runs_of_the_same_settings():
+    old = {"status": "finished", "generator_steps": 50, "git_commit": "abc", "metrics": {"modes_200": 3},
+           "config": _config(50), "shorter_runs": [{"generator_steps": 25, "git_commit": "0ld", "metrics": {}}]}
+    entry = {"generator_steps": 50, "git_commit": "abc", "metrics": {"modes_200": 3}}
+    assert length_history(old, _config(100)) == [old["shorter_runs"][0], entry]
+    assert length_history(old, _config(100, lr=2e-3)) == []  # another setting changed: another experiment
+    assert length_history(old, _config(50)) == old["shorter_runs"]  # not shorter than the new run
+    stopped = {**old, "status": "stopped", "config": _config(100)}  # a retraining stopped mid-way keeps the history
+    assert length_history(stopped, _config(100)) == old["shorter_runs"]
+    assert length_history(None, _config(100)) == []
+
+
+def _lengthened(now: float, shorter: dict[int, float]) -> dict:
+    record = _record([now - 1, now - 0.5, now, now])
+    record["generator_steps"] = 100
+    record["shorter_runs"] = [{"generator_steps": s, "metrics": {"modes_200": v}} for s, v in shorter.items()]
+    return record
+
+
+def test_length_check_compares_mean_finals_at_the_longest_common_shorter_length():
+    runs = [_lengthened(4.0, {25: 1.0, 50: 3.0}), _lengthened(6.0, {50: 5.5})]
+    check = length_check(runs, "modes_200")  # 50 is the longest length both hold: means 5.0 vs 4.25
+    assert (check.from_steps, check.to_steps) == (50, 100)
+    assert check.change == pytest.approx(5.0 - 4.25) and check.tolerance == pytest.approx(0.05 * 5.0)
+    assert check.flat is False and length_check(runs, "modes_200", floor=0.8).flat is True
+    assert length_check([runs[0], _lengthened(6.0, {})], "modes_200") is None  # a run without a shorter one
+    assert length_check(runs, "high_quality_200") is None  # no final for it at the shorter length
+
+
+def test_a_length_check_decides_convergence_over_the_tail_trend(tmp_path):
+    """A row whose tail still rises (an annealing schedule) but whose final did not move from the shorter runs' is
+    converged; the page shows both, and the claim gets its verdict."""
+    spec = load_spec(write_spec(tmp_path))
+    for row, values, shorter in (("nsgan", [1, 2, 3, 4], 4.1), ("lsgan", [5, 6, 7, 7.1], 5.0)):
+        for seed in spec.seeds:
+            folder = spec.results_dir / row / f"seed{seed}"
+            folder.mkdir(parents=True)
+            record = {**_record(values), "generator_steps": 100,
+                      "shorter_runs": [{"generator_steps": 50, "metrics": {"modes_200": shorter}}]}
+            (folder / "metrics.json").write_text(json.dumps(record))
+    flat = convergence(spec, read_records(spec))
+    assert flat["nsgan"]["modes_200"] is True and flat["lsgan"]["modes_200"] is False  # the tails say the opposite
+    assert claim_verdict(spec.claims[0], aggregate(spec), spec, flat)[1] == "not converged"
+    page = write_report(spec).read_text()
+    assert "length-converged (final 50 → 100 updates Δ -0.1; tail: **not flattened** (Δ +" in page
+    assert "**not length-converged** (final 50 → 100 updates Δ +2.1; tolerance 0.4; tail: flattened" in page

@@ -13,8 +13,8 @@ import torch
 
 from repro import REPO_ROOT
 from repro.cli import main
-from repro.record import read_json
-from repro.tables.extend import _merged, length_dependence
+from repro.record import read_json, write_json_atomic
+from repro.tables.extend import _merged, length_dependence, void_retimed
 from repro.variants import NSGAN, GANModule
 from test_tables import TINY_RUN, write_spec
 
@@ -53,6 +53,33 @@ def test_length_dependence_is_declared_by_the_model_class():
     assert "not a GANModule" in length_dependence({"model": {"class_path": "collections.OrderedDict"}})[0]
 
 
+class _Unfinished:
+    """The parts of a ``Job`` that ``void_retimed`` reads: a row id, a name and an in-progress folder."""
+
+    def __init__(self, folder: Path, row: str, started_for: int) -> None:
+        self.row, self.name, self.in_progress_dir = type("Row", (), {"id": row})(), f"{row}/seed0", folder
+        folder.mkdir(parents=True)
+        (folder / "last.ckpt").write_bytes(b"state")
+        write_json_atomic({"generator_steps": 7, "max_steps": started_for}, folder / "progress.json")
+
+    def resume_checkpoint(self) -> Path | None:
+        return self.in_progress_dir / "last.ckpt" if (self.in_progress_dir / "last.ckpt").exists() else None
+
+
+def test_unfinished_run_started_for_another_length_restarts_when_its_schedule_is_tied_to_it(tmp_path):
+    """A checkpoint trained under a 20-update decay resumed at 40 would mix two schedules: removed (restart);
+    a length-free run continues; one planned for the length it started at, or never checked, as the rule says."""
+    jobs = {row: _Unfinished(tmp_path / row / "in_progress", row, started)
+            for row, started in (("tied", 20), ("free", 20), ("same", 40), ("unchecked", 20))}
+    configs = {row: {"trainer": {"max_steps": 40}} for row in jobs}
+    lines = void_retimed(list(jobs.values()), configs,
+                         {"tied": ["model.lr_decay: linear"], "free": [], "same": ["model.lr_decay: linear"]})
+    assert lines[0] == ("tied/seed0: restarts from step 0: its checkpoint (step 7) was started for 20 updates, now "
+                        "40, and model.lr_decay: linear depends on trainer.max_steps")
+    assert len(lines) == 2 and lines[1].startswith("unchecked/seed0: restarts from step 0")
+    assert {row for row, job in jobs.items() if job.resume_checkpoint()} == {"free", "same"}
+
+
 def test_merged_curve_keeps_the_old_points_the_new_one_lacks():
     old = [[5, 1.0], [10, 2.0], [20, 3.0]]
     new = [[5, 1.0], [10, 2.0], [30, 4.0], [40, 5.0]]
@@ -75,6 +102,7 @@ def test_lengthened_constant_lr_run_continues_and_equals_a_run_of_the_new_length
     assert old["checkpoint"] and "final_state" not in old["checkpoint"]
     capsys.readouterr()
 
+    linear_old = read_json(tmp_path / "results/grow/linear/seed0/metrics.json")
     rows[2]["overrides"] = {**CONSTANT, "model.init_args.lr_g": 0.002}
     path = _spec(tmp_path, "grow", [*rows, {"id": "fresh", "overrides": CONSTANT}], [0], **{"trainer.max_steps": 40})
     main(["reproduce", str(path), "--dry-run", "--check-configs", "--rerun-stale"])
@@ -110,6 +138,11 @@ def test_lengthened_constant_lr_run_continues_and_equals_a_run_of_the_new_length
         record = read_json(tmp_path / f"results/grow/{row}/seed0/metrics.json")
         assert record["generator_steps"] == 40 and record["resumed_at_steps"] == []
         assert "extended_from_steps" not in record and record["curves"]["modes_200"][0][0] == 10  # retrained
+    # the row retrained for its length keeps its 20-update run's finals (a length check); a changed setting does not
+    assert read_json(tmp_path / "results/grow/linear/seed0/metrics.json")["shorter_runs"] == [
+        {"generator_steps": 20, "git_commit": linear_old["git_commit"], "metrics": linear_old["metrics"]}]
+    assert "shorter_runs" not in read_json(tmp_path / "results/grow/other/seed0/metrics.json")
+    assert "shorter_runs" not in a  # continued: its curve holds the 20-update point
 
 
 @pytest.mark.skipif(not os.environ.get("REPRO_SLOW"), reason="~15-45 s; the single-run extension test covers the "

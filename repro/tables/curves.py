@@ -13,6 +13,13 @@ most ``max(5 % of |final mean|, the column's noise floor)`` from the first to th
 judged, not the range (one dip does not fail a row whose level holds), and the seeds' spread does not excuse a
 trend (a rising mean is rising however much the seeds differ). A claim about a row whose curve did not flatten is
 reported as "not converged", not as holds / does not hold.
+
+Length check (where it decides instead). Under a schedule tied to the length (a learning rate decaying to 0 at the
+last update) the last 20 % is the annealing stretch at any length, so a rising tail says nothing about the length.
+Where every finished run of a row also holds its settings' finished run at a shorter length, retrained from scratch
+(``shorter_runs``: ``repro.tables.extend.length_history``), the row is judged by its final values instead: the mean
+final at its length against the mean final at the longest shorter length all its runs hold, with the same
+tolerance. The tail trend is still shown beside it.
 """
 from __future__ import annotations
 
@@ -20,17 +27,18 @@ import math
 import re
 import statistics
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from repro.plotting import save_figure
 from repro.record import DONE, Status, read_json, status_of
+from repro.tables.extend import SHORTER_RUNS
 from repro.tables.jobs import job_folders
 from repro.tables.plan import Records
 from repro.tables.spec import Row, TableSpec
 
-__all__ = ["RowCurve", "Trend", "row_curves", "trend", "flattened", "trends", "flat_states", "convergence",
+__all__ = ["RowCurve", "Trend", "row_curves", "trend", "length_check", "flattened", "trends", "flat_states", "convergence",
            "draw_curves", "in_progress", "TAIL", "REL_TOL", "RULE", "X_LABELS"]
 
 TAIL, REL_TOL = 0.2, 0.05
@@ -39,7 +47,10 @@ X_LABELS = {"step": "generator updates",
 RULE = ("a row's metric has flattened when, over the last 20% of training (at least two evaluation points), the "
         "least-squares line through its mean over seeds changes by at most max(5% of the final mean, the column's "
         "noise floor); Δ below is that change in the page's units (the trend, not the range, and the seeds' spread "
-        "does not excuse it)")
+        "does not excuse it). Where the row was also trained at a shorter length from scratch (a schedule tied to "
+        "the length, such as a learning rate decaying to 0, makes the tail an annealing stretch at any length), the "
+        "length check decides instead: its mean final value against the shorter runs' mean final, by the same "
+        "tolerance")
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,9 @@ class Trend:
 
     change: float
     tolerance: float
+    from_steps: int | None = None  # set: a length check, final at ``to_steps`` against the shorter runs' final here
+    to_steps: int | None = None
+    tail: "Trend | None" = None  # a length check's row: its tail trend too (shown, not deciding)
 
     @property
     def flat(self) -> bool:
@@ -106,6 +120,30 @@ def trend(curve: RowCurve, floor: float = 0.0, tail: float = TAIL, rel_tol: floa
     return Trend(slope * (steps[-1] - steps[0]), max(rel_tol * abs(curve.mean[-1]), floor))
 
 
+def _final(record: dict[str, Any], key: str) -> float | None:
+    value = (record.get("metrics") or {}).get(key)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def length_check(records: list[dict[str, Any]], key: str, floor: float = 0.0, rel_tol: float = REL_TOL
+                 ) -> Trend | None:
+    """The length check of a row's finished ``records`` on metric ``key``: the change of the mean final value from
+    the longest shorter length every run holds in ``shorter_runs`` to the runs' own; None unless every run has a
+    finite final at both lengths."""
+    lengths = [{h["generator_steps"]: h for h in r.get(SHORTER_RUNS) or []} for r in records]
+    common = set.intersection(*(set(h) for h in lengths)) if lengths else set()
+    if not common:
+        return None
+    at = max(common)
+    now = [_final(r, key) for r in records]
+    before = [_final(h[at], key) for h in lengths]
+    if any(v is None for v in now + before):
+        return None
+    mean_now = statistics.fmean(now)  # type: ignore[arg-type]
+    return Trend(mean_now - statistics.fmean(before), max(rel_tol * abs(mean_now), floor),  # type: ignore[arg-type]
+                 from_steps=at, to_steps=records[0].get("generator_steps"))
+
+
 def flattened(curve: RowCurve, floor: float = 0.0, tail: float = TAIL, rel_tol: float = REL_TOL) -> bool | None:
     """True / False by the module's rule; None when fewer than two points fall in the last ``tail`` of training."""
     result = trend(curve, floor, tail, rel_tol)
@@ -113,14 +151,18 @@ def flattened(curve: RowCurve, floor: float = 0.0, tail: float = TAIL, rel_tol: 
 
 
 def trends(spec: TableSpec, records: Records) -> dict[str, dict[str, Trend | None]]:
-    """``out[row_id][column_key]``: the row's trend by the rule, None where the row has no curve to judge."""
+    """``out[row_id][column_key]``: the row's judgement by the rule (its length check where it has one, holding
+    its tail trend; else the tail trend), None where the row has neither."""
     finished = _finished(spec, records)
     out: dict[str, dict[str, Trend | None]] = {}
     for row in spec.rows:
         out[row.id] = {}
         for col in spec.columns:
+            floor = col.noise_floor / col.scale
             curve = row_curves(finished[row.id], col.key)
-            out[row.id][col.key] = trend(curve, col.noise_floor / col.scale) if curve else None
+            tail = trend(curve, floor) if curve else None
+            check = length_check(finished[row.id], col.key, floor)
+            out[row.id][col.key] = tail if check is None else replace(check, tail=tail)
     return out
 
 

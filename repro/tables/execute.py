@@ -26,7 +26,8 @@ from rich.text import Text
 from repro.portable import path_roles, portable, portable_text
 from repro.record import (DONE, Status, machine, read_json, read_record, status_of, steps_asked, write_json_atomic,
                           write_record)
-from repro.tables.extend import EXTENSION_FILE, FINAL_STATE, extension_label, finish_extension, keep_final_state
+from repro.tables.extend import (EXTENSION_FILE, FINAL_STATE, SHORTER_RUNS, extension_label, finish_extension,
+                                 keep_final_state, length_history)
 from repro.tables.jobs import Job, job_folders
 from repro.tables.plan import Run, relative
 
@@ -57,11 +58,12 @@ def collect(job: Job, returncode: int, wall_seconds: float, context: dict[str, A
     its ``results_dir`` with its run record (``collect_run``). An ensemble job's ``in_progress`` folder is
     removed once every member is done, else kept for the next ``repro reproduce``. A job that finished keeps its
     last state as ``final_state`` under ``runs/``, and one that continued finished runs completes their records
-    (``repro.tables.extend``)."""
+    (``repro.tables.extend``); a run retrained at a new length keeps its shorter runs' finals."""
     extension = read_json(job.in_progress_dir / EXTENSION_FILE)  # before the run folders are replaced
     keep_final_state(job, returncode == 0 and all(status_of(read_record(r.work_dir)) is Status.FINISHED
                                                   for r in job.runs))
-    records = [collect_run(run, job, returncode, wall_seconds, context) for run in job.runs]
+    records = [collect_run(run, job, returncode, wall_seconds, context, replaces=read_record(run.results_dir)
+                           if extension is None else None) for run in job.runs]
     if extension is not None:
         records = [finish_extension(run, record, extension) for run, record in zip(job.runs, records)]
     if job.results_dir is not None and all(status_of(r) in DONE for r in records):
@@ -69,7 +71,8 @@ def collect(job: Job, returncode: int, wall_seconds: float, context: dict[str, A
     return records
 
 
-def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, context: dict[str, Any]) -> dict[str, Any]:
+def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, context: dict[str, Any],
+                replaces: dict[str, Any] | None = None) -> dict[str, Any]:
     """Copy a finished subprocess's record and figures for ``run`` (of ``job``) into ``results_dir`` and write its
     run record there: ``failed`` without a record or on a non-zero exit; ``stopped`` when it says finished short of
     the steps it was asked for. The ``machine`` block is the one the process wrote (``repro.record.machine``), else
@@ -77,7 +80,8 @@ def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, contex
     reproduce`` either way; an ensemble member's record also names its mates and the job's command (``ensemble``).
     ``wall_seconds`` is that of every process of the run: ``earlier_wall_seconds`` (those before this one, each to
     its last checkpoint, from ``resumes.json``: ``note_resume``; 0 if none; null if unknown, when ``wall_seconds`` is
-    this process's alone) plus this process's ``wall_seconds`` as its launcher timed it."""
+    this process's alone) plus this process's ``wall_seconds`` as its launcher timed it. ``replaces``: the record
+    this one replaces, whose ``length_history`` it keeps (``shorter_runs``)."""
     work, out, root = run.work_dir, run.results_dir, run.spec.root
     config_path = work / "config.yaml"
     record = read_record(work) or {}
@@ -131,6 +135,9 @@ def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, contex
         figures=figures, checkpoint=relative(checkpoints[-1], root) if checkpoints else None,
         run_dir=relative(work, root), resumed_at_steps=resumes.get("steps", []), **context,
     )
+    history = length_history(replaces, record["config"])
+    if history:
+        record[SHORTER_RUNS] = history
     if job.ensemble:  # wall and train seconds are the whole job's: K members shared them
         record["ensemble"] = {"size": len(job.runs), "seeds": job.seeds, "command": job.recorded_command()}
     write_record(portable(record, roles), out)

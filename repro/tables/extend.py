@@ -24,6 +24,12 @@ point too) plus the points of the new spacing (every ``max_steps / curve_points`
 past the old end; ``train_seconds`` runs on from the checkpoint's clock (the sum); ``extended_from_steps`` lists
 the lengths it grew from and ``extended_from_commits`` the code that trained them. A killed extension continues
 from its ``in_progress/`` checkpoint like any run.
+
+What a retrained run keeps. A run that cannot continue (its model's schedule is tied to the length) is retrained
+from step 0 at the new length, and its new record keeps the finished shorter run's final metrics under
+``shorter_runs`` (``length_history``; with those it carried), so a page can judge length convergence, final at L
+against final at the shorter length, where a decaying schedule makes the curve's own tail no evidence
+(``repro.tables.curves``).
 """
 from __future__ import annotations
 
@@ -41,13 +47,14 @@ from repro.tables.plan import Records, Run
 from repro.tables.resolve import model_answers
 from repro.tables.stale import Stale, differing_keys
 
-__all__ = ["FINAL_STATE", "EXTENSION_FILE", "LENGTH_KEYS", "Extension", "final_state_dir", "length_dependence",
-           "length_dependences", "plan_extensions", "begin_extension", "discard_extensions", "keep_final_state",
+__all__ = ["FINAL_STATE", "EXTENSION_FILE", "LENGTH_KEYS", "SHORTER_RUNS", "Extension", "length_history", "final_state_dir", "length_dependence",
+           "length_dependences", "plan_extensions", "begin_extension", "discard_extensions", "void_retimed", "keep_final_state",
            "finish_extension", "extension_label"]
 
 FINAL_STATE = "final_state"  # a finished job's exact-resume state, in its folder under runs/
 EXTENSION_FILE = "extension.json"  # in in_progress/: the job continues a finished run (the old records)
 LENGTH_KEYS = ("trainer.max_steps", "evaluation.curve_points")  # may differ for a run to continue
+SHORTER_RUNS = "shorter_runs"  # in a record: finished runs of its settings at shorter lengths that it replaced
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,22 @@ def length_dependences(configs: dict[str, dict[str, Any] | None], parse: str = "
 
 def _steps(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def length_history(old: dict[str, Any] | None, config: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The ``shorter_runs`` of the record that replaces ``old`` with a run of resolved ``config``: ``old``'s own
+    (when only ``LENGTH_KEYS`` differ), plus ``old`` itself when it finished at a shorter length; by length, one
+    entry per length (the later record's)."""
+    if not old or not isinstance(old.get("config"), dict) or not isinstance(config, dict):
+        return []
+    if any(k not in LENGTH_KEYS for k in differing_keys(old["config"], config)):
+        return []
+    history = {h["generator_steps"]: h for h in old.get(SHORTER_RUNS) or []}
+    steps, new = _steps(old.get("generator_steps")), _steps((config.get("trainer") or {}).get("max_steps"))
+    if status_of(old) is Status.FINISHED and steps is not None and new is not None and steps < new:
+        history[steps] = {"generator_steps": steps, "git_commit": old.get("git_commit"),
+                          "metrics": old.get("metrics") or {}}
+    return [history[k] for k in sorted(history)]
 
 
 def _job_of(run: Run, record: dict[str, Any], planned: dict[tuple[str, int], Run]) -> Job | str:
@@ -201,6 +224,28 @@ def discard_extensions(runs: list[Run]) -> None:
                 shutil.rmtree(folder)
 
 
+def void_retimed(jobs: list[Job], configs: dict[str, dict[str, Any]], dependence: dict[str, list[str]]) -> list[str]:
+    """Remove the ``in_progress/`` checkpoints of unfinished ``jobs`` that were started for another length than they
+    are planned for now, where their schedule is tied to the length (``dependence`` per row id; a row missing: not
+    checked, so counted as tied): resumed under the new length they would train a mix of two schedules, so they
+    restart from step 0. A length-free job continues (its first updates are those of any length). What was
+    removed, one line each."""
+    out = []
+    for job in jobs:
+        progress = read_json(job.in_progress_dir / "progress.json") or {}
+        planned = _steps(((configs.get(job.row.id) or {}).get("trainer") or {}).get("max_steps"))
+        started = _steps(progress.get("max_steps"))
+        if job.resume_checkpoint() is None or started is None or started == planned:
+            continue
+        tied = dependence.get(job.row.id, ["its model's length-dependent settings (not checked)"])
+        if tied:
+            shutil.rmtree(job.in_progress_dir)
+            out.append(f"{job.name}: restarts from step 0: its checkpoint (step {progress.get('generator_steps')}) "
+                       f"was started for {started:,} updates, now {planned:,}, and {'; '.join(tied)} depends on "
+                       "trainer.max_steps")
+    return out
+
+
 def keep_final_state(job: Job, finished: bool) -> None:
     """After the job's process: when it ``finished`` (every run at its length), its ``in_progress/`` state (at its
     last step) is kept as ``final_state/``, replacing an older one."""
@@ -228,6 +273,8 @@ def finish_extension(run: Run, record: dict[str, Any], extension: dict[str, Any]
         out["curve_seconds"] = _merged(old.get("curve_seconds") or [], record["curve_seconds"])
     out["extended_from_steps"] = [*old.get("extended_from_steps", []), extension["from_steps"]]
     out["extended_from_commits"] = [*old.get("extended_from_commits", []), old.get("git_commit")]
+    if old.get(SHORTER_RUNS):
+        out[SHORTER_RUNS] = old[SHORTER_RUNS]
     write_record(portable(out, path_roles(run.spec.root)), run.results_dir)
     return out
 

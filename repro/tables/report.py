@@ -306,7 +306,12 @@ def _convergence_lines(spec: TableSpec, trend_table: dict[str, dict[str, Trend |
         if t is None:
             return "—"
         delta, tolerance = f"Δ {number(t.change, col, '+')}", f"tolerance {number(t.tolerance, col)}"
-        return f"flattened ({delta})" if t.flat else f"**not flattened** ({delta}; {tolerance})"
+        if t.from_steps is None:
+            return f"flattened ({delta})" if t.flat else f"**not flattened** ({delta}; {tolerance})"
+        lengths = f"final {t.from_steps:,} → {t.to_steps:,} updates {delta}"
+        tail = "" if t.tail is None else f"; tail: {cell(t.tail, col)}"
+        return (f"length-converged ({lengths}{tail})" if t.flat
+                else f"**not length-converged** ({lengths}; {tolerance}{tail})")
 
     lines = ["## Convergence", "", f"Rule: {RULE}. Curves: the `curves` figure below.", "",
              "| row | " + " | ".join(c.label for c in spec.columns) + " |", "|" + "---|" * (len(spec.columns) + 1)]

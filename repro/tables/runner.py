@@ -43,7 +43,7 @@ from repro.console import wide_console
 from repro.fit import has_preparation
 from repro.record import Status, read_record, source_state, status_of
 from repro.tables.execute import collect, failure_cause, print_result, resume_label, start
-from repro.tables.extend import begin_extension, discard_extensions
+from repro.tables.extend import begin_extension, discard_extensions, length_dependences, void_retimed
 from repro.tables.jobs import Job
 from repro.tables.lock import TableLock
 from repro.tables.plan import Run, plan, relative
@@ -143,6 +143,11 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
     context = {"versions": library_versions(), **source_state(spec.root)}
     with TableLock(spec, note=console.print) as lock:
         discard_extensions([run for run in todo if run.name in actions and run.name not in extended])
+        fresh = [job for job in jobs if not any(run.name in extended for run in job.runs)]
+        rows = {job.row.id: configs.get(job.row.id) for job in fresh if job.resume_checkpoint() is not None}
+        dependence, _ = length_dependences(rows) if rows else ({}, [])
+        for line in void_retimed(fresh, configs, dependence):
+            console.print(line, markup=False)
         for extension in extensions:
             begin_extension(extension, records)
         if launcher == "pool":
