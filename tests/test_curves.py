@@ -168,6 +168,7 @@ def test_length_check_compares_mean_finals_at_the_longest_common_shorter_length(
     check = length_check(runs, "modes_200")  # 50 is the longest length both hold: means 5.0 vs 4.25
     assert (check.from_steps, check.to_steps) == (50, 100)
     assert check.change == pytest.approx(5.0 - 4.25) and check.tolerance == pytest.approx(0.05 * 5.0)
+    assert check.se == pytest.approx(np.std([4.0 - 3.0, 6.0 - 5.5], ddof=1) / np.sqrt(2))  # paired by run
     assert check.flat is False and length_check(runs, "modes_200", floor=0.8).flat is True
     assert length_check([runs[0], _lengthened(6.0, {})], "modes_200") is None  # a run without a shorter one
     assert length_check(runs, "high_quality_200") is None  # no final for it at the shorter length
@@ -188,5 +189,5 @@ def test_a_length_check_decides_convergence_over_the_tail_trend(tmp_path):
     assert flat["nsgan"]["modes_200"] is True and flat["lsgan"]["modes_200"] is False  # the tails say the opposite
     assert claim_verdict(spec.claims[0], aggregate(spec), spec, flat)[1] == "not converged"
     page = write_report(spec).read_text()
-    assert "length-converged (final 50 → 100 updates Δ -0.1; tail: **not flattened** (Δ +" in page
-    assert "**not length-converged** (final 50 → 100 updates Δ +2.1; tolerance 0.4; tail: flattened" in page
+    assert "length-converged (final 50 → 100 updates Δ -0.1 ± 0.0 s.e.; tail: **not flattened** (Δ +" in page
+    assert "**not length-converged** (final 50 → 100 updates Δ +2.1 ± 0.0 s.e.; tolerance 0.4; tail: flattened" in page

@@ -19,7 +19,9 @@ last update) the last 20 % is the annealing stretch at any length, so a rising t
 Where every finished run of a row also holds its settings' finished run at a shorter length, retrained from scratch
 (``shorter_runs``: ``repro.tables.extend.length_history``), the row is judged by its final values instead: the mean
 final at its length against the mean final at the longest shorter length all its runs hold, with the same
-tolerance. The tail trend is still shown beside it.
+tolerance. The tail trend is still shown beside it, and the change's standard error over the seeds' own changes
+(two lengths are two trainings, so unlike the tail trend the seeds' spread enters: a change within it is not
+excused, but a reader sees when three seeds cannot decide).
 """
 from __future__ import annotations
 
@@ -102,6 +104,7 @@ class Trend:
     from_steps: int | None = None  # set: a length check, final at ``to_steps`` against the shorter runs' final here
     to_steps: int | None = None
     tail: "Trend | None" = None  # a length check's row: its tail trend too (shown, not deciding)
+    se: float | None = None  # a length check's standard error of the change, paired by seed (shown, not deciding)
 
     @property
     def flat(self) -> bool:
@@ -128,8 +131,9 @@ def _final(record: dict[str, Any], key: str) -> float | None:
 def length_check(records: list[dict[str, Any]], key: str, floor: float = 0.0, rel_tol: float = REL_TOL
                  ) -> Trend | None:
     """The length check of a row's finished ``records`` on metric ``key``: the change of the mean final value from
-    the longest shorter length every run holds in ``shorter_runs`` to the runs' own; None unless every run has a
-    finite final at both lengths."""
+    the longest shorter length every run holds in ``shorter_runs`` to the runs' own (with its standard error over
+    the runs' own changes, shown beside it: the two lengths are separate trainings, so the seeds' spread enters);
+    None unless every run has a finite final at both lengths."""
     lengths = [{h["generator_steps"]: h for h in r.get(SHORTER_RUNS) or []} for r in records]
     common = set.intersection(*(set(h) for h in lengths)) if lengths else set()
     if not common:
@@ -140,8 +144,10 @@ def length_check(records: list[dict[str, Any]], key: str, floor: float = 0.0, re
     if any(v is None for v in now + before):
         return None
     mean_now = statistics.fmean(now)  # type: ignore[arg-type]
+    paired = [a - b for a, b in zip(now, before)]  # type: ignore[operator]
+    se = statistics.stdev(paired) / math.sqrt(len(paired)) if len(paired) > 1 else None
     return Trend(mean_now - statistics.fmean(before), max(rel_tol * abs(mean_now), floor),  # type: ignore[arg-type]
-                 from_steps=at, to_steps=records[0].get("generator_steps"))
+                 from_steps=at, to_steps=records[0].get("generator_steps"), se=se)
 
 
 def flattened(curve: RowCurve, floor: float = 0.0, tail: float = TAIL, rel_tol: float = REL_TOL) -> bool | None:

@@ -308,7 +308,8 @@ def _convergence_lines(spec: TableSpec, trend_table: dict[str, dict[str, Trend |
         delta, tolerance = f"Δ {number(t.change, col, '+')}", f"tolerance {number(t.tolerance, col)}"
         if t.from_steps is None:
             return f"flattened ({delta})" if t.flat else f"**not flattened** ({delta}; {tolerance})"
-        lengths = f"final {t.from_steps:,} → {t.to_steps:,} updates {delta}"
+        se = "" if t.se is None else f" ± {number(t.se, col)} s.e."
+        lengths = f"final {t.from_steps:,} → {t.to_steps:,} updates {delta}{se}"
         tail = "" if t.tail is None else f"; tail: {cell(t.tail, col)}"
         return (f"length-converged ({lengths}{tail})" if t.flat
                 else f"**not length-converged** ({lengths}; {tolerance}{tail})")
