@@ -172,6 +172,7 @@ def test_length_check_compares_mean_finals_at_the_longest_common_shorter_length(
     assert check.flat is False and length_check(runs, "modes_200", floor=0.8).flat is True
     assert length_check([runs[0], _lengthened(6.0, {})], "modes_200") is None  # a run without a shorter one
     assert length_check(runs, "high_quality_200") is None  # no final for it at the shorter length
+    assert length_check([runs[0], {**runs[1], "generator_steps": 80}], "modes_200") is None  # two lengths
 
 
 def test_a_length_check_decides_convergence_over_the_tail_trend(tmp_path):

@@ -133,10 +133,10 @@ def length_check(records: list[dict[str, Any]], key: str, floor: float = 0.0, re
     """The length check of a row's finished ``records`` on metric ``key``: the change of the mean final value from
     the longest shorter length every run holds in ``shorter_runs`` to the runs' own (with its standard error over
     the runs' own changes, shown beside it: the two lengths are separate trainings, so the seeds' spread enters);
-    None unless every run has a finite final at both lengths."""
+    None unless every run has a finite final at both lengths and all ran the same length."""
     lengths = [{h["generator_steps"]: h for h in r.get(SHORTER_RUNS) or []} for r in records]
     common = set.intersection(*(set(h) for h in lengths)) if lengths else set()
-    if not common:
+    if not common or len({r.get("generator_steps") for r in records}) != 1:  # none, or runs of several lengths
         return None
     at = max(common)
     now = [_final(r, key) for r in records]
