@@ -177,7 +177,10 @@ def test_page_shows_the_papers_statistic_and_checks_claims_in_page_units(tmp_pat
                 {"text": "best ns beats other", "source": "s", "a": "best(ns):modes_200:mean", "op": ">",
                  "b": "other:modes_200:mean"},
                 {"text": "fast beats slow", "source": "s", "a": "fast:modes_200:mean", "op": ">",
-                 "b": "slow:modes_200:mean"}]))
+                 "b": "slow:modes_200:mean"},
+                {"text": "slow beats other", "source": "s", "a": "slow:modes_200:mean", "op": ">",
+                 "b": "other:modes_200:mean"},
+                {"text": "slow beats 4.5", "source": "s", "a": "slow:modes_200:mean", "op": ">", "b": 4.5}]))
     for row, values in (("slow", (6, 8)), ("fast", (8, 8)), ("other", (5, 5))):
         for run, modes in zip(plan(spec, only=[row]), values):
             _fake_record(run, "finished", modes)  # high quality 0.5 each: 50 %
@@ -187,6 +190,11 @@ def test_page_shows_the_papers_statistic_and_checks_claims_in_page_units(tmp_pat
     shown, verdict = claim_verdict(spec.claims[1], cells, spec)
     assert "mean(fast, the best of ns, modes_200) = 8" in shown and verdict == "holds"  # fast (8) > slow (7)
     assert claim_verdict(spec.claims[2], cells, spec)[1] == "within noise"  # 8 vs 7 under a floor of 1.5
+    # 7 ± 1 (s.e.) vs 5 ± 0: over the floor, but within two combined standard errors over seeds; 7 vs 4.5 is not
+    assert claim_verdict(spec.claims[3], cells, spec) == (
+        "mean(slow, modes_200) = 7 > mean(other, modes_200) = 5 (noise floor 1.5) (difference 2; 2 combined s.e. 2)",
+        "within noise")
+    assert claim_verdict(spec.claims[4], cells, spec)[1] == "holds"
     text = write_report(spec).read_text()
     assert "| modes (paper, ± s.e., n=10) | modes (ours, ± s.e.) | HQ % |" in text
     assert "| slow | 6.3 ± 0.5 [1] | 7.0 ± 1.0 (n=2) | 50.0 ± 0.0 (n=2) |" in text  # HQ: std (no paper statistic)

@@ -5,7 +5,7 @@ model), with n; diverged and failed runs are counted beside it, never averaged i
 value alone (no spread), and where the paper's column states standard errors ours are standard errors
 too (std / sqrt(n)). Published numbers sit beside ours with their source. Claims are checked in the
 page's units, with ``best(<group>)`` found from the data and a verdict "within noise" when the two sides
-differ by no more than the column's noise floor; a spec's ``correlations`` add a section and scatter figures
+differ by no more than the column's noise floor or, for means, two combined standard errors over the seeds; a spec's ``correlations`` add a section and scatter figures
 (``repro.tables.correlate``), its ``traces`` figures of logged series (``repro.tables.traces``). The page is a
 pure function of the spec and the records, so regenerating it without new runs rewrites the same bytes.
 """
@@ -152,6 +152,18 @@ def best_row(spec: TableSpec, group: str, col: Column, cells: dict[str, dict[str
     return pick(ran, key=lambda row: cells[row][col.key].mean)
 
 
+def _seed_noise(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSpec,
+                compared: list[tuple[str, str]]) -> float | None:
+    """Two combined standard errors over seeds (page units) of a claim comparing means (a constant has none); None
+    when a side is another statistic or has fewer than two seeds."""
+    if any(str(ref).split(":")[2] != "mean" for ref in (claim.a, claim.b) if not isinstance(ref, float)):
+        return None
+    errors = [(cells[row][key].se, spec.column(key).scale) for row, key in compared]
+    if any(e is None for e, _ in errors):
+        return None
+    return 2 * math.hypot(*(e * scale for e, scale in errors))  # type: ignore[operator]
+
+
 def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSpec,
                   flat: dict[str, dict[str, bool | None]] | None = None,
                   stale_rows: set[str] | frozenset[str] = frozenset(),
@@ -162,7 +174,7 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
     runs of different lengths side by side); "not converged" when a row it compares has a metric curve that had not
     flattened (``repro.tables.curves``), "convergence not measured" when one has no curve to judge it by (none
     recorded, or too few points in the last 20 %; ``flat`` None skips the check); "within noise" when the sides differ by no more than the noise floor of the
-    claim's column. A claim on a correlation (``corr(<id>):<stat>``) is judged by ``repro.tables.correlate``
+    claim's column, or, for means, by no more than two combined standard errors over the seeds. A claim on a correlation (``corr(<id>):<stat>``) is judged by ``repro.tables.correlate``
     (its verdict may be "not significant"), on ``correlations`` (read from the records when not given)."""
     if CORR.match(str(claim.a)):
         results = correlate(spec, read_records(spec)) if correlations is None else correlations
@@ -203,10 +215,13 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
         if se_a is None or se_b is None:
             return shown, "not measured"
         bound = 2 * math.hypot(se_a * col_a.scale, se_b * col_b.scale)
-        return f"{shown} (|difference| {abs(a - b):.3g}, 2 combined s.e. {bound:.3g})", (
+        return f"{shown} (difference {abs(a - b):.3g}; 2 combined s.e. {bound:.3g})", (
             "holds" if abs(a - b) <= bound else "does not hold")
     if floor and abs(a - b) <= floor:
         return shown, "within noise"
+    bound = _seed_noise(claim, cells, spec, compared)
+    if bound is not None and abs(a - b) <= bound:
+        return f"{shown} (difference {abs(a - b):.3g}; 2 combined s.e. {bound:.3g})", "within noise"
     holds = a < b if claim.op == "<" else a > b
     return shown, "holds" if holds else "does not hold"
 
@@ -406,7 +421,8 @@ def _markdown(
         lines += ["## The papers' claims at this scale", "",
                   "Each check is computed from the results above, in the units of the table; \"does not hold\" is "
                   "a finding at this scale; \"within noise\": the two sides differ by no more than the column's "
-                  "stated noise floor, so the data do not decide; \"stale runs\": a compared row holds runs trained "
+                  "stated noise floor, or (means) by no more than two combined standard errors over the seeds, so "
+                  "the data do not decide; \"stale runs\": a compared row holds runs trained "
                   "with other settings than the spec's (listed above), so no verdict until they are rerun; \"not "
                   "converged\": a compared row's curve of the column had not flattened by the rule in section "
                   "'Convergence'; \"convergence not measured\": it has no curve to judge that by (none recorded, or "

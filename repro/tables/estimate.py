@@ -1,0 +1,180 @@
+"""An estimate of the compute a table still needs: one line after the summary line of ``repro reproduce`` (and of its
+``--dry-run``), from the table's own earlier records. Planning-time only; imports neither torch nor Lightning.
+
+Rules:
+
+- A job's remaining updates: its planned ``trainer.max_steps`` (the row's resolved config; without a cached parse,
+  the spec's ``trainer.max_steps`` override) minus the step its ``in_progress`` checkpoint is at (``progress.json``'s
+  ``generator_steps``; a checkpoint started for another length counts from 0, as ``extend.void_retimed`` may
+  restart it), and for a job that continues finished runs (``extend.Extension``) minus at least ``from_steps``.
+- A row's per-member-update cost: the median over its records on disk (any status, any length, stale ones too) of
+  ``train_seconds / generator_steps / (ensemble size or 1)`` (an ensemble member's ``train_seconds`` is the whole
+  job's clock). A job costs that x its members x its remaining updates, scaled for evaluation (not in
+  ``train_seconds``) by the row's median ``wall_seconds / train_seconds`` over records whose wall time counts every
+  process of the run (not a resumed record without ``earlier_wall_seconds``) and is at least its training time;
+  else by 1. A multi-device row's job costs that x its devices in device-hours.
+- A job of a row without a usable record, or of unknown length, has no estimate: counted and named, never guessed.
+- Elapsed time on D slots: the jobs with an estimate list-scheduled in the runner's order (``jobs``), each taking
+  ``row.devices`` slots, a job starting when the slots free up and never before the one ahead of it (the local
+  pool's rule, ``runner._run_pool``); the makespan.
+"""
+from __future__ import annotations
+
+import heapq
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from repro.record import read_json
+from repro.tables.extend import Extension
+from repro.tables.jobs import Job
+from repro.tables.plan import Records
+
+__all__ = ["JobEstimate", "member_update_seconds", "wall_ratios", "planned_steps", "remaining_steps",
+           "list_schedule", "estimate_jobs", "estimate_line"]
+
+SOURCE = "per-update costs from this table's earlier records"
+
+
+@dataclass(frozen=True)
+class JobEstimate:
+    """A job's remaining updates (None: length unknown) and device seconds (None: no estimate)."""
+
+    job: Job
+    remaining: int | None
+    seconds: float | None
+
+    @property
+    def slots(self) -> int:
+        return self.job.row.devices
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _steps(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def member_update_seconds(records: Records) -> dict[str, float]:
+    """Per row id: the median over its records of ``train_seconds / generator_steps / ensemble size``."""
+    costs: dict[str, list[float]] = {}
+    for run, record in records:
+        if not record:
+            continue
+        train, steps = _number(record.get("train_seconds")), _steps(record.get("generator_steps"))
+        if train is None or steps is None or train <= 0:
+            continue
+        size = _steps((record.get("ensemble") or {}).get("size")) or 1
+        costs.setdefault(run.row.id, []).append(train / steps / size)
+    return {row: statistics.median(values) for row, values in costs.items()}
+
+
+def wall_ratios(records: Records) -> dict[str, float]:
+    """Per row id: the median ``wall_seconds / train_seconds`` over its records whose wall time is complete (not a
+    resumed run's without ``earlier_wall_seconds``) and not below their training time."""
+    ratios: dict[str, list[float]] = {}
+    for run, record in records:
+        if not record:
+            continue
+        wall, train = _number(record.get("wall_seconds")), _number(record.get("train_seconds"))
+        partial = bool(record.get("resumed_at_steps")) and _number(record.get("earlier_wall_seconds")) is None
+        if wall is None or train is None or train <= 0 or partial or wall < train:
+            continue
+        ratios.setdefault(run.row.id, []).append(wall / train)
+    return {row: statistics.median(values) for row, values in ratios.items()}
+
+
+def planned_steps(job: Job, configs: dict[str, dict[str, Any]]) -> int | None:
+    """The job's ``trainer.max_steps``: its row's resolved config's, else the spec's override; None if neither."""
+    trainer = (configs.get(job.row.id) or {}).get("trainer")
+    planned = _steps(trainer.get("max_steps")) if isinstance(trainer, dict) else None
+    return planned or _steps({**job.spec.overrides, **job.row.overrides}.get("trainer.max_steps"))
+
+
+def remaining_steps(job: Job, configs: dict[str, dict[str, Any]], extension: Extension | None = None) -> int | None:
+    """Updates the job has left: planned length minus its checkpoint's step (one started for this length) and,
+    extending, minus at least ``from_steps``; None when the length is unknown."""
+    planned = planned_steps(job, configs)
+    if planned is None:
+        return None
+    done = extension.from_steps if extension is not None else 0
+    if job.resume_checkpoint() is not None:
+        progress = read_json(job.in_progress_dir / "progress.json") or {}
+        started = _steps(progress.get("max_steps"))
+        if started is None or started == planned:
+            done = max(done, _steps(progress.get("generator_steps")) or 0)
+    return max(planned - done, 0)
+
+
+def list_schedule(durations: Sequence[tuple[float, int]], slots: int) -> float:
+    """The makespan of ``(seconds, slots taken)`` jobs started in order on ``slots`` slots: each starts once enough
+    slots are free, never before the job ahead of it started (a job asking for more than ``slots`` takes them all)."""
+    running: list[tuple[float, int]] = []  # (end, slots held), a heap
+    free, now, end = max(slots, 1), 0.0, 0.0
+    for seconds, wanted in durations:
+        wanted = min(max(wanted, 1), max(slots, 1))
+        while free < wanted:
+            finish, held = heapq.heappop(running)
+            now, free = max(now, finish), free + held
+        heapq.heappush(running, (now + seconds, wanted))
+        free -= wanted
+        end = max(end, now + seconds)
+    return end
+
+
+def estimate_jobs(jobs: list[Job], records: Records, configs: dict[str, dict[str, Any]],
+                  extensions: Sequence[Extension] = ()) -> list[JobEstimate]:
+    """Each job's remaining updates and device seconds (rules in the module docstring), in ``jobs``' order."""
+    cost, ratio = member_update_seconds(records), wall_ratios(records)
+    extending = {e.job.name: e for e in extensions}
+    out = []
+    for job in jobs:
+        remaining = remaining_steps(job, configs, extending.get(job.name))
+        per_update = cost.get(job.row.id)
+        seconds = (None if remaining is None or per_update is None else
+                   per_update * len(job.runs) * remaining * ratio.get(job.row.id, 1.0) * job.row.devices)
+        out.append(JobEstimate(job, remaining, seconds))
+    return out
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 360 else "under a minute" if seconds < 60 else f"{seconds / 60:.0f} min"
+
+
+def _named(rows: list[str]) -> str:
+    rows = list(dict.fromkeys(rows))
+    return ", ".join(rows[:4]) + (f" and {len(rows) - 4} more" if len(rows) > 4 else "")
+
+
+def _jobs(n: int) -> str:
+    return f"{n} job" + ("" if n == 1 else "s")
+
+
+def estimate_line(name: str, estimates: list[JobEstimate], devices: int, launcher: str = "pool",
+                  unit: str = "core") -> str:
+    """``<table>: estimated compute to finish: ~X <unit>-hours in N jobs (...; k jobs without one: rows); about
+    Y h on D devices (longest job Z h: name)``; ``unit`` names a slot (``core``, ``GPU``)."""
+    if not estimates:
+        return f"{name}: estimated compute to finish: none (nothing to run)"
+    known = [e for e in estimates if e.seconds is not None]
+    no_record = [e.job.row.id for e in estimates if e.remaining is not None and e.seconds is None]
+    no_length = [e.job.row.id for e in estimates if e.remaining is None]
+    missing = ([f"{_jobs(len(no_record))} without one: {_named(no_record)}"] if no_record else []) + (
+        [f"{_jobs(len(no_length))} of unknown length: {_named(no_length)} (not parsed yet: --check-configs)"]
+        if no_length else [])
+    if not known:
+        return f"{name}: estimated compute to finish: unknown for {_jobs(len(estimates))} ({'; '.join(missing)})"
+    total = sum(e.seconds for e in known)
+    amount = f"{total / 3600:.1f} {unit}-hours" if total >= 360 else f"{total / 60:.0f} {unit}-minutes"
+    text = (f"{name}: estimated compute to finish: ~{amount} in {_jobs(len(estimates))} "
+            f"({'; '.join([SOURCE, *missing])})")
+    if launcher != "pool":
+        return text
+    longest = max(known, key=lambda e: e.seconds)
+    span = list_schedule([(e.seconds / e.slots, e.slots) for e in known], devices)
+    return (text + f"; about {_hours(span)} on {devices} device(s)"
+            + (f" for the {_jobs(len(known))} with an estimate" if len(known) < len(estimates) else "")
+            + f" (longest job {_hours(longest.seconds / longest.slots)}: {longest.job.name})")
