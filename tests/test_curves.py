@@ -192,3 +192,35 @@ def test_a_length_check_decides_convergence_over_the_tail_trend(tmp_path):
     page = write_report(spec).read_text()
     assert "length-converged (final 50 → 100 updates Δ -0.1 ± 0.0 s.e.; tail: **not flattened** (Δ +" in page
     assert "**not length-converged** (final 50 → 100 updates Δ +2.1 ± 0.0 s.e.; tolerance 0.4; tail: flattened" in page
+
+
+def test_length_history_tool_reads_shorter_runs_from_git_history(tmp_path):
+    """`tools/length_history.py`: the committed versions of a record that finished shorter with the same settings,
+    trained at ``since`` or later from a clean tree, become its shorter runs; older or dirty ones do not."""
+    import importlib.util
+    import subprocess
+
+    spec = importlib.util.spec_from_file_location("length_history", REPO_ROOT / "tools/length_history.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    record = tmp_path / "results/t/row/seed0/metrics.json"
+    record.parent.mkdir(parents=True)
+    commits: list[str] = []
+    for steps, dirty in ((10, False), (20, False), (30, True), (40, False)):
+        trained_at = commits[-1] if commits else None  # the code commit that trained it: the previous one
+        record.write_text(json.dumps({"status": "finished", "generator_steps": steps, "git_commit": trained_at,
+                                      "git_dirty": dirty, "metrics": {"modes_200": steps / 10},
+                                      "config": _config(steps)}))
+        git("add", "-A")
+        git("commit", "-q", "-m", f"{steps}")
+        commits.append(git("rev-parse", "HEAD"))
+    now = json.loads(record.read_text())
+    history = tool.history_from_git(tmp_path, now, record, commits[0])
+    assert [(h["generator_steps"], h["git_commit"]) for h in history] == [(20, commits[0])]  # 10: no commit; 30: dirty
+    assert [h["generator_steps"] for h in tool.history_from_git(tmp_path, now, record, commits[1])] == []

@@ -24,34 +24,34 @@ from repro.record import RECORD_FILE, Status, read_record, status_of, write_reco
 from repro.tables.extend import SHORTER_RUNS, length_history  # noqa: E402
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout
 
 
-def _descends(commit: str | None, since: str) -> bool:
+def _descends(root: Path, commit: str | None, since: str) -> bool:
     if not commit:
         return False
-    return subprocess.run(["git", "merge-base", "--is-ancestor", since, commit], cwd=ROOT,
+    return subprocess.run(["git", "merge-base", "--is-ancestor", since, commit], cwd=root,
                           capture_output=True).returncode == 0
 
 
-def versions(path: Path) -> list[dict[str, Any]]:
-    """Every committed version of the record at ``path``, oldest first."""
-    rel = path.relative_to(ROOT).as_posix()
+def versions(root: Path, path: Path) -> list[dict[str, Any]]:
+    """Every committed version of the record at ``path`` in the repository at ``root``, oldest first."""
+    rel = path.relative_to(root).as_posix()
     out = []
-    for commit in reversed(_git("log", "--format=%H", "--", rel).split()):
+    for commit in reversed(_git(root, "log", "--format=%H", "--", rel).split()):
         try:
-            out.append(loads(_git("show", f"{commit}:{rel}")))
+            out.append(loads(_git(root, "show", f"{commit}:{rel}")))
         except subprocess.CalledProcessError:  # deleted in that commit
             continue
     return out
 
 
-def history_from_git(record: dict[str, Any], path: Path, since: str) -> list[dict[str, Any]]:
+def history_from_git(root: Path, record: dict[str, Any], path: Path, since: str) -> list[dict[str, Any]]:
     """``record``'s shorter runs: its own, plus those of its committed versions (trained at ``since`` or later)."""
     found = {h["generator_steps"]: h for h in record.get(SHORTER_RUNS) or []}
-    for old in versions(path):
-        if old.get("git_dirty") is False and _descends(old.get("git_commit"), since):
+    for old in versions(root, path):
+        if old.get("git_dirty") is False and _descends(root, old.get("git_commit"), since):
             found |= {h["generator_steps"]: h for h in length_history(old, record.get("config"))}
     return [found[k] for k in sorted(found)]
 
@@ -62,12 +62,12 @@ def main() -> None:
     parser.add_argument("--since", required=True, help="oldest commit whose training code the records may come from")
     parser.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
     args = parser.parse_args()
-    since = _git("rev-parse", args.since).strip()
+    since = _git(ROOT, "rev-parse", args.since).strip()
     for path in sorted((ROOT / "results" / args.table).glob(f"*/seed*/{RECORD_FILE}")):
         record = read_record(path.parent)
         if status_of(record) is not Status.FINISHED:
             continue
-        history = history_from_git(record, path, since)
+        history = history_from_git(ROOT, record, path, since)
         if history == (record.get(SHORTER_RUNS) or []):
             continue
         lengths = ", ".join(f"{h['generator_steps']:,} ({str(h['git_commit'])[:7]})" for h in history)
