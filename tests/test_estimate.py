@@ -54,7 +54,7 @@ def test_per_member_update_cost_from_single_and_ensemble_records(tmp_path):
     row's median. Records of another length count; the wall / train ratio skips a wall that misses earlier processes."""
     spec = _spec(tmp_path)
     _write(spec, "nsgan", 0, train_seconds=100.0, generator_steps=1000, wall_seconds=150.0)
-    _write(spec, "nsgan", 1, train_seconds=600.0, generator_steps=2000, wall_seconds=400.0,  # resumed: wall partial
+    _write(spec, "nsgan", 1, train_seconds=600.0, generator_steps=2000, wall_seconds=700.0,  # resumed: wall partial
            resumed_at_steps=[700], earlier_wall_seconds=None)
     ensemble = {"size": 2, "seeds": [0, 1], "command": "repro fit ..."}
     for seed in (0, 1):
@@ -63,6 +63,8 @@ def test_per_member_update_cost_from_single_and_ensemble_records(tmp_path):
     assert cost["nsgan"] == pytest.approx((0.1 + 0.3) / 2) and cost["lsgan"] == pytest.approx(0.2)
     ratio = wall_ratios(_records(spec))
     assert ratio == pytest.approx({"nsgan": 1.5, "lsgan": 1.1})
+    _write(spec, "nsgan", 1, train_seconds=600.0, generator_steps=2000, wall_seconds=400.0)  # wall below training
+    assert wall_ratios(_records(spec))["nsgan"] == pytest.approx(1.5)
     (estimate,) = estimate_jobs([_job(spec, "lsgan", 0, 1)], _records(spec), CONFIGS)
     assert estimate.remaining == STEPS and estimate.seconds == pytest.approx(0.2 * 2 * STEPS * 1.1)
 
