@@ -84,6 +84,11 @@ def _cmd_reproduce(args: list[str]) -> None:
                                "spec's ensemble_size, else all unfinished seeds of the row)")
     ensemble.add_argument("--no-ensemble", action="store_true",
                           help="one process per (row, seed) instead of seed ensembles")
+    parser.add_argument("--length-scale", type=float, default=None, metavar="F",
+                        help="train the rows not trained yet at F x their trainer.max_steps (0 < F < 1; finished "
+                             "runs are kept as they are) and write no page: the shorter runs of the length check; "
+                             "then `--rerun-stale` trains the spec's length, and each retrained run keeps its "
+                             "shorter run's finals (README: length check)")
     parser.add_argument("--wandb", action="store_true",
                         help="also log every run to W&B: one group per table, runs named <row>/seed<k> (offline "
                              "without WANDB_API_KEY; README: syncing an offline table)")
@@ -92,10 +97,16 @@ def _cmd_reproduce(args: list[str]) -> None:
         parser.error("--check-configs goes with --dry-run (a run parses every config before training)")
     if opts.no_extend and not opts.rerun_stale:
         parser.error("--no-extend goes with --rerun-stale (only stale runs are continued or retrained)")
+    if opts.length_scale is not None and (opts.rerun_stale or opts.report_only):
+        parser.error("--length-scale trains the shorter runs of rows not trained yet and writes no page: it never "
+                     "replaces a finished run (--rerun-stale) and has no page of its own (--report-only)")
     console = wide_console()
-    policy = "rerun" if opts.rerun_stale else "accept" if opts.accept_stale else "refuse"
+    policy = ("rerun" if opts.rerun_stale else "accept" if opts.accept_stale or opts.length_scale is not None
+              else "refuse")
     try:
         table = spec.load_spec(spec.find_spec(opts.table, _table_roots()))
+        if opts.length_scale is not None:
+            table = spec.with_length_scale(table, opts.length_scale)
         if opts.dry_run:
             preview.dry_run(table, console, opts.devices, opts.seeds, opts.only, policy, opts.launcher,
                             opts.ensemble_size, opts.no_ensemble, opts.check_configs, not opts.no_extend)
@@ -110,12 +121,17 @@ def _cmd_reproduce(args: list[str]) -> None:
                                        ensemble_size=opts.ensemble_size, no_ensemble=opts.no_ensemble,
                                        extend=not opts.no_extend)
             failures = runner.failures(written)
-        records = plan.read_records(table)
-        stale_runs = resolve.table_staleness(table, records, console if opts.report_only else None)
-        page = report.write_report(table, records, stale={s.run.name: s.differences for s in stale_runs})
-        console.print(report.summary_table(table, records))
-        figures = sorted((page.parent / "figures" / table.name).glob("*.png"))
-        console.print(f"page: {page}", *(f"figure: {f}" for f in figures), sep="\n")
+        if opts.length_scale is not None:
+            console.print(f"{table.name}: the runs at {opts.length_scale:g} x each row's length are the shorter runs "
+                          f"of the length check; no page written (`repro reproduce {table.name} --rerun-stale` "
+                          "trains the spec's length, keeping their finals)")
+        else:
+            records = plan.read_records(table)
+            stale_runs = resolve.table_staleness(table, records, console if opts.report_only else None)
+            page = report.write_report(table, records, stale={s.run.name: s.differences for s in stale_runs})
+            console.print(report.summary_table(table, records))
+            figures = sorted((page.parent / "figures" / table.name).glob("*.png"))
+            console.print(f"page: {page}", *(f"figure: {f}" for f in figures), sep="\n")
     except spec.SpecError as err:
         raise UserError(str(err)) from None
     if failures:

@@ -174,3 +174,36 @@ def test_ensemble_job_lengthened_continues_as_one_job(tmp_path, capsys):
         assert a["curves"]["modes_200"][4:] == b["curves"]["modes_200"][2:]
     _assert_same_weights(tmp_path / "runs/tables/grow/const/ensemble_0_1/final_state/last.ckpt",
                          tmp_path / "runs/tables/grow/fresh/ensemble_0_1/final_state/last.ckpt")
+
+
+def test_length_scale_trains_the_shorter_runs_then_rerun_stale_keeps_their_finals(tmp_path, capsys):
+    """`--length-scale 0.5` trains the not-yet-run rows at half their length and writes no page (and refuses to
+    replace finished runs); `--rerun-stale` then trains the spec's length, each record keeping the shorter finals."""
+    path = _spec(tmp_path, "scaled", [{"id": "linear"}], [0])  # lr_decay linear: retrained, not continued
+    main(["reproduce", str(path), "--devices", "1", "--length-scale", "0.5"])
+    assert "no page written" in capsys.readouterr().out and not (tmp_path / "paper_tables/scaled.md").exists()
+    short = read_json(tmp_path / "results/scaled/linear/seed0/metrics.json")
+    assert short["status"] == "finished" and short["generator_steps"] == 10
+    with pytest.raises(SystemExit):
+        main(["reproduce", str(path), "--length-scale", "0.5", "--rerun-stale"])
+    main(["reproduce", str(path), "--devices", "1", "--rerun-stale"])
+    full = read_json(tmp_path / "results/scaled/linear/seed0/metrics.json")
+    assert full["generator_steps"] == 20 and full["shorter_runs"] == [
+        {"generator_steps": 10, "git_commit": short["git_commit"], "metrics": short["metrics"]}]
+    assert "length-converged" in (tmp_path / "paper_tables/scaled.md").read_text()  # the page judges by it
+
+
+def test_length_scale_scales_each_rows_stated_length_and_refuses_unstated_ones(tmp_path):
+    from repro.tables.spec import SpecError, load_spec, with_length_scale
+
+    spec = load_spec(_spec(tmp_path, "lengths", [{"id": "a"}, {"id": "b", "overrides": {"trainer.max_steps": "30"}}],
+                           [0]))
+    scaled = with_length_scale(spec, 0.5)
+    assert [r.overrides["trainer.max_steps"] for r in scaled.rows] == [10, 15]  # the table's 20, the row's "30"
+    assert scaled.overrides == spec.overrides and spec.rows[0].overrides == {}  # the spec itself is unchanged
+    with pytest.raises(SpecError, match="between 0 and 1"):
+        with_length_scale(spec, 1.5)
+    bare = load_spec(write_spec(tmp_path, "bare", overrides={}, matrix=[], claims=[], seeds=[0],
+                                rows=[{"id": "c", "config": NSGAN_CONFIG}]))
+    with pytest.raises(SpecError, match="row\\(s\\) c take trainer.max_steps from their config file"):
+        with_length_scale(bare, 0.5)

@@ -442,7 +442,12 @@ def _markdown(
         lines += ["## Figures", ""]
         lines += [f"![{f.stem}]({f.relative_to(page.parent).as_posix()})" for f in figures]
         lines.append("")
-    lines += ["## Regenerate", "", "```bash", f"repro reproduce {spec.name}    # finished runs are skipped", "```", "",
+    checked = any(t is not None and t.from_steps is not None
+                  for row in (trend_table or {}).values() for t in row.values())  # a length check on the page
+    commands = ([f"repro reproduce {spec.name} --length-scale 0.5    # the shorter runs of the length check",
+                 f"repro reproduce {spec.name} --rerun-stale         # the spec's length; each run keeps them"]
+                if checked else [f"repro reproduce {spec.name}    # finished runs are skipped"])
+    lines += ["## Regenerate", "", "```bash", *commands, "```", "",
               f"Spec: `paper_tables/{spec.name}.yaml`. Per-run records (metrics, steps, wall time, machine, exact "
               f"config and command, library versions, checkpoint path) and figures: "
               f"`results/{spec.name}/<row>/seed<k>/`. All numbers: `paper_tables/{spec.name}.csv`.", ""]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -508,6 +508,27 @@ def load_spec(path: str | Path) -> TableSpec:
                "overrides": dict(data.get("overrides") or {}), "claims": claims, "panels": panels, "charts": charts,
                "traces": traces, "correlations": correlations}
     return _build(TableSpec, data, where, derived, extra_keys=("matrix",), internal=("name", "path", "root"))
+
+
+def with_length_scale(spec: TableSpec, factor: float) -> TableSpec:
+    """``spec`` with every row's ``trainer.max_steps`` (its override, else the table's) times ``factor`` (0 < factor
+    < 1, rounded): the shorter runs a length check compares with (``repro.tables.curves``); ``repro reproduce
+    --rerun-stale`` then trains the spec's own length and keeps their finals. A row whose length comes from its
+    config file is refused: the spec must state it to scale it."""
+    if not 0 < factor < 1:
+        raise SpecError(f"--length-scale must be between 0 and 1 (the shorter runs of a length check), got {factor}")
+    rows, unscaled = [], []
+    for row in spec.rows:
+        steps = row.overrides.get("trainer.max_steps", spec.overrides.get("trainer.max_steps"))
+        steps = int(steps) if isinstance(steps, str) and steps.isdigit() else steps
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            unscaled.append(row.id)
+            continue
+        rows.append(replace(row, overrides={**row.overrides, "trainer.max_steps": max(1, round(steps * factor))}))
+    if unscaled:
+        raise SpecError(f"--length-scale: row(s) {', '.join(unscaled[:4])} take trainer.max_steps from their config "
+                        f"file; give it in {spec.path.name}'s overrides (table or row) to scale it")
+    return replace(spec, rows=rows)
 
 
 def list_specs(root: Path) -> list[Path]:
