@@ -173,7 +173,7 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
     compares holds runs trained with other settings than the spec's now (``stale_rows``: such a comparison may set
     runs of different lengths side by side); "not converged" when a row it compares has a metric curve that had not
     flattened (``repro.tables.curves``), "convergence not measured" when one has no curve to judge it by (none
-    recorded, or too few points in the last 20 %; ``flat`` None skips the check); "within noise" when the sides differ by no more than the noise floor of the
+    recorded, or too few points in the last 20 %; ``flat`` None, or a claim with ``any_length``, skips the check); "within noise" when the sides differ by no more than the noise floor of the
     claim's column, or, for means, by no more than two combined standard errors over the seeds. A claim on a correlation (``corr(<id>):<stat>``) is judged by ``repro.tables.correlate``
     (its verdict may be "not significant"), on ``correlations`` (read from the records when not given)."""
     if CORR.match(str(claim.a)):
@@ -203,7 +203,7 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
         return shown, "not measured"
     if any(row in stale_rows for row, _ in compared):
         return shown, "stale runs"
-    if flat is not None:
+    if flat is not None and not claim.any_length:
         states = [flat.get(row, {}).get(col) for row, col in compared]
         if any(state is False for state in states):
             return shown, "not converged"

@@ -113,6 +113,7 @@ class Claim:
     op: str
     b: str | float
     note: str = ""
+    any_length: bool = False  # true: compares two ways of training the same runs at one length (needs no convergence)
 
 
 @dataclass(frozen=True)
