@@ -18,7 +18,7 @@ from repro import REPO_ROOT
 from repro.allocator import tune_malloc
 from repro.console import quiet_library_noise, wide_console
 from repro.errors import DIVERGED_EXIT_CODE, RUNS_FAILED_EXIT_CODE, USER_ERROR_EXIT_CODE, TrainingDiverged, UserError
-from repro.tables import plan, preview, report, resolve, spec
+from repro.tables import jobs, plan, preview, report, resolve, spec
 
 __all__ = ["main", "COMMANDS"]
 
@@ -107,6 +107,12 @@ def _cmd_reproduce(args: list[str]) -> None:
         table = spec.load_spec(spec.find_spec(opts.table, _table_roots()))
         if opts.length_scale is not None:
             table = spec.with_length_scale(table, opts.length_scale)
+            begun = jobs.started_unfinished(plan.plan(table, opts.seeds, opts.only))
+            if begun:
+                raise spec.SpecError(
+                    f"--length-scale trains only runs not started yet; {len(begun)} begun at another length: "
+                    f"{', '.join(begun[:4])}{' and more' if len(begun) > 4 else ''}. Leave them out (--only / "
+                    f"--seeds) or finish them at the spec's length (`repro reproduce {table.name}`)")
         if opts.dry_run:
             preview.dry_run(table, console, opts.devices, opts.seeds, opts.only, policy, opts.launcher,
                             opts.ensemble_size, opts.no_ensemble, opts.check_configs, not opts.no_extend)

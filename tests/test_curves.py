@@ -148,14 +148,19 @@ def _config(steps: int, lr: float = 1e-3) -> dict:
 
 
 def test_length_history_keeps_the_finished_shorter_runs_of_the_same_settings():
+    early = {"generator_steps": 25, "git_commit": "0ld", "metrics": {}, "config": _config(25)}
     old = {"status": "finished", "generator_steps": 50, "git_commit": "abc", "metrics": {"modes_200": 3},
-           "config": _config(50), "shorter_runs": [{"generator_steps": 25, "git_commit": "0ld", "metrics": {}}]}
-    entry = {"generator_steps": 50, "git_commit": "abc", "metrics": {"modes_200": 3}}
-    assert length_history(old, _config(100)) == [old["shorter_runs"][0], entry]
+           "config": _config(50), "shorter_runs": [early, {**early, "generator_steps": 20, "config": None}]}
+    entry = {"generator_steps": 50, "git_commit": "abc", "metrics": {"modes_200": 3}, "config": _config(50)}
+    assert length_history(old, _config(100)) == [early, entry]  # an entry without its config cannot be judged
     assert length_history(old, _config(100, lr=2e-3)) == []  # another setting changed: another experiment
-    assert length_history(old, _config(50)) == old["shorter_runs"]  # not shorter than the new run
+    assert length_history(old, _config(50)) == [early]  # only entries shorter than the new run
+    assert length_history(old, _config(40)) == [early]  # a shorter spec drops the longer entries
     stopped = {**old, "status": "stopped", "config": _config(100)}  # a retraining stopped mid-way keeps the history
-    assert length_history(stopped, _config(100)) == old["shorter_runs"]
+    assert length_history(stopped, _config(100)) == [early]
+    failed = {"status": "failed", "config": None, "shorter_runs": [early, entry]}  # died before writing its config
+    assert length_history(old, None) == [old["shorter_runs"][1], early, entry]  # carried unjudged, by length
+    assert length_history(failed, _config(100)) == [early, entry]  # judged by the next record
     assert length_history(None, _config(100)) == []
 
 
@@ -176,6 +181,8 @@ def test_length_check_compares_mean_finals_at_the_longest_common_shorter_length(
     assert length_check([runs[0], _lengthened(6.0, {})], "modes_200") is None  # a run without a shorter one
     assert length_check(runs, "high_quality_200") is None  # no final for it at the shorter length
     assert length_check([runs[0], {**runs[1], "generator_steps": 80}], "modes_200") is None  # two lengths
+    assert length_check([{**runs[0], "generator_steps": 50}] * 2, "modes_200").from_steps == 25  # shorter than 50
+    assert length_check([{**r, "generator_steps": 25} for r in runs], "modes_200") is None  # nothing shorter
 
 
 def test_a_length_check_decides_convergence_over_the_tail_trend(tmp_path):
@@ -195,6 +202,7 @@ def test_a_length_check_decides_convergence_over_the_tail_trend(tmp_path):
     page = write_report(spec).read_text()
     assert "length-converged (final 50 → 100 updates Δ -0.1 ± 0.0 s.e.; tail: **not flattened** (Δ +" in page
     assert "**not length-converged** (final 50 → 100 updates Δ +2.1 ± 0.0 s.e.; tolerance 0.4; tail: flattened" in page
+    assert "repro reproduce tiny --length-scale 0.5    # the shorter runs of the length check" in page
 
 
 def test_length_history_tool_reads_shorter_runs_from_git_history(tmp_path):

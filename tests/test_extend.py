@@ -140,7 +140,8 @@ def test_lengthened_constant_lr_run_continues_and_equals_a_run_of_the_new_length
         assert "extended_from_steps" not in record and record["curves"]["modes_200"][0][0] == 10  # retrained
     # the row retrained for its length keeps its 20-update run's finals (a length check); a changed setting does not
     assert read_json(tmp_path / "results/grow/linear/seed0/metrics.json")["shorter_runs"] == [
-        {"generator_steps": 20, "git_commit": linear_old["git_commit"], "metrics": linear_old["metrics"]}]
+        {"generator_steps": 20, "git_commit": linear_old["git_commit"], "metrics": linear_old["metrics"],
+         "config": linear_old["config"]}]
     assert "shorter_runs" not in read_json(tmp_path / "results/grow/other/seed0/metrics.json")
     assert "shorter_runs" not in a  # continued: its curve holds the 20-update point
 
@@ -184,12 +185,14 @@ def test_length_scale_trains_the_shorter_runs_then_rerun_stale_keeps_their_final
     assert "no page written" in capsys.readouterr().out and not (tmp_path / "paper_tables/scaled.md").exists()
     short = read_json(tmp_path / "results/scaled/linear/seed0/metrics.json")
     assert short["status"] == "finished" and short["generator_steps"] == 10
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as refused:
         main(["reproduce", str(path), "--length-scale", "0.5", "--rerun-stale"])
+    assert refused.value.code == 2 and "never replaces a finished run" in capsys.readouterr().err
     main(["reproduce", str(path), "--devices", "1", "--rerun-stale"])
     full = read_json(tmp_path / "results/scaled/linear/seed0/metrics.json")
     assert full["generator_steps"] == 20 and full["shorter_runs"] == [
-        {"generator_steps": 10, "git_commit": short["git_commit"], "metrics": short["metrics"]}]
+        {"generator_steps": 10, "git_commit": short["git_commit"], "metrics": short["metrics"],
+         "config": short["config"]}]
     assert "length-converged" in (tmp_path / "paper_tables/scaled.md").read_text()  # the page judges by it
 
 
@@ -207,3 +210,30 @@ def test_length_scale_scales_each_rows_stated_length_and_refuses_unstated_ones(t
                                 rows=[{"id": "c", "config": NSGAN_CONFIG}]))
     with pytest.raises(SpecError, match="row\\(s\\) c take trainer.max_steps from their config file"):
         with_length_scale(bare, 0.5)
+
+
+def test_length_scale_refuses_runs_begun_at_another_length(tmp_path, capsys):
+    """A run with a stopped record (or a checkpoint) at the spec's length is not retrained at the scaled one."""
+    path = _spec(tmp_path, "begun", [{"id": "linear"}], [0, 1])
+    folder = tmp_path / "results/begun/linear/seed1"
+    folder.mkdir(parents=True)
+    write_json_atomic({"status": "stopped", "generator_steps": 7}, folder / "metrics.json")
+    with pytest.raises(SystemExit):
+        main(["reproduce", str(path), "--devices", "1", "--length-scale", "0.5"])
+    assert "--length-scale trains only runs not started yet; 1 begun at another length: linear/seed1" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "results/begun/linear/seed0").exists()  # refused before anything trained
+
+
+def test_a_stopped_extension_keeps_the_shorter_runs_of_the_record_it_continues(tmp_path):
+    from repro.tables.extend import finish_extension
+    from repro.tables.plan import plan
+    from repro.tables.spec import load_spec
+
+    run = plan(load_spec(_spec(tmp_path, "ext", [{"id": "const", "overrides": CONSTANT}], [0])))[0]
+    history = [{"generator_steps": 10, "git_commit": "c", "metrics": {"modes_200": 1}, "config": {}}]
+    old = {"status": "finished", "generator_steps": 20, "curves": {}, "shorter_runs": history}
+    stopped = finish_extension(run, {"status": "stopped", "generator_steps": 30}, {"from_steps": 20,
+                                                                                   "records": {"0": old}})
+    assert stopped["shorter_runs"] == history and "extended_from_steps" not in stopped
+    assert read_json(run.results_dir / "metrics.json")["shorter_runs"] == history

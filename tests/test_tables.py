@@ -608,6 +608,10 @@ def test_spec_fields_come_from_the_dataclasses(tmp_path):
         load_spec(write_spec(tmp_path, name="bad2", correlations=[{"id": "c", "key": "k", "rows": ["nsgan"]}]))
     with pytest.raises(SpecError, match="unknown key 'seeds'; valid: key, label, per_seed, rows, title"):
         load_spec(write_spec(tmp_path, name="bad3", traces=[{"key": "k", "rows": ["nsgan"], "seeds": [0]}]))
+    claim = {"text": "t", "source": "s", "a": "lsgan:modes_200:mean", "op": "~", "b": "nsgan:modes_200:mean"}
+    with pytest.raises(SpecError, match=r"claims\[0\]: any_length must be true or false, got 'false'"):
+        load_spec(write_spec(tmp_path, name="bad4", claims=[{**claim, "any_length": "false"}]))
+    assert load_spec(write_spec(tmp_path, name="ok2", claims=[{**claim, "any_length": True}])).claims[0].any_length
 
 
 def test_matrix_inside_rows_keeps_order_and_whole_value_placeholders(tmp_path):

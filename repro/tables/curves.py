@@ -136,7 +136,10 @@ def length_check(records: list[dict[str, Any]], key: str, floor: float = 0.0, re
     None unless every run has a finite final at both lengths and all ran the same length."""
     lengths = [{h["generator_steps"]: h for h in r.get(SHORTER_RUNS) or []} for r in records]
     common = set.intersection(*(set(h) for h in lengths)) if lengths else set()
-    if not common or len({r.get("generator_steps") for r in records}) != 1:  # none, or runs of several lengths
+    lengths_run = {r.get("generator_steps") for r in records}
+    to_steps = lengths_run.pop() if len(lengths_run) == 1 else None  # None: runs of several lengths
+    common = {s for s in common if isinstance(to_steps, int) and s < to_steps}
+    if not common:
         return None
     at = max(common)
     now = [_final(r, key) for r in records]
@@ -147,7 +150,7 @@ def length_check(records: list[dict[str, Any]], key: str, floor: float = 0.0, re
     paired = [a - b for a, b in zip(now, before)]  # type: ignore[operator]
     se = statistics.stdev(paired) / math.sqrt(len(paired)) if len(paired) > 1 else None
     return Trend(mean_now - statistics.fmean(before), max(rel_tol * abs(mean_now), floor),  # type: ignore[arg-type]
-                 from_steps=at, to_steps=records[0].get("generator_steps"), se=se)
+                 from_steps=at, to_steps=to_steps, se=se)
 
 
 def flattened(curve: RowCurve, floor: float = 0.0, tail: float = TAIL, rel_tol: float = REL_TOL) -> bool | None:

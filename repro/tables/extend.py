@@ -94,18 +94,23 @@ def _steps(value: Any) -> int | None:
 
 
 def length_history(old: dict[str, Any] | None, config: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The ``shorter_runs`` of the record that replaces ``old`` with a run of resolved ``config``: ``old``'s own
-    (when only ``LENGTH_KEYS`` differ), plus ``old`` itself when it finished at a shorter length; by length, one
-    entry per length (the later record's)."""
-    if not old or not isinstance(old.get("config"), dict) or not isinstance(config, dict):
+    """The ``shorter_runs`` of the record that replaces ``old`` with a run of resolved ``config``: ``old``'s own,
+    plus ``old`` itself when it finished; each entry (length, commit, final metrics and the config it trained with)
+    kept when only ``LENGTH_KEYS`` differ from ``config`` and it is shorter than ``config``'s length; by length, one
+    entry per length (the later record's). Without a ``config`` (a run that failed before writing it) every entry is
+    carried as it is, for the next record to judge."""
+    if not old:
         return []
-    if any(k not in LENGTH_KEYS for k in differing_keys(old["config"], config)):
-        return []
-    history = {h["generator_steps"]: h for h in old.get(SHORTER_RUNS) or []}
-    steps, new = _steps(old.get("generator_steps")), _steps((config.get("trainer") or {}).get("max_steps"))
-    if status_of(old) is Status.FINISHED and steps is not None and new is not None and steps < new:
-        history[steps] = {"generator_steps": steps, "git_commit": old.get("git_commit"),
-                          "metrics": old.get("metrics") or {}}
+    entries = list(old.get(SHORTER_RUNS) or [])
+    if status_of(old) is Status.FINISHED and _steps(old.get("generator_steps")) is not None:
+        entries.append({"generator_steps": old["generator_steps"], "git_commit": old.get("git_commit"),
+                        "metrics": old.get("metrics") or {}, "config": old.get("config")})
+    if isinstance(config, dict):
+        new = _steps((config.get("trainer") or {}).get("max_steps"))
+        entries = [e for e in entries if isinstance(e.get("config"), dict) and new is not None
+                   and e["generator_steps"] < new
+                   and all(k in LENGTH_KEYS for k in differing_keys(e["config"], config))]
+    history = {e["generator_steps"]: e for e in entries}
     return [history[k] for k in sorted(history)]
 
 
@@ -235,7 +240,7 @@ def void_retimed(jobs: list[Job], configs: dict[str, dict[str, Any]], dependence
         progress = read_json(job.in_progress_dir / "progress.json") or {}
         planned = _steps(((configs.get(job.row.id) or {}).get("trainer") or {}).get("max_steps"))
         started = _steps(progress.get("max_steps"))
-        if job.resume_checkpoint() is None or started is None or started == planned:
+        if job.resume_checkpoint() is None or started is None or planned is None or started == planned:
             continue
         tied = dependence.get(job.row.id, ["its model's length-dependent settings (not checked)"])
         if tied:
@@ -260,22 +265,25 @@ def _merged(old: list[list[Any]], new: list[list[Any]]) -> list[list[Any]]:
 
 
 def finish_extension(run: Run, record: dict[str, Any], extension: dict[str, Any]) -> dict[str, Any]:
-    """``run``'s record after an extension that ended (finished or diverged; ``extension``: the job's
-    ``extension.json``): the old curve points kept, the lengths and commits it grew from noted; written over the one
-    ``collect_run`` wrote. A failed or stopped one is left as it is: the extension continues next time."""
+    """``run``'s record after an extension that ended (``extension``: the job's ``extension.json``): finished or
+    diverged, the old curve points kept and the lengths and commits it grew from noted; the old record's shorter
+    runs kept either way (a failed or stopped one continues next time); written over the one ``collect_run``
+    wrote."""
     old = (extension.get("records") or {}).get(str(run.seed))
-    if status_of(record) not in DONE or not old:
+    if not old:
         return record
     out = dict(record)
-    curves = record.get("curves") or {}
-    out["curves"] = {k: _merged((old.get("curves") or {}).get(k) or [], points) for k, points in curves.items()}
-    if "curve_seconds" in record:
-        out["curve_seconds"] = _merged(old.get("curve_seconds") or [], record["curve_seconds"])
-    out["extended_from_steps"] = [*old.get("extended_from_steps", []), extension["from_steps"]]
-    out["extended_from_commits"] = [*old.get("extended_from_commits", []), old.get("git_commit")]
     if old.get(SHORTER_RUNS):
         out[SHORTER_RUNS] = old[SHORTER_RUNS]
-    write_record(portable(out, path_roles(run.spec.root)), run.results_dir)
+    if status_of(record) in DONE:
+        curves = record.get("curves") or {}
+        out["curves"] = {k: _merged((old.get("curves") or {}).get(k) or [], points) for k, points in curves.items()}
+        if "curve_seconds" in record:
+            out["curve_seconds"] = _merged(old.get("curve_seconds") or [], record["curve_seconds"])
+        out["extended_from_steps"] = [*old.get("extended_from_steps", []), extension["from_steps"]]
+        out["extended_from_commits"] = [*old.get("extended_from_commits", []), old.get("git_commit")]
+    if out != record:
+        write_record(portable(out, path_roles(run.spec.root)), run.results_dir)
     return out
 
 

@@ -32,11 +32,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from repro.record import checkpoint_in
-from repro.tables.plan import Run, relative
+from repro.record import checkpoint_in, read_record
+from repro.tables.plan import Run, is_done, relative
 from repro.tables.spec import Row, TableSpec
 
-__all__ = ["Job", "ENSEMBLE_PREFIX", "job_folders", "group_jobs", "stacking_refusal", "replace_arg"]
+__all__ = ["Job", "ENSEMBLE_PREFIX", "job_folders", "started_unfinished", "group_jobs", "stacking_refusal",
+           "replace_arg"]
 
 ENSEMBLE_PREFIX = "ensemble_"
 
@@ -135,6 +136,19 @@ def job_folders(spec: TableSpec, row: Row) -> dict[tuple[int, ...], Path]:
             out[tuple(int(s) for s in path.name.removeprefix(ENSEMBLE_PREFIX).split("_"))] = path
         except ValueError:
             continue
+    return out
+
+
+def started_unfinished(runs: list[Run]) -> list[str]:
+    """The names of ``runs`` begun but not done: a record that is not finished / diverged, or an in-progress
+    checkpoint of their own or of an ensemble job holding their seed."""
+    out = []
+    for run in runs:
+        if is_done(run):
+            continue
+        jobs = [f / "in_progress" for seeds, f in job_folders(run.spec, run.row).items() if run.seed in seeds]
+        if read_record(run.results_dir) is not None or any(checkpoint_in(f) for f in [run.in_progress_dir, *jobs]):
+            out.append(run.name)
     return out
 
 

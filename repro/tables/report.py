@@ -442,11 +442,11 @@ def _markdown(
         lines += ["## Figures", ""]
         lines += [f"![{f.stem}]({f.relative_to(page.parent).as_posix()})" for f in figures]
         lines.append("")
-    checked = any(t is not None and t.from_steps is not None
-                  for row in (trend_table or {}).values() for t in row.values())  # a length check on the page
-    commands = ([f"repro reproduce {spec.name} --length-scale 0.5    # the shorter runs of the length check",
-                 f"repro reproduce {spec.name} --rerun-stale         # the spec's length; each run keeps them"]
-                if checked else [f"repro reproduce {spec.name}    # finished runs are skipped"])
+    ratios = {t.from_steps / t.to_steps for row in (trend_table or {}).values() for t in row.values()
+              if t is not None and t.from_steps is not None and t.to_steps}  # the page's length checks
+    commands = ([f"repro reproduce {spec.name} --length-scale {ratios.pop():g}    # the shorter runs of the length "
+                 "check", f"repro reproduce {spec.name} --rerun-stale    # the spec's length; each run keeps them"]
+                if len(ratios) == 1 else [f"repro reproduce {spec.name}    # finished runs are skipped"])
     lines += ["## Regenerate", "", "```bash", *commands, "```", "",
               f"Spec: `paper_tables/{spec.name}.yaml`. Per-run records (metrics, steps, wall time, machine, exact "
               f"config and command, library versions, checkpoint path) and figures: "

@@ -210,7 +210,13 @@ def _check_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
         raise SpecError(f"{where}: unknown key {unknown[0]!r}; valid: {', '.join(sorted(allowed))}")
 
 
-_SCALARS = {"str": str, "float": float, "int": int}
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(value)
+    return value
+
+
+_SCALARS = {"str": str, "float": float, "int": int, "bool": _boolean}
 
 
 def _build(cls: type, data: Any, where: str, derived: dict[str, Any], extra_keys: tuple[str, ...] = (),
@@ -231,7 +237,8 @@ def _build(cls: type, data: Any, where: str, derived: dict[str, Any], extra_keys
             try:
                 values[f.name] = convert(data[f.name]) if convert else data[f.name]
             except (TypeError, ValueError):
-                raise SpecError(f"{where}: {f.name!r} must be {f.type}, got {data[f.name]!r}") from None
+                what = f"{f.name} must be true or false" if f.type == "bool" else f"{f.name!r} must be {f.type}"
+                raise SpecError(f"{where}: {what}, got {data[f.name]!r}") from None
         elif f.default is MISSING and f.default_factory is MISSING:
             raise SpecError(f"{where}: missing required key {f.name!r}")
     return cls(**values)
@@ -407,10 +414,7 @@ def _row_ids(data: Any, where: str, ids: list[str]) -> tuple[str, ...]:
 
 def _trace(data: Any, where: str, ids: list[str]) -> Trace:
     rows = _row_ids(data, where, ids)
-    per_seed = data.get("per_seed", False)
-    if not isinstance(per_seed, bool):
-        raise SpecError(f"{where}: per_seed must be true or false, got {per_seed!r}")
-    return _build(Trace, data, where, {"rows": rows, "per_seed": per_seed})
+    return _build(Trace, data, where, {"rows": rows})
 
 
 def _correlation(data: Any, where: str, ids: list[str], columns: set[str]) -> Correlation:
