@@ -143,6 +143,11 @@ def test_aggregate_mean_std_counts_and_truncated_files(tmp_path):
     assert (c.n, c.mean, c.diverged) == (2, 7.0, 1) and c.std == pytest.approx(2 ** 0.5)
     c = cells["lsgan"]["modes_200"]
     assert (c.n, c.mean, c.std, c.failed, c.missing) == (1, 3.0, 0.0, 1, 1)
+    assert claim_verdict(spec.claims[0], cells, spec)[1] == "one seed"  # lsgan's mean rests on one run
+    one_run = write_report(spec).read_text()
+    assert "3.0 (n=1; 1 failed, 1 not run)" in one_run and "| **one seed** |" in one_run  # its value, no "± 0.0"
+    _fake_record(ls[1], "finished", 3)
+    cells = aggregate(spec)  # lsgan 3 ± 0 (n=2) vs nsgan 7 ± 1.4: beyond two combined standard errors (2.0)
     assert claim_verdict(spec.claims[0], cells, spec)[1] == "does not hold"
     # a compared row holding runs of other settings (e.g. another length) gives no verdict, on the page too
     assert claim_verdict(spec.claims[0], cells, spec, stale_rows={"nsgan"})[1] == "stale runs"
@@ -152,7 +157,7 @@ def test_aggregate_mean_std_counts_and_truncated_files(tmp_path):
     text = page.read_text()
     assert "7.0 ± 1.4 (n=2; 1 diverged)" in text
     assert "6.3 ± 0.5 [1]" in text and "1. PacGAN Table 1" in text
-    assert "3.0 (n=1; 1 failed, 1 not run)" in text  # one run: its value, no "± 0.0"
+    assert "3.0 ± 0.0 (n=2; 1 not run)" in text
     assert "> **Scale difference:** 4 generator steps" in text and "*Paper's protocol:* 2,500 samples" in text
     assert "**does not hold**" in text
     csv_lines = page.with_suffix(".csv").read_text().splitlines()

@@ -152,11 +152,16 @@ def best_row(spec: TableSpec, group: str, col: Column, cells: dict[str, dict[str
     return pick(ran, key=lambda row: cells[row][col.key].mean)
 
 
+def _means(claim: Claim) -> bool:
+    """Whether the claim compares means (or a mean with a constant)."""
+    return all(str(ref).split(":")[2] == "mean" for ref in (claim.a, claim.b) if not isinstance(ref, float))
+
+
 def _seed_noise(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSpec,
                 compared: list[tuple[str, str]]) -> float | None:
     """Two combined standard errors over seeds (page units) of a claim comparing means (a constant has none); None
     when a side is another statistic or has fewer than two seeds."""
-    if any(str(ref).split(":")[2] != "mean" for ref in (claim.a, claim.b) if not isinstance(ref, float)):
+    if not _means(claim):
         return None
     errors = [(cells[row][key].se, spec.column(key).scale) for row, key in compared]
     if any(e is None for e, _ in errors):
@@ -174,7 +179,8 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
     runs of different lengths side by side); "not converged" when a row it compares has a metric curve that had not
     flattened (``repro.tables.curves``), "convergence not measured" when one has no curve to judge it by (none
     recorded, or too few points in the last 20 %; ``flat`` None, or a claim with ``any_length``, skips the check); "within noise" when the sides differ by no more than the noise floor of the
-    claim's column, or, for means, by no more than two combined standard errors over the seeds. A claim on a correlation (``corr(<id>):<stat>``) is judged by ``repro.tables.correlate``
+    claim's column, or, for means, by no more than two combined standard errors over the seeds; "one seed" when a
+    compared mean rests on a single run (its seed spread unmeasured). A claim on a correlation (``corr(<id>):<stat>``) is judged by ``repro.tables.correlate``
     (its verdict may be "not significant"), on ``correlations`` (read from the records when not given)."""
     if CORR.match(str(claim.a)):
         results = correlate(spec, read_records(spec)) if correlations is None else correlations
@@ -219,6 +225,8 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
             "holds" if abs(a - b) <= bound else "does not hold")
     if floor and abs(a - b) <= floor:
         return shown, "within noise"
+    if _means(claim) and any(cells[row][key].n < 2 for row, key in compared):
+        return shown, "one seed"
     bound = _seed_noise(claim, cells, spec, compared)
     if bound is not None and abs(a - b) <= bound:
         return f"{shown} (difference {abs(a - b):.3g}; 2 combined s.e. {bound:.3g})", "within noise"
@@ -422,7 +430,8 @@ def _markdown(
                   "Each check is computed from the results above, in the units of the table; \"does not hold\" is "
                   "a finding at this scale; \"within noise\": the two sides differ by no more than the column's "
                   "stated noise floor, or (means) by no more than two combined standard errors over the seeds, so "
-                  "the data do not decide; \"stale runs\": a compared row holds runs trained "
+                  "the data do not decide; \"one seed\": a compared mean rests on a single run, whose seed spread "
+                  "is not measured, so no verdict; \"stale runs\": a compared row holds runs trained "
                   "with other settings than the spec's (listed above), so no verdict until they are rerun; \"not "
                   "converged\": a compared row's curve of the column had not flattened by the rule in section "
                   "'Convergence'; \"convergence not measured\": it has no curve to judge that by (none recorded, or "
