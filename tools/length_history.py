@@ -19,7 +19,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from repro.portable import loads  # noqa: E402
+from repro.portable import dumps, loads  # noqa: E402
 from repro.record import RECORD_FILE, Status, read_record, status_of, write_record  # noqa: E402
 from repro.tables.extend import SHORTER_RUNS, length_history  # noqa: E402
 
@@ -68,7 +68,7 @@ def main() -> None:
         if status_of(record) is not Status.FINISHED:
             continue
         history = history_from_git(ROOT, record, path, since)
-        if history == (record.get(SHORTER_RUNS) or []):
+        if dumps(history) == dumps(record.get(SHORTER_RUNS) or []):  # as written (NaN != NaN as floats)
             continue
         lengths = ", ".join(f"{h['generator_steps']:,} ({str(h['git_commit'])[:7]})" for h in history)
         print(f"{path.parent.relative_to(ROOT)}: shorter runs at {lengths}")
