@@ -21,10 +21,10 @@ from repro.tables import traces
 from repro.tables.compute import Process, compute_line, hours_minutes, processes
 from repro.tables.correlate import correlate, fit
 from repro.tables.plan import Run, is_done, plan, read_records
-from repro.tables.report import aggregate, claim_verdict, unreported_columns, write_report
+from repro.tables.report import _seed_noise, aggregate, claim_verdict, unreported_columns, write_report
 from repro.tables import execute, runner
 from repro.tables.runner import source_state
-from repro.tables.spec import SpecError, load_spec
+from repro.tables.spec import Claim, SpecError, load_spec
 
 REPRO_ROOT_CONFIG = REPO_ROOT / "configs/ring8/nsgan.yaml"
 TINY_RUN = {"trainer.max_steps": 4, "data.num_samples": 256, "data.batch_size": 64, "samples.every_n_steps": 0,
@@ -200,6 +200,11 @@ def test_page_shows_the_papers_statistic_and_checks_claims_in_page_units(tmp_pat
         "mean(slow, modes_200) = 7 > mean(other, modes_200) = 5 (noise floor 1.5) (difference 2; 2 combined s.e. 2)",
         "within noise")
     assert claim_verdict(spec.claims[4], cells, spec)[1] == "holds"
+    # stds: slow's 1.41 (n=2, s.e. 1.0 by std / sqrt(2 (n - 1))) vs fast's 0: within two s.e.
+    spread = Claim(text="t", source="s", a="slow:modes_200:std", op=">", b="fast:modes_200:std")
+    assert claim_verdict(spread, cells, spec) == (
+        "std(slow, modes_200) = 1.41 > std(fast, modes_200) = 0 (noise floor 1.5)", "within noise")  # under the floor
+    assert _seed_noise(spread, cells, spec, [("slow", "modes_200"), ("fast", "modes_200")]) == pytest.approx(2.0)
     text = write_report(spec).read_text()
     assert "| modes (paper, ± s.e., n=10) | modes (ours, ± s.e.) | HQ % |" in text
     assert "| slow | 6.3 ± 0.5 [1] | 7.0 ± 1.0 (n=2) | 50.0 ± 0.0 (n=2) |" in text  # HQ: std (no paper statistic)

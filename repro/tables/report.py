@@ -152,19 +152,31 @@ def best_row(spec: TableSpec, group: str, col: Column, cells: dict[str, dict[str
     return pick(ran, key=lambda row: cells[row][col.key].mean)
 
 
+def _stat(claim: Claim) -> str | None:
+    """The statistic both sides of the claim compare (a constant side takes the other's), or None if they differ."""
+    stats = {str(ref).split(":")[2] for ref in (claim.a, claim.b) if not isinstance(ref, float)}
+    return stats.pop() if len(stats) == 1 else None
+
+
 def _means(claim: Claim) -> bool:
     """Whether the claim compares means (or a mean with a constant)."""
-    return all(str(ref).split(":")[2] == "mean" for ref in (claim.a, claim.b) if not isinstance(ref, float))
+    return _stat(claim) == "mean"
+
+
+def _stat_error(cell: Cell, stat: str | None) -> float | None:
+    """The standard error of a cell's ``mean`` (std / sqrt(n)) or ``std`` (std / sqrt(2 (n - 1)), the normal-theory
+    error of a sample std); None for another statistic or fewer than two seeds."""
+    if cell.n < 2 or cell.std is None:
+        return None
+    return {"mean": cell.se, "std": cell.std / math.sqrt(2 * (cell.n - 1))}.get(stat or "")
 
 
 def _seed_noise(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSpec,
                 compared: list[tuple[str, str]]) -> float | None:
-    """Two combined standard errors over seeds (page units) of a claim comparing means (a constant has none); None
-    when a side is another statistic or has fewer than two seeds."""
-    if not _means(claim):
-        return None
-    errors = [(cells[row][key].se, spec.column(key).scale) for row, key in compared]
-    if any(e is None for e, _ in errors):
+    """Two combined standard errors over seeds (page units) of a claim comparing means or stds (a constant has
+    none); None when the sides compare other or different statistics or a side has fewer than two seeds."""
+    errors = [(_stat_error(cells[row][key], _stat(claim)), spec.column(key).scale) for row, key in compared]
+    if not errors or any(e is None for e, _ in errors):
         return None
     return 2 * math.hypot(*(e * scale for e, scale in errors))  # type: ignore[operator]
 
@@ -179,7 +191,7 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
     runs of different lengths side by side); "not converged" when a row it compares has a metric curve that had not
     flattened (``repro.tables.curves``), "convergence not measured" when one has no curve to judge it by (none
     recorded, or too few points in the last 20 %; ``flat`` None, or a claim with ``any_length``, skips the check); "within noise" when the sides differ by no more than the noise floor of the
-    claim's column, or, for means, by no more than two combined standard errors over the seeds; "one seed" when a
+    claim's column, or, for means and stds, by no more than two combined standard errors over the seeds; "one seed" when a
     compared mean rests on a single run (its seed spread unmeasured). A claim on a correlation (``corr(<id>):<stat>``) is judged by ``repro.tables.correlate``
     (its verdict may be "not significant"), on ``correlations`` (read from the records when not given)."""
     if CORR.match(str(claim.a)):
@@ -429,7 +441,7 @@ def _markdown(
         lines += ["## The papers' claims at this scale", "",
                   "Each check is computed from the results above, in the units of the table; \"does not hold\" is "
                   "a finding at this scale; \"within noise\": the two sides differ by no more than the column's "
-                  "stated noise floor, or (means) by no more than two combined standard errors over the seeds, so "
+                  "stated noise floor, or (means, stds) by no more than two combined standard errors over the seeds, so "
                   "the data do not decide; \"one seed\": a compared mean rests on a single run, whose seed spread "
                   "is not measured, so no verdict; \"stale runs\": a compared row holds runs trained "
                   "with other settings than the spec's (listed above), so no verdict until they are rerun; \"not "
