@@ -47,8 +47,9 @@ from repro.tables.plan import Records, Run
 from repro.tables.resolve import model_answers
 from repro.tables.stale import Stale, differing_keys
 
-__all__ = ["FINAL_STATE", "EXTENSION_FILE", "LENGTH_KEYS", "SHORTER_RUNS", "Extension", "length_history", "final_state_dir", "length_dependence",
-           "length_dependences", "plan_extensions", "begin_extension", "discard_extensions", "void_retimed", "keep_final_state",
+__all__ = ["FINAL_STATE", "EXTENSION_FILE", "LENGTH_KEYS", "SHORTER_RUNS", "Extension", "length_history",
+           "final_state_dir", "length_dependence", "length_dependences", "plan_extensions", "begin_extension",
+           "discard_extensions", "void_retimed", "keep_final_state",
            "finish_extension", "extension_label"]
 
 FINAL_STATE = "final_state"  # a finished job's exact-resume state, in its folder under runs/
@@ -93,6 +94,11 @@ def _steps(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _planned(config: dict[str, Any] | None) -> int | None:
+    """A resolved config's ``trainer.max_steps``."""
+    return _steps(((config or {}).get("trainer") or {}).get("max_steps"))
+
+
 def length_history(old: dict[str, Any] | None, config: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The ``shorter_runs`` of the record that replaces ``old`` with a run of resolved ``config``: ``old``'s own,
     plus ``old`` itself when it finished; each entry (length, commit, final metrics and the config it trained with)
@@ -106,7 +112,7 @@ def length_history(old: dict[str, Any] | None, config: dict[str, Any] | None) ->
         entries.append({"generator_steps": old["generator_steps"], "git_commit": old.get("git_commit"),
                         "metrics": old.get("metrics") or {}, "config": old.get("config")})
     if isinstance(config, dict):
-        new = _steps((config.get("trainer") or {}).get("max_steps"))
+        new = _planned(config)
         entries = [e for e in entries if isinstance(e.get("config"), dict) and new is not None
                    and e["generator_steps"] < new
                    and all(k in LENGTH_KEYS for k in differing_keys(e["config"], config))]
@@ -147,7 +153,7 @@ def _why_not(record: dict[str, Any], now: dict[str, Any] | None,
     other = [k for k in differing_keys(record["config"], now) if k not in LENGTH_KEYS]
     if other:
         return f"{', '.join(other)} changed"
-    old, new = _steps(record.get("generator_steps")), _steps((now.get("trainer") or {}).get("max_steps"))
+    old, new = _steps(record.get("generator_steps")), _planned(now)
     if status_of(record) is not Status.FINISHED:
         return f"it {record.get('status')}: no final state to continue"
     if old is None or new is None or new <= old:
@@ -238,7 +244,7 @@ def void_retimed(jobs: list[Job], configs: dict[str, dict[str, Any]], dependence
     out = []
     for job in jobs:
         progress = read_json(job.in_progress_dir / "progress.json") or {}
-        planned = _steps(((configs.get(job.row.id) or {}).get("trainer") or {}).get("max_steps"))
+        planned = _planned(configs.get(job.row.id))
         started = _steps(progress.get("max_steps"))
         if job.resume_checkpoint() is None or started is None or planned is None or started == planned:
             continue
