@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from repro.record import read_json
-from repro.tables.extend import Extension
+from repro.tables.extend import Extension, planned_length, steps_value
 from repro.tables.jobs import Job
 from repro.tables.plan import Records
 
@@ -54,20 +54,16 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _steps(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
 def member_update_seconds(records: Records) -> dict[str, float]:
     """Per row id: the median over its records of ``train_seconds / generator_steps / ensemble size``."""
     costs: dict[str, list[float]] = {}
     for run, record in records:
         if not record:
             continue
-        train, steps = _number(record.get("train_seconds")), _steps(record.get("generator_steps"))
+        train, steps = _number(record.get("train_seconds")), steps_value(record.get("generator_steps"))
         if train is None or steps is None or train <= 0:
             continue
-        size = _steps((record.get("ensemble") or {}).get("size")) or 1
+        size = steps_value((record.get("ensemble") or {}).get("size")) or 1
         costs.setdefault(run.row.id, []).append(train / steps / size)
     return {row: statistics.median(values) for row, values in costs.items()}
 
@@ -89,9 +85,8 @@ def wall_ratios(records: Records) -> dict[str, float]:
 
 def planned_steps(job: Job, configs: dict[str, dict[str, Any]]) -> int | None:
     """The job's ``trainer.max_steps``: its row's resolved config's, else the spec's override; None if neither."""
-    trainer = (configs.get(job.row.id) or {}).get("trainer")
-    planned = _steps(trainer.get("max_steps")) if isinstance(trainer, dict) else None
-    return planned or _steps({**job.spec.overrides, **job.row.overrides}.get("trainer.max_steps"))
+    override = {**job.spec.overrides, **job.row.overrides}.get("trainer.max_steps")
+    return planned_length(configs.get(job.row.id)) or steps_value(override)
 
 
 def remaining_steps(job: Job, configs: dict[str, dict[str, Any]], extension: Extension | None = None) -> int | None:
@@ -103,9 +98,9 @@ def remaining_steps(job: Job, configs: dict[str, dict[str, Any]], extension: Ext
     done = extension.from_steps if extension is not None else 0
     if job.resume_checkpoint() is not None:
         progress = read_json(job.in_progress_dir / "progress.json") or {}
-        started = _steps(progress.get("max_steps"))
+        started = steps_value(progress.get("max_steps"))
         if started is None or started == planned:
-            done = max(done, _steps(progress.get("generator_steps")) or 0)
+            done = max(done, steps_value(progress.get("generator_steps")) or 0)
     return max(planned - done, 0)
 
 

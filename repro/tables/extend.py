@@ -50,7 +50,7 @@ from repro.tables.stale import Stale, differing_keys
 __all__ = ["FINAL_STATE", "EXTENSION_FILE", "LENGTH_KEYS", "SHORTER_RUNS", "Extension", "length_history",
            "final_state_dir", "length_dependence", "length_dependences", "plan_extensions", "begin_extension",
            "discard_extensions", "void_retimed", "keep_final_state",
-           "finish_extension", "extension_label"]
+           "finish_extension", "extension_label", "steps_value", "planned_length"]
 
 FINAL_STATE = "final_state"  # a finished job's exact-resume state, in its folder under runs/
 EXTENSION_FILE = "extension.json"  # in in_progress/: the job continues a finished run (the old records)
@@ -90,13 +90,14 @@ def length_dependences(configs: dict[str, dict[str, Any] | None], parse: str = "
     return model_answers(configs, "length", length_dependence, parse)
 
 
-def _steps(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def steps_value(value: Any) -> int | None:
+    """``value`` as a number of updates: a positive int, else None (unset, unlimited -1, or not a number)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def _planned(config: dict[str, Any] | None) -> int | None:
+def planned_length(config: dict[str, Any] | None) -> int | None:
     """A resolved config's ``trainer.max_steps``."""
-    return _steps(((config or {}).get("trainer") or {}).get("max_steps"))
+    return steps_value(((config or {}).get("trainer") or {}).get("max_steps"))
 
 
 def length_history(old: dict[str, Any] | None, config: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -108,11 +109,11 @@ def length_history(old: dict[str, Any] | None, config: dict[str, Any] | None) ->
     if not old:
         return []
     entries = list(old.get(SHORTER_RUNS) or [])
-    if status_of(old) is Status.FINISHED and _steps(old.get("generator_steps")) is not None:
+    if status_of(old) is Status.FINISHED and steps_value(old.get("generator_steps")) is not None:
         entries.append({"generator_steps": old["generator_steps"], "git_commit": old.get("git_commit"),
                         "metrics": old.get("metrics") or {}, "config": old.get("config")})
     if isinstance(config, dict):
-        new = _planned(config)
+        new = planned_length(config)
         entries = [e for e in entries if isinstance(e.get("config"), dict) and new is not None
                    and e["generator_steps"] < new
                    and all(k in LENGTH_KEYS for k in differing_keys(e["config"], config))]
@@ -153,7 +154,7 @@ def _why_not(record: dict[str, Any], now: dict[str, Any] | None,
     other = [k for k in differing_keys(record["config"], now) if k not in LENGTH_KEYS]
     if other:
         return f"{', '.join(other)} changed"
-    old, new = _steps(record.get("generator_steps")), _planned(now)
+    old, new = steps_value(record.get("generator_steps")), planned_length(now)
     if status_of(record) is not Status.FINISHED:
         return f"it {record.get('status')}: no final state to continue"
     if old is None or new is None or new <= old:
@@ -244,8 +245,8 @@ def void_retimed(jobs: list[Job], configs: dict[str, dict[str, Any]], dependence
     out = []
     for job in jobs:
         progress = read_json(job.in_progress_dir / "progress.json") or {}
-        planned = _planned(configs.get(job.row.id))
-        started = _steps(progress.get("max_steps"))
+        planned = planned_length(configs.get(job.row.id))
+        started = steps_value(progress.get("max_steps"))
         if job.resume_checkpoint() is None or started is None or planned is None or started == planned:
             continue
         tied = dependence.get(job.row.id, ["its model's length-dependent settings (not checked)"])
