@@ -2,19 +2,20 @@
 
 A regularizer is called as ``reg(module, a, b)``: for D terms ``(real, fake)`` as D sees them, for
 G terms ``(z, fake)``. It returns a scalar to add to that player's loss. ``module`` is anything with
-the ``Players`` attributes (a ``GANModule`` is one); this module imports no variant.
+the ``Players`` attributes (a ``GANModule`` is one); this module imports no variant. Each term is logged on its own
+as ``train/d_reg/<name>`` / ``train/g_reg/<name>`` (``term_names``).
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable, ClassVar, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from repro.normalization import raw_weight, weight_layers
 
-__all__ = ["Players", "Regularizer", "GradientPenalty", "OrthonormalRegularizer", "ModifiedOrthogonalRegularizer",
-           "JacobianClamping", "HistoricalAveraging"]
+__all__ = ["Players", "Regularizer", "term_names", "GradientPenalty", "OrthonormalRegularizer",
+           "ModifiedOrthogonalRegularizer", "JacobianClamping", "HistoricalAveraging"]
 
 
 class Players(Protocol):
@@ -39,8 +40,10 @@ class Players(Protocol):
 class Regularizer:
     """Base class: ``__call__(module, a, b) -> scalar tensor``. ``runs_nets``: it runs G or D on inputs of its
     own (interpolates, perturbed latents), which have no class labels (class-conditional models refuse it).
-    ``per_sample_d_gradient``: it takes grad_x D(x_i) per sample (a D that couples the samples is refused)."""
+    ``per_sample_d_gradient``: it takes grad_x D(x_i) per sample (a D that couples the samples is refused).
+    ``name``: the term's short, stable name in the logs (each subclass sets its own)."""
 
+    name: ClassVar[str] = "regularizer"
     runs_nets = False
     per_sample_d_gradient = False
 
@@ -48,11 +51,23 @@ class Regularizer:
         raise NotImplementedError
 
 
+def term_names(regularizers: Sequence[Regularizer]) -> list[str]:
+    """One player's regularizers' log names: each one's ``name``, a repeated name numbered from its second use
+    on (``gradient_penalty``, ``gradient_penalty_2``)."""
+    uses: dict[str, int] = {}
+    names = []
+    for reg in regularizers:
+        uses[reg.name] = uses.get(reg.name, 0) + 1
+        names.append(reg.name if uses[reg.name] == 1 else f"{reg.name}_{uses[reg.name]}")
+    return names
+
+
 class GradientPenalty(Regularizer):
     """Gulrajani et al. 2017, eq. 3: weight * E[(||grad_x D(x_hat)|| - 1)^2] at random interpolates
     x_hat = eps * x + (1 - eps) * x_fake, eps ~ U[0, 1] per sample. The norm is per input, so D must not couple
     the samples of a batch (the paper's Sec. 4, "No critic batch normalization"; layer norm is its substitute)."""
 
+    name = "gradient_penalty"
     runs_nets = True
     per_sample_d_gradient = True
 
@@ -79,6 +94,8 @@ class OrthonormalRegularizer(Regularizer):
     is zero exactly when the rows (or columns) are orthonormal. Parametrized layers are regularized in
     their raw weight. The SN paper does not state the coefficient; 1.0 is this project's default.
     """
+
+    name = "orthonormal"
 
     def __init__(self, weight: float = 1.0):
         if weight < 0:
@@ -107,6 +124,8 @@ class ModifiedOrthogonalRegularizer(Regularizer):
     G's ``shared``). BigGAN-PyTorch adds ``strength * 2 (W W^T * (1 - I)) W`` to the gradient, the gradient of
     (strength / 2) * ||.||^2, so its ``--G_ortho 1e-4`` equals ``weight: 5e-5`` here; the paper's beta is 1e-4.
     """
+
+    name = "modified_orthogonal"
 
     def __init__(self, weight: float = 1e-4, exclude: tuple[str, ...] = ("shared",)):
         if weight < 0:
@@ -138,6 +157,7 @@ class JacobianClamping(Regularizer):
     weight * mean[(max(Q, lambda_max) - lambda_max)^2 + (min(Q, lambda_min) - lambda_min)^2]
     (a G term: called with (z, G(z)); G(z') is one extra generator pass that G's gradient flows through)."""
 
+    name = "jacobian_clamping"
     runs_nets = True
 
     def __init__(self, lambda_min: float = 1.0, lambda_max: float = 20.0, eps: float = 1.0, weight: float = 1.0):
@@ -171,6 +191,8 @@ class HistoricalAveraging(nn.Module, Regularizer):
     one in ``g_regularizers``: the player is the one being updated (G's step freezes D), fixed at the first call.
     The running mean is a buffer of the module, saved in checkpoints (exact resume) and equal on all DDP ranks.
     """
+
+    name = "historical_averaging"
 
     def __init__(self, weight: float = 1.0):
         super().__init__()

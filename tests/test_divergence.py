@@ -2,6 +2,7 @@
 step, and a table containing it completes and reports it beside (not inside) the mean."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -19,6 +20,7 @@ from repro.tables.report import aggregate
 from repro.tables.spec import load_spec
 
 RING = str(REPO_ROOT / "configs/ring8/nsgan.yaml")
+WGANGP = str(REPO_ROOT / "configs/ring8/wgangp.yaml")
 TINY = {"trainer.max_steps": 12, "data.num_samples": 512, "data.batch_size": 64, "samples.every_n_steps": 0,
         "evaluation.n_samples": 200, "divergence.check_every_n_steps": 5}
 BLOW_UP = {"model.init_args.lr_g": 1.0e12, "model.init_args.lr_d": 1.0e12}  # NaN from the first G step on
@@ -36,6 +38,7 @@ def test_diverging_run_stops_and_is_recorded(run_dir: Path, capsys: pytest.Captu
     assert record["status"] == "diverged"
     assert record["diverged_at_step"] == 1 and record["generator_steps"] == 5
     assert "non-finite loss" in record["reason"] and "non-finite weights" in record["reason"]
+    assert record["diverged_reason"] == "non-finite loss"
     assert "metrics" not in record and not (out / "samples" / "final.png").exists()  # no evaluation of NaN weights
     assert record["machine"]["accelerator"] == "cpu" and record["machine"]["torch_threads"] == 1
 
@@ -48,6 +51,34 @@ def test_healthy_run_is_not_flagged(run_dir: Path) -> None:
     assert record["machine"] == {"cpu": cpu_model(), "logical_cores": len(os.sched_getaffinity(0)),
                                  "torch_threads": torch.get_num_threads(), "accelerator": "cpu", "accelerator_count": 0}
     assert record["machine"]["torch_threads"] == 1 and 1 <= record["machine"]["logical_cores"] <= os.cpu_count()
+
+
+def test_loss_beyond_max_abs_loss_is_diverged(run_dir: Path) -> None:
+    """``divergence.max_abs_loss``: a finite |loss| (or regularizer term) above it counts as a non-finite loss does.
+    WGAN-GP runs unbounded and finishes; rerun with the bound between its two largest logged values, it is stopped
+    at the next check after the largest, and recorded diverged at that loss's step with the loss named."""
+    args = [f"--{k}={v}" for k, v in TINY.items()]
+    args += ["--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
+             "--trainer.enable_checkpointing=false"]  # no epoch-end checkpoint: checks every 5 steps and at the end
+    main(["fit", "--config", WGANGP, *args])
+    runs = run_dir / "runs" / "lightning_logs"
+    assert json.loads((runs / "version_0" / "metrics.json").read_text())["status"] == "finished"
+    with (runs / "version_0" / "metrics.csv").open() as f:
+        rows = [row for row in csv.DictReader(f) if row["train/d_loss"]]
+    assert "train/d_reg/gradient_penalty" in rows[0] and len(rows) == 12
+    # each step's largest |loss| over the losses and the penalty, with its step and name
+    peaks = sorted(max((abs(float(v)), int(row["step"]), k) for k, v in row.items() if k.startswith("train/"))
+                   for row in rows)
+    (second, _, _), (top, step, name) = peaks[-2:]
+    bound = (top + second) / 2
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", WGANGP, *args, f"--divergence.max_abs_loss={bound}"])
+    assert exc.value.code == DIVERGED_EXIT_CODE
+    record = json.loads((runs / "version_1" / "metrics.json").read_text())
+    assert record["status"] == "diverged" and record["diverged_at_step"] == step
+    assert record["generator_steps"] == min(-(-step // 5) * 5, 12)  # the first check (every 5, and the last) after it
+    assert record["diverged_reason"] == f"|{name}| {top:.3g} > divergence.max_abs_loss {bound:g}"
+    assert record["reason"] == f"{record['diverged_reason']} first at generator step {step}"
 
 
 def test_interrupted_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

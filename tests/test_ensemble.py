@@ -43,6 +43,8 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "rsgan": ("ring8/rsgan", []),  # real and fake outputs paired one to one
     "ralsgan-paper": ("ring8/ralsgan", ["--model.init_args.paper_era", "true"]),
 }
+# the regularizer terms a case logs, each compared per member with the single run's like the losses
+TERMS = {"wgangp": {"train/d_reg/gradient_penalty"}, "jcgan": {"train/g_reg/jacobian_clamping"}}
 
 
 @pytest.fixture()
@@ -68,8 +70,10 @@ def _losses(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def assert_members_equal_single_runs(ens: Any, root: Path, args: list[str], seeds: list[int], tol: float) -> None:
-    """Run each seed alone and compare its state, logged losses and metrics with the ensemble member's."""
+def assert_members_equal_single_runs(ens: Any, root: Path, args: list[str], seeds: list[int], tol: float,
+                                     terms: frozenset[str] = frozenset()) -> None:
+    """Run each seed alone and compare its state, logged losses (and the regularizer ``terms``, which both must
+    log) and metrics with the ensemble member's."""
     stacked = ens.model.state_dict()
     for i, seed in enumerate(seeds):
         single = run_fit([*args, "--seed_everything", str(seed), *_logger(root / f"single{seed}")])
@@ -81,6 +85,7 @@ def assert_members_equal_single_runs(ens: Any, root: Path, args: list[str], seed
                 assert torch.equal(mine, value), (seed, key)
         rows, expected = _losses(root / "ens" / f"seed{seed}" / "metrics.csv"), _losses(root / f"single{seed}" / "metrics.csv")
         assert [r["step"] for r in rows] == [r["step"] for r in expected] and len(rows) > 1
+        assert all(row[key] and ref[key] for row, ref in zip(rows, expected) if ref["train/d_loss"] for key in terms)
         for row, ref in zip(rows, expected):
             for key, value in ref.items():
                 if key.startswith("train/") and value:
@@ -97,7 +102,7 @@ def test_members_equal_single_runs_float64(case: str, run_dir: Path, float64: No
     args = _args(config, 100, [*SMALL, *extra])
     ens = run_fit([*args, "--ensemble", "2", "--seed_everything", "3", *_logger(run_dir / "ens")])
     assert type(ens.model).__name__.startswith("Ensemble") and ens.model.members == 2
-    assert_members_equal_single_runs(ens, run_dir, args, [3, 4], TOL)
+    assert_members_equal_single_runs(ens, run_dir, args, [3, 4], TOL, frozenset(TERMS.get(case, ())))
 
 
 def test_metz_conv_nets_equal_single_runs(run_dir: Path, mnist_root: Path) -> None:

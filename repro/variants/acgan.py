@@ -57,9 +57,7 @@ class ACGAN(GANModule, name="acgan"):
         source_fake, classes_fake = self.discriminator.source_and_classes(fake)
         loss = self.objective.d_loss(source_real, source_fake)
         loss = loss + self.aux_weight * (self.class_loss(classes_real, y) + self.class_loss(classes_fake, y_fake))
-        for reg in self.d_regularizers:
-            loss = loss + reg(self, real_in, fake)
-        return loss
+        return self.add_regularizers(loss, "d", real_in, fake)
 
     def generator_loss(self, real: Tensor, z: Tensor, fake: Tensor, y: Tensor | None = None,
                        y_fake: Tensor | None = None) -> Tensor:
@@ -68,6 +66,4 @@ class ACGAN(GANModule, name="acgan"):
             source_fake, classes_fake = self.discriminator.source_and_classes(fake)
             real_out = self.discriminate(self.real_input(real)).detach() if self.objective.g_needs_real else None
             loss = self.objective.g_loss(source_fake, real_out) + self.aux_weight * self.class_loss(classes_fake, y_fake)
-            for reg in self.g_regularizers:
-                loss = loss + reg(self, z, fake)
-        return loss
+            return self.add_regularizers(loss, "g", z, fake)

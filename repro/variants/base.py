@@ -45,7 +45,7 @@ from repro.latents import truncated_normal
 from repro.losses import objective
 from repro.nets.base import check_shapes
 from repro.normalization import check_per_sample
-from repro.regularizers import Regularizer
+from repro.regularizers import Regularizer, term_names
 
 __all__ = ["GANModule", "check_betas", "linear_lr_decay", "LABELLED_HOOKS"]
 
@@ -198,6 +198,7 @@ class GANModule(L.LightningModule):
             self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
         self.register_buffer("fixed_z", torch.randn(n_fixed, generator.z_dim, generator=torch.Generator().manual_seed(0)))
         self._last: dict[str, Tensor] = {}
+        self._terms: dict[str, Tensor] = {}  # the latest regularizer terms, detached (``add_regularizers``)
         self._ema_version, self._ema_stats_version = 0, -1
         self._lean_steps = False  # set at fit start by distributed.wrappers_idle
         self.check_label_support()
@@ -376,9 +377,7 @@ class GANModule(L.LightningModule):
         """D's objective plus its regularizers on a real batch and (detached) fakes (labels ``y``, ``y_fake``)."""
         real_in = self.real_input(real)
         loss = self.objective.d_loss(self.discriminate(real_in, **_y(y)), self.discriminate(fake, **_y(y_fake)))
-        for reg in self.d_regularizers:
-            loss = loss + reg(self, real_in, fake)
-        return loss
+        return self.add_regularizers(loss, "d", real_in, fake)
 
     def generator_loss(self, real: Tensor, z: Tensor, fake: Tensor, y: Tensor | None = None,
                        y_fake: Tensor | None = None) -> Tensor:
@@ -388,8 +387,17 @@ class GANModule(L.LightningModule):
             real_out = (self.discriminate(self.real_input(real), **_y(y)).detach() if self.objective.g_needs_real
                         else None)
             loss = self.objective.g_loss(self.discriminate(fake, **_y(y_fake)), real_out)
-            for reg in self.g_regularizers:
-                loss = loss + reg(self, z, fake)
+            return self.add_regularizers(loss, "g", z, fake)
+
+    def add_regularizers(self, loss: Tensor, player: Literal["d", "g"], a: Tensor, b: Tensor) -> Tensor:
+        """``loss`` plus ``player``'s regularizers, called as ``reg(self, a, b)`` (D: real as D sees it and fakes;
+        G: z and G(z)). Each term is also kept, detached and on the device, as ``<player>_reg/<name>``
+        (``repro.regularizers.term_names``); ``training_step`` logs it beside the losses."""
+        regs = self.d_regularizers if player == "d" else self.g_regularizers
+        for name, reg in zip(term_names(regs), regs):
+            term = reg(self, a, b)
+            self._terms[f"{player}_reg/{name}"] = term.detach()
+            loss = loss + term
         return loss
 
     # ----------------------------------------------------------------- the loop
@@ -476,12 +484,18 @@ class GANModule(L.LightningModule):
     def training_step(self, batch: Tensor | tuple[Tensor, Tensor], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()[:2]
         x, y = self.split_batch(batch)
+        self._terms = {}
         if self.hparams.updates == "simultaneous":
             d_loss, g_loss = self.simultaneous_step(x, opt_d, opt_g, **_y(y))
+            d_terms: dict[str, Tensor] = {}
         else:
             reals = x.chunk(self.n_dis)
             labels = [None] * len(reals) if y is None else y.chunk(self.n_dis)
-            d_loss = torch.stack([self.d_step(real, opt_d, **_y(y_k)) for real, y_k in zip(reals, labels)]).mean(0)
+            d_steps = []  # each D step's loss and regularizer terms, averaged over the steps as d_loss
+            for real, y_k in zip(reals, labels):
+                d_steps.append({"d_loss": self.d_step(real, opt_d, **_y(y_k)), **self._terms})
+            d_terms = {key: torch.stack([s[key] for s in d_steps]).mean(0) for key in d_steps[0]}
+            d_loss = d_terms.pop("d_loss")
             g_loss = self.g_step(reals[-1], opt_g, **_y(labels[-1]))
         distributed.broadcast_buffers(self, self.world_size)
         self.update_ema()
@@ -489,14 +503,18 @@ class GANModule(L.LightningModule):
         if schedulers:
             for s in schedulers if isinstance(schedulers, list) else [schedulers]:
                 s.step()
-        self._last = {"d_loss": d_loss, "g_loss": g_loss}
+        terms = {**self._terms, **d_terms}  # G's terms and D's averaged over the D steps
+        self._last = {"d_loss": d_loss, "g_loss": g_loss, **terms}
         if self.global_step % self.trainer.log_every_n_steps == 0:
-            self.log_dict({f"train/{k}": v for k, v in self._last.items()}, prog_bar=True)
+            self.log_dict({"train/d_loss": d_loss, "train/g_loss": g_loss}, prog_bar=True)
+            if terms:  # not on the progress bar
+                self.log_dict({f"train/{k}": v for k, v in terms.items()})
 
     # ----------------------------------------------------------------- optimizers, checkpoints
     @property
     def last_losses(self) -> dict[str, Tensor]:
-        """The last generator iteration's losses (``d_loss``: mean over its D steps, ``g_loss``), on the device."""
+        """The last generator iteration's losses (``d_loss``: mean over its D steps, ``g_loss``) and regularizer
+        terms (``d_reg/<name>``: mean over the D steps, ``g_reg/<name>``), on the device."""
         return dict(self._last)
 
     def make_optimizer(self, params: Any, lr: float, betas: Betas) -> torch.optim.Optimizer:

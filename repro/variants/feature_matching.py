@@ -80,6 +80,4 @@ class FeatureMatchingGAN(GANModule, name="feature_matching"):
         with self.frozen_discriminator():
             loss = feature_distance(self.matched_features(self.real_input(real)).detach(),
                                     self.matched_features(fake), self.distance)
-            for reg in self.g_regularizers:
-                loss = loss + reg(self, z, fake)
-        return loss
+            return self.add_regularizers(loss, "g", z, fake)

@@ -112,9 +112,7 @@ class S3GAN(GANModule, name="s3gan"):
         real_out, logits = self.predictor.outputs(real_in, y)
         loss = self.objective.d_loss(real_out, self.discriminate(fake, y_fake))
         loss = loss + self.class_weight * labelled_cross_entropy(logits, y)
-        for reg in self.d_regularizers:
-            loss = loss + reg(self, real_in, fake)
-        return loss
+        return self.add_regularizers(loss, "d", real_in, fake)
 
     def check_sample_shape(self, sample_shape: tuple[int, ...]) -> None:
         if self.rotation:

@@ -73,6 +73,8 @@ def rotation_loss(discriminator: RotationDiscriminator, x: Tensor) -> Tensor:
 class RotationLoss(Regularizer):
     """weight * CE(r | x^r) on the rotated real batch (a D term, ``on="real"``) or rotated fakes (a G term)."""
 
+    name = "rotation"
+
     def __init__(self, weight: float, on: str):
         if weight < 0 or on not in ("real", "fake"):
             raise ValueError(f"RotationLoss needs weight >= 0 and on in (real, fake), got {weight}, {on!r}")
