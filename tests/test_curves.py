@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from repro import REPO_ROOT
-from repro.tables.curves import RowCurve, convergence, flattened, length_check, row_curves, trend
+from repro.tables.curves import RowCurve, Trend, convergence, flattened, length_check, row_curves, trend, unconverged
 from repro.tables.extend import length_history
 from repro.tables.plan import read_records
 from repro.tables.report import aggregate, claim_verdict, write_report
@@ -64,7 +64,7 @@ def test_claim_on_a_row_that_did_not_flatten_says_not_converged(tmp_path):
             folder.mkdir(parents=True)
             (folder / "metrics.json").write_text(json.dumps(_record(values)))
     flat = convergence(spec, read_records(spec))
-    assert flat["nsgan"]["modes_200"] is False and flat["lsgan"]["modes_200"] is True
+    assert flat["nsgan"]["modes_200"] == "moving" and flat["lsgan"]["modes_200"] == "flat"
     claim = spec.claims[0]  # lsgan:modes_200:mean > nsgan:modes_200:mean
     assert claim_verdict(claim, aggregate(spec), spec)[1] == "holds"
     assert claim_verdict(claim, aggregate(spec), spec, flat)[1] == "not converged"
@@ -177,7 +177,8 @@ def test_length_check_compares_mean_finals_at_the_longest_common_shorter_length(
     assert (check.from_steps, check.to_steps) == (50, 100)
     assert check.change == pytest.approx(5.0 - 4.25) and check.tolerance == pytest.approx(0.05 * 5.0)
     assert check.se == pytest.approx(np.std([4.0 - 3.0, 6.0 - 5.5], ddof=1) / np.sqrt(2))  # paired by run
-    assert check.flat is False and length_check(runs, "modes_200", floor=0.8).flat is True
+    assert check.flat is False and length_check(runs, "modes_200", floor=0.8).flat is False  # 0.75 + 2 x 0.25 > 0.8
+    assert length_check(runs, "modes_200", floor=1.3).flat is True
     assert length_check([runs[0], _lengthened(6.0, {})], "modes_200") is None  # a run without a shorter one
     assert length_check(runs, "high_quality_200") is None  # no final for it at the shorter length
     assert length_check([runs[0], {**runs[1], "generator_steps": 80}], "modes_200") is None  # two lengths
@@ -197,10 +198,10 @@ def test_a_length_check_decides_convergence_over_the_tail_trend(tmp_path):
                       "shorter_runs": [{"generator_steps": 50, "metrics": {"modes_200": shorter}}]}
             (folder / "metrics.json").write_text(json.dumps(record))
     flat = convergence(spec, read_records(spec))
-    assert flat["nsgan"]["modes_200"] is True and flat["lsgan"]["modes_200"] is False  # the tails say the opposite
+    assert flat["nsgan"]["modes_200"] == "flat" and flat["lsgan"]["modes_200"] == "moving"  # the tails: the opposite
     assert claim_verdict(spec.claims[0], aggregate(spec), spec, flat)[1] == "not converged"
     page = write_report(spec).read_text()
-    assert "length-converged (final 50 → 100 updates Δ -0.1 ± 0.0 s.e.; tail: **not flattened** (Δ +" in page
+    assert "length-converged (final 50 → 100 updates Δ -0.1 ± 0.0 s.e.; tolerance 0.2; tail: **not flattened** (Δ +" in page
     assert "**not length-converged** (final 50 → 100 updates Δ +2.1 ± 0.0 s.e.; tolerance 0.4; tail: flattened" in page
     assert "repro reproduce tiny --length-scale 0.5    # the shorter runs of the length check" in page
 
@@ -235,3 +236,39 @@ def test_length_history_tool_reads_shorter_runs_from_git_history(tmp_path):
     history = tool.history_from_git(tmp_path, now, record, commits[0])
     assert [(h["generator_steps"], h["git_commit"]) for h in history] == [(20, commits[0])]  # 10: no commit; 30: dirty
     assert [h["generator_steps"] for h in tool.history_from_git(tmp_path, now, record, commits[1])] == []
+
+
+@pytest.mark.parametrize(("change", "se", "tolerance", "state", "verdict"), [
+    (0.5, 0.2, 1.0, "flat", None),                        # 0.5 + 0.4 <= 1: within the tolerance by 2 s.e.
+    (0.5, 0.3, 1.0, "undecided", "convergence undecided"),  # 0.5 + 0.6 > 1 >= 0.5 - 0.6
+    (-1.8, 7.4, 1.3, "undecided", "convergence undecided"),  # beyond the tolerance, but not by 2 s.e. (WGAN-TS-like)
+    (-2.0, 0.4, 1.0, "moving", "not converged"),          # |-2| - 0.8 > 1
+    (0.9, None, 1.0, "flat", None),                       # a tail trend has no s.e.: the tolerance alone
+    (1.1, None, 1.0, "moving", "not converged"),
+])
+def test_length_check_states_read_the_change_with_two_standard_errors(change, se, tolerance, state, verdict):
+    t = Trend(change, tolerance, from_steps=50 if se is not None else None, to_steps=100 if se is not None else None,
+              se=se)
+    assert t.state == state and t.flat is (state == "flat")
+    assert unconverged([t.state, "flat"]) == verdict
+    assert unconverged(["flat", None]) == "convergence not measured"
+    assert unconverged(["undecided", "moving"]) == "not converged"  # a moving side decides
+
+
+def test_undecided_length_check_on_the_page_and_in_claims(tmp_path):
+    """Seeds whose changes scatter widely around a mean change beyond the tolerance: undecided, not "not converged"."""
+    spec = load_spec(write_spec(tmp_path))
+    for row, values, shorter in (("nsgan", [1, 2, 3, 4], [4.0, 4.0]), ("lsgan", [5, 6, 7, 7.1], [3.0, 9.0])):
+        for seed in spec.seeds:
+            folder = spec.results_dir / row / f"seed{seed}"
+            folder.mkdir(parents=True)
+            record = {**_record(values), "generator_steps": 100,
+                      "shorter_runs": [{"generator_steps": 50, "metrics": {"modes_200": shorter[seed]}}]}
+            (folder / "metrics.json").write_text(json.dumps(record))
+    flat = convergence(spec, read_records(spec))
+    # lsgan: final 7.1 at 100 against 3 and 9 at 50: changes +4.1 and -1.9, mean +1.1 (tolerance 0.355), s.e. 3.0
+    assert flat["nsgan"]["modes_200"] == "flat" and flat["lsgan"]["modes_200"] == "undecided"
+    assert claim_verdict(spec.claims[0], aggregate(spec), spec, flat)[1] == "convergence undecided"
+    page = write_report(spec).read_text()
+    assert "**length undecided** (final 50 → 100 updates Δ +1.1 ± 3.0 s.e.; tolerance 0.4;" in page
+    assert "**convergence undecided**" in page

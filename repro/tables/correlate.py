@@ -21,6 +21,7 @@ import numpy as np
 
 from repro.plotting import save_figure
 from repro.record import Status, status_of
+from repro.tables.curves import State, unconverged
 from repro.tables.plan import Records, record_value
 from repro.tables.spec import CORR, Claim, Correlation, TableSpec
 from repro.tables.traces import TRAIN_LOG, end_value, series
@@ -108,10 +109,10 @@ def _scope(result: Correlated, row: str | None) -> str:
     return row if row else f"pooled over {', '.join(result.corr.rows)}"
 
 
-def corr_verdict(claim: Claim, results: dict[str, Correlated], flat: dict[str, dict[str, bool | None]] | None,
+def corr_verdict(claim: Claim, results: dict[str, Correlated], flat: dict[str, dict[str, State | None]] | None,
                  stale_rows: set[str] | frozenset[str]) -> tuple[str, str]:
     """(the compared numbers, "holds" / "does not hold" / "not significant" / "not converged" /
-    "convergence not measured" / "stale runs" /
+    "convergence undecided" / "convergence not measured" / "stale runs" /
     "not measured") of a claim ``corr(<id>[, <row>]):<stat> <op> 0``."""
     match = CORR.match(str(claim.a))
     result, row, name = results[match["id"]], match["row"], match["stat"]
@@ -126,11 +127,9 @@ def corr_verdict(claim: Claim, results: dict[str, Correlated], flat: dict[str, d
     if any(r in stale_rows for r in rows):
         return shown, "stale runs"
     if flat is not None:
-        states = [flat.get(r, {}).get(result.corr.column) for r in rows]
-        if any(state is False for state in states):
-            return shown, "not converged"
-        if any(state is None for state in states):
-            return shown, "convergence not measured"
+        instead = unconverged([flat.get(r, {}).get(result.corr.column) for r in rows])
+        if instead:
+            return shown, instead
     if p > ALPHA:
         return shown, "not significant"
     return shown, "holds" if (value > 0 if claim.op == ">" else value < 0) else "does not hold"

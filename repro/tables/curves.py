@@ -19,9 +19,11 @@ last update) the last 20 % is the annealing stretch at any length, so a rising t
 Where every finished run of a row also holds its settings' finished run at a shorter length, retrained from scratch
 (``shorter_runs``: ``repro.tables.extend.length_history``), the row is judged by its final values instead: the mean
 final at its length against the mean final at the longest shorter length all its runs hold, with the same
-tolerance. The tail trend is still shown beside it, and the change's standard error over the seeds' own changes
-(two lengths are two trainings, so unlike the tail trend the seeds' spread enters: a change within it is not
-excused, but a reader sees when three seeds cannot decide).
+tolerance, and with the change's standard error over the seeds' own changes (two lengths are two trainings, so
+unlike the tail trend the seeds' spread enters), read as the claims read their sides: converged when the change
+lies within the tolerance by two standard errors (|Δ| + 2 s.e. <= tolerance), not converged when it lies beyond it by
+two (|Δ| - 2 s.e. > tolerance), and undecided in between (the seeds cannot tell; more seeds decide). The tail trend
+is still shown beside it.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import statistics
 import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from repro.plotting import save_figure
 from repro.record import DONE, Status, read_json, status_of
@@ -40,8 +42,8 @@ from repro.tables.jobs import job_folders
 from repro.tables.plan import Records
 from repro.tables.spec import Row, TableSpec
 
-__all__ = ["RowCurve", "Trend", "row_curves", "trend", "length_check", "flattened", "trends", "flat_states", "convergence",
-           "draw_curves", "in_progress", "TAIL", "REL_TOL", "RULE", "X_LABELS"]
+__all__ = ["RowCurve", "Trend", "State", "row_curves", "trend", "length_check", "flattened", "trends", "states",
+           "convergence", "unconverged", "draw_curves", "in_progress", "TAIL", "REL_TOL", "RULE", "X_LABELS"]
 
 TAIL, REL_TOL = 0.2, 0.05
 X_LABELS = {"step": "generator updates",
@@ -52,7 +54,8 @@ RULE = ("a row's metric has flattened when, over the last 20% of training (at le
         "does not excuse it). Where the row was also trained at a shorter length from scratch (a schedule tied to "
         "the length, such as a learning rate decaying to 0, makes the tail an annealing stretch at any length), the "
         "length check decides instead: its mean final value against the shorter runs' mean final, by the same "
-        "tolerance")
+        "tolerance and the change's standard error over the seeds: converged when |Δ| + 2 s.e. is within the "
+        "tolerance, not converged when |Δ| - 2 s.e. is beyond it, undecided in between")
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,9 @@ def row_curves(records: list[dict[str, Any]], key: str) -> RowCurve | None:
     return RowCurve(steps, mean, std, [p[steps[-1]] for p in series], seconds)
 
 
+State = Literal["flat", "moving", "undecided"]
+
+
 @dataclass(frozen=True)
 class Trend:
     """A row's metric over the last ``TAIL`` of training: the least-squares ``change`` and the ``tolerance`` it is
@@ -107,8 +113,17 @@ class Trend:
     se: float | None = None  # a length check's standard error of the change, paired by seed (shown, not deciding)
 
     @property
+    def state(self) -> State:
+        """"flat" / "moving" by the tolerance; with a standard error (a length check) by the tolerance and two
+        standard errors either way, "undecided" where the change is within two standard errors of the tolerance."""
+        spread = 0.0 if self.se is None else 2 * self.se
+        if abs(self.change) + spread <= self.tolerance:
+            return "flat"
+        return "moving" if abs(self.change) - spread > self.tolerance else "undecided"
+
+    @property
     def flat(self) -> bool:
-        return abs(self.change) <= self.tolerance
+        return self.state == "flat"
 
 
 def trend(curve: RowCurve, floor: float = 0.0, tail: float = TAIL, rel_tol: float = REL_TOL) -> Trend | None:
@@ -175,14 +190,24 @@ def trends(spec: TableSpec, records: Records) -> dict[str, dict[str, Trend | Non
     return out
 
 
-def flat_states(trend_table: dict[str, dict[str, Trend | None]]) -> dict[str, dict[str, bool | None]]:
-    """``trends``' table as ``flat[row_id][column_key]``: True / False by the rule, None where there is no trend."""
-    return {row: {key: None if t is None else t.flat for key, t in cols.items()} for row, cols in trend_table.items()}
+def states(trend_table: dict[str, dict[str, Trend | None]]) -> dict[str, dict[str, State | None]]:
+    """``trends``' table as ``state[row_id][column_key]`` (``Trend.state``), None where there is no trend."""
+    return {row: {key: None if t is None else t.state for key, t in cols.items()} for row, cols in trend_table.items()}
 
 
-def convergence(spec: TableSpec, records: Records) -> dict[str, dict[str, bool | None]]:
-    """``flat[row_id][column_key]``: True / False by the rule, None where the row has no curve."""
-    return flat_states(trends(spec, records))
+def convergence(spec: TableSpec, records: Records) -> dict[str, dict[str, State | None]]:
+    """``state[row_id][column_key]`` by the rule, None where the row has no curve."""
+    return states(trends(spec, records))
+
+
+def unconverged(compared: list[State | None]) -> str | None:
+    """The verdict a claim gets instead of holds / does not hold when a compared row's column is not converged:
+    "not converged", "convergence undecided", "convergence not measured" (no curve or too few points), else None."""
+    if "moving" in compared:
+        return "not converged"
+    if "undecided" in compared:
+        return "convergence undecided"
+    return "convergence not measured" if None in compared else None
 
 
 def _published_band(text: str) -> tuple[float, float] | None:

@@ -24,7 +24,7 @@ from repro.plotting import save_figure
 from repro.record import RECORD_FILE, Status, status_of
 from repro.tables.compute import compute_line
 from repro.tables.correlate import ALPHA, Correlated, corr_verdict, correlate, correlation_lines, draw_correlation
-from repro.tables.curves import RULE, Trend, draw_curves, flat_states, in_progress, trends
+from repro.tables.curves import RULE, State, Trend, draw_curves, in_progress, states, trends, unconverged
 from repro.tables.plan import Records, Run, read_records, record_value
 from repro.tables.spec import BEST, CORR, Claim, Column, Row, TableSpec
 from repro.tables.traces import draw_trace
@@ -182,14 +182,15 @@ def _seed_noise(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSpec
 
 
 def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSpec,
-                  flat: dict[str, dict[str, bool | None]] | None = None,
+                  flat: dict[str, dict[str, State | None]] | None = None,
                   stale_rows: set[str] | frozenset[str] = frozenset(),
                   correlations: dict[str, Correlated] | None = None) -> tuple[str, str]:
-    """(the compared numbers, "holds" / "does not hold" / "within noise" / "not converged" / "convergence not
-    measured" / "stale runs" / "not measured"), compared in the page's units (a column's ``scale`` applied). "stale runs" when a row it
+    """(the compared numbers, "holds" / "does not hold" / "within noise" / "not converged" / "convergence
+    undecided" / "convergence not measured" / "stale runs" / "not measured"), compared in the page's units (a column's ``scale`` applied). "stale runs" when a row it
     compares holds runs trained with other settings than the spec's now (``stale_rows``: such a comparison may set
     runs of different lengths side by side); "not converged" when a row it compares has a metric curve that had not
-    flattened (``repro.tables.curves``), "convergence not measured" when one has no curve to judge it by (none
+    flattened (``repro.tables.curves``), "convergence undecided" when its length check's change is within two
+    standard errors of the tolerance, "convergence not measured" when one has no curve to judge it by (none
     recorded, or too few points in the last 20 %; ``flat`` None, or a claim with ``any_length``, skips the check); "within noise" when the sides differ by no more than the noise floor of the
     claim's column, or, for means and stds, by no more than two combined standard errors over the seeds; "one seed" when a
     compared mean rests on a single run (its seed spread unmeasured). A claim on a correlation (``corr(<id>):<stat>``) is judged by ``repro.tables.correlate``
@@ -222,11 +223,9 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
     if any(row in stale_rows for row, _ in compared):
         return shown, "stale runs"
     if flat is not None and not claim.any_length:
-        states = [flat.get(row, {}).get(col) for row, col in compared]
-        if any(state is False for state in states):
-            return shown, "not converged"
-        if any(state is None for state in states):  # no curve, or too few points to judge: a verdict needs one
-            return shown, "convergence not measured"
+        instead = unconverged([flat.get(row, {}).get(col) for row, col in compared])
+        if instead:
+            return shown, instead
     if claim.op == "~":  # the two means agree within 2 combined standard errors (Cell.se over seeds)
         (row_a, key_a), (row_b, key_b) = compared
         se_a, se_b = cells[row_a][key_a].se, cells[row_b][key_b].se
@@ -346,8 +345,9 @@ def _convergence_lines(spec: TableSpec, trend_table: dict[str, dict[str, Trend |
         se = "" if t.se is None else f" ± {number(t.se, col)} s.e."
         lengths = f"final {t.from_steps:,} → {t.to_steps:,} updates {delta}{se}"
         tail = "" if t.tail is None else f"; tail: {cell(t.tail, col)}"
-        return (f"length-converged ({lengths}{tail})" if t.flat
-                else f"**not length-converged** ({lengths}; {tolerance}{tail})")
+        verdict = {"flat": "length-converged", "moving": "**not length-converged**",
+                   "undecided": "**length undecided**"}[t.state]
+        return f"{verdict} ({lengths}; {tolerance}{tail})"
 
     lines = ["## Convergence", "", f"Rule: {RULE}. Curves: the `curves` figure below.", "",
              "| row | " + " | ".join(c.label for c in spec.columns) + " |", "|" + "---|" * (len(spec.columns) + 1)]
@@ -383,7 +383,7 @@ def _markdown(
     records: Records, trend_table: dict[str, dict[str, Trend | None]] | None = None,
     stale: dict[str, list[str]] | None = None, correlations: dict[str, Correlated] | None = None,
 ) -> str:
-    flat = None if trend_table is None else flat_states(trend_table)
+    flat = None if trend_table is None else states(trend_table)
     sources: list[str] = []
 
     def cite(source: str) -> str:
@@ -446,7 +446,8 @@ def _markdown(
                   "is not measured, so no verdict; \"stale runs\": a compared row holds runs trained "
                   "with other settings than the spec's (listed above), so no verdict until they are rerun; \"not "
                   "converged\": a compared row's curve of the column had not flattened by the rule in section "
-                  "'Convergence'; \"convergence not measured\": it has no curve to judge that by (none recorded, or "
+                  "'Convergence'; \"convergence undecided\": its length check's change is within two standard errors "
+                  "of the tolerance, so the seeds cannot tell; \"convergence not measured\": it has no curve to judge that by (none recorded, or "
                   "too few points in the last 20 % of training), so no verdict"
                   + (f"; \"not significant\": a correlation whose two-sided p-value exceeds {ALPHA:g} (section "
                      "'Correlations across runs')" if correlations else "") + ".", "",
