@@ -255,6 +255,25 @@ def test_length_check_states_read_the_change_with_two_standard_errors(change, se
     assert unconverged(["undecided", "moving"]) == "not converged"  # a moving side decides
 
 
+@pytest.mark.parametrize(("change", "se", "n", "tolerance"), [
+    (2.0, 1.5, 3, 4.2),    # |change| under the tolerance: more seeds would show it converged
+    (-6.0, 4.9, 3, 3.7),   # beyond it: more seeds would show it moving
+    (1.1, 3.0, 2, 0.355),
+])
+def test_seeds_to_decide_is_the_fewest_seeds_whose_standard_error_decides(change, se, n, tolerance):
+    """The estimate, checked by shrinking the measured spread (sd = s.e. x sqrt(n)) to m seeds: the state at the
+    estimate is decided, one seed fewer is still undecided."""
+    t = Trend(change, tolerance, from_steps=50, to_steps=100, se=se, n=n)
+    assert t.state == "undecided"
+    m = t.seeds_to_decide
+    assert m is not None and m > n
+    with_seeds = lambda k: Trend(change, tolerance, from_steps=50, to_steps=100, se=se * math.sqrt(n / k), n=k)
+    assert with_seeds(m).state == ("flat" if abs(change) < tolerance else "moving")
+    assert with_seeds(m - 1).state == "undecided"
+    assert Trend(0.5, 1.0, se=0.1, n=3).seeds_to_decide is None  # decided already
+    assert Trend(1.0, 1.0, se=0.1, n=3).seeds_to_decide is None  # on the tolerance: no number of seeds decides
+
+
 def test_undecided_length_check_on_the_page_and_in_claims(tmp_path):
     """Seeds whose changes scatter widely around a mean change beyond the tolerance: undecided, not "not converged"."""
     spec = load_spec(write_spec(tmp_path))
@@ -270,5 +289,6 @@ def test_undecided_length_check_on_the_page_and_in_claims(tmp_path):
     assert flat["nsgan"]["modes_200"] == "flat" and flat["lsgan"]["modes_200"] == "undecided"
     assert claim_verdict(spec.claims[0], aggregate(spec), spec, flat)[1] == "convergence undecided"
     page = write_report(spec).read_text()
-    assert "**length undecided** (final 50 → 100 updates Δ +1.1 ± 3.0 s.e.; tolerance 0.4;" in page
+    assert "**length undecided** (final 50 → 100 updates Δ +1.1 ± 3.0 s.e.; tolerance 0.4; ~130 seeds would decide;" in page
+    assert "Rows per column: modes: 1 converged or flattened, 1 undecided" in page
     assert "**convergence undecided**" in page

@@ -22,7 +22,8 @@ final at its length against the mean final at the longest shorter length all its
 tolerance, and with the change's standard error over the seeds' own changes (two lengths are two trainings, so
 unlike the tail trend the seeds' spread enters), read as the claims read their sides: converged when the change
 lies within the tolerance by two standard errors (|Δ| + 2 s.e. <= tolerance), not converged when it lies beyond it by
-two (|Δ| - 2 s.e. > tolerance), and undecided in between (the seeds cannot tell; more seeds decide). The tail trend
+two (|Δ| - 2 s.e. > tolerance), and undecided in between (the seeds cannot tell; more seeds decide, and the page
+estimates how many: ``Trend.seeds_to_decide``). The tail trend
 is still shown beside it.
 """
 from __future__ import annotations
@@ -111,6 +112,7 @@ class Trend:
     to_steps: int | None = None
     tail: "Trend | None" = None  # a length check's row: its tail trend too (shown, not deciding)
     se: float | None = None  # a length check's standard error of the change, paired by seed (shown, not deciding)
+    n: int | None = None  # a length check's number of paired seeds
 
     @property
     def state(self) -> State:
@@ -124,6 +126,16 @@ class Trend:
     @property
     def flat(self) -> bool:
         return self.state == "flat"
+
+    @property
+    def seeds_to_decide(self) -> int | None:
+        """How many seeds an undecided length check would need for two standard errors to clear the tolerance one
+        way or the other, were the change and the seeds' spread (s.e. x sqrt(n)) to stay as measured; None when not
+        undecided or when the change equals the tolerance (no number of seeds decides it)."""
+        gap = abs(abs(self.change) - self.tolerance)
+        if self.state != "undecided" or not self.se or not self.n or gap == 0:
+            return None
+        return math.ceil(self.n * (2 * self.se / gap) ** 2)
 
 
 def trend(curve: RowCurve, floor: float = 0.0, tail: float = TAIL, rel_tol: float = REL_TOL) -> Trend | None:
@@ -165,7 +177,7 @@ def length_check(records: list[dict[str, Any]], key: str, floor: float = 0.0, re
     paired = [a - b for a, b in zip(now, before)]  # type: ignore[operator]
     se = statistics.stdev(paired) / math.sqrt(len(paired)) if len(paired) > 1 else None
     return Trend(mean_now - statistics.fmean(before), max(rel_tol * abs(mean_now), floor),  # type: ignore[arg-type]
-                 from_steps=at, to_steps=to_steps, se=se)
+                 from_steps=at, to_steps=to_steps, se=se, n=len(paired))
 
 
 def flattened(curve: RowCurve, floor: float = 0.0, tail: float = TAIL, rel_tol: float = REL_TOL) -> bool | None:

@@ -347,12 +347,23 @@ def _convergence_lines(spec: TableSpec, trend_table: dict[str, dict[str, Trend |
         tail = "" if t.tail is None else f"; tail: {cell(t.tail, col)}"
         verdict = {"flat": "length-converged", "moving": "**not length-converged**",
                    "undecided": "**length undecided**"}[t.state]
-        return f"{verdict} ({lengths}; {tolerance}{tail})"
+        decide = "" if t.seeds_to_decide is None else f"; ~{t.seeds_to_decide:,} seeds would decide"
+        return f"{verdict} ({lengths}; {tolerance}{decide}{tail})"
+
+    def tally(col: Column) -> str:
+        found = [trend_table[row.id][col.key] for row in spec.rows]
+        counts = {name: sum(t is not None and t.state == state for t in found)
+                  for state, name in (("flat", "converged or flattened"), ("moving", "still moving"), ("undecided", "undecided"))}
+        counts["not measured"] = sum(t is None for t in found)
+        return f"{col.label}: " + ", ".join(f"{n} {name}" for name, n in counts.items() if n)
 
     lines = ["## Convergence", "", f"Rule: {RULE}. Curves: the `curves` figure below.", "",
              "| row | " + " | ".join(c.label for c in spec.columns) + " |", "|" + "---|" * (len(spec.columns) + 1)]
     lines += ["| " + " | ".join([row.label] + [cell(trend_table[row.id][c.key], c) for c in spec.columns]) + " |"
               for row in spec.rows]
+    lines += ["", "Rows per column: " + "; ".join(tally(c) for c in spec.columns) + ". \"seeds would decide\": the "
+              "number of seeds at which two standard errors would clear the tolerance one way or the other, were the "
+              "change and the seeds' spread to stay as measured (an estimate of what a verdict costs, not a verdict)."]
     return lines + [""]
 
 
