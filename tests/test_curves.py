@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from repro import REPO_ROOT
-from repro.tables.curves import RowCurve, Trend, convergence, flattened, length_check, row_curves, trend, unconverged
+from repro.tables.curves import (RowCurve, Trend, convergence, flattened, length_check, length_curve, row_curves,
+                                 trend, unconverged)
 from repro.tables.extend import length_history
 from repro.tables.plan import read_records
 from repro.tables.report import aggregate, claim_verdict, write_report
@@ -274,6 +275,17 @@ def test_seeds_to_decide_is_the_fewest_seeds_whose_standard_error_decides(change
     assert Trend(1.0, 1.0, se=0.1, n=3).seeds_to_decide is None  # on the tolerance: no number of seeds decides
 
 
+def test_length_curve_is_the_mean_and_standard_error_of_the_finals_at_each_length():
+    records = [{"generator_steps": 100, "metrics": {"m": 7.0},
+                "shorter_runs": [{"generator_steps": 25, "metrics": {"m": 1.0}}, {"generator_steps": 50, "metrics": {"m": 3.0}}]},
+               {"generator_steps": 100, "metrics": {"m": 5.0}, "shorter_runs": [{"generator_steps": 50, "metrics": {"m": 9.0}}]}]
+    curve = length_curve(records, "m")
+    assert curve is not None and curve.steps == [25, 50, 100] and curve.n == [1, 2, 2]
+    assert curve.mean == pytest.approx([1.0, 6.0, 6.0])
+    assert curve.se == pytest.approx([0.0, np.std([3.0, 9.0], ddof=1) / np.sqrt(2), np.std([7.0, 5.0], ddof=1) / np.sqrt(2)])
+    assert length_curve([{"generator_steps": 100, "metrics": {"m": 1.0}}], "m") is None  # one length: nothing to draw
+
+
 def test_undecided_length_check_on_the_page_and_in_claims(tmp_path):
     """Seeds whose changes scatter widely around a mean change beyond the tolerance: undecided, not "not converged"."""
     spec = load_spec(write_spec(tmp_path))
@@ -288,7 +300,10 @@ def test_undecided_length_check_on_the_page_and_in_claims(tmp_path):
     # lsgan: final 7.1 at 100 against 3 and 9 at 50: changes +4.1 and -1.9, mean +1.1 (tolerance 0.355), s.e. 3.0
     assert flat["nsgan"]["modes_200"] == "flat" and flat["lsgan"]["modes_200"] == "undecided"
     assert claim_verdict(spec.claims[0], aggregate(spec), spec, flat)[1] == "convergence undecided"
-    page = write_report(spec).read_text()
+    page_path = write_report(spec)
+    page = page_path.read_text()
     assert "**length undecided** (final 50 → 100 updates Δ +1.1 ± 3.0 s.e.; tolerance 0.4; ~130 seeds would decide;" in page
+    assert "the `length_curves` figure" in page and f"figures/{spec.name}/length_curves.png" in page
+    assert (page_path.parent / "figures" / spec.name / "length_curves.png").stat().st_size > 0
     assert "Rows per column: modes: 1 converged or flattened, 1 undecided" in page
     assert "**convergence undecided**" in page

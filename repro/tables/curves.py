@@ -41,10 +41,11 @@ from repro.record import DONE, Status, read_json, status_of
 from repro.tables.extend import SHORTER_RUNS
 from repro.tables.jobs import job_folders
 from repro.tables.plan import Records
-from repro.tables.spec import Row, TableSpec
+from repro.tables.spec import Column, Row, TableSpec
 
-__all__ = ["RowCurve", "Trend", "State", "row_curves", "trend", "length_check", "flattened", "trends", "states",
-           "convergence", "unconverged", "draw_curves", "in_progress", "TAIL", "REL_TOL", "RULE", "X_LABELS"]
+__all__ = ["RowCurve", "Trend", "State", "LengthCurve", "row_curves", "trend", "length_check", "length_curve", "flattened",
+           "trends", "states", "convergence", "unconverged", "draw_curves", "draw_length_curves", "in_progress", "TAIL",
+           "REL_TOL", "RULE", "X_LABELS"]
 
 TAIL, REL_TOL = 0.2, 0.05
 X_LABELS = {"step": "generator updates",
@@ -238,27 +239,50 @@ def _facets(rows: list[Row]) -> list[tuple[str, list[Row]]]:
     return list(out.items())
 
 
-def draw_curves(spec: TableSpec, records: Records, out: Path) -> Path | None:
-    """One panel per column that has curves (not, e.g., a run-record column such as ``train_seconds``), one line of
-    panels per data set when the rows train on several (``data.dataset`` overrides): each row's mean curve with a
-    ± std band, published value ± its spread dashed; the legend of each line of panels beside it."""
+def _panels(spec: TableSpec, columns: list[Column]) -> tuple[Any, Any, list[tuple[str, list[Row]]], list[Any], int]:
+    """A figure with one panel per column and one line of panels per data set (``_facets``): the figure, its axes,
+    the facets, the row colours and the most rows in a facet."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    finished = _finished(spec, records)
-    curves = {col.key: {row.id: row_curves(finished[row.id], col.key) for row in spec.rows} for col in spec.columns}
-    columns = [col for col in spec.columns if any(curves[col.key].values())]
-    if not columns:
-        return None
     facets = _facets(list(spec.rows))
     most = max(len(rows) for _, rows in facets)
     fig, axes = plt.subplots(len(facets), len(columns), figsize=(4.2 * len(columns) + (2.2 if most > 6 else 0),
                                                                   max(3.4, 0.16 * most + 1.2) * len(facets)),
                              squeeze=False, dpi=100)
     colours = plt.get_cmap("tab20").colors if most > 10 else plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for line, (data, rows) in zip(axes, facets):
+    return fig, axes, facets, list(colours), most
+
+
+def _save_panels(fig: Any, axes: Any, facets: list[tuple[str, list[Row]]], columns: list[Column], most: int,
+                 title: str, out: Path) -> Path:
+    """Panel titles, legends beside each line of panels (or in its first panel), the title; saved to ``out``."""
+    for line, (data, _) in zip(axes, facets):
+        for ax, col in zip(line, columns):
+            ax.set_title(f"{col.label} · {data}" if data and len(facets) > 1 else col.label, fontsize=9)
+            ax.tick_params(labelsize=7)
+        if most > 6:
+            line[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+        else:
+            line[0].legend(fontsize=7)
+    fig.suptitle(textwrap.fill(title, 55 * len(columns)), fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return save_figure(fig, out)
+
+
+def draw_curves(spec: TableSpec, records: Records, out: Path) -> Path | None:
+    """One panel per column that has curves (not, e.g., a run-record column such as ``train_seconds``), one line of
+    panels per data set when the rows train on several (``data.dataset`` overrides): each row's mean curve with a
+    ± std band, published value ± its spread dashed; the legend of each line of panels beside it."""
+    finished = _finished(spec, records)
+    curves = {col.key: {row.id: row_curves(finished[row.id], col.key) for row in spec.rows} for col in spec.columns}
+    columns = [col for col in spec.columns if any(curves[col.key].values())]
+    if not columns:
+        return None
+    fig, axes, facets, colours, most = _panels(spec, columns)
+    for line, (_, rows) in zip(axes, facets):
         for ax, col in zip(line, columns):
             for i, row in enumerate(rows):
                 curve = curves[col.key][row.id]
@@ -278,17 +302,69 @@ def draw_curves(spec: TableSpec, records: Records, out: Path) -> Path | None:
                     ax.axhline(value, color=colour, ls="--", lw=1)
                     if spread:
                         ax.axhspan(value - spread, value + spread, color=colour, alpha=0.08)
-            ax.set_title(f"{col.label} · {data}" if data and len(facets) > 1 else col.label, fontsize=9)
             ax.set_xlabel(X_LABELS[col.curve_x], fontsize=8)
-            ax.tick_params(labelsize=7)
-        if most > 6:
-            line[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-        else:
-            line[0].legend(fontsize=7)
     title = f"{spec.name}: metrics through training (mean ± std over seeds; dashed: paper ± its spread)"
-    fig.suptitle(textwrap.fill(title, 55 * len(columns)), fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return save_figure(fig, out)
+    return _save_panels(fig, axes, facets, columns, most, title, out)
+
+
+@dataclass(frozen=True)
+class LengthCurve:
+    """A row's final value at each length its finished runs were trained to from scratch (their own length and
+    their ``shorter_runs``): mean and standard error over the seeds that hold each length, and how many do."""
+
+    steps: list[int]
+    mean: list[float]
+    se: list[float]  # 0 where one seed holds the length
+    n: list[int]
+
+
+def length_curve(records: list[dict[str, Any]], key: str) -> LengthCurve | None:
+    """The row's final ``key`` against training length; None unless its runs hold at least two lengths."""
+    by_length: dict[int, list[float]] = {}
+    for record in records:
+        for run in [*(record.get(SHORTER_RUNS) or []), record]:
+            steps, value = run.get("generator_steps"), _final(run, key)
+            if isinstance(steps, int) and value is not None:
+                by_length.setdefault(steps, []).append(value)
+    if len(by_length) < 2:
+        return None
+    lengths = sorted(by_length)
+    values = [by_length[s] for s in lengths]
+    return LengthCurve(lengths, [statistics.fmean(v) for v in values],
+                       [statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in values],
+                       [len(v) for v in values])
+
+
+def draw_length_curves(spec: TableSpec, records: Records, out: Path) -> Path | None:
+    """The length check drawn: per column and data set, each row's mean final value (± s.e. over seeds) against the
+    length it was trained to from scratch, on a log2 axis; None when no row holds two lengths."""
+    finished = _finished(spec, records)
+    found = {col.key: {row.id: length_curve(finished[row.id], col.key) for row in spec.rows} for col in spec.columns}
+    columns = [col for col in spec.columns if any(found[col.key].values())]
+    if not columns:
+        return None
+    from matplotlib.ticker import FuncFormatter, NullLocator
+
+    fig, axes, facets, colours, most = _panels(spec, columns)
+    for line, (_, rows) in zip(axes, facets):
+        for ax, col in zip(line, columns):
+            lengths: set[int] = set()
+            for i, row in enumerate(rows):
+                curve = found[col.key][row.id]
+                if curve is None:
+                    continue
+                lengths.update(curve.steps)
+                ax.errorbar(curve.steps, [m * col.scale for m in curve.mean], yerr=[s * col.scale for s in curve.se],
+                            color=colours[i % len(colours)], lw=1.2, marker="o", ms=3, capsize=2,
+                            label=f"{row.label} (n={max(curve.n)})")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted(lengths))  # the lengths run, labelled as numbers of updates
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xlabel("training length (generator updates; each length trained from scratch)", fontsize=8)
+    title = (f"{spec.name}: final value against training length (mean ± s.e. over the seeds holding each length; "
+             "the length check compares the last two points)")
+    return _save_panels(fig, axes, facets, columns, most, title, out)
 
 
 def in_progress(records: Records) -> list[tuple[str, int | None, int | None]]:

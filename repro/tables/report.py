@@ -24,7 +24,8 @@ from repro.plotting import save_figure
 from repro.record import RECORD_FILE, Status, status_of
 from repro.tables.compute import compute_line
 from repro.tables.correlate import ALPHA, Correlated, corr_verdict, correlate, correlation_lines, draw_correlation
-from repro.tables.curves import RULE, State, Trend, draw_curves, in_progress, states, trends, unconverged
+from repro.tables.curves import (RULE, State, Trend, draw_curves, draw_length_curves, in_progress, states, trends,
+                                 unconverged)
 from repro.tables.plan import Records, Run, read_records, record_value
 from repro.tables.spec import BEST, CORR, Claim, Column, Row, TableSpec
 from repro.tables.traces import draw_trace
@@ -357,7 +358,10 @@ def _convergence_lines(spec: TableSpec, trend_table: dict[str, dict[str, Trend |
         counts["not measured"] = sum(t is None for t in found)
         return f"{col.label}: " + ", ".join(f"{n} {name}" for name, n in counts.items() if n)
 
-    lines = ["## Convergence", "", f"Rule: {RULE}. Curves: the `curves` figure below.", "",
+    lengths = any(t is not None and t.from_steps is not None for row in trend_table.values() for t in row.values())
+    figures = "the `curves` figure below" + ("; final values against length: the `length_curves` figure" if lengths
+                                             else "")
+    lines = ["## Convergence", "", f"Rule: {RULE}. Curves: {figures}.", "",
              "| row | " + " | ".join(c.label for c in spec.columns) + " |", "|" + "---|" * (len(spec.columns) + 1)]
     lines += ["| " + " | ".join([row.label] + [cell(trend_table[row.id][c.key], c) for c in spec.columns]) + " |"
               for row in spec.rows]
@@ -524,9 +528,10 @@ def write_report(spec: TableSpec, records: Records | None = None, stale: dict[st
         if out is not None:
             figures.append(out)
     trend_table = trends(spec, records)
-    out = draw_curves(spec, records, page.parent / "figures" / spec.name / "curves.png")
-    if out is not None:
-        figures.insert(0, out)
+    for out in reversed([draw_curves(spec, records, page.parent / "figures" / spec.name / "curves.png"),
+                         draw_length_curves(spec, records, page.parent / "figures" / spec.name / "length_curves.png")]):
+        if out is not None:
+            figures.insert(0, out)
     page.write_text(_markdown(spec, cells, figures, page, unreported, records, trend_table, stale, correlations))
     page.with_suffix(".csv").write_text(_csv(spec, cells))
     if spec.results_dir.exists():
