@@ -73,6 +73,8 @@ def test_claim_on_a_row_that_did_not_flatten_says_not_converged(tmp_path):
     assert claim_verdict(same_runs, aggregate(spec), spec, flat)[1] == "holds"
     page = write_report(spec).read_text()
     assert "**not converged**" in page and "## Convergence" in page and "**not flattened** (Δ +" in page
+    assert "Rows per column: modes: 1 converged or flattened, 1 still moving" in page
+    assert "seeds would decide" not in page and "length_curves" not in page  # tail trends only
     assert (tmp_path / "paper_tables/figures/tiny/curves.png").stat().st_size > 1000
 
 
@@ -305,5 +307,5 @@ def test_undecided_length_check_on_the_page_and_in_claims(tmp_path):
     assert "**length undecided** (final 50 → 100 updates Δ +1.1 ± 3.0 s.e.; tolerance 0.4; ~130 seeds would decide;" in page
     assert "the `length_curves` figure" in page and f"figures/{spec.name}/length_curves.png" in page
     assert (page_path.parent / "figures" / spec.name / "length_curves.png").stat().st_size > 0
-    assert "Rows per column: modes: 1 converged or flattened, 1 undecided" in page
+    assert "Rows per column: modes: 1 converged or flattened, 1 undecided" in page and '"seeds would decide": the' in page
     assert "**convergence undecided**" in page

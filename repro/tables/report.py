@@ -365,9 +365,11 @@ def _convergence_lines(spec: TableSpec, trend_table: dict[str, dict[str, Trend |
              "| row | " + " | ".join(c.label for c in spec.columns) + " |", "|" + "---|" * (len(spec.columns) + 1)]
     lines += ["| " + " | ".join([row.label] + [cell(trend_table[row.id][c.key], c) for c in spec.columns]) + " |"
               for row in spec.rows]
-    lines += ["", "Rows per column: " + "; ".join(tally(c) for c in spec.columns) + ". \"seeds would decide\": the "
-              "number of seeds at which two standard errors would clear the tolerance one way or the other, were the "
-              "change and the seeds' spread to stay as measured (an estimate of what a verdict costs, not a verdict)."]
+    decide = any(t is not None and t.seeds_to_decide for row in trend_table.values() for t in row.values())
+    lines += ["", "Rows per column: " + "; ".join(tally(c) for c in spec.columns) + "." + (
+        " \"seeds would decide\": the number of seeds at which two standard errors would clear the tolerance one way "
+        "or the other, were the change and the seeds' spread to stay as measured (an estimate of what a verdict "
+        "costs, not a verdict)." if decide else "")]
     return lines + [""]
 
 
