@@ -272,13 +272,18 @@ def _save_panels(fig: Any, axes: Any, facets: list[tuple[str, list[Row]]], colum
     return save_figure(fig, out)
 
 
+def _by_row(spec: TableSpec, records: Records, of: Any) -> tuple[dict[str, dict[str, Any]], list[Column]]:
+    """``of(finished records of a row, column key)`` for every column and row, and the columns where some row has one."""
+    finished = _finished(spec, records)
+    found = {col.key: {row.id: of(finished[row.id], col.key) for row in spec.rows} for col in spec.columns}
+    return found, [col for col in spec.columns if any(found[col.key].values())]
+
+
 def draw_curves(spec: TableSpec, records: Records, out: Path) -> Path | None:
     """One panel per column that has curves (not, e.g., a run-record column such as ``train_seconds``), one line of
     panels per data set when the rows train on several (``data.dataset`` overrides): each row's mean curve with a
     ± std band, published value ± its spread dashed; the legend of each line of panels beside it."""
-    finished = _finished(spec, records)
-    curves = {col.key: {row.id: row_curves(finished[row.id], col.key) for row in spec.rows} for col in spec.columns}
-    columns = [col for col in spec.columns if any(curves[col.key].values())]
+    curves, columns = _by_row(spec, records, row_curves)
     if not columns:
         return None
     fig, axes, facets, colours, most = _panels(spec, columns)
@@ -338,9 +343,7 @@ def length_curve(records: list[dict[str, Any]], key: str) -> LengthCurve | None:
 def draw_length_curves(spec: TableSpec, records: Records, out: Path) -> Path | None:
     """The length check drawn: per column and data set, each row's mean final value (± s.e. over seeds) against the
     length it was trained to from scratch, on a log2 axis; None when no row holds two lengths."""
-    finished = _finished(spec, records)
-    found = {col.key: {row.id: length_curve(finished[row.id], col.key) for row in spec.rows} for col in spec.columns}
-    columns = [col for col in spec.columns if any(found[col.key].values())]
+    found, columns = _by_row(spec, records, length_curve)
     if not columns:
         return None
     from matplotlib.ticker import FuncFormatter, NullLocator
