@@ -18,7 +18,8 @@ from repro import REPO_ROOT
 from repro.allocator import tune_malloc
 from repro.console import quiet_library_noise, wide_console
 from repro.errors import DIVERGED_EXIT_CODE, RUNS_FAILED_EXIT_CODE, USER_ERROR_EXIT_CODE, TrainingDiverged, UserError
-from repro.tables import jobs, plan, preview, report, resolve, spec
+from repro.record import DONE, status_of
+from repro.tables import estimate, jobs, plan, preview, report, resolve, spec
 
 __all__ = ["main", "COMMANDS"]
 
@@ -149,7 +150,8 @@ def _cmd_reproduce(args: list[str]) -> None:
 
 
 def _cmd_tables(args: list[str]) -> None:
-    """List every table spec with its rows and how many of their runs are finished."""
+    """List every table spec with its rows, how many of their runs are finished and stale, and the compute that
+    ``repro reproduce TABLE --rerun-stale`` still needs (``preview.backlog``: cached parses only, no Lightning)."""
     if args:
         raise UserError(f"`repro tables` takes no arguments, got {' '.join(args)}")
     by_name: dict[str, Path] = {}
@@ -162,12 +164,37 @@ def _cmd_tables(args: list[str]) -> None:
         except spec.SpecError as err:
             print(f"{path.stem}: INVALID: {err}")
             continue
-        runs = plan.plan(table)
-        done = sum(plan.is_done(r) for r in runs)
-        print(f"{table.name}: {table.title} [{done}/{len(runs)} runs done]")
+        state = preview.backlog(table)
+        stale = {item.run.name for item in state.stale}
+        print(f"{table.name}: {table.title} [{_table_standing(table.name, state, stale)}]")
         for row in table.rows:
-            mine = [r for r in runs if r.row.id == row.id]
-            print(f"    {row.id:<28} {sum(plan.is_done(r) for r in mine)}/{len(mine)}")
+            print(f"    {row.id:<28} {_done(_row_records(state.records, row.id), stale)}")
+
+
+def _row_records(records: plan.Records, row: str) -> plan.Records:
+    """The records of one row's runs."""
+    return [(run, record) for run, record in records if run.row.id == row]
+
+
+def _done(records: plan.Records, stale: set[str], noun: str = "") -> str:
+    """``F/N[ noun]`` finished runs, and how many of them are stale."""
+    done = sum(status_of(record) in DONE for _, record in records)
+    n_stale = sum(run.name in stale for run, _ in records)
+    return f"{done}/{len(records)}{noun}" + (f", {n_stale} stale" if n_stale else "")
+
+
+def _table_standing(name: str, state: preview.Backlog, stale: set[str]) -> str:
+    """A table's finished and stale runs, rows not checked for staleness, and what ``--rerun-stale`` still trains."""
+    text = _done(state.records, stale, " runs done")
+    if state.unchecked:
+        text += f", {len(state.unchecked)} row(s) not checked for staleness (`repro reproduce {name} --dry-run --check-configs`)"
+    if not state.estimates:
+        return text
+    known = [e for e in state.estimates if e.seconds is not None]
+    cost = f"~{estimate.amount(known, 'GPU' if preview.visible_gpus() else 'core')}" if known else "no estimate"
+    if known and len(known) < len(state.estimates):
+        cost += f" ({len(state.estimates) - len(known)} of {len(state.estimates)} jobs without an estimate)"
+    return text + f"; to run: {cost} (`repro reproduce {name}{' --rerun-stale' if stale else ''}`)"
 
 
 def _cmd_bench(args: list[str]) -> None:
@@ -207,7 +234,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "fit": (_cmd_fit, "train one variant from YAML configs (LightningCLI; `repro fit --help`)"),
     "reproduce": (_cmd_reproduce, f"run a paper table and write its page (default: the CPU table `{DEFAULT_TABLE}`)"),
     "prepare": (_cmd_prepare, "run a variant's preparation, e.g. RFGAN's autoencoder (same arguments as `fit`)"),
-    "tables": (_cmd_tables, "list the paper tables, their rows and how many runs are done"),
+    "tables": (_cmd_tables, "list the paper tables, their rows, runs done and stale, compute left"),
     "train-classifier": (_cmd_train_classifier, "train the MNIST classifier used by classifier FID/IS/KID"),
     "bench": (_cmd_bench, "time an iteration: repro vs a bare-PyTorch loop, fp32 / bf16 (`repro bench --help`)"),
 }

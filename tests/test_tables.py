@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -478,7 +479,18 @@ def test_table_end_to_end_resumes_after_kill(tmp_path, capsys, monkeypatch):
     assert page.read_text() == text
     monkeypatch.chdir(tmp_path)
     main(["tables"])
-    assert "tiny: Tiny [4/4 runs done]" in capsys.readouterr().out
+    assert "tiny: Tiny [4/4 runs done]" in capsys.readouterr().out  # nothing stale, nothing left to run
+
+    write_spec(tmp_path, overrides={**TINY_RUN, "trainer.max_steps": 6})  # the spec moves on: every record is stale
+    main(["tables"])  # the new settings were never parsed: not checked, and said so
+    assert "tiny: Tiny [4/4 runs done, 2 row(s) not checked for staleness" in capsys.readouterr().out
+    main(["reproduce", str(path), "--dry-run", "--check-configs"])
+    capsys.readouterr()
+    main(["tables"])
+    out = capsys.readouterr().out
+    assert "tiny: Tiny [4/4 runs done, 4 stale; to run: ~" in out  # from the records' per-update cost
+    assert "(`repro reproduce tiny --rerun-stale`)]" in out
+    assert re.search(r"^    lsgan +2/2, 2 stale$", out, re.M)
 
 
 @pytest.mark.parametrize("spec_path", sorted((REPO_ROOT / "paper_tables").glob("*.yaml")), ids=lambda p: p.stem)

@@ -32,7 +32,7 @@ from repro.tables.jobs import Job
 from repro.tables.plan import Records
 
 __all__ = ["JobEstimate", "member_update_seconds", "wall_ratios", "planned_steps", "remaining_steps",
-           "list_schedule", "estimate_jobs", "estimate_line"]
+           "list_schedule", "estimate_jobs", "amount", "estimate_line"]
 
 SOURCE = "per-update costs from this table's earlier records"
 
@@ -148,6 +148,12 @@ def _jobs(n: int) -> str:
     return f"{n} job" + ("" if n == 1 else "s")
 
 
+def amount(estimates: Sequence[JobEstimate], unit: str = "core") -> str:
+    """The summed device time of the ``estimates`` that have one: ``X.Y <unit>-hours`` or ``N <unit>-minutes``."""
+    total = sum(e.seconds for e in estimates if e.seconds is not None)
+    return f"{total / 3600:.1f} {unit}-hours" if total >= 360 else f"{total / 60:.0f} {unit}-minutes"
+
+
 def estimate_line(name: str, estimates: list[JobEstimate], devices: int, launcher: str = "pool",
                   unit: str = "core") -> str:
     """``<table>: estimated compute to finish: ~X <unit>-hours in N jobs (...; k jobs without one: rows); about
@@ -162,9 +168,7 @@ def estimate_line(name: str, estimates: list[JobEstimate], devices: int, launche
         if no_length else [])
     if not known:
         return f"{name}: estimated compute to finish: unknown for {_jobs(len(estimates))} ({'; '.join(missing)})"
-    total = sum(e.seconds for e in known)
-    amount = f"{total / 3600:.1f} {unit}-hours" if total >= 360 else f"{total / 60:.0f} {unit}-minutes"
-    text = (f"{name}: estimated compute to finish: ~{amount} in {_jobs(len(estimates))} "
+    text = (f"{name}: estimated compute to finish: ~{amount(known, unit)} in {_jobs(len(estimates))} "
             f"({'; '.join([SOURCE, *missing])})")
     if launcher != "pool":
         return text

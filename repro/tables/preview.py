@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from repro.record import DONE, read_record, status_of
-from repro.tables.estimate import estimate_jobs, estimate_line
+from repro.tables.estimate import JobEstimate, estimate_jobs, estimate_line
 from repro.tables.extend import Extension, length_dependences, plan_extensions
 from repro.tables.jobs import Job, group_jobs
 from repro.tables.plan import Records, Run, is_done, override_args, plan, relative
@@ -22,7 +23,7 @@ from repro.tables.spec import SpecError, TableSpec
 from repro.tables.stale import Stale, stale_message
 
 __all__ = ["dry_run", "print_plan", "summary_line", "stale_actions", "plan_all_jobs", "todo_runs", "visible_gpus",
-           "ensemble_cap", "plan_jobs"]
+           "ensemble_cap", "plan_jobs", "Backlog", "backlog"]
 
 
 def visible_gpus() -> int:
@@ -146,3 +147,29 @@ def dry_run(spec: TableSpec, console: Console, devices: int | None = None, seeds
     unchecked = [row for row in dict.fromkeys(r.row.id for r in runs) if row not in configs]
     if unchecked:
         console.print(unchecked_note(spec, unchecked), style="yellow", markup=False, soft_wrap=True)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Where a table stands against its spec: finished runs, the stale ones among them, rows whose staleness could
+    not be checked (no cached parse), and the estimate of what ``--rerun-stale`` would still train."""
+
+    records: Records
+    stale: list[Stale]
+    unchecked: list[str]
+    estimates: list[JobEstimate]
+
+
+def backlog(spec: TableSpec) -> Backlog:
+    """The table's state as ``repro reproduce TABLE --rerun-stale --dry-run`` would find it (cached parses only:
+    no torch, no Lightning), for ``repro tables``."""
+    runs = plan(spec)
+    configs = check_configs(spec, runs, "never")
+    records = [(run, read_record(run.results_dir)) for run in runs]
+    found = table_staleness(spec, records, None, "never")
+    todo = todo_runs(records, found, "rerun")
+    jobs, _, extensions, _ = plan_all_jobs(todo, found, records, configs, ensemble_cap(spec, None, False), "rerun",
+                                           True, "never")
+    finished_rows = dict.fromkeys(run.row.id for run, record in records if status_of(record) in DONE)
+    return Backlog(records, found, [row for row in finished_rows if row not in configs],
+                   estimate_jobs(jobs, records, configs, extensions))
