@@ -121,6 +121,21 @@ def plan_jobs(todo: list[Run], configs: dict[str, dict[str, Any]], cap: int | No
     return jobs, how
 
 
+JobPlan = tuple[list[Job], dict[str, str], list[Extension], dict[str, str]]  # plan_all_jobs' answer
+
+
+def _table_plan(spec: TableSpec, runs: list[Run], stale: str, cap: int | None, parse: str, extend: bool = True,
+                console: Console | None = None
+                ) -> tuple[dict[str, dict[str, Any]], Records, list[Stale], list[Run], JobPlan]:
+    """What ``repro reproduce`` would train of ``runs``: the rows' parses (``check_configs(..., parse)``), the records,
+    the stale ones (the code warning printed to ``console``), the runs to train and ``plan_all_jobs``' answer."""
+    configs = check_configs(spec, runs, parse)
+    records = [(run, read_record(run.results_dir)) for run in runs]
+    found = table_staleness(spec, records, console, parse)
+    todo = todo_runs(records, found, stale)
+    return configs, records, found, todo, plan_all_jobs(todo, found, records, configs, cap, stale, extend, parse)
+
+
 def dry_run(spec: TableSpec, console: Console, devices: int | None = None, seeds: list[int] | None = None,
             only: list[str] | None = None, stale: str = "refuse", launcher: str = "pool",
             ensemble_size: int | None = None, no_ensemble: bool = False, check: bool = False,
@@ -129,13 +144,9 @@ def dry_run(spec: TableSpec, console: Console, devices: int | None = None, seeds
     ``--rerun-stale`` does with it: continue, or rerun and why), train nothing. Rows are checked from cached parses;
     with ``check`` the others are parsed as a run parses them (Lightning)."""
     runs = plan(spec, seeds, only)
-    parse = "missing" if check else "never"
-    configs = check_configs(spec, runs, parse)
-    records = [(run, read_record(run.results_dir)) for run in runs]
-    found = table_staleness(spec, records, console, parse)
-    todo = todo_runs(records, found, stale)
-    jobs, how, extensions, actions = plan_all_jobs(todo, found, records, configs,
-                                                   ensemble_cap(spec, ensemble_size, no_ensemble), stale, extend, parse)
+    configs, records, found, todo, (jobs, how, extensions, actions) = _table_plan(
+        spec, runs, stale, ensemble_cap(spec, ensemble_size, no_ensemble), "missing" if check else "never", extend,
+        console)
     devices = devices if devices is not None else (visible_gpus() or os.cpu_count() or 1)
     console.print(summary_line(spec, runs, todo, len(jobs), found, stale, devices, launcher,
                                sum(len(e.job.runs) for e in extensions)))
@@ -163,13 +174,8 @@ class Backlog:
 def backlog(spec: TableSpec) -> Backlog:
     """The table's state as ``repro reproduce TABLE --rerun-stale --dry-run`` would find it (cached parses only:
     no torch, no Lightning), for ``repro tables``."""
-    runs = plan(spec)
-    configs = check_configs(spec, runs, "never")
-    records = [(run, read_record(run.results_dir)) for run in runs]
-    found = table_staleness(spec, records, None, "never")
-    todo = todo_runs(records, found, "rerun")
-    jobs, _, extensions, _ = plan_all_jobs(todo, found, records, configs, ensemble_cap(spec, None, False), "rerun",
-                                           True, "never")
+    configs, records, found, _, (jobs, _, extensions, _) = _table_plan(spec, plan(spec), "rerun",
+                                                                       ensemble_cap(spec, None, False), "never")
     finished_rows = dict.fromkeys(run.row.id for run, record in records if status_of(record) in DONE)
     return Backlog(records, found, [row for row in finished_rows if row not in configs],
                    estimate_jobs(jobs, records, configs, extensions))
