@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import importlib.util
 import logging
 import os
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,6 +130,14 @@ class Unsafe:
 
     def __reduce__(self) -> tuple:
         return builtins.open, (str(self.path), "w")
+
+
+def load_script(path: str) -> types.ModuleType:
+    """A script of the repository that is not part of the package (``benchmarks/``, ``tools/``), as a module."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, REPO_ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_config(config: str, *extra: str):  # -> repro.fit.ReproCLI (imported late: Lightning is slow to import)

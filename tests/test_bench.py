@@ -1,7 +1,6 @@
 """The bench command end to end, the reference loop's exactness, the lean step path, and bf16-mixed."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 
@@ -9,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from conftest import load_script
 
 from repro import REPO_ROOT
 from repro.bench import ReferenceLoop
@@ -52,11 +52,7 @@ def test_bench_command_prints_ratios(run_dir, capsys):
 
 
 def _micro():
-    """benchmarks/micro.py (a script, not part of the package) as a module."""
-    spec = importlib.util.spec_from_file_location("micro", REPO_ROOT / "benchmarks" / "micro.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/micro.py")
 
 
 def test_extractor_micro_benchmark(run_dir, capsys):
@@ -148,9 +144,7 @@ def test_pacgan_workload_is_the_tables_protocol():
         want = spec[key[2:]]
         net = key.endswith(("generator", "discriminator"))  # absolute paths to the same files
         assert (value.endswith(want) if net else yaml.safe_load(value) == want), key
-    spec_module = importlib.util.spec_from_file_location("pacgan_step", REPO_ROOT / "benchmarks" / "pacgan_step.py")
-    script = importlib.util.module_from_spec(spec_module)
-    spec_module.loader.exec_module(script)
+    script = load_script("benchmarks/pacgan_step.py")
     args = script.table_arguments(57)
     given = dict(zip(args[::2], args[1::2]))
     assert given["--config"] == "configs/ring8/nsgan.yaml" and given["--trainer.max_steps"] == "57"

@@ -16,6 +16,7 @@ from repro.tables.extend import length_history
 from repro.tables.plan import read_records
 from repro.tables.report import aggregate, claim_verdict, write_report
 from repro.tables.spec import SpecError, load_spec
+from conftest import load_script
 from test_tables import write_spec
 
 
@@ -212,12 +213,9 @@ def test_a_length_check_decides_convergence_over_the_tail_trend(tmp_path):
 def test_length_history_tool_reads_shorter_runs_from_git_history(tmp_path):
     """`tools/length_history.py`: the committed versions of a record that finished shorter with the same settings,
     trained at ``since`` or later from a clean tree, become its shorter runs; older or dirty ones do not."""
-    import importlib.util
     import subprocess
 
-    spec = importlib.util.spec_from_file_location("length_history", REPO_ROOT / "tools/length_history.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("tools/length_history.py")
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,

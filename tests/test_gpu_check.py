@@ -2,17 +2,13 @@
 not spent finding its bugs: smoke runs in both precisions, a timed window, the DDP subprocess, the JSON record."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
-from repro import REPO_ROOT
+from conftest import load_script
 
 
 def _gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO_ROOT / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/gpu_check.py")
 
 
 def test_gpu_check_runs_every_part_on_cpu(tmp_path, run_dir):
