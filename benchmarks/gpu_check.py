@@ -94,8 +94,8 @@ def _attempt(label: str, run: Any, args: argparse.Namespace) -> dict[str, Any]:
         print(f"[gpu-check] {label}: not run (over the {args.budget} s budget)", flush=True)
         return {"ok": None, "skipped": f"over the {args.budget} s budget"}
     try:
-        result = {"ok": True, **run()}
-        result["ok"] = result.get("finite", True)
+        result = run()
+        result = {"ok": result.pop("ok", result.get("finite", True)), **result}
     except Exception as err:  # the check reports every failure and carries on
         result = {"ok": False, "error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc(limit=-3)}
     print(f"[gpu-check] {label}: {'ok' if result['ok'] else 'FAILED'} "
@@ -170,7 +170,7 @@ def ddp(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                               timeout=600)
         records = list(run_dir.rglob("metrics.json"))
         status = json.loads(records[0].read_text()).get("status") if records else None
-        return {"finite": proc.returncode == 0 and status == "finished", "returncode": proc.returncode,
+        return {"ok": proc.returncode == 0 and status == "finished", "returncode": proc.returncode,
                 "status": status, "seconds": round(time.perf_counter() - started, 1),
                 "command": " ".join(["python3", *command, "<tmp>"]), "output_tail": (proc.stdout + proc.stderr)[-3000:]}
 
