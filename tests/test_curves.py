@@ -11,7 +11,7 @@ import pytest
 
 from repro import REPO_ROOT
 from repro.tables.curves import (RowCurve, Trend, convergence, flattened, length_check, length_curve, row_curves,
-                                 trend, unconverged)
+                                 tied_to_length, trend, unconverged)
 from repro.tables.extend import length_history
 from repro.tables.plan import read_records
 from repro.tables.report import aggregate, claim_verdict, write_report
@@ -208,6 +208,38 @@ def test_a_length_check_decides_convergence_over_the_tail_trend(tmp_path):
     assert "length-converged (final 50 → 100 updates Δ -0.1 ± 0.0 s.e.; tolerance 0.2; tail: **not flattened** (Δ +" in page
     assert "**not length-converged** (final 50 → 100 updates Δ +2.1 ± 0.0 s.e.; tolerance 0.4; tail: flattened" in page
     assert "repro reproduce tiny --length-scale 0.5    # the shorter runs of the length check" in page
+
+
+def _schedule(lr_decay: str) -> dict:
+    return {"model": {"class_path": "repro.variants.NSGAN", "init_args": {"lr_decay": lr_decay}}}
+
+
+def test_tied_to_length_reads_the_records_configs():
+    assert tied_to_length([{"config": _schedule("linear")}]) and not tied_to_length([{"config": _schedule("none")}])
+    assert tied_to_length([{"config": _schedule("none")}, {"config": _schedule("linear")}])  # any run's schedule
+    assert tied_to_length([{"config": _schedule("none")}, {}])  # no config: nothing says it is not tied
+
+
+@pytest.mark.parametrize("lr_decay", ["linear", "none"])
+def test_only_a_schedule_tied_to_the_length_lets_the_length_check_decide(tmp_path, lr_decay):
+    """Shorter runs at a tenth of the length, the finals far below: under a decaying learning rate the length check
+    decides ("not length-converged"); under a constant one the flat tail decides and the check is shown beside it."""
+    spec = load_spec(write_spec(tmp_path))
+    for row in ("nsgan", "lsgan"):
+        for seed in spec.seeds:
+            folder = spec.results_dir / row / f"seed{seed}"
+            folder.mkdir(parents=True)
+            record = {**_record([5, 6, 7, 7.05]), "generator_steps": 100, "config": _schedule(lr_decay),
+                      "shorter_runs": [{"generator_steps": 10, "metrics": {"modes_200": 2.0 + seed}}]}
+            (folder / "metrics.json").write_text(json.dumps(record))
+    flat = convergence(spec, read_records(spec))
+    tied = lr_decay == "linear"
+    assert flat["nsgan"]["modes_200"] == ("moving" if tied else "flat")
+    assert claim_verdict(spec.claims[0], aggregate(spec), spec, flat)[1] == ("not converged" if tied else "within noise")
+    page = write_report(spec).read_text()
+    check = "**not length-converged** (final 10 → 100 updates Δ +4.5 ± 0.5 s.e.; tolerance 0.4"
+    assert (f"{check}; tail: flattened (Δ +0.05))" if tied else f"flattened (Δ +0.05; beside it, {check}))") in page
+    assert ("--length-scale 0.1" in page) == tied  # the regenerate command names the deciding check's runs only
 
 
 def test_length_history_tool_reads_shorter_runs_from_git_history(tmp_path):

@@ -15,16 +15,18 @@ trend (a rising mean is rising however much the seeds differ). A claim about a r
 reported as "not converged", not as holds / does not hold.
 
 Length check (where it decides instead). Under a schedule tied to the length (a learning rate decaying to 0 at the
-last update) the last 20 % is the annealing stretch at any length, so a rising tail says nothing about the length.
-Where every finished run of a row also holds its settings' finished run at a shorter length, retrained from scratch
-(``shorter_runs``: ``repro.tables.extend.length_history``), the row is judged by its final values instead: the mean
+last update: ``GANModule.LENGTH_DEPENDENT``) the last 20 % is the annealing stretch at any length, so a rising tail
+says nothing about the length. Where such a row's finished runs all hold their settings' finished run at a shorter
+length, retrained from scratch (``shorter_runs``: ``repro.tables.extend.length_history``), the row is judged by its
+final values instead: the mean
 final at its length against the mean final at the longest shorter length all its runs hold, with the same
 tolerance, and with the change's standard error over the seeds' own changes (two lengths are two trainings, so
 unlike the tail trend the seeds' spread enters), read as the claims read their sides: converged when the change
 lies within the tolerance by two standard errors (|Δ| + 2 s.e. <= tolerance), not converged when it lies beyond it by
 two (|Δ| - 2 s.e. > tolerance), and undecided in between (the seeds cannot tell; more seeds decide, and the page
-estimates how many: ``Trend.seeds_to_decide``). The tail trend
-is still shown beside it.
+estimates how many: ``Trend.seeds_to_decide``). The tail trend is still shown beside it. A row whose schedule is
+not tied to its length is judged by its tail, whatever shorter runs it holds (a run ten times shorter says only that
+it was too short), and a length check it has is shown beside the tail trend.
 """
 from __future__ import annotations
 
@@ -38,13 +40,13 @@ from typing import Any, Literal
 
 from repro.plotting import save_figure
 from repro.record import DONE, Status, read_json, status_of
-from repro.tables.extend import SHORTER_RUNS
+from repro.tables.extend import SHORTER_RUNS, length_dependence
 from repro.tables.jobs import job_folders
 from repro.tables.plan import Records
 from repro.tables.spec import Column, Row, TableSpec
 
 __all__ = ["RowCurve", "Trend", "State", "LengthCurve", "row_curves", "trend", "length_check", "length_curve", "flattened",
-           "trends", "states", "convergence", "unconverged", "draw_curves", "draw_length_curves", "in_progress", "TAIL",
+           "tied_to_length", "trends", "states", "convergence", "unconverged", "draw_curves", "draw_length_curves", "in_progress", "TAIL",
            "REL_TOL", "RULE", "X_LABELS"]
 
 TAIL, REL_TOL = 0.2, 0.05
@@ -53,11 +55,12 @@ X_LABELS = {"step": "generator updates",
 RULE = ("a row's metric has flattened when, over the last 20% of training (at least two evaluation points), the "
         "least-squares line through its mean over seeds changes by at most max(5% of the final mean, the column's "
         "noise floor); Δ below is that change in the page's units (the trend, not the range, and the seeds' spread "
-        "does not excuse it). Where the row was also trained at a shorter length from scratch (a schedule tied to "
-        "the length, such as a learning rate decaying to 0, makes the tail an annealing stretch at any length), the "
+        "does not excuse it). Where the row's schedule is tied to its length (a learning rate decaying to 0 makes "
+        "the tail an annealing stretch at any length) and it was also trained at a shorter length from scratch, the "
         "length check decides instead: its mean final value against the shorter runs' mean final, by the same "
         "tolerance and the change's standard error over the seeds: converged when |Δ| + 2 s.e. is within the "
-        "tolerance, not converged when |Δ| - 2 s.e. is beyond it, undecided in between")
+        "tolerance, not converged when |Δ| - 2 s.e. is beyond it, undecided in between; on other rows a length "
+        "check is shown beside the tail trend, which decides")
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,8 @@ class Trend:
     tolerance: float
     from_steps: int | None = None  # set: a length check, final at ``to_steps`` against the shorter runs' final here
     to_steps: int | None = None
-    tail: "Trend | None" = None  # a length check's row: its tail trend too (shown, not deciding)
+    beside: "Trend | None" = None  # the row's other judgement, shown, not deciding (a length check's tail trend, or
+    # the length check of a row whose schedule is not tied to its length)
     se: float | None = None  # a length check's standard error of the change, paired by seed (shown, not deciding)
     n: int | None = None  # a length check's number of paired seeds
 
@@ -187,19 +191,31 @@ def flattened(curve: RowCurve, floor: float = 0.0, tail: float = TAIL, rel_tol: 
     return None if result is None else result.flat
 
 
+def tied_to_length(records: list[dict[str, Any]]) -> bool:
+    """Whether any of a row's records trained under a schedule tied to its length (``length_dependence`` of its
+    config); a record without a config counts as tied (nothing says otherwise)."""
+    return any(not isinstance((r.get("config") or {}).get("model"), dict) or length_dependence(r["config"])
+               for r in records)
+
+
 def trends(spec: TableSpec, records: Records) -> dict[str, dict[str, Trend | None]]:
-    """``out[row_id][column_key]``: the row's judgement by the rule (its length check where it has one, holding
-    its tail trend; else the tail trend), None where the row has neither."""
+    """``out[row_id][column_key]``: the row's judgement by the rule, None where the row has none: its length check
+    (holding its tail trend beside it) where it has one and its schedule is tied to its length, else its tail trend
+    (holding any length check beside it)."""
     finished = _finished(spec, records)
     out: dict[str, dict[str, Trend | None]] = {}
     for row in spec.rows:
         out[row.id] = {}
+        tied = tied_to_length(finished[row.id])
         for col in spec.columns:
             floor = col.noise_floor / col.scale
             curve = row_curves(finished[row.id], col.key)
             tail = trend(curve, floor) if curve else None
             check = length_check(finished[row.id], col.key, floor)
-            out[row.id][col.key] = tail if check is None else replace(check, tail=tail)
+            if check is not None and (tied or tail is None):
+                out[row.id][col.key] = replace(check, beside=tail)
+            else:
+                out[row.id][col.key] = tail if tail is None else replace(tail, beside=check)
     return out
 
 

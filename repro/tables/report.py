@@ -342,10 +342,11 @@ def _convergence_lines(spec: TableSpec, trend_table: dict[str, dict[str, Trend |
             return "—"
         delta, tolerance = f"Δ {number(t.change, col, '+')}", f"tolerance {number(t.tolerance, col)}"
         if t.from_steps is None:
-            return f"flattened ({delta})" if t.flat else f"**not flattened** ({delta}; {tolerance})"
+            length = "" if t.beside is None else f"; beside it, {cell(t.beside, col)}"
+            return (f"flattened ({delta}{length})" if t.flat else f"**not flattened** ({delta}; {tolerance}{length})")
         se = "" if t.se is None else f" ± {number(t.se, col)} s.e."
         lengths = f"final {t.from_steps:,} → {t.to_steps:,} updates {delta}{se}"
-        tail = "" if t.tail is None else f"; tail: {cell(t.tail, col)}"
+        tail = "" if t.beside is None else f"; tail: {cell(t.beside, col)}"
         verdict = {"flat": "length-converged", "moving": "**not length-converged**",
                    "undecided": "**length undecided**"}[t.state]
         decide = "" if t.seeds_to_decide is None else f"; ~{t.seeds_to_decide:,} seeds would decide"
@@ -358,7 +359,8 @@ def _convergence_lines(spec: TableSpec, trend_table: dict[str, dict[str, Trend |
         counts["not measured"] = sum(t is None for t in found)
         return f"{col.label}: " + ", ".join(f"{n} {name}" for name, n in counts.items() if n)
 
-    lengths = any(t is not None and t.from_steps is not None for row in trend_table.values() for t in row.values())
+    lengths = any(t is not None and (t.from_steps is not None or t.beside is not None)
+                  for row in trend_table.values() for t in row.values())
     figures = "the `curves` figure below" + ("; final values against length: the `length_curves` figure" if lengths
                                              else "")
     lines = ["## Convergence", "", f"Rule: {RULE}. Curves: {figures}.", "",
