@@ -94,6 +94,20 @@ def _scoped_process_state() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The project's caches (resolved configs, reference features; ``repro.cachefiles.cache_root``) live in a folder
+    of this test session, not in the user's ~/.cache/repro: what a test finds cached was written in this session,
+    so no run of the suite depends on what an earlier one left there (or on which entries its pruning kept)."""
+    before = os.environ.get("REPRO_CACHE_DIR")
+    os.environ["REPRO_CACHE_DIR"] = str(tmp_path_factory.mktemp("repro-cache"))
+    yield
+    if before is None:
+        os.environ.pop("REPRO_CACHE_DIR", None)
+    else:
+        os.environ["REPRO_CACHE_DIR"] = before
+
+
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     root = Path(os.environ.get("REPRO_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))

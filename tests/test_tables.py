@@ -21,8 +21,9 @@ from repro.record import read_json
 from repro.tables import traces
 from repro.tables.compute import Process, compute_line, hours_minutes, processes
 from repro.tables.correlate import correlate, fit
+from repro.tables.curves import convergence
 from repro.tables.plan import Run, is_done, plan, read_records
-from repro.tables.report import _seed_noise, aggregate, claim_verdict, unreported_columns, write_report
+from repro.tables.report import _seed_noise, aggregate, claim_verdict, format_cell, unreported_columns, write_report
 from repro.tables import execute, runner
 from repro.tables.runner import source_state
 from repro.tables.spec import Claim, SpecError, load_spec
@@ -228,6 +229,38 @@ def test_trace_draws_rows_on_shared_axes_from_train_logs(tmp_path):
     assert figure.stat().st_size > 1000 and "(figures/tiny/trace_conditioning_log_cond_mean.png)" in text
     with pytest.raises(SpecError, match="traces\\[0\\]: rows must be row ids; unknown: wgan"):
         load_spec(write_spec(tmp_path, name="bad", traces=[{"key": "k", "rows": ["wgan"]}]))
+
+
+def test_a_trace_column_reads_the_end_of_a_logged_series_and_judges_its_curve(tmp_path):
+    """A column with ``trace_last`` takes each run's value from its train_log.csv series (the mean of the last N
+    points), and the row's convergence from that series: a flat series converges, a rising one does not."""
+    ratio = {"key": "w1/ratio", "label": "ratio", "protocol": "critic / exact W1", "trace_last": 3}
+    spec = load_spec(write_spec(tmp_path, seeds=[0, 1], columns=[ratio], claims=[
+        {"text": "nsgan's ratio is above lsgan's", "source": "none", "a": "nsgan:w1/ratio:mean", "op": ">",
+         "b": "lsgan:w1/ratio:mean"}]))
+    for run in plan(spec):
+        _fake_record(run, "finished", 6)
+        steps = range(0, 101, 10)
+        values = [0.5 + 0.1 * run.seed for _ in steps] if run.row.id == "nsgan" else [0.01 * s for s in steps]
+        (run.results_dir / "train_log.csv").write_text(
+            "w1/ratio,step\n" + "".join(f"{v},{s}\n" for s, v in zip(steps, values)) + ",101\n")  # 101: not logged
+    cells = aggregate(spec)
+    assert cells["nsgan"]["w1/ratio"].values == pytest.approx([0.5, 0.6])
+    assert cells["lsgan"]["w1/ratio"].values == pytest.approx([0.9, 0.9])  # mean of 0.8, 0.9, 1.0
+    flat = convergence(spec, read_records(spec))
+    assert flat["nsgan"]["w1/ratio"] == "flat" and flat["lsgan"]["w1/ratio"] == "moving"
+    assert claim_verdict(spec.claims[0], cells, spec, flat)[1] == "not converged"
+    assert claim_verdict(spec.claims[0], cells, spec, {"nsgan": {"w1/ratio": "flat"}, "lsgan": {"w1/ratio": "flat"}}
+                         )[1] == "does not hold"
+    (spec.results_dir / "nsgan" / "seed1" / "train_log.csv").write_text("step,train/d_loss\n5,0.7\n")  # not logged
+    cell = aggregate(spec)["nsgan"]["w1/ratio"]
+    assert (cell.values, cell.unreported, cell.missing) == ([0.5], 1, 0)
+    assert format_cell(cell, spec.columns[0]) == "0.5 (n=1; 1 not reported)"
+    for bad, message in (({"trace_last": -1}, "trace_last must be >= 0"),
+                         ({"curve_x": "train_seconds"}, "a trace column .* is drawn against generator step"),
+                         ({"trace_last": 0}, "column 'w1/ratio' is no registered metric")):
+        with pytest.raises(SpecError, match=message):
+            load_spec(write_spec(tmp_path, name="bad", columns=[{**ratio, **bad}], claims=[]))
 
 
 def test_per_seed_trace_draws_one_line_per_seed_and_one_legend_entry_per_row(tmp_path, monkeypatch):

@@ -42,8 +42,9 @@ from repro.plotting import save_figure
 from repro.record import DONE, Status, read_json, status_of
 from repro.tables.extend import SHORTER_RUNS, length_dependence
 from repro.tables.jobs import job_folders
-from repro.tables.plan import Records
+from repro.tables.plan import Records, Run
 from repro.tables.spec import Column, Row, TableSpec
+from repro.tables.traces import column_series
 
 __all__ = ["RowCurve", "Trend", "State", "LengthCurve", "row_curves", "trend", "length_check", "length_curve", "flattened",
            "tied_to_length", "trends", "states", "convergence", "unconverged", "draw_curves", "draw_length_curves", "in_progress", "TAIL",
@@ -74,19 +75,27 @@ class RowCurve:
     seconds: list[float] | None = None  # mean training seconds at each step; None unless every run recorded them
 
 
-def _finished(spec: TableSpec, records: Records) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {r.id: [] for r in spec.rows}
+def _finished(spec: TableSpec, records: Records) -> dict[str, list[tuple[Run, dict[str, Any]]]]:
+    out: dict[str, list[tuple[Run, dict[str, Any]]]] = {r.id: [] for r in spec.rows}
     for run, record in records:
-        if status_of(record) is Status.FINISHED and record.get("curves"):
-            out[run.row.id].append(record)
+        if status_of(record) is Status.FINISHED:
+            out[run.row.id].append((run, record))
     return out
+
+
+def _column_records(finished: list[tuple[Run, dict[str, Any]]], col: Column) -> list[dict[str, Any]]:
+    """A row's finished records as ``row_curves`` reads them for ``col``: as they are, or for a trace column
+    (``Column.trace_last``) each run's logged series as its curve (no final metrics, so no length check)."""
+    if not col.trace_last:
+        return [record for _, record in finished]
+    return [{"curves": {col.key: [[s, v] for s, v in column_series(run, col).items()]}} for run, _ in finished]
 
 
 def row_curves(records: list[dict[str, Any]], key: str) -> RowCurve | None:
     """The row curve of metric ``key`` from its runs' records (None when no run has a finite curve for it)."""
     series, clocks = [], []
     for record in records:
-        points = {int(s): v for s, v in record["curves"].get(key, []) if isinstance(v, (int, float)) and math.isfinite(v)}
+        points = {int(s): v for s, v in (record.get("curves") or {}).get(key, []) if isinstance(v, (int, float)) and math.isfinite(v)}
         if points:
             series.append(points)
             clocks.append({int(s): float(t) for s, t in record.get("curve_seconds") or []})
@@ -206,12 +215,13 @@ def trends(spec: TableSpec, records: Records) -> dict[str, dict[str, Trend | Non
     out: dict[str, dict[str, Trend | None]] = {}
     for row in spec.rows:
         out[row.id] = {}
-        tied = tied_to_length(finished[row.id])
+        tied = tied_to_length([record for _, record in finished[row.id]])
         for col in spec.columns:
             floor = col.noise_floor / col.scale
-            curve = row_curves(finished[row.id], col.key)
+            of_col = _column_records(finished[row.id], col)
+            curve = row_curves(of_col, col.key)
             tail = trend(curve, floor) if curve else None
-            check = length_check(finished[row.id], col.key, floor)
+            check = length_check(of_col, col.key, floor)
             if check is not None and (tied or tail is None):
                 out[row.id][col.key] = replace(check, beside=tail)
             else:
@@ -291,7 +301,8 @@ def _save_panels(fig: Any, axes: Any, facets: list[tuple[str, list[Row]]], colum
 def _by_row(spec: TableSpec, records: Records, of: Any) -> tuple[dict[str, dict[str, Any]], list[Column]]:
     """``of(finished records of a row, column key)`` for every column and row, and the columns where some row has one."""
     finished = _finished(spec, records)
-    found = {col.key: {row.id: of(finished[row.id], col.key) for row in spec.rows} for col in spec.columns}
+    found = {col.key: {row.id: of(_column_records(finished[row.id], col), col.key) for row in spec.rows}
+             for col in spec.columns}
     return found, [col for col in spec.columns if any(found[col.key].values())]
 
 

@@ -26,9 +26,9 @@ from repro.tables.compute import compute_line
 from repro.tables.correlate import ALPHA, Correlated, corr_verdict, correlate, correlation_lines, draw_correlation
 from repro.tables.curves import (RULE, State, Trend, draw_curves, draw_length_curves, in_progress, states, trends,
                                  unconverged)
-from repro.tables.plan import Records, Run, read_records, record_value
+from repro.tables.plan import Records, Run, read_records
 from repro.tables.spec import BEST, CORR, Claim, Column, Row, TableSpec
-from repro.tables.traces import draw_trace
+from repro.tables.traces import column_value, draw_trace
 
 __all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns", "summary_table"]
 
@@ -41,7 +41,8 @@ class Cell:
     nonfinite: int = 0
     diverged: int = 0
     failed: int = 0
-    missing: int = 0
+    missing: int = 0  # runs not run (or not finished)
+    unreported: int = 0  # finished runs that report no value for the column (e.g. a row that logs no such trace)
 
     @property
     def n(self) -> int:
@@ -79,13 +80,13 @@ def aggregate(spec: TableSpec, records: Records | None = None) -> dict[str, dict
         for col in spec.columns:
             cell = cells[run.row.id][col.key]
             if status is Status.FINISHED:
-                value = record_value(record, col.key)
+                value = column_value(run, record, col)
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     cell.values.append(float(value))
                 elif value is not None:
                     cell.nonfinite += 1
                 else:
-                    cell.missing += 1
+                    cell.unreported += 1
             elif status is Status.DIVERGED:
                 cell.diverged += 1
             elif status in (Status.FAILED, Status.STOPPED):  # stopped short of its length: not a result
@@ -100,17 +101,18 @@ def unreported_columns(spec: TableSpec, records: Records | None = None) -> dict[
     metric the configured evaluation does not run shows up here instead of as a silently empty column);
     empty until some run has finished."""
     records = read_records(spec) if records is None else records
-    finished = [r for _, r in records if status_of(r) is Status.FINISHED]
+    finished = [(run, r) for run, r in records if status_of(r) is Status.FINISHED]
     if not finished:
         return {}
-    reported = {key for record in finished for key in (record.get("metrics") or {})}
+    reported = {key for _, record in finished for key in (record.get("metrics") or {})}
     return {c.key: sorted(reported) for c in spec.columns
-            if all(record_value(record, c.key) is None for record in finished)}
+            if all(column_value(run, record, c) is None for run, record in finished)}
 
 
 def _relative_cell(cell: Cell, ref: Cell) -> Cell:
     """Values divided by the reference row's mean (e.g. wall time relative to the plain GAN)."""
-    out = Cell(nonfinite=cell.nonfinite, diverged=cell.diverged, failed=cell.failed, missing=cell.missing)
+    out = Cell(nonfinite=cell.nonfinite, diverged=cell.diverged, failed=cell.failed, missing=cell.missing,
+               unreported=cell.unreported)
     if ref.mean:
         out.values = [v / ref.mean for v in cell.values]
     else:
@@ -135,7 +137,8 @@ def format_cell(cell: Cell, col: Column) -> str:
     """``mean ± spread (n=k)`` (the column's statistic; a single run: its value, no ±) plus counts of
     diverged / failed / non-finite / missing runs."""
     counts = ", ".join(f"{k} {label}" for k, label in ((cell.diverged, "diverged"), (cell.failed, "failed"),
-                                                          (cell.nonfinite, "non-finite"), (cell.missing, "not run"))
+                                                          (cell.nonfinite, "non-finite"), (cell.missing, "not run"),
+                                                          (cell.unreported, "not reported"))
                        if k)
     if not cell.n:
         return f"— ({counts})" if counts else "—"
@@ -305,7 +308,7 @@ def _csv(spec: TableSpec, cells: dict[str, dict[str, Cell]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["row", "label", "column", "published", "published_source", "mean", "std", "se", "n",
-                     "diverged", "failed", "nonfinite", "not_run", "relative_to"])
+                     "diverged", "failed", "nonfinite", "not_run", "relative_to", "not_reported"])
     for row in spec.rows:
         for col in spec.columns:
             cell, pub = cells[row.id][col.key], row.published.get(col.key)
@@ -313,7 +316,7 @@ def _csv(spec: TableSpec, cells: dict[str, dict[str, Cell]]) -> str:
                              "" if cell.mean is None else repr(cell.mean * col.scale),
                              "" if cell.std is None else repr(cell.std * col.scale),
                              "" if cell.se is None else repr(cell.se * col.scale), cell.n, cell.diverged,
-                             cell.failed, cell.nonfinite, cell.missing, col.relative_to])
+                             cell.failed, cell.nonfinite, cell.missing, col.relative_to, cell.unreported])
     return buf.getvalue()
 
 

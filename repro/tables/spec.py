@@ -18,7 +18,9 @@ A column may state the statistic of the published spread (``paper_stat: se`` or 
 paper's number of runs), which the page then shows for ours too; a ``noise_floor`` (page units) within which a
 claim's two sides are "within noise"; and which way is ``better`` (``lower`` / ``higher``), which
 ``best(<group>)`` in a claim needs: the row of that group with the best mean of the column, found from the
-data; and ``curve_x: train_seconds`` draws the column's curve against training wall time (``repro.tables.curves``). ``traces`` draw one logged training series (a column of each run's ``train_log.csv``, e.g. the
+data; and ``curve_x: train_seconds`` draws the column's curve against training wall time (``repro.tables.curves``). A
+column with ``trace_last: N`` reads a series logged in each run's ``train_log.csv`` instead of a final metric (e.g. a
+diagnostic callback's trace): the mean of its last N points, so claims can compare such series. ``traces`` draw one logged training series (a column of each run's ``train_log.csv``, e.g. the
 conditioning trace) of several rows on shared axes (``per_seed: true``: one line per seed, no mean). ``correlations``
 correlate such a series' end value with a final metric column across the finished runs (``repro.tables.correlate``);
 a claim tests one as ``a: "corr(<id>):pearson"`` (pooled over its rows) or ``"corr(<id>, <row>):spearman"`` (one row),
@@ -75,6 +77,9 @@ class Column:
     noise_floor: float = 0.0  # in page units: claims whose sides differ by no more are "within noise"
     better: str = ""  # "lower" / "higher": needed by best(<group>) claims
     curve_x: str = "step"  # the curves figure's x axis: "step" (generator updates) or "train_seconds" (wall time)
+    # > 0: ``key`` is a series of each run's train_log.csv (a trace column): a run's value is the mean of its last
+    # ``trace_last`` logged points, and the row's curve, by which its convergence is judged, is the series itself
+    trace_last: int = 0
 
 
 @dataclass(frozen=True)
@@ -314,7 +319,12 @@ def _published(data: Any, where: str, columns: set[str]) -> dict[str, Published]
 def _column(data: Any, where: str) -> Column:
     key = str(_require(data, "key", where)) if isinstance(data, dict) else ""
     column = _build(Column, data, where, {"label": str(data.get("label", key))} if key else {})
-    if family_of_key(column.key) is None and column.key not in RECORD_FIELDS:
+    if column.trace_last < 0:
+        raise SpecError(f"{where}: trace_last must be >= 0 (0: a metric of metrics.json; N > 0: the mean of the last "
+                        f"N logged points of the train_log.csv series {column.key!r})")
+    if column.trace_last and column.curve_x != "step":
+        raise SpecError(f"{where}: a trace column (trace_last > 0) is drawn against generator step; remove curve_x")
+    if not column.trace_last and family_of_key(column.key) is None and column.key not in RECORD_FIELDS:
         raise SpecError(f"{where}: column {column.key!r} is no registered metric (families: {registered_names()}) "
                         f"and no run-record field ({', '.join(RECORD_FIELDS)})")
     for key, value, valid in (("paper_stat", column.paper_stat, _PAPER_STATS), ("better", column.better, _BETTER),

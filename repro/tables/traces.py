@@ -12,12 +12,13 @@ import csv
 import statistics
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from repro.plotting import save_figure
-from repro.tables.plan import Run
-from repro.tables.spec import TableSpec, Trace
+from repro.tables.plan import Run, record_value
+from repro.tables.spec import Column, TableSpec, Trace
 
-__all__ = ["TRAIN_LOG", "series", "end_value", "draw_trace"]
+__all__ = ["TRAIN_LOG", "series", "end_value", "column_value", "column_series", "draw_trace"]
 
 TRAIN_LOG = "train_log.csv"
 
@@ -36,6 +37,19 @@ def end_value(points: dict[int, float], last: int) -> float | None:
     if len(points) < last:
         return None
     return statistics.fmean(list(points.values())[-last:])
+
+
+def column_series(run: Run, col: Column) -> dict[int, float]:
+    """A trace column's series (``Column.trace_last``) in ``run``'s train_log.csv."""
+    return series(run.results_dir / TRAIN_LOG, col.key)
+
+
+def column_value(run: Run, record: dict[str, Any], col: Column) -> Any:
+    """``run``'s value of ``col``: its record's metric, or for a trace column the mean of the last ``trace_last``
+    points of its series (None when fewer were logged)."""
+    if not col.trace_last:
+        return record_value(record, col.key)
+    return end_value(column_series(run, col), col.trace_last)
 
 
 def draw_trace(spec: TableSpec, trace: Trace, out: Path) -> Path | None:
