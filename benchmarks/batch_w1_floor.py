@@ -16,13 +16,14 @@ from pathlib import Path
 
 import torch
 
-from repro.data.images import _load_torchvision
+from repro.data.images import load_images
 from repro.metrics.transport import exact_w1, l1_cost
+from repro.pixels import to_float
 
 
 def main(n: int = 64, pairs: int = 100, seed: int = 0) -> None:
-    images, _ = _load_torchvision("mnist", Path(os.environ.get("REPRO_DATA_DIR", "../shared/data")), False, True)
-    pixels = images.float().div(127.5).sub(1).flatten(1)
+    images, _ = load_images("mnist", Path(os.environ.get("REPRO_DATA_DIR", "../shared/data")), download=False)
+    pixels = to_float(images).flatten(1)
     generator = torch.Generator().manual_seed(seed)
     values: dict[str, list[float]] = {"l1": [], "l2": []}
     for _ in range(pairs):

@@ -18,12 +18,11 @@ Length check (where it decides instead). Under a schedule tied to the length (a 
 last update: ``GANModule.LENGTH_DEPENDENT``) the last 20 % is the annealing stretch at any length, so a rising tail
 says nothing about the length. Where such a row's finished runs all hold their settings' finished run at a shorter
 length, retrained from scratch (``shorter_runs``: ``repro.tables.extend.length_history``), the row is judged by its
-final values instead: the mean
-final at its length against the mean final at the longest shorter length all its runs hold, with the same
-tolerance, and with the change's standard error over the seeds' own changes (two lengths are two trainings, so
-unlike the tail trend the seeds' spread enters), read as the claims read their sides: converged when the change
-lies within the tolerance by two standard errors (|Δ| + 2 s.e. <= tolerance), not converged when it lies beyond it by
-two (|Δ| - 2 s.e. > tolerance), and undecided in between (the seeds cannot tell; more seeds decide, and the page
+final values instead: the mean final at its length against the mean final at the longest shorter length all its
+runs hold, with the same tolerance, and with the change's standard error over the seeds' own changes (two lengths
+are two trainings, so unlike the tail trend the seeds' spread enters), read as the claims read their sides:
+converged when the change lies within the tolerance by two standard errors (|Δ| + 2 s.e. <= tolerance), not
+converged when it lies beyond it by two (|Δ| - 2 s.e. > tolerance), and undecided in between (the seeds cannot tell; more seeds decide, and the page
 estimates how many: ``Trend.seeds_to_decide``). The tail trend is still shown beside it. A row whose schedule is
 not tied to its length is judged by its tail, whatever shorter runs it holds (a run ten times shorter says only that
 it was too short), and a length check it has is shown beside the tail trend.
@@ -47,8 +46,8 @@ from repro.tables.spec import Column, Row, TableSpec
 from repro.tables.traces import column_series
 
 __all__ = ["RowCurve", "Trend", "State", "LengthCurve", "row_curves", "trend", "length_check", "length_curve", "flattened",
-           "tied_to_length", "trends", "states", "convergence", "unconverged", "draw_curves", "draw_length_curves", "in_progress", "TAIL",
-           "REL_TOL", "RULE", "X_LABELS"]
+           "tied_to_length", "trends", "states", "convergence", "unconverged", "draw_curves", "draw_length_curves",
+           "in_progress", "TAIL", "REL_TOL", "RULE", "X_LABELS"]
 
 TAIL, REL_TOL = 0.2, 0.05
 X_LABELS = {"step": "generator updates",
