@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from repro import REPO_ROOT
-from repro.tables.curves import (RowCurve, Trend, convergence, flattened, length_check, length_curve, row_curves,
-                                 tied_to_length, trend, unconverged)
+from repro.tables.curves import (RowCurve, Trend, convergence, flattened, length_check, length_curve, peak_state,
+                                 peak_states, row_curves, tied_to_length, trend, trends, unconverged)
 from repro.tables.extend import length_history
 from repro.tables.plan import read_records
 from repro.tables.report import aggregate, claim_verdict, write_report
@@ -77,6 +77,54 @@ def test_claim_on_a_row_that_did_not_flatten_says_not_converged(tmp_path):
     assert "Rows per column: modes: 1 converged or flattened, 1 still moving" in page
     assert "seeds would decide" not in page and "length_curves" not in page  # tail trends only
     assert (tmp_path / "paper_tables/figures/tiny/curves.png").stat().st_size > 1000
+
+
+def test_a_peak_claim_compares_each_seeds_best_curve_point_once_the_peak_is_past(tmp_path):
+    """Statistic ``peak``: each seed's best curve point, averaged; settled unless the tail still improves."""
+    columns = [{"key": "modes_200", "label": "modes", "protocol": "200 samples", "better": "higher"},
+               {"key": "high_quality_200", "label": "HQ", "protocol": "200 samples"}]
+    claims = [{"text": "peaks", "source": "none", "a": "lsgan:modes_200:peak", "op": ">", "b": "nsgan:modes_200:peak"},
+              {"text": "finals", "source": "none", "a": "lsgan:modes_200:mean", "op": ">", "b": "nsgan:modes_200:mean"}]
+    spec = load_spec(write_spec(tmp_path, columns=columns, claims=claims))
+
+    def write(row: str, per_seed: list[list[float]]) -> None:
+        for seed, values in zip(spec.seeds, per_seed):
+            folder = spec.results_dir / row / f"seed{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "metrics.json").write_text(json.dumps(_record(values)))
+
+    write("lsgan", [[1, 6, 3, 2], [2, 7, 2, 1]])  # peaks 6 and 7 at step 50, then a breakdown
+    write("nsgan", [[3, 4, 4, 4], [3, 5, 5, 5]])  # flat from step 50: peaks 4 and 5 (the first best point)
+    cells, table = aggregate(spec), trends(spec, read_records(spec))
+    assert cells["lsgan"]["modes_200"].peaks == [6, 7] and cells["lsgan"]["modes_200"].peak_steps == [50, 50]
+    assert cells["nsgan"]["modes_200"].stat("peak") == 4.5 and cells["nsgan"]["high_quality_200"].peaks == []
+    flat, peaked = convergence(spec, read_records(spec)), peak_states(spec, table)
+    assert flat["lsgan"]["modes_200"] == "moving" and peaked["lsgan"]["modes_200"] == "flat"  # falling back
+    assert "high_quality_200" not in peaked["lsgan"]  # no direction, no peak
+    shown, verdict = claim_verdict(spec.claims[0], cells, spec, flat, peaked=peaked)
+    bound = 2 * math.hypot(0.5, 0.5)  # s.e. of the peaks (6, 7) and (4, 5): std sqrt(0.5) / sqrt(2) = 0.5 each
+    assert verdict == "holds" and "peak(lsgan, modes_200) = 6.5 (seeds' best at step 50/50)" in shown
+    assert 6.5 - 4.5 > bound
+    assert claim_verdict(spec.claims[1], cells, spec, flat, peaked=peaked)[1] == "not converged"  # finals: moving
+    assert claim_verdict(spec.claims[0], cells, spec, flat)[1] == "convergence not measured"  # no peak states given
+    page = write_report(spec).read_text()
+    assert "each seed's best point on its curve" in page and "seeds' best at step 50/50" in page
+
+    write("lsgan", [[1, 2, 3, 4], [2, 3, 4, 5]])  # still rising: its peak is not settled
+    table = trends(spec, read_records(spec))
+    assert claim_verdict(spec.claims[0], aggregate(spec), spec, convergence(spec, read_records(spec)),
+                         peaked=peak_states(spec, table))[1] == "not converged"
+    with pytest.raises(SpecError, match="needs column 'high_quality_200' to say which way is better"):
+        load_spec(write_spec(tmp_path, columns=columns, claims=[claims[0] | {"a": "lsgan:high_quality_200:peak"}]))
+
+
+def test_a_peak_is_settled_unless_the_tail_improves_in_the_better_direction():
+    falling, rising = Trend(-1.0, 0.1), Trend(1.0, 0.1)
+    assert peak_state(falling, "higher") == "flat" and peak_state(rising, "higher") == "moving"
+    assert peak_state(falling, "lower") == "moving" and peak_state(rising, "lower") == "flat"  # e.g. FID
+    assert peak_state(Trend(0.05, 0.1), "higher") == "flat" and peak_state(None, "higher") is None
+    check = Trend(0.0, 0.1, from_steps=50, to_steps=100, beside=rising)  # a length check: its tail is beside it
+    assert peak_state(check, "higher") == "moving"
 
 
 def test_a_wall_time_column_draws_each_row_against_its_mean_training_seconds(tmp_path, monkeypatch):

@@ -206,7 +206,8 @@ def test_page_shows_the_papers_statistic_and_checks_claims_in_page_units(tmp_pat
     spread = Claim(text="t", source="s", a="slow:modes_200:std", op=">", b="fast:modes_200:std")
     assert claim_verdict(spread, cells, spec) == (
         "std(slow, modes_200) = 1.41 > std(fast, modes_200) = 0 (noise floor 1.5)", "within noise")  # under the floor
-    assert _seed_noise(spread, cells, spec, [("slow", "modes_200"), ("fast", "modes_200")]) == pytest.approx(2.0)
+    compared = [("slow", "modes_200", "mean"), ("fast", "modes_200", "mean")]
+    assert _seed_noise(spread, cells, spec, compared) == pytest.approx(2.0)
     text = write_report(spec).read_text()
     assert "| modes (paper, ± s.e., n=10) | modes (ours, ± s.e.) | HQ % |" in text
     assert "| slow | 6.3 ± 0.5 [1] | 7.0 ± 1.0 (n=2) | 50.0 ± 0.0 (n=2) |" in text  # HQ: std (no paper statistic)

@@ -47,7 +47,7 @@ from repro.tables.traces import column_series
 
 __all__ = ["RowCurve", "Trend", "State", "LengthCurve", "row_curves", "trend", "length_check", "length_curve", "flattened",
            "tied_to_length", "trends", "states", "convergence", "unconverged", "draw_curves", "draw_length_curves",
-           "in_progress", "TAIL", "REL_TOL", "RULE", "X_LABELS"]
+           "in_progress", "peak_state", "peak_states", "TAIL", "REL_TOL", "RULE", "PEAK_RULE", "X_LABELS"]
 
 TAIL, REL_TOL = 0.2, 0.05
 X_LABELS = {"step": "generator updates",
@@ -61,6 +61,12 @@ RULE = ("a row's metric has flattened when, over the last 20% of training (at le
         "tolerance and the change's standard error over the seeds: converged when |Δ| + 2 s.e. is within the "
         "tolerance, not converged when |Δ| - 2 s.e. is beyond it, undecided in between; on other rows a length "
         "check is shown beside the tail trend, which decides")
+
+PEAK_RULE = ("a claim's statistic \"peak\" is each seed's best point on its curve of the column (the score an early "
+             "stop at the best evaluation keeps; chosen on the evaluation metric itself, so optimistic by selection), "
+             "averaged over seeds; it counts as converged when the row's mean curve is no longer improving over the "
+             "last 20% of training (its least-squares change there is no improvement beyond the flattening "
+             "tolerance: flat, or past its peak)")
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,24 @@ def states(trend_table: dict[str, dict[str, Trend | None]]) -> dict[str, dict[st
 def convergence(spec: TableSpec, records: Records) -> dict[str, dict[str, State | None]]:
     """``state[row_id][column_key]`` by the rule, None where the row has no curve."""
     return states(trends(spec, records))
+
+
+def peak_state(judged: Trend | None, better: str) -> State | None:
+    """Whether a row's peak is settled (``PEAK_RULE``): "moving" while the tail trend of its mean curve improves by
+    more than the tolerance in the ``better`` direction, else "flat" (flat, or falling back from its peak); None
+    without a tail trend. ``judged`` is the row's entry of ``trends`` (a length check holds its tail in ``beside``)."""
+    tail = judged if judged is None or judged.from_steps is None else judged.beside
+    if tail is None:
+        return None
+    gain = tail.change if better == "higher" else -tail.change
+    return "moving" if gain > tail.tolerance else "flat"
+
+
+def peak_states(spec: TableSpec, trend_table: dict[str, dict[str, Trend | None]]
+                ) -> dict[str, dict[str, State | None]]:
+    """``state[row_id][column_key]`` of each row's peak (``peak_state``) for the columns that say which way is better."""
+    return {row: {c.key: peak_state(cols.get(c.key), c.better) for c in spec.columns if c.better}
+            for row, cols in trend_table.items()}
 
 
 def unconverged(compared: list[State | None]) -> str | None:

@@ -24,11 +24,11 @@ from repro.plotting import save_figure
 from repro.record import RECORD_FILE, Status, status_of
 from repro.tables.compute import compute_line
 from repro.tables.correlate import ALPHA, Correlated, corr_verdict, correlate, correlation_lines, draw_correlation
-from repro.tables.curves import (RULE, State, Trend, draw_curves, draw_length_curves, in_progress, states, trends,
-                                 unconverged)
+from repro.tables.curves import (PEAK_RULE, RULE, State, Trend, draw_curves, draw_length_curves, in_progress,
+                                 peak_states, states, trends, unconverged)
 from repro.tables.plan import Records, Run, read_records
 from repro.tables.spec import BEST, CORR, Claim, Column, Row, TableSpec
-from repro.tables.traces import column_value, draw_trace
+from repro.tables.traces import column_curve, column_value, draw_trace
 
 __all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns", "summary_table"]
 
@@ -43,6 +43,8 @@ class Cell:
     failed: int = 0
     missing: int = 0  # runs not run (or not finished)
     unreported: int = 0  # finished runs that report no value for the column (e.g. a row that logs no such trace)
+    peaks: list[float] = field(default_factory=list)  # each finished seed's best curve point (columns with ``better``)
+    peak_steps: list[int] = field(default_factory=list)  # the step of each of ``peaks``
 
     @property
     def n(self) -> int:
@@ -64,7 +66,13 @@ class Cell:
         return self.std / math.sqrt(self.n) if self.n > 1 else None
 
     def stat(self, name: str) -> float | None:
+        if name == "peak":
+            return statistics.fmean(self.peaks) if self.peaks else None
         return {"mean": self.mean, "std": self.std, "se": self.se}[name]
+
+    def count(self, name: str) -> int:
+        """How many seeds a statistic rests on: those with a curve for ``peak``, the finished ones otherwise."""
+        return len(self.peaks) if name == "peak" else self.n
 
     def spread(self, col: Column) -> float | None:
         """The spread the page shows beside the mean: the paper's statistic (s.e. or std), none for one run."""
@@ -83,6 +91,7 @@ def aggregate(spec: TableSpec, records: Records | None = None) -> dict[str, dict
                 value = column_value(run, record, col)
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     cell.values.append(float(value))
+                    _add_peak(cell, column_curve(run, record, col), col)
                 elif value is not None:
                     cell.nonfinite += 1
                 else:
@@ -94,6 +103,15 @@ def aggregate(spec: TableSpec, records: Records | None = None) -> dict[str, dict
             else:
                 cell.missing += 1
     return cells
+
+
+def _add_peak(cell: Cell, curve: dict[int, float], col: Column) -> None:
+    """Append the best point of one run's curve (``col.better`` says which way) to ``cell.peaks``; nothing without
+    a curve or a direction."""
+    if curve and col.better:
+        step = (min if col.better == "lower" else max)(curve, key=curve.__getitem__)
+        cell.peaks.append(curve[step])
+        cell.peak_steps.append(step)
 
 
 def unreported_columns(spec: TableSpec, records: Records | None = None) -> dict[str, list[str]]:
@@ -163,23 +181,26 @@ def _stat(claim: Claim) -> str | None:
 
 
 def _means(claim: Claim) -> bool:
-    """Whether the claim compares means (or a mean with a constant)."""
-    return _stat(claim) == "mean"
+    """Whether the claim compares means over seeds (of final values or of peaks), or one with a constant."""
+    return _stat(claim) in ("mean", "peak")
 
 
 def _stat_error(cell: Cell, stat: str | None) -> float | None:
-    """The standard error of a cell's ``mean`` (std / sqrt(n)) or ``std`` (std / sqrt(2 (n - 1)), the normal-theory
-    error of a sample std); None for another statistic or fewer than two seeds."""
+    """The standard error of a cell's ``mean`` or ``peak`` (std / sqrt(n) of the seeds' values) or ``std``
+    (std / sqrt(2 (n - 1)), the normal-theory error of a sample std); None for another statistic or fewer than two
+    seeds."""
+    if stat == "peak":
+        return statistics.stdev(cell.peaks) / math.sqrt(len(cell.peaks)) if len(cell.peaks) > 1 else None
     if cell.n < 2 or cell.std is None:
         return None
     return {"mean": cell.se, "std": cell.std / math.sqrt(2 * (cell.n - 1))}.get(stat or "")
 
 
 def _seed_noise(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSpec,
-                compared: list[tuple[str, str]]) -> float | None:
+                compared: list[tuple[str, str, str]]) -> float | None:
     """Two combined standard errors over seeds (page units) of a claim comparing means or stds (a constant has
     none); None when the sides compare other or different statistics or a side has fewer than two seeds."""
-    errors = [(_stat_error(cells[row][key], _stat(claim)), spec.column(key).scale) for row, key in compared]
+    errors = [(_stat_error(cells[row][key], _stat(claim)), spec.column(key).scale) for row, key, _ in compared]
     if not errors or any(e is None for e, _ in errors):
         return None
     return 2 * math.hypot(*(e * scale for e, scale in errors))  # type: ignore[operator]
@@ -188,7 +209,8 @@ def _seed_noise(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSpec
 def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSpec,
                   flat: dict[str, dict[str, State | None]] | None = None,
                   stale_rows: set[str] | frozenset[str] = frozenset(),
-                  correlations: dict[str, Correlated] | None = None) -> tuple[str, str]:
+                  correlations: dict[str, Correlated] | None = None,
+                  peaked: dict[str, dict[str, State | None]] | None = None) -> tuple[str, str]:
     """(the compared numbers, "holds" / "does not hold" / "within noise" / "not converged" / "convergence
     undecided" / "convergence not measured" / "stale runs" / "not measured"), compared in the page's units (a column's ``scale`` applied). "stale runs" when a row it
     compares holds runs trained with other settings than the spec's now (``stale_rows``: such a comparison may set
@@ -198,11 +220,13 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
     recorded, or too few points in the last 20 %; ``flat`` None, or a claim with ``any_length``, skips the check); "within noise" when the sides differ by no more than the noise floor of the
     claim's column, or, for means and stds, by no more than two combined standard errors over the seeds; "one seed" when a
     compared mean rests on a single run (its seed spread unmeasured). A claim on a correlation (``corr(<id>):<stat>``) is judged by ``repro.tables.correlate``
-    (its verdict may be "not significant"), on ``correlations`` (read from the records when not given)."""
+    (its verdict may be "not significant"), on ``correlations`` (read from the records when not given). A ``peak``
+    side (each seed's best curve point, averaged) is judged converged by ``peaked`` (``curves.peak_states``) instead
+    of ``flat``."""
     if CORR.match(str(claim.a)):
         results = correlate(spec, read_records(spec)) if correlations is None else correlations
         return corr_verdict(claim, results, flat, stale_rows)
-    compared: list[tuple[str, str]] = []  # (row, column) of each side, best(<group>) resolved
+    compared: list[tuple[str, str, str]] = []  # (row, column, stat) of each side, best(<group>) resolved
 
     def resolve(ref: str | float) -> tuple[float | None, str, Column | None]:
         if isinstance(ref, float):
@@ -214,24 +238,28 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
         if best:
             row = best_row(spec, best["group"], col, cells) or ""
             shown_row = f"{row or '—'}, the best of {best['group']}"
-        compared.append((row, key))
+        compared.append((row, key, stat))
         value = cells[row][key].stat(stat) if row else None
         value = None if value is None else value * col.scale
-        return value, f"{stat}({shown_row}, {key}) = {'—' if value is None else format(value, '.3g')}", col
+        where = ""
+        if stat == "peak" and value is not None:
+            where = f" (seeds' best at step {'/'.join(f'{s:,}' for s in cells[row][key].peak_steps)})"
+        return value, f"{stat}({shown_row}, {key}) = {'—' if value is None else format(value, '.3g')}{where}", col
 
     (a, a_text, col_a), (b, b_text, col_b) = resolve(claim.a), resolve(claim.b)
     floor = (col_a or col_b).noise_floor if (col_a or col_b) else 0.0
     shown = f"{a_text} {claim.op} {b_text}" + (f" (noise floor {floor:g})" if floor else "")
     if a is None or b is None:
         return shown, "not measured"
-    if any(row in stale_rows for row, _ in compared):
+    if any(row in stale_rows for row, _, _ in compared):
         return shown, "stale runs"
     if flat is not None and not claim.any_length:
-        instead = unconverged([flat.get(row, {}).get(col) for row, col in compared])
+        instead = unconverged([((peaked or {}) if stat == "peak" else flat).get(row, {}).get(col)
+                               for row, col, stat in compared])
         if instead:
             return shown, instead
     if claim.op == "~":  # the two means agree within 2 combined standard errors (Cell.se over seeds)
-        (row_a, key_a), (row_b, key_b) = compared
+        (row_a, key_a, _), (row_b, key_b, _) = compared
         se_a, se_b = cells[row_a][key_a].se, cells[row_b][key_b].se
         if se_a is None or se_b is None:
             return shown, "not measured"
@@ -240,7 +268,7 @@ def claim_verdict(claim: Claim, cells: dict[str, dict[str, Cell]], spec: TableSp
             "holds" if abs(a - b) <= bound else "does not hold")
     if floor and abs(a - b) <= floor:
         return shown, "within noise"
-    if _means(claim) and any(cells[row][key].n < 2 for row, key in compared):
+    if _means(claim) and any(cells[row][key].count(stat) < 2 for row, key, stat in compared):
         return shown, "one seed"
     bound = _seed_noise(claim, cells, spec, compared)
     if bound is not None and abs(a - b) <= bound:
@@ -406,6 +434,7 @@ def _markdown(
     stale: dict[str, list[str]] | None = None, correlations: dict[str, Correlated] | None = None,
 ) -> str:
     flat = None if trend_table is None else states(trend_table)
+    peaked = None if trend_table is None else peak_states(spec, trend_table)
     sources: list[str] = []
 
     def cite(source: str) -> str:
@@ -472,11 +501,13 @@ def _markdown(
                   "of the tolerance, so the seeds cannot tell; \"convergence not measured\": it has no curve to judge that by (none recorded, or "
                   "too few points in the last 20 % of training), so no verdict"
                   + (f"; \"not significant\": a correlation whose two-sided p-value exceeds {ALPHA:g} (section "
-                     "'Correlations across runs')" if correlations else "") + ".", "",
+                     "'Correlations across runs')" if correlations else "")
+                  + ("; " + PEAK_RULE if any(str(side).endswith(":peak") for c in spec.claims for side in (c.a, c.b))
+                     else "") + ".", "",
                   "| claim | source | check | at this scale |", "|---|---|---|---|"]
         stale_rows = {name.split("/")[0] for name in stale or {}}
         for claim in spec.claims:
-            shown, verdict = claim_verdict(claim, cells, spec, flat, stale_rows, correlations or {})
+            shown, verdict = claim_verdict(claim, cells, spec, flat, stale_rows, correlations or {}, peaked)
             note = f" {claim.note}" if claim.note else ""
             lines.append(f"| {claim.text}{note} | {claim.source} | {shown} | **{verdict}** |")
         lines.append("")

@@ -24,7 +24,9 @@ diagnostic callback's trace): the mean of its last N points, so claims can compa
 conditioning trace) of several rows on shared axes (``per_seed: true``: one line per seed, no mean). ``correlations``
 correlate such a series' end value with a final metric column across the finished runs (``repro.tables.correlate``);
 a claim tests one as ``a: "corr(<id>):pearson"`` (pooled over its rows) or ``"corr(<id>, <row>):spearman"`` (one row),
-``op`` ``<`` or ``>``, ``b: 0``.
+``op`` ``<`` or ``>``, ``b: 0``. A claim side's statistic ``peak`` is each seed's best point on its curve of the
+column (the column's ``better`` says which way), averaged over seeds: the score an early stop at the best evaluation
+would keep, for rows that peak and then break down (``repro.tables.curves.PEAK_RULE``).
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ __all__ = ["SpecError", "Column", "Published", "Row", "Claim", "Panel", "Trace",
 
 SPEC_DIR = "paper_tables"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_STATS = ("mean", "std", "se")
+_STATS = ("mean", "std", "se", "peak")
 _PAPER_STATS = ("std", "se")
 _BETTER = ("", "lower", "higher")
 _CURVE_X = ("step", "train_seconds")
@@ -369,7 +371,7 @@ def _ref(value: Any, spec_rows: set[str], columns: dict[str, Column], groups: se
         raise SpecError(f"{where}: {value!r} must be a number or 'row:column:stat' with a known row (or "
                         f"best(<group>), groups: {', '.join(sorted(groups))}), column ({', '.join(sorted(columns))}) "
                         f"and stat ({', '.join(_STATS)})")
-    if best is not None and not columns[parts[1]].better:
+    if (best is not None or parts[2] == "peak") and not columns[parts[1]].better:
         raise SpecError(f"{where}: {value!r} needs column {parts[1]!r} to say which way is better "
                         "(better: lower or higher)")
     return str(value)

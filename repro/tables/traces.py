@@ -9,6 +9,7 @@ that ``repro.tables.correlate`` relates to its final metrics.
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 import textwrap
 from pathlib import Path
@@ -18,7 +19,8 @@ from repro.plotting import save_figure
 from repro.tables.plan import Run, record_value
 from repro.tables.spec import Column, TableSpec, Trace
 
-__all__ = ["TRAIN_LOG", "series", "end_value", "column_value", "column_series", "draw_trace"]
+__all__ = ["TRAIN_LOG", "series", "end_value", "column_value", "column_series", "column_curve",
+           "draw_trace"]
 
 TRAIN_LOG = "train_log.csv"
 
@@ -50,6 +52,15 @@ def column_value(run: Run, record: dict[str, Any], col: Column) -> Any:
     if not col.trace_last:
         return record_value(record, col.key)
     return end_value(column_series(run, col), col.trace_last)
+
+
+def column_curve(run: Run, record: dict[str, Any], col: Column) -> dict[int, float]:
+    """``run``'s curve of ``col`` as ``{step: value}`` (finite values only): its record's evaluation curve
+    (``curves``), or for a trace column its logged series."""
+    if col.trace_last:
+        return column_series(run, col)
+    return {int(s): float(v) for s, v in (record.get("curves") or {}).get(col.key, [])
+            if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
 def draw_trace(spec: TableSpec, trace: Trace, out: Path) -> Path | None:
