@@ -43,7 +43,7 @@ from repro.tables.extend import SHORTER_RUNS, length_dependence
 from repro.tables.jobs import job_folders
 from repro.tables.plan import Records, Run
 from repro.tables.spec import Column, Row, TableSpec
-from repro.tables.traces import column_series
+from repro.tables.traces import column_series, curve_points
 
 __all__ = ["RowCurve", "Trend", "State", "LengthCurve", "row_curves", "trend", "length_check", "length_curve", "flattened",
            "tied_to_length", "trends", "states", "convergence", "unconverged", "draw_curves", "draw_length_curves",
@@ -100,7 +100,7 @@ def row_curves(records: list[dict[str, Any]], key: str) -> RowCurve | None:
     """The row curve of metric ``key`` from its runs' records (None when no run has a finite curve for it)."""
     series, clocks = [], []
     for record in records:
-        points = {int(s): v for s, v in (record.get("curves") or {}).get(key, []) if isinstance(v, (int, float)) and math.isfinite(v)}
+        points = curve_points(record, key)
         if points:
             series.append(points)
             clocks.append({int(s): float(t) for s, t in record.get("curve_seconds") or []})

@@ -19,7 +19,7 @@ from repro.plotting import save_figure
 from repro.tables.plan import Run, record_value
 from repro.tables.spec import Column, TableSpec, Trace
 
-__all__ = ["TRAIN_LOG", "series", "end_value", "column_value", "column_series", "column_curve",
+__all__ = ["TRAIN_LOG", "series", "end_value", "column_value", "column_series", "curve_points", "column_curve",
            "draw_trace"]
 
 TRAIN_LOG = "train_log.csv"
@@ -54,13 +54,16 @@ def column_value(run: Run, record: dict[str, Any], col: Column) -> Any:
     return end_value(column_series(run, col), col.trace_last)
 
 
-def column_curve(run: Run, record: dict[str, Any], col: Column) -> dict[int, float]:
-    """``run``'s curve of ``col`` as ``{step: value}`` (finite values only): its record's evaluation curve
-    (``curves``), or for a trace column its logged series."""
-    if col.trace_last:
-        return column_series(run, col)
-    return {int(s): float(v) for s, v in (record.get("curves") or {}).get(col.key, [])
+def curve_points(record: dict[str, Any], key: str) -> dict[int, float]:
+    """A record's evaluation curve of metric ``key`` (``curves``) as ``{step: value}``, finite values only."""
+    return {int(s): float(v) for s, v in (record.get("curves") or {}).get(key, [])
             if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def column_curve(run: Run, record: dict[str, Any], col: Column) -> dict[int, float]:
+    """``run``'s curve of ``col`` as ``{step: value}``: its record's evaluation curve, or for a trace column its
+    logged series."""
+    return column_series(run, col) if col.trace_last else curve_points(record, col.key)
 
 
 def draw_trace(spec: TableSpec, trace: Trace, out: Path) -> Path | None:
