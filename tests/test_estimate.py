@@ -10,7 +10,8 @@ import pytest
 from repro.cli import main
 from repro.record import read_record
 from repro.tables import preview, resolve, runner
-from repro.tables.estimate import (estimate_jobs, estimate_line, list_schedule, member_update_seconds,
+from repro.tables.estimate import (JobEstimate, estimate_jobs, estimate_line, list_schedule, longest_first,
+                                   member_update_seconds,
                                    remaining_steps, wall_ratios)
 from repro.tables.extend import Extension
 from repro.tables.jobs import Job
@@ -131,8 +132,29 @@ def test_a_run_prints_the_estimate_before_training(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(runner, "check_configs", lambda *a, **k: CONFIGS)
     monkeypatch.setattr(runner, "table_staleness", lambda *a, **k: [])
     monkeypatch.setattr(preview, "stacking_refusals", lambda configs, parse="always": ({}, []))
-    monkeypatch.setattr(runner, "_run_pool", lambda *a, **k: [])
+    started: list[str] = []
+    monkeypatch.setattr(runner, "_run_pool", lambda spec, todo, *a, **k: started.extend(j.name for j in todo) or [])
     monkeypatch.setattr(runner.torch.cuda, "is_available", lambda: False)
     assert runner.reproduce(spec, devices=1, console=None) == []
     out = capsys.readouterr().out
     assert "tiny: estimated compute to finish: ~1.0 core-hours in 2 jobs" in out and "on 1 device(s)" in out
+    assert started == ["lsgan/seeds 0,1", "nsgan/seed1"]  # the job without an estimate first (plan order: nsgan's)
+
+
+def test_jobs_run_longest_first_after_those_without_an_estimate(tmp_path):
+    """nsgan costs 3.6 s an update, lsgan has no record: lsgan's job leads, then nsgan's by remaining work (seed 1
+    has 600 of 1,000 updates done); longest-first on 2 slots (42, 42, 42, 22, 22 min) ends at 86 min, plan order
+    (22, 22, 42, 42, 42) at 106."""
+    spec = load_spec(write_spec(tmp_path, seeds=[0, 1, 2], overrides={**TINY_RUN, "trainer.max_steps": STEPS}))
+    _write(spec, "nsgan", 0, train_seconds=3600.0, generator_steps=STEPS)
+    started = _job(spec, "nsgan", 1)
+    started.in_progress_dir.mkdir(parents=True)
+    (started.in_progress_dir / "last.ckpt").write_bytes(b"")
+    (started.in_progress_dir / "progress.json").write_text(json.dumps({"generator_steps": 600, "max_steps": STEPS}))
+    estimates = estimate_jobs([started, _job(spec, "nsgan", 2), _job(spec, "lsgan", 0)], _records(spec), CONFIGS)
+    assert [(e.job.name, e.seconds) for e in longest_first(estimates)] == [
+        ("lsgan/seed0", None), ("nsgan/seed2", pytest.approx(3600.0)), ("nsgan/seed1", pytest.approx(1440.0))]
+    minutes = [22, 22, 42, 42, 42]
+    ordered = [e.seconds for e in longest_first([JobEstimate(started, 1, 60.0 * m) for m in minutes])]
+    assert ordered == [60.0 * m for m in sorted(minutes, reverse=True)]
+    assert list_schedule([(s, 1) for s in ordered], 2) == 86 * 60.0 < list_schedule([(60.0 * m, 1) for m in minutes], 2)

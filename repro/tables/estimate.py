@@ -14,7 +14,10 @@ Rules:
   process of the run (not a resumed record without ``earlier_wall_seconds``) and is at least its training time;
   else by 1. A multi-device row's job costs that x its devices in device-hours.
 - A job of a row without a usable record, or of unknown length, has no estimate: counted and named, never guessed.
-- Elapsed time on D slots: the jobs with an estimate list-scheduled in the runner's order (``jobs``), each taking
+- The runner's order (``longest_first``): jobs without an estimate first (their cost is unknown, so they are not
+  left to the end), then the others longest first (LPT: on 2 slots, 42, 42, 42, 22, 22 min end at 86 min where the
+  order 22, 22, 42, 42, 42 ends at 106), each group otherwise in plan order.
+- Elapsed time on D slots: the jobs with an estimate list-scheduled in the runner's order, each taking
   ``row.devices`` slots, a job starting when the slots free up and never before the one ahead of it (the local
   pool's rule, ``runner._run_pool``); the makespan.
 """
@@ -32,7 +35,7 @@ from repro.tables.jobs import Job
 from repro.tables.plan import Records
 
 __all__ = ["JobEstimate", "member_update_seconds", "wall_ratios", "planned_steps", "remaining_steps",
-           "list_schedule", "estimate_jobs", "amount", "estimate_line"]
+           "list_schedule", "estimate_jobs", "longest_first", "amount", "estimate_line"]
 
 SOURCE = "per-update costs from this table's earlier records"
 
@@ -133,6 +136,11 @@ def estimate_jobs(jobs: list[Job], records: Records, configs: dict[str, dict[str
                    per_update * len(job.runs) * remaining * ratio.get(job.row.id, 1.0) * job.row.devices)
         out.append(JobEstimate(job, remaining, seconds))
     return out
+
+
+def longest_first(estimates: Sequence[JobEstimate]) -> list[JobEstimate]:
+    """The runner's order: jobs without an estimate first, then by device seconds per slot, longest first (stable)."""
+    return sorted(estimates, key=lambda e: (e.seconds is not None, -(e.seconds or 0.0) / e.slots))
 
 
 def _hours(seconds: float) -> str:

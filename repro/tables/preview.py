@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from repro.record import DONE, read_record, status_of
-from repro.tables.estimate import JobEstimate, estimate_jobs, estimate_line
+from repro.tables.estimate import JobEstimate, estimate_jobs, estimate_line, longest_first
 from repro.tables.extend import Extension, length_dependences, plan_extensions
 from repro.tables.jobs import Job, group_jobs
 from repro.tables.plan import Records, Run, is_done, override_args, plan, relative
@@ -150,8 +150,8 @@ def dry_run(spec: TableSpec, console: Console, devices: int | None = None, seeds
     devices = devices if devices is not None else (visible_gpus() or os.cpu_count() or 1)
     console.print(summary_line(spec, runs, todo, len(jobs), found, stale, devices, launcher,
                                sum(len(e.job.runs) for e in extensions)))
-    console.print(estimate_line(spec.name, estimate_jobs(jobs, records, configs, extensions), devices, launcher,
-                                "GPU" if visible_gpus() else "core"), markup=False, soft_wrap=True)
+    console.print(estimate_line(spec.name, longest_first(estimate_jobs(jobs, records, configs, extensions)), devices,
+                                launcher, "GPU" if visible_gpus() else "core"), markup=False, soft_wrap=True)
     print_plan(spec, runs, how, console)
     if found:
         console.print(stale_message(spec.name, found, actions), markup=False, soft_wrap=True)

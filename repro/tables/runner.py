@@ -42,7 +42,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from repro.console import wide_console
 from repro.fit import has_preparation
 from repro.record import Status, read_record, source_state, status_of
-from repro.tables.estimate import estimate_jobs, estimate_line
+from repro.tables.estimate import estimate_jobs, estimate_line, longest_first
 from repro.tables.execute import collect, failure_cause, print_result, resume_label, start
 from repro.tables.extend import begin_extension, discard_extensions, length_dependences, void_retimed
 from repro.tables.jobs import Job
@@ -141,8 +141,10 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
     console.print(summary_line(spec, runs, todo, len(jobs), found, stale, devices, launcher, len(extended)))
     if found and stale == "refuse":
         raise StaleRecords(stale_message(spec.name, found, actions))
-    console.print(estimate_line(spec.name, estimate_jobs(jobs, records, configs, extensions), devices, launcher,
-                                "GPU" if torch.cuda.is_available() else "core"), markup=False, soft_wrap=True)
+    estimates = longest_first(estimate_jobs(jobs, records, configs, extensions))
+    jobs = [e.job for e in estimates]
+    console.print(estimate_line(spec.name, estimates, devices, launcher, "GPU" if torch.cuda.is_available() else "core"),
+                  markup=False, soft_wrap=True)
     context = {"versions": library_versions(), **source_state(spec.root)}
     with TableLock(spec, note=console.print) as lock:
         discard_extensions([run for run in todo if run.name in actions and run.name not in extended])
