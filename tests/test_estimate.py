@@ -11,8 +11,7 @@ from repro.cli import main
 from repro.record import read_record
 from repro.tables import preview, resolve, runner
 from repro.tables.estimate import (JobEstimate, estimate_jobs, estimate_line, list_schedule, longest_first,
-                                   member_update_seconds,
-                                   remaining_steps, wall_ratios)
+                                   member_update_seconds, remaining_steps, wall_ratios)
 from repro.tables.extend import Extension
 from repro.tables.jobs import Job
 from repro.tables.plan import Records, plan
