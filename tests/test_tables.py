@@ -437,6 +437,28 @@ def test_compute_line_counts_an_ensemble_once_and_names_old_records(tmp_path):
     assert f"\n\n**Compute:** {line}\n\n" in text
 
 
+def test_the_page_tells_runs_under_way_from_runs_not_started(tmp_path):
+    """A run that left a checkpoint is "in progress", not "not run yet"; a finished run trained again (its checkpoint
+    beside its record) is listed as such; the results README names the committed checkpoints only when there are."""
+    spec = load_spec(write_spec(tmp_path, seeds=[0, 1, 2]))
+    runs = {run.name: run for run in plan(spec)}
+    for name, steps in {"nsgan/seed0": 3, "nsgan/seed1": 2}.items():
+        runs[name].in_progress_dir.mkdir(parents=True)
+        (runs[name].in_progress_dir / "progress.json").write_text(json.dumps({"generator_steps": steps, "max_steps": 4}))
+    (runs["nsgan/seed0"].results_dir / "metrics.json").write_text(json.dumps({"status": "finished"}))
+    page = write_report(spec).read_text()
+    assert ("**Runs:** 1 of 6 finished, 0 diverged, 0 failed; 1 of the finished or diverged being trained again "
+            "(retrained or extended; their records count until they end); 1 in progress; 4 not run yet") in page
+    assert ("- `nsgan/seed0`: 3 of 4 generator updates (trained again; its finished record counts until then)\n"
+            "- `nsgan/seed1`: 2 of 4 generator updates\n") in page
+    readme = spec.results_dir / "README.md"
+    assert "except the in-progress ones of long runs" in readme.read_text()
+    for name in ("nsgan/seed0", "nsgan/seed1"):
+        (runs[name].in_progress_dir / "progress.json").unlink()
+    write_report(spec)
+    assert "in-progress" not in readme.read_text() and "**Runs under way**" not in write_report(spec).read_text()
+
+
 def test_source_state_dirty_only_for_inputs(tmp_path):
     """A run is marked dirty when code, configs or specs differ from HEAD, not when a generated page does."""
     for rel in ("repro/a.py", "configs/a.yaml", "paper_tables/t.yaml", "paper_tables/t.md"):

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from repro.plotting import save_figure
-from repro.record import DONE, Status, read_json, status_of
+from repro.record import Status, read_json, status_of
 from repro.tables.extend import SHORTER_RUNS, length_dependence
 from repro.tables.jobs import job_folders
 from repro.tables.plan import Records, Run
@@ -421,12 +421,11 @@ def draw_length_curves(spec: TableSpec, records: Records, out: Path) -> Path | N
 
 
 def in_progress(records: Records) -> list[tuple[str, int | None, int | None]]:
-    """Unfinished runs that left a checkpoint, their own or their ensemble job's (``repro.tables.jobs``):
-    (run name, generator updates done, updates asked)."""
+    """Runs with a checkpoint under way, their own or their ensemble job's (``repro.tables.jobs``): (run name,
+    generator updates done, updates asked). A finished run has one while it is retrained (``--rerun-stale``) or
+    extended; its finished record counts until then."""
     out = []
     for run, record in records:
-        if status_of(record) in DONE:
-            continue
         folders = [run.results_dir, *(f for seeds, f in job_folders(run.spec, run.row).items() if run.seed in seeds)]
         progress = next((p for p in (read_json(f / "in_progress" / "progress.json") for f in folders) if p), None)
         if progress is not None:

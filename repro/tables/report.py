@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.plotting import save_figure
-from repro.record import RECORD_FILE, Status, status_of
+from repro.record import DONE, RECORD_FILE, Status, status_of
 from repro.tables.compute import compute_line
 from repro.tables.correlate import ALPHA, Correlated, corr_verdict, correlate, correlation_lines, draw_correlation
 from repro.tables.curves import (PEAK_RULE, RULE, State, Trend, draw_curves, draw_length_curves, in_progress,
@@ -352,10 +352,16 @@ def _status_line(spec: TableSpec, records: Records) -> str:
     """How many of the table's runs exist, by status: a page never hides that a table was only partly run."""
     statuses = [status_of(r) for _, r in records]
     done = {s: statuses.count(s) for s in Status}
-    missing = len(statuses) - sum(done.values())
+    running = {name for name, _, _ in in_progress(records)}
+    started = sum(1 for (run, _), s in zip(records, statuses) if s is None and run.name in running)
+    again = sum(1 for (run, _), s in zip(records, statuses) if s in DONE and run.name in running)
+    missing = len(statuses) - sum(done.values()) - started
     text = (f"{done[Status.FINISHED]} of {len(statuses)} finished, {done[Status.DIVERGED]} diverged, "
             f"{done[Status.FAILED]} failed" + (f", {done[Status.STOPPED]} stopped short of their length"
                                                if done[Status.STOPPED] else ""))
+    text += (f"; {again} of the finished or diverged being trained again (retrained or extended; their records "
+             "count until they end)" if again else "")
+    text += f"; {started} in progress" if started else ""
     return text + (f"; {missing} not run yet (`repro reproduce {spec.name}` runs them)." if missing else ".")
 
 
@@ -410,10 +416,13 @@ def _progress_lines(spec: TableSpec, records: Records) -> list[str]:
     running = in_progress(records)
     if not running:
         return []
-    lines = ["**Unfinished runs** (each continues from its checkpoint on the next `repro reproduce "
+    lines = ["**Runs under way** (each continues from its checkpoint on the next `repro reproduce "
              f"{spec.name}`):", ""]
-    lines += [f"- `{name}`: {done:,} of {asked:,} generator updates" if done is not None and asked
-              else f"- `{name}`: checkpoint present" for name, done, asked in running]
+    again = {run.name for run, record in records if status_of(record) in DONE}
+    lines += [(f"- `{name}`: {done:,} of {asked:,} generator updates" if done is not None and asked
+               else f"- `{name}`: checkpoint present") + (" (trained again; its finished record counts until then)"
+                                                         if name in again else "")
+              for name, done, asked in running]
     return lines + [""]
 
 
@@ -578,7 +587,10 @@ def write_report(spec: TableSpec, records: Records | None = None, stale: dict[st
             f"`--seeds`) from committed code: each `{RECORD_FILE}` records the git commit and the exact `repro fit` "
             f"command of its run. Aggregated "
             f"in `paper_tables/{spec.name}.md`. Checkpoints are not committed; their paths (under `runs/`) "
-            f"are in each `{RECORD_FILE}`.\n")
+            f"are in each `{RECORD_FILE}`" + (
+                ", except the in-progress ones of long runs (`*/in_progress/`), committed so that a run continues "
+                "on another machine; a run removes its own when it finishes" if any(
+                    spec.results_dir.glob("*/*/in_progress/progress.json")) else "") + ".\n")
     return page
 
 
