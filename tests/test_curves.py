@@ -125,6 +125,38 @@ def test_a_peak_is_settled_unless_the_tail_improves_in_the_better_direction():
     assert peak_state(Trend(0.05, 0.1), "higher") == "flat" and peak_state(None, "higher") is None
     check = Trend(0.0, 0.1, from_steps=50, to_steps=100, beside=rising)  # a length check: its tail is beside it
     assert peak_state(check, "higher") == "moving"
+    # with a standard error: +1.0 ± 0.5 improves beyond 0.1 by less than two (undecided); -0.2 ± 0.1 does not
+    # improve by two (flat); +1.0 ± 0.3 improves by more than two (moving)
+    assert peak_state(Trend(1.0, 0.1, se=0.5, n=3), "higher") == "undecided"
+    assert peak_state(Trend(-0.2, 0.1, se=0.1, n=3), "higher") == "flat"
+    assert peak_state(Trend(1.0, 0.1, se=0.3, n=3), "higher") == "moving"
+
+
+def test_the_tail_trend_carries_the_standard_error_of_the_seeds_own_tail_changes():
+    """Three seeds with their own tails: Δ is the mean's least-squares change (equal to the mean of the seeds'),
+    its s.e. the sample std of the seeds' changes over √3 (both by numpy.polyfit here); the three states."""
+    steps = [20, 40, 60, 80, 90, 100]
+    rng = np.random.default_rng(1)
+    seeds = [list(rng.normal(5.0, 1.0, len(steps))) for _ in range(3)]
+    curve = row_curves([{"curves": {"m": [[s, v] for s, v in zip(steps, values)]}} for values in seeds], "m")
+    own = [np.polyfit(steps[3:], values[3:], 1)[0] * 20 for values in seeds]
+    got = trend(curve)
+    assert got.change == pytest.approx(np.mean(own), rel=1e-9) and got.n == 3
+    assert got.se == pytest.approx(np.std(own, ddof=1) / math.sqrt(3), rel=1e-9)
+
+    def tail(changes: list[float]) -> Trend:  # seeds rising by these amounts over the tail (80..100), level 10
+        per_seed = [[10.0, 10.0, 10.0, 10.0, 10.0 + c / 2, 10.0 + c] for c in changes]
+        return trend(RowCurve(steps, list(np.mean(per_seed, axis=0)), [0.0] * 6, [p[-1] for p in per_seed],
+                              seeds=per_seed))
+
+    # tolerance: 5 % of the final mean, ~0.5
+    assert tail([0.1, 0.2, 0.0]).state == "flat"  # +0.1 ± 0.06 within the tolerance by two s.e.
+    assert tail([2.0, 2.2, 1.8]).state == "moving"  # +2.0 ± 0.1 beyond it by two
+    noisy = tail([3.0, -1.0, 0.5])
+    assert noisy.state == "undecided"  # +0.83 ± 1.17: the seeds cannot place it
+    assert tail([-2.0, 2.0, 0.0]).state == "undecided"  # a flat mean through seeds that disagree is not shown flat
+    assert noisy.change == pytest.approx(2.5 / 3) and noisy.tolerance == pytest.approx(0.05 * (10 + 2.5 / 3))
+    assert noisy.seeds_to_decide == math.ceil(3 * (2 * noisy.se / (noisy.change - noisy.tolerance)) ** 2)
 
 
 def test_a_wall_time_column_draws_each_row_against_its_mean_training_seconds(tmp_path, monkeypatch):
@@ -286,7 +318,8 @@ def test_only_a_schedule_tied_to_the_length_lets_the_length_check_decide(tmp_pat
     assert claim_verdict(spec.claims[0], aggregate(spec), spec, flat)[1] == ("not converged" if tied else "within noise")
     page = write_report(spec).read_text()
     check = "**not length-converged** (final 10 → 100 updates Δ +4.5 ± 0.5 s.e.; tolerance 0.4"
-    assert (f"{check}; tail: flattened (Δ +0.05))" if tied else f"flattened (Δ +0.05; beside it, {check}))") in page
+    tail = "flattened (Δ +0.05 ± 0.0 s.e.; tolerance 0.4"  # identical seeds: a standard error of 0
+    assert (f"{check}; tail: {tail}))" if tied else f"{tail}; beside it, {check}))") in page
     assert ("--length-scale 0.1" in page) == tied  # the regenerate command names the deciding check's runs only
 
 

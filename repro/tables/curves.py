@@ -8,11 +8,14 @@ point at the seeds' mean training seconds at that step (evaluation time excluded
 differently are compared at equal time, as in a score-vs-time figure.
 
 Flattening rule (stated on every page that uses it): over the last 20 % of training (points at steps
-≥ 0.8 × the final step, at least two of them), the least-squares line through the row's mean curve changes by at
-most ``max(5 % of |final mean|, the column's noise floor)`` from the first to the last of those points. The trend is
-judged, not the range (one dip does not fail a row whose level holds), and the seeds' spread does not excuse a
-trend (a rising mean is rising however much the seeds differ). A claim about a row whose curve did not flatten is
-reported as "not converged", not as holds / does not hold.
+≥ 0.8 × the final step, at least two of them), the least-squares line through the row's mean curve changes by Δ
+from the first to the last of those points, with a standard error over the seeds' own changes (the line through
+the mean is the mean of the seeds' lines). Against ``max(5 % of |final mean|, the column's noise floor)``: flat when
+|Δ| + 2 s.e. is within it, moving when |Δ| - 2 s.e. is beyond it, undecided in between, as the length check below
+reads its change. The trend is judged, not the range (one dip does not fail a row whose level holds); the seeds'
+spread never makes a moving row flat, only undecided (a tail of a few evaluation points through noisy seeds can
+say neither). A claim about a row whose curve did not flatten is reported as "not converged" (undecided:
+"convergence undecided"), not as holds / does not hold.
 
 Length check (where it decides instead). Under a schedule tied to the length (a learning rate decaying to 0 at the
 last update: ``GANModule.LENGTH_DEPENDENT``) the last 20 % is the annealing stretch at any length, so a rising tail
@@ -33,7 +36,7 @@ import math
 import re
 import statistics
 import textwrap
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,8 +57,10 @@ X_LABELS = {"step": "generator updates",
             "train_seconds": "training wall time (s; mean over seeds, evaluation excluded)"}
 RULE = ("a row's metric has flattened when, over the last 20% of training (at least two evaluation points), the "
         "least-squares line through its mean over seeds changes by at most max(5% of the final mean, the column's "
-        "noise floor); Δ below is that change in the page's units (the trend, not the range, and the seeds' spread "
-        "does not excuse it). Where the row's schedule is tied to its length (a learning rate decaying to 0 makes "
+        "noise floor) by two standard errors, the change's standard error taken over the seeds' own tail changes; "
+        "it has not flattened when the change exceeds that tolerance by two standard errors, and is undecided in "
+        "between (the trend, not the range, is judged; the seeds' spread never makes a moving row flat, only "
+        "undecided); Δ below is that change in the page's units. Where the row's schedule is tied to its length (a learning rate decaying to 0 makes "
         "the tail an annealing stretch at any length) and it was also trained at a shorter length from scratch, the "
         "length check decides instead: its mean final value against the shorter runs' mean final, by the same "
         "tolerance and the change's standard error over the seeds: converged when |Δ| + 2 s.e. is within the "
@@ -65,8 +70,9 @@ RULE = ("a row's metric has flattened when, over the last 20% of training (at le
 PEAK_RULE = ("a claim's statistic \"peak\" is each seed's best point on its curve of the column (the score an early "
              "stop at the best evaluation keeps; chosen on the evaluation metric itself, so optimistic by selection), "
              "averaged over seeds; it counts as converged when the row's mean curve is no longer improving over the "
-             "last 20% of training (its least-squares change there is no improvement beyond the flattening "
-             "tolerance: flat, or past its peak)")
+             "last 20% of training (its least-squares change there, plus two standard errors over the seeds' own "
+             "changes, is no improvement beyond the flattening tolerance: flat, or past its peak; undecided while "
+             "two standard errors straddle it)")
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class RowCurve:
     std: list[float]
     finals: list[float]  # each seed's final value
     seconds: list[float] | None = None  # mean training seconds at each step; None unless every run recorded them
+    seeds: list[list[float]] = field(default_factory=list)  # each seed's value at each step (empty: not given)
 
 
 def _finished(spec: TableSpec, records: Records) -> dict[str, list[tuple[Run, dict[str, Any]]]]:
@@ -113,7 +120,7 @@ def row_curves(records: list[dict[str, Any]], key: str) -> RowCurve | None:
     std = [statistics.stdev(p[s] for p in series) if len(series) > 1 else 0.0 for s in steps]
     timed = all(s in c for c in clocks for s in steps)
     seconds = [statistics.fmean(c[s] for c in clocks) for s in steps] if timed else None
-    return RowCurve(steps, mean, std, [p[steps[-1]] for p in series], seconds)
+    return RowCurve(steps, mean, std, [p[steps[-1]] for p in series], seconds, [[p[s] for s in steps] for p in series])
 
 
 State = Literal["flat", "moving", "undecided"]
@@ -130,13 +137,13 @@ class Trend:
     to_steps: int | None = None
     beside: "Trend | None" = None  # the row's other judgement, shown, not deciding (a length check's tail trend, or
     # the length check of a row whose schedule is not tied to its length)
-    se: float | None = None  # a length check's standard error of the change, paired by seed (shown, not deciding)
-    n: int | None = None  # a length check's number of paired seeds
+    se: float | None = None  # the change's standard error over the seeds' own changes (None: fewer than 2 seeds)
+    n: int | None = None  # the number of seeds it is taken over
 
     @property
     def state(self) -> State:
-        """"flat" / "moving" by the tolerance; with a standard error (a length check) by the tolerance and two
-        standard errors either way, "undecided" where the change is within two standard errors of the tolerance."""
+        """"flat" / "moving" by the tolerance and two standard errors either way, "undecided" where the change is
+        within two standard errors of the tolerance (without a standard error, by the tolerance alone)."""
         spread = 0.0 if self.se is None else 2 * self.se
         if abs(self.change) + spread <= self.tolerance:
             return "flat"
@@ -148,7 +155,7 @@ class Trend:
 
     @property
     def seeds_to_decide(self) -> int | None:
-        """How many seeds an undecided length check would need for two standard errors to clear the tolerance one
+        """How many seeds an undecided row would need for two standard errors to clear the tolerance one
         way or the other, were the change and the seeds' spread (s.e. x sqrt(n)) to stay as measured; None when not
         undecided or when the change equals the tolerance (no number of seeds decides it)."""
         gap = abs(abs(self.change) - self.tolerance)
@@ -158,15 +165,22 @@ class Trend:
 
 
 def trend(curve: RowCurve, floor: float = 0.0, tail: float = TAIL, rel_tol: float = REL_TOL) -> Trend | None:
-    """The module's flattening rule on one curve (``floor``: the column's noise floor in recorded units); None when
-    fewer than two points fall in the last ``tail`` of training."""
+    """The module's flattening rule on one curve (``floor``: the column's noise floor in recorded units): the change
+    of the least-squares line through the mean over the tail, with its standard error over the seeds' own tail
+    changes where the curve holds two or more seeds (the mean's slope is the mean of theirs: the fit is linear in
+    the values); None when fewer than two points fall in the last ``tail`` of training."""
     start = (1.0 - tail) * curve.steps[-1]
-    window = [(s, m) for s, m in zip(curve.steps, curve.mean) if s >= start]
+    window = [i for i, s in enumerate(curve.steps) if s >= start]
     if len(window) < 2:
         return None
-    steps, means = zip(*window)
-    slope = statistics.linear_regression(steps, means).slope
-    return Trend(slope * (steps[-1] - steps[0]), max(rel_tol * abs(curve.mean[-1]), floor))
+    steps = [curve.steps[i] for i in window]
+
+    def change(values: list[float]) -> float:
+        return statistics.linear_regression(steps, [values[i] for i in window]).slope * (steps[-1] - steps[0])
+
+    own = [change(values) for values in curve.seeds]
+    se = statistics.stdev(own) / math.sqrt(len(own)) if len(own) > 1 else None
+    return Trend(change(curve.mean), max(rel_tol * abs(curve.mean[-1]), floor), se=se, n=len(own) or None)
 
 
 def _final(record: dict[str, Any], key: str) -> float | None:
@@ -246,13 +260,13 @@ def convergence(spec: TableSpec, records: Records) -> dict[str, dict[str, State 
 
 def peak_state(judged: Trend | None, better: str) -> State | None:
     """Whether a row's peak is settled (``PEAK_RULE``): "moving" while the tail trend of its mean curve improves by
-    more than the tolerance in the ``better`` direction, else "flat" (flat, or falling back from its peak); None
-    without a tail trend. ``judged`` is the row's entry of ``trends`` (a length check holds its tail in ``beside``)."""
+    more than the tolerance in the ``better`` direction by two standard errors, "flat" while it improves by less by
+    two (flat, or falling back from its peak), else "undecided"; None without a tail trend. ``judged`` is the row's entry of ``trends`` (a length check holds its tail in ``beside``)."""
     tail = judged if judged is None or judged.from_steps is None else judged.beside
     if tail is None:
         return None
-    gain = tail.change if better == "higher" else -tail.change
-    return "moving" if gain > tail.tolerance else "flat"
+    gain, spread = tail.change if better == "higher" else -tail.change, 2 * (tail.se or 0.0)
+    return "moving" if gain - spread > tail.tolerance else "flat" if gain + spread <= tail.tolerance else "undecided"
 
 
 def peak_states(spec: TableSpec, trend_table: dict[str, dict[str, Trend | None]]

@@ -377,17 +377,16 @@ def _convergence_lines(spec: TableSpec, trend_table: dict[str, dict[str, Trend |
     def cell(t: Trend | None, col: Column) -> str:
         if t is None:
             return "—"
-        delta, tolerance = f"Δ {number(t.change, col, '+')}", f"tolerance {number(t.tolerance, col)}"
+        delta = f"Δ {number(t.change, col, '+')}" + ("" if t.se is None else f" ± {number(t.se, col)} s.e.")
+        tolerance = f"tolerance {number(t.tolerance, col)}" + (
+            "" if t.seeds_to_decide is None else f"; ~{t.seeds_to_decide:,} seeds would decide")
         if t.from_steps is None:
+            verdict = {"flat": "flattened", "moving": "**not flattened**", "undecided": "**flattening undecided**"}
             length = "" if t.beside is None else f"; beside it, {cell(t.beside, col)}"
-            return (f"flattened ({delta}{length})" if t.flat else f"**not flattened** ({delta}; {tolerance}{length})")
-        se = "" if t.se is None else f" ± {number(t.se, col)} s.e."
-        lengths = f"final {t.from_steps:,} → {t.to_steps:,} updates {delta}{se}"
+            return f"{verdict[t.state]} ({delta}; {tolerance}{length})"
+        verdict = {"flat": "length-converged", "moving": "**not length-converged**", "undecided": "**length undecided**"}
         tail = "" if t.beside is None else f"; tail: {cell(t.beside, col)}"
-        verdict = {"flat": "length-converged", "moving": "**not length-converged**",
-                   "undecided": "**length undecided**"}[t.state]
-        decide = "" if t.seeds_to_decide is None else f"; ~{t.seeds_to_decide:,} seeds would decide"
-        return f"{verdict} ({lengths}; {tolerance}{decide}{tail})"
+        return f"{verdict[t.state]} (final {t.from_steps:,} → {t.to_steps:,} updates {delta}; {tolerance}{tail})"
 
     def tally(col: Column) -> str:
         found = [trend_table[row.id][col.key] for row in spec.rows]
