@@ -22,10 +22,13 @@ from typing import Any
 
 from repro.portable import dumps, loads
 
-__all__ = ["RECORD_FILE", "CHECKPOINT_NAME", "checkpoint_in", "Status", "DONE", "RECORD_FIELDS", "record_path", "write_record", "read_record", "status_of",
+__all__ = ["RECORD_FILE", "CURVE_TAIL", "CHECKPOINT_NAME", "checkpoint_in", "Status", "DONE", "RECORD_FIELDS", "record_path", "write_record", "read_record", "status_of",
            "steps_asked", "write_json_atomic", "read_json", "source_state", "cpu_model", "machine", "process_seconds"]
 
 RECORD_FILE = "metrics.json"
+# The last fraction of training whose curve points the tables' convergence rule judges (repro.tables.curves); the
+# evaluation's ``tail_points`` fall in it.
+CURVE_TAIL = 0.2
 CHECKPOINT_NAME = "last.ckpt"  # a resumable run's checkpoint, in its ``in_progress`` folder until it finishes
 _IMPORTED = time.monotonic()  # process_seconds' origin where the kernel's start time cannot be read
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from repro import REPO_ROOT
+from repro.callbacks.evaluation import curve_steps
 from repro.tables.curves import (RowCurve, Trend, convergence, flattened, length_check, length_curve, peak_state,
                                  peak_states, row_curves, tied_to_length, trend, trends, unconverged)
 from repro.tables.extend import length_history
@@ -46,6 +47,16 @@ def test_flattening_rule_by_hand():
     assert flattened(rising, floor=1.01) is True and flattened(rising, floor=0.99) is False  # the column's floor
     assert trend(rising).change == pytest.approx(1.0) and trend(rising).tolerance == pytest.approx(0.25)
     assert flattened(RowCurve([50, 100], [1, 5], [0, 0], [5.0])) is None  # one point in the tail
+
+
+def test_curve_steps_add_tail_points_over_the_last_fifth():
+    assert curve_steps(100, 10) == set(range(10, 100, 10)) and curve_steps(100, 0) == curve_steps(100, 1) == set()
+    assert curve_steps(100, 10, 4) == set(range(10, 100, 10)) | {95, 85}  # 95, 90, 85, 80: two already there
+    assert curve_steps(10, 2, 3) == {5, 8, 9}  # 10 x (1 - 0.2 j / 3) = 9.33, 8.67, 8: rounded, 9 once
+    assert curve_steps(100, 0, 2) == {90, 80}
+    steps = sorted(curve_steps(100, 10, 4) | {100})
+    curve = RowCurve(steps, [float(s) for s in steps], [0.0] * len(steps), [100.0])
+    assert trend(curve).change == pytest.approx(20.0)  # the rule's tail is the same 20 %: 80, 85, 90, 95, 100
 
 
 def test_trend_is_the_least_squares_line_over_the_tail():

@@ -613,7 +613,8 @@ def test_killed_run_continues_from_its_checkpoint_bit_identically(tmp_path, caps
     continues from the in-progress checkpoint (not from step 0), and the finished record (metrics, curve) and
     train log equal an uninterrupted run's. Its wall_seconds holds both processes: the killed one's from its start
     to its last checkpoint, at least, and at most to its death; plus the last one's as the runner timed it."""
-    run = {**TINY_RUN, "trainer.max_steps": 160, "evaluation.curve_points": 4, "resumable.every_minutes": 0.001}
+    run = {**TINY_RUN, "trainer.max_steps": 160, "evaluation.curve_points": 4, "evaluation.tail_points": 2,
+           "resumable.every_minutes": 0.001}
     matrix = [{"vars": {"variant": ["nsgan"]}, "id": "{variant}", "group": "{variant}",
                "config": str(REPO_ROOT / "configs/ring8/{variant}.yaml")}]
     killed = write_spec(tmp_path, "killed", overrides=run, matrix=matrix, seeds=[0], claims=[])
@@ -645,7 +646,8 @@ def test_killed_run_continues_from_its_checkpoint_bit_identically(tmp_path, caps
     assert to_checkpoint + last - slack <= a["wall_seconds"] <= child_gone - child_started + last + slack
     assert b["earlier_wall_seconds"] == 0.0 and b["wall_seconds"] == round(timed[1], 2)
     assert a["metrics"] == b["metrics"]
-    assert a["curves"] == b["curves"] and [p[0] for p in a["curves"]["modes_200"]] == [40, 80, 120, 160]
+    # every 160 / 4 updates, and 2 tail points over the last 20 % (128..160): at 144 and 128
+    assert a["curves"] == b["curves"] and [p[0] for p in a["curves"]["modes_200"]] == [40, 80, 120, 128, 144, 160]
     assert not (tmp_path / "results/killed/nsgan/seed0/in_progress").exists()
     log_a = (tmp_path / "results/killed/nsgan/seed0/train_log.csv").read_text()
     log_b = (tmp_path / "results/whole/nsgan/seed0/train_log.csv").read_text()

@@ -14,9 +14,9 @@ from repro.callbacks.rundir import run_dir
 from repro.latents import truncation_suffix
 from repro.metrics.features import EXTRACTORS
 from repro.metrics.registry import EvalContext, EvaluationSettings, MetricFamily, families, family
-from repro.record import Status, machine, write_record
+from repro.record import CURVE_TAIL, Status, machine, write_record
 
-__all__ = ["FinalEvaluation", "REFERENCE_SPLITS", "steps_asked", "run_status", "truncated_sampler"]
+__all__ = ["FinalEvaluation", "curve_steps", "REFERENCE_SPLITS", "steps_asked", "run_status", "truncated_sampler"]
 
 REFERENCE_SPLITS = ("train", "test")
 
@@ -56,6 +56,15 @@ def run_status(trainer: L.Trainer, done: int | None = None) -> dict[str, Any]:
     return record | {"status": Status.STOPPED.value, "stop_reason": f"{reason} at generator step {done} of {asked}"}
 
 
+def curve_steps(max_steps: int, curve_points: int, tail_points: int = 0) -> set[int]:
+    """The generator steps, before the last, at which a run evaluates its curve: ``round(i * max_steps /
+    curve_points)`` for i = 1 .. curve_points - 1, and ``round(max_steps * (1 - CURVE_TAIL * j / tail_points))``
+    for j = 1 .. tail_points (the last of those at the tail's start)."""
+    even = {round(i * max_steps / curve_points) for i in range(1, curve_points)} if curve_points > 1 else set()
+    tail = {round(max_steps * (1 - CURVE_TAIL * j / tail_points)) for j in range(1, tail_points + 1)}
+    return (even | tail) - {0, max_steps}
+
+
 class FinalEvaluation(L.Callback):
     """After fit: evaluate the final (EMA if on) generator with the registered metric families
     (``repro.metrics.registry``) and write the run record.
@@ -78,6 +87,9 @@ class FinalEvaluation(L.Callback):
     ``round(i * max_steps / P)`` generator updates for i = 1 .. P-1 (under ``inference_mode``, the training RNG
     untouched) and written with the final value to ``metrics.json["curves"]``: ``{metric: [[step, value], ...]}``,
     plus the cumulative training seconds at each point (``curve_seconds``). They cost P-1 extra evaluations.
+    ``tail_points`` = Q adds Q points spread evenly over the last ``CURVE_TAIL`` (20 %) of training, ending at its
+    start, where the tables' convergence rule fits its trend (``curve_steps``): a tail of three points through a
+    noisy metric cannot place a trend, one of Q + 3 can.
     The points done and the training time so far are kept in checkpoints, so a resumed run's curve and
     ``train_seconds`` are those of one uninterrupted run.
 
@@ -105,6 +117,7 @@ class FinalEvaluation(L.Callback):
         batch_size: int = 500,
         cache_dir: str | None = None,
         curve_points: int = 0,
+        tail_points: int = 0,
         truncation: list[float] | None = None,
     ):
         if reference_split not in REFERENCE_SPLITS:
@@ -115,8 +128,9 @@ class FinalEvaluation(L.Callback):
                        ("batch_size", batch_size)):
             if n < 2:
                 raise ValueError(f"evaluation.{key} must be >= 2, got {n}")
-        if curve_points < 0:
-            raise ValueError(f"evaluation.curve_points must be >= 0, got {curve_points}")
+        for key, n in (("curve_points", curve_points), ("tail_points", tail_points)):
+            if n < 0:
+                raise ValueError(f"evaluation.{key} must be >= 0, got {n}")
         if any(not t > 0 for t in truncation or []) or len(set(truncation or [])) != len(truncation or []):
             raise ValueError(f"evaluation.truncation must be distinct thresholds > 0, got {truncation}")
         try:
@@ -131,7 +145,7 @@ class FinalEvaluation(L.Callback):
             batch_size=batch_size, cache_dir=Path(cache_dir) if cache_dir else None,
             truncation=tuple(truncation or ()),
         )
-        self.curve_points = curve_points
+        self.curve_points, self.tail_points = curve_points, tail_points
         self.record: dict[str, Any] = {}  # the last record written
         self.curve: list[dict[str, Any]] = []  # one entry per point: step, train_seconds, metric values
         self._t0, self._seconds_before = 0.0, 0.0
@@ -177,9 +191,8 @@ class FinalEvaluation(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
-        total = trainer.max_steps
-        if self.curve_points > 1 and total and total > 0:
-            self._curve_steps = {round(i * total / self.curve_points) for i in range(1, self.curve_points)} - {0}
+        if trainer.max_steps and trainer.max_steps > 0:
+            self._curve_steps = curve_steps(trainer.max_steps, self.curve_points, self.tail_points)
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from repro.plotting import save_figure
-from repro.record import Status, read_json, status_of
+from repro.record import CURVE_TAIL, Status, read_json, status_of
 from repro.tables.extend import SHORTER_RUNS, length_dependence
 from repro.tables.jobs import job_folders
 from repro.tables.plan import Records, Run
@@ -52,7 +52,7 @@ __all__ = ["RowCurve", "Trend", "State", "LengthCurve", "row_curves", "trend", "
            "tied_to_length", "trends", "states", "convergence", "unconverged", "draw_curves", "draw_length_curves",
            "in_progress", "peak_state", "peak_states", "TAIL", "REL_TOL", "RULE", "PEAK_RULE", "X_LABELS"]
 
-TAIL, REL_TOL = 0.2, 0.05
+TAIL, REL_TOL = CURVE_TAIL, 0.05
 X_LABELS = {"step": "generator updates",
             "train_seconds": "training wall time (s; mean over seeds, evaluation excluded)"}
 RULE = ("a row's metric has flattened when, over the last 20% of training (at least two evaluation points), the "

@@ -54,7 +54,8 @@ __all__ = ["FINAL_STATE", "EXTENSION_FILE", "LENGTH_KEYS", "SHORTER_RUNS", "Exte
 
 FINAL_STATE = "final_state"  # a finished job's exact-resume state, in its folder under runs/
 EXTENSION_FILE = "extension.json"  # in in_progress/: the job continues a finished run (the old records)
-LENGTH_KEYS = ("trainer.max_steps", "evaluation.curve_points")  # may differ for a run to continue
+# The keys that may differ for a finished run to continue at a new length.
+LENGTH_KEYS = ("trainer.max_steps", "evaluation.curve_points", "evaluation.tail_points")
 SHORTER_RUNS = "shorter_runs"  # in a record: finished runs of its settings at shorter lengths that it replaced
 
 
