@@ -431,3 +431,18 @@ def test_undecided_length_check_on_the_page_and_in_claims(tmp_path):
     assert (page_path.parent / "figures" / spec.name / "length_curves.png").stat().st_size > 0
     assert "Rows per column: modes: 1 converged or flattened, 1 undecided" in page and '"seeds would decide": the' in page
     assert "**convergence undecided**" in page
+
+
+def test_a_change_on_the_tolerance_is_shown_as_more_than_a_thousand_seeds(tmp_path):
+    """~163,458 seeds is not a plan: beyond SEEDS_SHOWN the page says "more than" and what decides instead."""
+    from repro.tables.report import SEEDS_SHOWN, _convergence_lines
+    spec = load_spec(write_spec(tmp_path))
+    near = Trend(11.5, 11.7, se=21.4, n=3)  # stacked-mnist's D = 1/2 G modes on 3 Dec
+    far = Trend(1.1, 0.355, se=3.0, n=2)
+    assert near.seeds_to_decide > SEEDS_SHOWN >= far.seeds_to_decide
+    table = {row.id: {col.key: None for col in spec.columns} for row in spec.rows}
+    first, second = (row.id for row in spec.rows[:2])
+    table[first]["modes_200"], table[second]["modes_200"] = near, far
+    page = "\n".join(_convergence_lines(spec, table))
+    assert f"more than {SEEDS_SHOWN:,} seeds would decide" in page and f"{near.seeds_to_decide:,}" not in page
+    assert f"~{far.seeds_to_decide:,} seeds would decide" in page and "a longer run" in page

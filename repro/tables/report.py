@@ -32,6 +32,8 @@ from repro.tables.traces import column_curve, column_value, draw_trace
 
 __all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns", "summary_table"]
 
+SEEDS_SHOWN = 1_000  # beyond this, "seeds would decide" is shown as "more than": the change sits on the tolerance
+
 
 @dataclass
 class Cell:
@@ -379,7 +381,8 @@ def _convergence_lines(spec: TableSpec, trend_table: dict[str, dict[str, Trend |
             return "—"
         delta = f"Δ {number(t.change, col, '+')}" + ("" if t.se is None else f" ± {number(t.se, col)} s.e.")
         tolerance = f"tolerance {number(t.tolerance, col)}" + (
-            "" if t.seeds_to_decide is None else f"; ~{t.seeds_to_decide:,} seeds would decide")
+            "" if t.seeds_to_decide is None else f"; ~{t.seeds_to_decide:,} seeds would decide"
+            if t.seeds_to_decide <= SEEDS_SHOWN else f"; more than {SEEDS_SHOWN:,} seeds would decide")
         if t.from_steps is None:
             verdict = {"flat": "flattened", "moving": "**not flattened**", "undecided": "**flattening undecided**"}
             length = "" if t.beside is None else f"; beside it, {cell(t.beside, col)}"
@@ -407,7 +410,8 @@ def _convergence_lines(spec: TableSpec, trend_table: dict[str, dict[str, Trend |
     lines += ["", "Rows per column: " + "; ".join(tally(c) for c in spec.columns) + "." + (
         " \"seeds would decide\": the number of seeds at which two standard errors would clear the tolerance one way "
         "or the other, were the change and the seeds' spread to stay as measured (an estimate of what a verdict "
-        "costs, not a verdict)." if decide else "")]
+        f"costs, not a verdict); \"more than {SEEDS_SHOWN:,}\": the change sits about on the tolerance, where more "
+        "seeds hardly help and a longer run (or more curve points in the tail) decides." if decide else "")]
     return lines + [""]
 
 
@@ -431,7 +435,9 @@ def _stale_lines(spec: TableSpec, stale: dict[str, list[str]]) -> list[str]:
     if not stale:
         return []
     lines = [f"**Stale runs** ({len(stale)}): trained with other settings than `paper_tables/{spec.name}.yaml` gives "
-             f"now, and counted in the table as they are (`repro reproduce {spec.name} --rerun-stale` retrains them):",
+             f"now, and counted in the table as they are (`repro reproduce {spec.name} --rerun-stale` brings them up "
+             "to date: retrains them, or continues from its saved final state a run whose only change is a longer "
+             "`trainer.max_steps`):",
              ""]
     return lines + [f"- `{name}`: " + "; ".join(f"`{d}`" for d in diffs) for name, diffs in stale.items()] + [""]
 
