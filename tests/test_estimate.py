@@ -140,10 +140,10 @@ def test_a_run_prints_the_estimate_before_training(tmp_path, capsys, monkeypatch
     assert started == ["lsgan/seeds 0,1", "nsgan/seed1"]  # the job without an estimate first (plan order: nsgan's)
 
 
-def test_jobs_run_longest_first_after_those_without_an_estimate(tmp_path):
-    """nsgan costs 3.6 s an update, lsgan has no record: lsgan's job leads, then nsgan's by remaining work (seed 1
-    has 600 of 1,000 updates done); longest-first on 2 slots (42, 42, 42, 22, 22 min) ends at 86 min, plan order
-    (22, 22, 42, 42, 42) at 106."""
+def test_jobs_under_way_lead_then_those_without_an_estimate_then_longest_first(tmp_path):
+    """nsgan costs 3.6 s an update, lsgan has no record: nsgan seed 1, under way (600 of 1,000 updates done), leads;
+    then lsgan's job; then the rest longest first, which on 2 slots (42, 42, 42, 22, 22 min) ends at 86 min where
+    plan order (22, 22, 42, 42, 42) ends at 106. Under way, the fewest updates left go first."""
     spec = load_spec(write_spec(tmp_path, seeds=[0, 1, 2], overrides={**TINY_RUN, "trainer.max_steps": STEPS}))
     _write(spec, "nsgan", 0, train_seconds=3600.0, generator_steps=STEPS)
     started = _job(spec, "nsgan", 1)
@@ -151,8 +151,14 @@ def test_jobs_run_longest_first_after_those_without_an_estimate(tmp_path):
     (started.in_progress_dir / "last.ckpt").write_bytes(b"")
     (started.in_progress_dir / "progress.json").write_text(json.dumps({"generator_steps": 600, "max_steps": STEPS}))
     estimates = estimate_jobs([started, _job(spec, "nsgan", 2), _job(spec, "lsgan", 0)], _records(spec), CONFIGS)
-    assert [(e.job.name, e.seconds) for e in longest_first(estimates)] == [
-        ("lsgan/seed0", None), ("nsgan/seed2", pytest.approx(3600.0)), ("nsgan/seed1", pytest.approx(1440.0))]
+    assert [(e.job.name, e.seconds, e.under_way) for e in longest_first(estimates)] == [
+        ("nsgan/seed1", pytest.approx(1440.0), True), ("lsgan/seed0", None, False),
+        ("nsgan/seed2", pytest.approx(3600.0), False)]
+    almost, half = JobEstimate(started, 100, None, under_way=True), JobEstimate(started, 500, 1800.0, under_way=True)
+    assert longest_first([JobEstimate(started, 1000, 3600.0), half, almost]) == [almost, half,
+                                                                                  JobEstimate(started, 1000, 3600.0)]
+    (started.in_progress_dir / "progress.json").write_text(json.dumps({"generator_steps": 600, "max_steps": 500}))
+    assert not estimate_jobs([started], _records(spec), CONFIGS)[0].under_way  # begun for another length
     minutes = [22, 22, 42, 42, 42]
     ordered = [e.seconds for e in longest_first([JobEstimate(started, 1, 60.0 * m) for m in minutes])]
     assert ordered == [60.0 * m for m in sorted(minutes, reverse=True)]

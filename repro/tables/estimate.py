@@ -14,9 +14,11 @@ Rules:
   process of the run (not a resumed record without ``earlier_wall_seconds``) and is at least its training time;
   else by 1. A multi-device row's job costs that x its devices in device-hours.
 - A job of a row without a usable record, or of unknown length, has no estimate: counted and named, never guessed.
-- The runner's order (``longest_first``): jobs without an estimate first (their cost is unknown, so they are not
-  left to the end), then the others longest first (LPT: on 2 slots, 42, 42, 42, 22, 22 min end at 86 min where the
-  order 22, 22, 42, 42, 42 ends at 106), each group otherwise in plan order.
+- The runner's order (``longest_first``): jobs under way first (an ``in_progress`` checkpoint started for this
+  length), fewest remaining updates first: a session that ends mid-table then leaves finished runs, not another run
+  begun, and a run begun is never starved by fresh ones, which always have more left; then jobs without an estimate
+  (their cost is unknown, so they are not left to the end), then the others longest first (LPT: on 2 slots, 42, 42,
+  42, 22, 22 min end at 86 min where the order 22, 22, 42, 42, 42 ends at 106), each group otherwise in plan order.
 - Elapsed time on D slots: the jobs with an estimate list-scheduled in the runner's order, each taking
   ``row.devices`` slots, a job starting when the slots free up and never before the one ahead of it (the local
   pool's rule, ``runner._run_pool``); the makespan.
@@ -47,6 +49,7 @@ class JobEstimate:
     job: Job
     remaining: int | None
     seconds: float | None
+    under_way: bool = False  # an in-progress checkpoint of this length counts toward ``remaining``
 
     @property
     def slots(self) -> int:
@@ -92,18 +95,22 @@ def planned_steps(job: Job, configs: dict[str, dict[str, Any]]) -> int | None:
     return planned_length(configs.get(job.row.id)) or steps_value(override)
 
 
+def checkpoint_steps(job: Job, planned: int | None) -> int | None:
+    """The step of the job's in-progress checkpoint when it was started for the ``planned`` length; else None."""
+    if planned is None or job.resume_checkpoint() is None:
+        return None
+    progress = read_json(job.in_progress_dir / "progress.json") or {}
+    started = steps_value(progress.get("max_steps"))
+    return steps_value(progress.get("generator_steps")) or 0 if started is None or started == planned else None
+
+
 def remaining_steps(job: Job, configs: dict[str, dict[str, Any]], extension: Extension | None = None) -> int | None:
     """Updates the job has left: planned length minus its checkpoint's step (one started for this length) and,
     extending, minus at least ``from_steps``; None when the length is unknown."""
     planned = planned_steps(job, configs)
     if planned is None:
         return None
-    done = extension.from_steps if extension is not None else 0
-    if job.resume_checkpoint() is not None:
-        progress = read_json(job.in_progress_dir / "progress.json") or {}
-        started = steps_value(progress.get("max_steps"))
-        if started is None or started == planned:
-            done = max(done, steps_value(progress.get("generator_steps")) or 0)
+    done = max(extension.from_steps if extension is not None else 0, checkpoint_steps(job, planned) or 0)
     return max(planned - done, 0)
 
 
@@ -134,13 +141,19 @@ def estimate_jobs(jobs: list[Job], records: Records, configs: dict[str, dict[str
         per_update = cost.get(job.row.id)
         seconds = (None if remaining is None or per_update is None else
                    per_update * len(job.runs) * remaining * ratio.get(job.row.id, 1.0) * job.row.devices)
-        out.append(JobEstimate(job, remaining, seconds))
+        under_way = bool(checkpoint_steps(job, planned_steps(job, configs)))
+        out.append(JobEstimate(job, remaining, seconds, under_way))
     return out
 
 
 def longest_first(estimates: Sequence[JobEstimate]) -> list[JobEstimate]:
-    """The runner's order: jobs without an estimate first, then by device seconds per slot, longest first (stable)."""
-    return sorted(estimates, key=lambda e: (e.seconds is not None, -(e.seconds or 0.0) / e.slots))
+    """The runner's order: jobs under way, fewest updates left first; then jobs without an estimate; then by device
+    seconds per slot, longest first (stable)."""
+    def key(e: JobEstimate) -> tuple[int, float]:
+        if e.under_way:
+            return 0, float(e.remaining or 0)
+        return (1, 0.0) if e.seconds is None else (2, -e.seconds / e.slots)
+    return sorted(estimates, key=key)
 
 
 def _hours(seconds: float) -> str:
