@@ -15,6 +15,9 @@
   make the first half of a run differ from the config it records. Only settings that change neither
   the model nor the batches (``RESUMABLE_CHANGES``) may differ, and a setting the checkpoint's code did
   not have yet may appear at its class's default (an argument added since, which keeps the old behaviour).
+  The ``evaluation`` settings are compared too, where the checkpoint has them: its curve points were measured
+  with them, and a resumed run measuring the rest otherwise would draw one curve from two protocols (when and in
+  what chunks the points are evaluated may change).
 """
 from __future__ import annotations
 
@@ -37,7 +40,11 @@ __all__ = ["SAFE_GLOBALS", "RESUMABLE_CHANGES", "UnsafeFileError", "safe_load", 
 SAFE_GLOBALS: list[type] = []
 # Settings a resumed run may change: where data and caches live, and how the same nets are executed.
 RESUMABLE_CHANGES = ("data.data_root", "data.download", "data.num_workers", "model.init_args.compile_nets",
-                     "model.init_args.ae_cache_dir")
+                     "model.init_args.ae_cache_dir",
+                     # when the curve is evaluated, and where and in what chunks: not what a point measures
+                     "evaluation.curve_points", "evaluation.tail_points", "evaluation.batch_size",
+                     "evaluation.cache_dir")
+STAMPED = ("model", "data", "evaluation")  # evaluation: the curve points a checkpoint holds were measured with it
 _UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
@@ -71,10 +78,11 @@ def _plain(value: Any) -> Any:
 
 
 class ConfigStamp(L.Callback):
-    """Writes the run's ``model`` and ``data`` configuration into each checkpoint as ``repro_config``."""
+    """Writes the run's ``model``, ``data`` and ``evaluation`` configuration into each checkpoint as
+    ``repro_config`` (a checkpoint from before ``evaluation`` was stamped has only the first two)."""
 
     def __init__(self, config: dict[str, Any]):
-        self.config = _plain({key: config.get(key) for key in ("model", "data")})
+        self.config = _plain({key: config.get(key) for key in STAMPED})
 
     def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint["repro_config"] = self.config
@@ -145,9 +153,12 @@ def _shown(value: Any) -> str:
     return "(unset)" if type(value) is object else json.dumps(value)
 
 
-def check_resume(path: Path, model: nn.Module, config: dict[str, Any]) -> None:
+def check_resume(path: Path, model: nn.Module, config: dict[str, Any],
+                 defaults: dict[str, Any] | None = None) -> None:
     """Raise one-line ``ValueError`` / ``FileNotFoundError`` unless ``path`` can resume ``model``
-    configured as ``config`` (the parsed ``repro fit`` configuration)."""
+    configured as ``config`` (the parsed ``repro fit`` configuration). ``defaults``: the default of each dotted key
+    of a group without a class path (``evaluation.<arg>``), so an argument added since the checkpoint, at its
+    default, is no difference."""
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path: {path} is not a file")
     ckpt = safe_load(path, "ckpt_path")
@@ -162,9 +173,11 @@ def check_resume(path: Path, model: nn.Module, config: dict[str, Any]) -> None:
         raise ValueError(f"ckpt_path: {path} holds a different model than the one configured ({what}); "
                          "resume with the config the checkpoint was trained with")
     if "repro_config" in ckpt:
-        now = {key: config.get(key) for key in ("model", "data")}
+        now = {key: config.get(key) for key in STAMPED if key in ckpt["repro_config"]}
+        added = {**_plain(defaults or {})}
         differences = [(k, old, new) for k, old, new in config_differences(ckpt["repro_config"], now)
-                       if not (type(old) is object and _added_at_default(k, new, _plain(now)))]
+                       if not (type(old) is object and (_added_at_default(k, new, _plain(now))
+                                                        or (k in added and added[k] == new)))]
     else:
         differences = _legacy_differences(ckpt, model)
     if differences:

@@ -1,10 +1,13 @@
 """An exponential moving average of a generator's weights, and batch-norm statistics that fit it."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
-__all__ = ["update_ema", "decay_at", "standing_statistics"]
+__all__ = ["update_ema", "decay_at", "standing_statistics", "kept_norm_statistics"]
 
 
 def decay_at(step: int, decay: float, start: int) -> float:
@@ -51,3 +54,18 @@ def standing_statistics(net: nn.Module, z_dim: int, device: torch.device, n_batc
     net.train(was_training)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
+
+
+@contextmanager
+def kept_norm_statistics(net: nn.Module) -> Iterator[None]:
+    """Puts ``net``'s batch-norm running statistics back as they were on exit, in place (a seed-ensemble member's
+    buffers are views of the ensemble's), e.g. around ``standing_statistics`` for one evaluation."""
+    buffers = [b for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+    saved = [b.clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in zip(buffers, saved):
+                b.copy_(value)

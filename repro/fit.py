@@ -8,6 +8,7 @@ command line (``repro.cli``), the table runner and the benchmark all build runs 
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import warnings
 from argparse import ArgumentError
@@ -117,7 +118,9 @@ class ReproCLI(LightningCLI):
         if ensemble:
             build_ensemble(self)
         if self.config.get("ckpt_path"):
-            check_resume(Path(self.config["ckpt_path"]), self.model, self.config.as_dict())
+            defaults = {f"evaluation.{name}": p.default
+                        for name, p in inspect.signature(FinalEvaluation).parameters.items()}
+            check_resume(Path(self.config["ckpt_path"]), self.model, self.config.as_dict(), defaults)
 
 
 class _ParseOnly(ReproCLI):

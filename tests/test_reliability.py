@@ -210,3 +210,33 @@ def test_mixed_image_sizes_load_when_image_size_is_set(tmp_path: Path) -> None:
     images, _ = load_images("image_folder", tmp_path, download=False, image_size=24)
     assert images.shape == (3, 3, 24, 24) and images.dtype == torch.uint8
     assert math.isclose(float(images[1, 0].float().mean()), 50.0, abs_tol=1.0)
+
+
+def _evaluation_defaults() -> dict[str, object]:
+    import inspect
+
+    from repro.callbacks import FinalEvaluation
+    return {f"evaluation.{k}": p.default for k, p in inspect.signature(FinalEvaluation).parameters.items()}
+
+
+def test_resume_refuses_other_evaluation_settings_but_not_another_curve_schedule(ring_ckpt: Path, tmp_path: Path) -> None:
+    """The curve points a checkpoint holds were measured with its evaluation settings: a resumed run measuring the
+    rest otherwise would draw one curve from two protocols. When the points fall may change."""
+    stamp = torch.load(ring_ckpt, weights_only=True)["repro_config"]
+    assert stamp["evaluation"]["bn_standing_batches"] == 0
+    defaults = _evaluation_defaults()
+    rescheduled = build_cli(["--config", RING, "--evaluation.curve_points", "7", "--evaluation.tail_points", "3", *QUIET])
+    check_resume(ring_ckpt, rescheduled.model, rescheduled.config.as_dict(), defaults)
+    standing = build_cli(["--config", RING, "--evaluation.bn_standing_batches", "50", *QUIET])
+    with pytest.raises(ValueError, match=r"evaluation.bn_standing_batches 0 -> 50"):
+        check_resume(ring_ckpt, standing.model, standing.config.as_dict(), defaults)
+    older = torch.load(ring_ckpt, weights_only=True)  # written before bn_standing_batches existed
+    del older["repro_config"]["evaluation"]["bn_standing_batches"]
+    torch.save(older, tmp_path / "older.ckpt")
+    check_resume(tmp_path / "older.ckpt", build_cli(["--config", RING, *QUIET]).model,
+                 build_cli(["--config", RING, *QUIET]).config.as_dict(), defaults)
+    with pytest.raises(ValueError, match=r"evaluation.bn_standing_batches \(unset\) -> 50"):
+        check_resume(tmp_path / "older.ckpt", standing.model, standing.config.as_dict(), defaults)
+    del older["repro_config"]["evaluation"]  # written before evaluation settings were stamped: not compared
+    torch.save(older, tmp_path / "oldest.ckpt")
+    check_resume(tmp_path / "oldest.ckpt", standing.model, standing.config.as_dict(), defaults)

@@ -327,3 +327,20 @@ def test_resumed_record_counts_the_wall_time_of_every_process(tmp_path, monkeypa
     (old.results_dir / "metrics.json").unlink()
     line = compute_line(read_records(spec))
     assert "1 process resumed earlier processes' checkpoints" in line and "lower bound" not in line
+
+
+def test_a_setting_the_spec_asks_for_that_the_record_lacks_makes_it_stale(tmp_path):
+    """A record from before an option existed holds no value for it: harmless while the spec leaves it alone (a
+    code change), a config change once the spec sets it (the record was made without what the spec asks for)."""
+    path = _one_row_spec(tmp_path, REPO_ROOT / "configs/ring8/nsgan.yaml")
+    record_path = _finished_record(path)
+    record = json.loads(record_path.read_text())
+    del record["config"]["evaluation"]["bn_standing_batches"]
+    record_path.write_text(json.dumps(record))
+    spec = load_spec(path)
+    assert table_staleness(spec, read_records(spec)) == []
+    spec = load_spec(_one_row_spec(tmp_path, REPO_ROOT / "configs/ring8/nsgan.yaml",
+                                   overrides={**TINY_RUN, "evaluation.bn_standing_batches": 50}))
+    assert spec.results_dir == load_spec(path).results_dir
+    [stale] = table_staleness(spec, read_records(spec))
+    assert stale.differences == ["evaluation.bn_standing_batches: (not in the record) → 50"]

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Timer
 
 from repro.callbacks.rundir import run_dir
+from repro.ema import kept_norm_statistics, standing_statistics
 from repro.latents import truncation_suffix
 from repro.metrics.features import EXTRACTORS
 from repro.metrics.registry import EvalContext, EvaluationSettings, MetricFamily, families, family
@@ -93,6 +94,16 @@ class FinalEvaluation(L.Callback):
     The points done and the training time so far are kept in checkpoints, so a resumed run's curve and
     ``train_seconds`` are those of one uninterrupted run.
 
+    G's batch-norm statistics: by default an evaluation samples with the running averages training kept, an EMA
+    that lags the moving weights. ``bn_standing_batches`` = N > 0 re-estimates them at the evaluated weights first,
+    as the cumulative average over N batches (of the training batch size) of fresh latents from a fixed seed
+    (``repro.ema.standing_statistics``), and puts the running averages back after, so training, its RNG and resume
+    are untouched; the protocols record it (``bn_statistics``). PacGAN's code does the like before each epoch's
+    evaluation: its train-set monitoring pass applies the BN population updates (weight 0.05) on 50 batches of 100
+    at the epoch's weights (`fjxmlzn/PacGAN`, pacgan_task.py, ``DataStreamMonitoring(..., updates=bn_updates)``),
+    which leaves 0.95^50 = 8 % of the old averages. An EMA generator always gets standing statistics
+    (``GANModule.sample``), so the option changes nothing there.
+
     Evaluation only: resumed from a checkpoint at ``max_steps`` (a run that trained to its length and then
     failed at evaluation, whose ``in_progress`` checkpoint ``ResumableCheckpoint`` wrote before this
     evaluation), the run trains nothing and this callback evaluates the restored weights at the start of fit.
@@ -119,6 +130,7 @@ class FinalEvaluation(L.Callback):
         curve_points: int = 0,
         tail_points: int = 0,
         truncation: list[float] | None = None,
+        bn_standing_batches: int = 0,
     ):
         if reference_split not in REFERENCE_SPLITS:
             raise ValueError(f"evaluation.reference_split: {reference_split!r}; valid: {', '.join(REFERENCE_SPLITS)}")
@@ -128,7 +140,8 @@ class FinalEvaluation(L.Callback):
                        ("batch_size", batch_size)):
             if n < 2:
                 raise ValueError(f"evaluation.{key} must be >= 2, got {n}")
-        for key, n in (("curve_points", curve_points), ("tail_points", tail_points)):
+        for key, n in (("curve_points", curve_points), ("tail_points", tail_points),
+                       ("bn_standing_batches", bn_standing_batches)):
             if n < 0:
                 raise ValueError(f"evaluation.{key} must be >= 0, got {n}")
         if any(not t > 0 for t in truncation or []) or len(set(truncation or [])) != len(truncation or []):
@@ -146,6 +159,7 @@ class FinalEvaluation(L.Callback):
             truncation=tuple(truncation or ()),
         )
         self.curve_points, self.tail_points = curve_points, tail_points
+        self.bn_standing_batches = bn_standing_batches
         self.record: dict[str, Any] = {}  # the last record written
         self.curve: list[dict[str, Any]] = []  # one entry per point: step, train_seconds, metric values
         self._t0, self._seconds_before = 0.0, 0.0
@@ -208,6 +222,28 @@ class FinalEvaluation(L.Callback):
     def evaluate(self, trainer: L.Trainer, module: L.LightningModule) -> tuple[dict, dict] | None:
         """The selected families on the current (EMA if on) generator: ``(values, protocols)`` on rank 0;
         ``None`` on other ranks (which draw their share of the shared families' samples) and when none applies."""
+        with kept_norm_statistics(module.generator):
+            standing = self._standing_statistics(trainer, module)
+            evaluated = self._evaluate(trainer, module)
+        if evaluated is None or standing is None:
+            return evaluated
+        values, protocols = evaluated
+        return values, {k: {**p, "bn_statistics": standing} for k, p in protocols.items()}
+
+    def _standing_statistics(self, trainer: L.Trainer, module: L.LightningModule) -> str | None:
+        """Re-estimate G's batch-norm statistics at its current weights (``bn_standing_batches``); what was done,
+        for the protocols, or None when nothing was (option off, an EMA generator, or no batch norm in G)."""
+        net = module.generator
+        if (not self.bn_standing_batches or getattr(module, "generator_ema", None) is not None
+                or not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())):
+            return None
+        batch = int(trainer.datamodule.batch_size)
+        standing_statistics(net, module.z_dim, module.device, n_batches=self.bn_standing_batches, batch_size=batch,
+                            num_classes=getattr(module, "num_classes", None), dtype=module.dtype)
+        return (f"standing: the cumulative average over {self.bn_standing_batches} batches of {batch} fresh latents "
+                "at the evaluated weights")
+
+    def _evaluate(self, trainer: L.Trainer, module: L.LightningModule) -> tuple[dict, dict] | None:
         dm, rank = trainer.datamodule, trainer.global_rank
         weights = "ema" if getattr(module, "generator_ema", None) is not None else "final"
         values: dict[str, float] = {}

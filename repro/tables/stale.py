@@ -24,13 +24,14 @@ checkout's HEAD would rewrite every page at every commit. ``--report-only`` neve
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from repro.tables.plan import Records, Run
 
-__all__ = ["RUN_SPECIFIC", "Stale", "differing_keys", "config_differences", "stale_runs",
+__all__ = ["RUN_SPECIFIC", "Stale", "differing_keys", "config_differences", "explicit_keys", "stale_runs",
            "code_changes", "stale_message", "code_warning"]
 
 # Keys that differ between the runs of one row, or between machines, or that change no result: the seed
@@ -72,28 +73,41 @@ def _run_specific(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in RUN_SPECIFIC)
 
 
-def differing_keys(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """The dotted keys both resolved configs hold with different values (run-specific keys left out; see the
-    module docstring), sorted."""
-    old, new = _flatten(recorded), _flatten(now)
-    return [key for key in sorted(old.keys() & new.keys())
-            if not _run_specific(key) and _comparable(old[key]) != _comparable(new[key])]
+def _holds(flat: dict[str, Any], key: str) -> bool:
+    return key in flat or any(k.startswith(key + ".") for k in flat)
 
 
-def config_differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """``key: recorded → now`` for every key of ``differing_keys``."""
+def differing_keys(recorded: dict[str, Any], now: dict[str, Any], explicit: Iterable[str] = ()) -> list[str]:
+    """The dotted keys both resolved configs hold with different values, and the ``explicit`` keys (those the spec
+    sets) that only the config now holds: a setting the record's code did not have yet, which the spec asks for
+    (run-specific keys left out; see the module docstring), sorted."""
     old, new = _flatten(recorded), _flatten(now)
-    return [f"{key}: {old[key]!r} → {new[key]!r}" for key in differing_keys(recorded, now)]
+    both = [key for key in old.keys() & new.keys() if _comparable(old[key]) != _comparable(new[key])]
+    added = [key for key in explicit if _holds(new, key) and not _holds(old, key)]
+    return sorted(key for key in {*both, *added} if not _run_specific(key))
+
+
+def config_differences(recorded: dict[str, Any], now: dict[str, Any], explicit: Iterable[str] = ()) -> list[str]:
+    """``key: recorded → now`` for every key of ``differing_keys`` (``(not in the record)`` for an added one)."""
+    old, new = _flatten(recorded), _flatten(now)
+    return [f"{key}: {old[key]!r} → {new[key]!r}" if key in old else f"{key}: (not in the record) → {new.get(key)!r}"
+            for key in differing_keys(recorded, now, explicit)]
+
+
+def explicit_keys(run: Run) -> list[str]:
+    """The dotted keys the run's spec and row set."""
+    return [*run.spec.overrides, *run.row.overrides]
 
 
 def stale_runs(records: Records, configs: dict[str, dict[str, Any]]) -> list[Stale]:
-    """The done runs whose recorded config differs from ``configs[row id]`` (the row resolved now); a record
-    without a config, or a row not in ``configs``, cannot be compared and is not called stale."""
+    """The done runs whose recorded config differs from ``configs[row id]`` (the row resolved now), or lacks a
+    setting the spec asks for; a record without a config, or a row not in ``configs``, cannot be compared and is
+    not called stale."""
     out = []
     for run, record in records:
         recorded = (record or {}).get("config")
         if isinstance(recorded, dict) and run.row.id in configs:
-            differences = config_differences(recorded, configs[run.row.id])
+            differences = config_differences(recorded, configs[run.row.id], explicit_keys(run))
             if differences:
                 out.append(Stale(run, differences))
     return out
