@@ -174,7 +174,7 @@ def check_resume(path: Path, model: nn.Module, config: dict[str, Any],
                          "resume with the config the checkpoint was trained with")
     if "repro_config" in ckpt:
         now = {key: config.get(key) for key in STAMPED if key in ckpt["repro_config"]}
-        added = {**_plain(defaults or {})}
+        added = _plain(defaults or {})
         differences = [(k, old, new) for k, old, new in config_differences(ckpt["repro_config"], now)
                        if not (type(old) is object and (_added_at_default(k, new, _plain(now))
                                                         or (k in added and added[k] == new)))]

@@ -6,7 +6,8 @@ default) and the code. Both are compared with what a record holds:
 - **Config** (spec, override and config-file changes alike): the record's resolved ``config`` against the row
   parsed now (``resolve.check_configs``), key by key. Keys that name where this run or this machine keeps
   its files, or that change no result, are left out (``RUN_SPECIFIC``); keys only one side has are a code
-  change (a parameter added or removed), not a config change; paths compare by file name (a record names
+  change (a parameter added or removed), not a config change, except a key the spec or row sets that the record
+  lacks (the spec asks for a setting the record's code did not have); paths compare by file name (a record names
   them relative to the project or by role, ``$REPRO_DATA_DIR/...``; a parse gives absolute paths).
 - **Code**: the record's ``git_commit`` against this checkout: the files under ``repro/`` that differ.
 
