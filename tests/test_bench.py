@@ -139,7 +139,8 @@ def test_pacgan_workload_is_the_tables_protocol():
     spec = yaml.safe_load((REPO_ROOT / "paper_tables" / "pacgan-2d-full.yaml").read_text())["overrides"]
     pairs = dict(zip(PACGAN_CODE[::2], PACGAN_CODE[1::2]))
     assert set(pairs) == {f"--{k}" for k in spec} - {"--trainer.max_steps", "--samples.every_n_steps",
-                                                     "--evaluation.curve_points", "--resumable.every_minutes"}
+                                                     "--evaluation.curve_points", "--resumable.every_minutes",
+                                                     "--evaluation.bn_standing_batches"}
     for key, value in pairs.items():
         want = spec[key[2:]]
         net = key.endswith(("generator", "discriminator"))  # absolute paths to the same files
