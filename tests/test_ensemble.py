@@ -106,15 +106,21 @@ def test_members_equal_single_runs_float64(case: str, run_dir: Path, float64: No
 
 
 def test_metz_conv_nets_equal_single_runs(run_dir: Path, mnist_root: Path) -> None:
-    """The stacked-MNIST nets (convolutions, transposed convolutions, 2-D batch norm) in float64."""
+    """The stacked-MNIST nets (convolutions, transposed convolutions, 2-D batch norm) in float64, evaluated as the
+    table evaluates them: G's batch-norm statistics re-estimated at each evaluation (a member's are views of the
+    ensemble's buffers) and put back for training, at a curve point and at the end."""
     extra = ["--data.dataset", "stacked-mnist", "--data.data_root", str(mnist_root), "--data.num_samples", "256",
-             "--data.batch_size", "16", "--trainer.precision", "64-true",
+             "--data.batch_size", "16", "--trainer.precision", "64-true", "--evaluation.bn_standing_batches", "3",
+             "--evaluation.image_metrics", "true", "--evaluation.n_stacked", "200", "--evaluation.curve_points", "2",
              "--model.init_args.generator", str(REPO_ROOT / "configs/nets/metz_g.yaml"),
              "--model.init_args.discriminator", str(REPO_ROOT / "configs/nets/metz_d_quarter.yaml")]
     args = _args("ring8/nsgan", 10, extra)
     ens = run_fit([*args, "--ensemble", "2", "--seed_everything", "0", *_logger(run_dir / "ens")])
     assert_members_equal_single_runs(ens, run_dir, args, [0, 1], TOL)
     assert (run_dir / "ens" / "seed1" / "samples" / "final.png").is_file()
+    record = json.loads((run_dir / "ens" / "seed1" / "metrics.json").read_text())
+    assert record["protocols"] and all("over 3 batches of 16" in p["bn_statistics"] for p in record["protocols"].values())
+    assert len(next(iter(record["curves"].values()))) == 2
 
 
 def test_dcgan_nets_equal_single_runs(run_dir: Path, mnist_root: Path) -> None:
