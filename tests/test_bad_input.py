@@ -198,9 +198,8 @@ def bad_files(run_dir: Path, mnist_root: Path) -> Path:
 def test_bad_input_is_one_clear_error(config: str, extra: list[str], expected: list[str], bad_files: Path,
                                       request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> None:
     if "<ckpt>" in extra:
-        # the checkpoint's own evaluation size, so the one setting a case changes is the only difference
         extra = [a.replace("<ckpt>", str(request.getfixturevalue("trained_ckpt"))) for a in extra]
-        extra += ["--evaluation.n_samples", "100"]
+        extra += ["--evaluation.n_samples", "100"]  # the checkpoint's own, so a case's one change is the only one
         capsys.readouterr()  # the fixture's own training output
     args = [a.replace("<tmp>", str(bad_files)) for a in extra]
     with pytest.raises(SystemExit) as exc:
