@@ -11,8 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from repro import REPO_ROOT
 from repro.callbacks.resumable import ResumableCheckpoint
@@ -141,6 +144,37 @@ def test_duplicate_seeds_are_an_error_at_load_and_on_the_command_line(tmp_path, 
     assert exc.value.code == 2 and "--seeds: 0 given twice" in capsys.readouterr().err
     with pytest.raises(SpecError, match="--only: nsgan given twice"):
         plan(load_spec(path), only=["nsgan", "nsgan"])
+
+
+def test_a_row_may_set_its_own_seeds(tmp_path, capsys):
+    """A row's `seeds` (more seeds where they decide a verdict) replace the table's for that row: planned, read,
+    counted in the dry-run and drawn in its panel; `--seeds` still selects for every row; duplicates are refused."""
+    rows = [{"id": "nsgan", "config": str(REPO_ROOT / "configs/ring8/nsgan.yaml")},
+            {"id": "lsgan", "config": str(REPO_ROOT / "configs/ring8/lsgan.yaml"), "seeds": [0, 1, 4]}]
+    matrix = [{"vars": {"set": [{"id": "lsgan", "seeds": [0, 1, 4]}]}, "id": "{set[id]}", "seeds": "{set[seeds]}",
+               "config": str(REPO_ROOT / "configs/ring8/lsgan.yaml")}]  # the same row from a matrix variable
+    assert load_spec(write_spec(tmp_path, name="m", rows=rows[:1], matrix=matrix)).rows == load_spec(
+        write_spec(tmp_path, name="m", matrix=[], rows=rows)).rows
+    path = write_spec(tmp_path, matrix=[], rows=rows)
+    spec = load_spec(path)
+    assert spec.seeds_of(spec.row("nsgan")) == [0, 1] and spec.seeds_of(spec.row("lsgan")) == [0, 1, 4]
+    assert [(r.row.id, r.seed) for r in plan(spec)] == [("nsgan", 0), ("nsgan", 1), ("lsgan", 0), ("lsgan", 1),
+                                                        ("lsgan", 4)]
+    assert [(r.row.id, r.seed) for r in plan(spec, seeds=[2])] == [("nsgan", 2), ("lsgan", 2)]
+    assert [r.seed for r, _ in read_records(spec)] == [0, 1, 0, 1, 4]
+    main(["reproduce", str(path), "--dry-run"])
+    assert "2 rows x 2-3 seeds = 5 runs, 0 finished, 5 to run" in capsys.readouterr().out
+    image = tmp_path / "results/tiny/lsgan/seed4/samples/final.png"
+    image.parent.mkdir(parents=True)
+    plt.imsave(image, np.zeros((8, 8, 3)))
+    main(["reproduce", str(path), "--report-only"])
+    panels = sorted(p.name for p in (tmp_path / "paper_tables/figures/tiny").glob("*final.png"))
+    assert panels == ["lsgan_final.png"]  # the row's third seed drawn; nsgan has no image to draw
+    assert Image.open(tmp_path / "paper_tables/figures/tiny/lsgan_final.png").width == 3 * 260  # 3 seeds x 2.6 in
+    with pytest.raises(SpecError, match=r"row 'lsgan': 'seeds' lists \[1\] more than once"):
+        load_spec(write_spec(tmp_path, name="dup", matrix=[], rows=[{**rows[1], "seeds": [1, 1]}]))
+    with pytest.raises(SpecError, match=r"row 'lsgan': 'seeds' must be a non-empty list of integers, got \[\]"):
+        load_spec(write_spec(tmp_path, name="empty", matrix=[], rows=[{**rows[1], "seeds": []}]))
 
 
 def test_a_record_short_of_its_length_is_not_finished(tmp_path):

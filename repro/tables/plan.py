@@ -102,14 +102,14 @@ def is_done(run: Run) -> bool:
 
 
 def plan(spec: TableSpec, seeds: list[int] | None = None, only: list[str] | None = None) -> list[Run]:
-    """The table's runs (rows in ``only``, if given, and ``seeds``, default the spec's), row-major."""
-    seeds = seeds or spec.seeds
-    for what, given in (("--seeds", seeds), ("--only", only or [])):
+    """The table's runs (rows in ``only``, if given, and ``seeds``, default each row's: ``TableSpec.seeds_of``),
+    row-major."""
+    for what, given in (("--seeds", seeds or []), ("--only", only or [])):
         repeated = sorted({str(x) for x in given if list(given).count(x) > 1})
         if repeated:
             raise SpecError(f"{what}: {', '.join(repeated)} given twice; each run trains once, in its own folder")
     rows = [spec.row(r) for r in only] if only else spec.rows
-    return [Run(spec, row, seed) for row in rows for seed in seeds]
+    return [Run(spec, row, seed) for row in rows for seed in (seeds or spec.seeds_of(row))]
 
 
 Records = list[tuple[Run, "dict[str, Any] | None"]]  # planned runs with their records (None: not run, or unreadable)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,11 @@ def summary_line(spec: TableSpec, runs: list[Run], todo: list[Run], processes: i
                  devices: int, launcher: str, extending: int = 0) -> str:
     """``<table>: R rows x S seeds = N runs, F finished, T to run on D device(s) [in P process(es)] (k stale: ...
     [, E continue to the new length])``."""
-    rows = len({r.row.id for r in runs})
+    per_row = Counter(r.row.id for r in runs)
+    low, high = min(per_row.values(), default=0), max(per_row.values(), default=0)
+    seeds = f"{low}" if low == high else f"{low}-{high}"  # rows may set their own seeds
     where = f"on {devices} device(s)" if launcher == "pool" else f"as {launcher} job arrays"
-    return (f"[bold]{spec.name}[/]: {rows} rows x {len(runs) // max(rows, 1)} seeds = {len(runs)} runs, "
+    return (f"[bold]{spec.name}[/]: {len(per_row)} rows x {seeds} seeds = {len(runs)} runs, "
             f"{len(runs) - len(todo)} finished, {len(todo)} to run {where}"
             + (f" in {processes} process(es)" if processes != len(todo) else "")
             + (f" ({len(found)} stale: {stale}" + (f", {extending} continue to the new length" if extending else "")

@@ -286,22 +286,25 @@ def _panel(spec: TableSpec, image: str, title: str, group: str, rows: list[Row],
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = {(r.id, s): Run(spec, r, s).results_dir / image for r in rows for s in spec.seeds}
+    paths = {(r.id, s): Run(spec, r, s).results_dir / image for r in rows for s in spec.seeds_of(r)}
     if not any(p.exists() for p in paths.values()):
         return None
-    fig, axes = plt.subplots(len(rows), len(spec.seeds), figsize=(2.6 * len(spec.seeds), 2.6 * len(rows)),
-                             squeeze=False, dpi=100)
+    ncols = max(len(spec.seeds_of(r)) for r in rows)  # a row with fewer seeds leaves its last cells empty
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.6 * ncols, 2.6 * len(rows)), squeeze=False, dpi=100)
     for i, r in enumerate(rows):
-        for j, s in enumerate(spec.seeds):
-            ax, path = axes[i][j], paths[(r.id, s)]
+        for j, ax in enumerate(axes[i]):
             ax.set_xticks([])
             ax.set_yticks([])
-            if path.exists():
-                ax.imshow(plt.imread(path))
+            if j >= len(spec.seeds_of(r)):
+                ax.axis("off")
+                continue
+            s = spec.seeds_of(r)[j]
+            if paths[(r.id, s)].exists():
+                ax.imshow(plt.imread(paths[(r.id, s)]))
             else:
                 ax.text(0.5, 0.5, "not run", ha="center", va="center")
             ax.set_title(f"{r.label}, seed {s}", fontsize=8)
-    width = int(32 * len(spec.seeds))  # characters of a 10 pt title that fit over 2.6 inches per column
+    width = int(32 * ncols)  # characters of a 10 pt title that fit over 2.6 inches per column
     fig.suptitle(textwrap.fill(f"{spec.name}: {title or image} — {group}", width), fontsize=10)
     return save_figure(fig, out)
 

@@ -103,6 +103,7 @@ class Row:
     group: str
     devices: int = 1
     ensemble: bool = True  # false: this row's seeds always train as separate processes
+    seeds: tuple[int, ...] = ()  # this row's seeds where they differ from the table's (empty: the table's)
     published: dict[str, Published] = field(default_factory=dict)
 
 
@@ -180,6 +181,11 @@ class TableSpec:
     steps_note: str = ""
     slurm: dict[str, Any] = field(default_factory=dict)  # SLURM_KEYS: resources of each run's job (--launcher slurm)
     ensemble_size: int | None = None  # most seeds of a row per seed-ensemble process (null: all); repro.tables.jobs
+
+    def seeds_of(self, row: Row) -> list[int]:
+        """The row's seeds: its own ``seeds`` where it sets them (e.g. more seeds where they decide a verdict),
+        else the table's."""
+        return list(row.seeds) or self.seeds
 
     def row(self, row_id: str) -> Row:
         for r in self.rows:
@@ -338,6 +344,16 @@ def _column(data: Any, where: str) -> Column:
     return column
 
 
+def _seeds(seeds: Any, where: str) -> list[int]:
+    """A table's or a row's ``seeds``: a non-empty list of distinct integers."""
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise SpecError(f"{where}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(f"{where}: 'seeds' lists {sorted({s for s in seeds if seeds.count(s) > 1})} more than once; "
+                        "each seed is one run in its own folder")
+    return seeds
+
+
 def _row(data: Any, where: str, root: Path, columns: set[str]) -> Row:
     if not isinstance(data, dict):
         raise SpecError(f"{where}: a row is a mapping (id, config, ...), got {type(data).__name__}")
@@ -354,8 +370,9 @@ def _row(data: Any, where: str, root: Path, columns: set[str]) -> Row:
     devices = data.get("devices", 1)
     if not isinstance(devices, int) or devices < 1:
         raise SpecError(f"row {row_id!r}: 'devices' must be a positive integer, got {devices!r}")
+    seeds = tuple(_seeds(data["seeds"], f"row {row_id!r}")) if "seeds" in data else ()
     derived = {"id": row_id, "label": str(data.get("label", row_id)), "config": config, "overrides": dict(overrides),
-               "group": str(data.get("group", row_id)), "devices": devices,
+               "group": str(data.get("group", row_id)), "devices": devices, "seeds": seeds,
                "published": _published(data.get("published"), f"row {row_id!r}", columns)}
     return _build(Row, data, where, derived)
 
@@ -487,12 +504,7 @@ def load_spec(path: str | Path) -> TableSpec:
     for c in columns:
         if c.relative_to and c.relative_to not in ids:
             raise SpecError(f"{where}: column {c.key!r} relative_to {c.relative_to!r} is not a row; valid: {', '.join(ids)}")
-    seeds = data.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise SpecError(f"{where}: 'seeds' must be a non-empty list of integers")
-    if len(set(seeds)) != len(seeds):
-        raise SpecError(f"{where}: 'seeds' lists {sorted({s for s in seeds if seeds.count(s) > 1})} more than once; "
-                        "each seed is one run in its own folder")
+    seeds = _seeds(data.get("seeds", [0]), where)
     slurm = data.get("slurm") or {}
     if not isinstance(slurm, dict):
         raise SpecError(f"{where}: 'slurm' must be a mapping with keys from: {', '.join(SLURM_KEYS)}")

@@ -79,7 +79,7 @@ def draw_trace(spec: TableSpec, trace: Trace, out: Path) -> Path | None:
     drawn = False
     for i, row_id in enumerate(trace.rows):
         row, colour = spec.row(row_id), f"C{i}"
-        runs = [s for s in (series(Run(spec, row, seed).results_dir / TRAIN_LOG, trace.key) for seed in spec.seeds) if s]
+        runs = [s for s in (series(Run(spec, row, seed).results_dir / TRAIN_LOG, trace.key) for seed in spec.seeds_of(row)) if s]
         for j, s in enumerate(runs):
             label = f"{row.label} (n={len(runs)}, one line per seed)" if trace.per_seed and j == 0 else None
             ax.plot(list(s), list(s.values()), color=colour, lw=0.8 if trace.per_seed else 0.7,
