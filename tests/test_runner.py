@@ -365,16 +365,25 @@ def test_resumed_record_counts_the_wall_time_of_every_process(tmp_path, monkeypa
 
 def test_a_setting_the_spec_asks_for_that_the_record_lacks_makes_it_stale(tmp_path):
     """A record from before an option existed holds no value for it: harmless while the spec leaves it alone (a
-    code change), a config change once the spec sets it (the record was made without what the spec asks for)."""
-    path = _one_row_spec(tmp_path, REPO_ROOT / "configs/ring8/nsgan.yaml")
+    code change), a config change once the spec sets it to another value than the row's without it (the record was
+    made without what the spec asks for), and harmless again when the spec (or the row) sets it to that value, the
+    default here (the record ran it: the option keeps the old behaviour there)."""
+    config = REPO_ROOT / "configs/ring8/nsgan.yaml"
+    path = _one_row_spec(tmp_path, config)
     record_path = _finished_record(path)
     record = json.loads(record_path.read_text())
+    assert record["config"]["evaluation"]["bn_standing_batches"] == 0  # the default, which the row does not set
     del record["config"]["evaluation"]["bn_standing_batches"]
     record_path.write_text(json.dumps(record))
     spec = load_spec(path)
     assert table_staleness(spec, read_records(spec)) == []
-    spec = load_spec(_one_row_spec(tmp_path, REPO_ROOT / "configs/ring8/nsgan.yaml",
-                                   overrides={**TINY_RUN, "evaluation.bn_standing_batches": 50}))
+    spec = load_spec(_one_row_spec(tmp_path, config, overrides={**TINY_RUN, "evaluation.bn_standing_batches": 50}))
     assert spec.results_dir == load_spec(path).results_dir
     [stale] = table_staleness(spec, read_records(spec))
     assert stale.differences == ["evaluation.bn_standing_batches: (not in the record) → 50"]
+    assert stale.keys == ("evaluation.bn_standing_batches",)  # what the extension planner reads
+    for changes in ({"overrides": {**TINY_RUN, "evaluation.bn_standing_batches": 0}},
+                    {"row": {"overrides": {"evaluation.bn_standing_batches": 0}}}):
+        spec = load_spec(_one_row_spec(tmp_path, config, **changes))
+        for parse in ("missing", "never"):  # the row without the setting is the one parsed before it was set
+            assert table_staleness(spec, read_records(spec), parse=parse) == [], (changes, parse)

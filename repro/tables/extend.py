@@ -45,7 +45,7 @@ from repro.record import DONE, Status, checkpoint_in, read_json, status_of, writ
 from repro.tables.jobs import Job, job_folders
 from repro.tables.plan import Records, Run
 from repro.tables.resolve import model_answers
-from repro.tables.stale import Stale, differing_keys, explicit_keys
+from repro.tables.stale import Stale, differing_keys
 
 __all__ = ["FINAL_STATE", "EXTENSION_FILE", "LENGTH_KEYS", "SHORTER_RUNS", "Extension", "length_history",
            "final_state_dir", "length_dependence", "length_dependences", "plan_extensions", "begin_extension",
@@ -147,12 +147,13 @@ def _state(job: Job, from_steps: int, new_steps: int) -> bool | str:
     return False
 
 
-def _why_not(record: dict[str, Any], now: dict[str, Any] | None,
-             dependence: list[str] | None, explicit: list[str]) -> str | None:
-    """Why a stale run cannot continue from its final state (None: it can, as far as its own record goes)."""
+def _why_not(record: dict[str, Any], now: dict[str, Any] | None, dependence: list[str] | None,
+             keys: tuple[str, ...]) -> str | None:
+    """Why a stale run cannot continue from its final state (None: it can, as far as its own record goes); ``keys``:
+    its differing config keys (``Stale.keys``)."""
     if now is None:
         return "its row's config is not parsed yet (--check-configs)"
-    other = [k for k in differing_keys(record["config"], now, explicit) if k not in LENGTH_KEYS]
+    other = [k for k in keys if k not in LENGTH_KEYS]
     if other:
         return f"{', '.join(other)} changed"
     old, new = steps_value(record.get("generator_steps")), planned_length(now)
@@ -178,7 +179,7 @@ def plan_extensions(found: list[Stale], records: Records, configs: dict[str, dic
     jobs: dict[str, Job] = {}  # by run name: the job each run that may continue would continue in
     for item in found:
         record = by_name[item.run.name]
-        why = _why_not(record, configs.get(item.run.row.id), dependence.get(item.run.row.id), explicit_keys(item.run))
+        why = _why_not(record, configs.get(item.run.row.id), dependence.get(item.run.row.id), item.keys)
         job = _job_of(item.run, record, planned) if why is None else why
         if isinstance(job, str):
             actions[item.run.name] = f"reruns: {job}"

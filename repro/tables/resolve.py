@@ -35,7 +35,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -51,7 +51,7 @@ from repro.tables.plan import Records, Run
 from repro.tables.spec import SpecError, TableSpec
 from repro.tables.stale import Stale, code_changes, code_warning, stale_runs
 
-__all__ = ["PARSE_POLICIES", "RowInputs", "row_inputs", "cache_dir", "prune_cache", "check_configs",
+__all__ = ["PARSE_POLICIES", "RowInputs", "row_inputs", "cache_dir", "prune_cache", "check_configs", "resolve_without",
            "model_answers", "stacking_refusals", "table_staleness", "unchecked_note", "MAX_AGE_DAYS", "MAX_BYTES"]
 
 PARSE_POLICIES = ("always", "missing", "never")
@@ -311,6 +311,18 @@ def check_configs(spec: TableSpec, runs: list[Run], parse: str = "always") -> di
     return configs
 
 
+def resolve_without(run: Run, keys: list[str], parse: str = "always") -> dict[str, Any] | None:
+    """``run``'s row resolved as ``check_configs`` resolves it (same cache and ``parse``) with the spec's and row's
+    settings of ``keys`` left out; None when that has no cached parse under ``never`` or does not parse."""
+    drop = set(keys)
+    spec = replace(run.spec, overrides={k: v for k, v in run.spec.overrides.items() if k not in drop})
+    row = replace(run.row, overrides={k: v for k, v in run.row.overrides.items() if k not in drop})
+    try:
+        return check_configs(spec, [Run(spec, row, run.seed)], parse).get(row.id)
+    except SpecError:
+        return None
+
+
 def model_answers(configs: dict[str, dict[str, Any] | None], kind: str, answer: Callable[[dict[str, Any]], Any],
                   parse: str = "always") -> tuple[dict[str, Any], list[str]]:
     """Per row, ``answer(config)`` (a JSON value; it may build the model: torch and Lightning), and the rows left
@@ -353,9 +365,10 @@ def stacking_refusals(configs: dict[str, dict[str, Any] | None], parse: str = "a
 def table_staleness(spec: TableSpec, records: Records, console: Console | None = None,
                     parse: str = "missing") -> list[Stale]:
     """The done runs of ``records`` whose config differs from the spec's now (each row resolved by
-    ``check_configs(..., parse)`` from its first done run); prints the code warning (records trained at other
-    commits), and each row that no longer parses (its runs cannot be checked), when ``console`` is given. With
-    ``parse="never"`` rows without a cached parse are not checked (``unchecked_note`` says so)."""
+    ``check_configs(..., parse)`` from its first done run; ``resolve_without`` where a record lacks a key the spec
+    sets); prints the code warning (records trained at other commits), and each row that no longer parses (its runs
+    cannot be checked), when ``console`` is given. With ``parse="never"`` rows without a cached parse are not
+    checked (``unchecked_note`` says so)."""
     done = [(run, record) for run, record in records if status_of(record) in DONE]
     first: dict[str, Run] = {}
     for run, _ in done:
@@ -370,7 +383,15 @@ def table_staleness(spec: TableSpec, records: Records, console: Console | None =
     warning = code_warning(spec.name, done, code_changes(spec.root, done))
     if console is not None and warning:
         console.print(warning, style="yellow", soft_wrap=True, markup=False)
-    return stale_runs(done, configs)
+    unset: dict[tuple[str, tuple[str, ...]], dict[str, Any] | None] = {}
+
+    def without(run: Run, keys: list[str]) -> dict[str, Any] | None:
+        key = (run.row.id, tuple(sorted(keys)))
+        if key not in unset:
+            unset[key] = resolve_without(first[run.row.id], keys, parse)
+        return unset[key]
+
+    return stale_runs(done, configs, without)
 
 
 def unchecked_note(spec: TableSpec, rows: list[str]) -> str:

@@ -7,8 +7,9 @@ default) and the code. Both are compared with what a record holds:
   parsed now (``resolve.check_configs``), key by key. Keys that name where this run or this machine keeps
   its files, or that change no result, are left out (``RUN_SPECIFIC``); keys only one side has are a code
   change (a parameter added or removed), not a config change, except a key the spec or row sets that the record
-  lacks (the spec asks for a setting the record's code did not have); paths compare by file name (a record names
-  them relative to the project or by role, ``$REPRO_DATA_DIR/...``; a parse gives absolute paths).
+  lacks whose value there differs from the row's without that setting (its default or config-file value: what the
+  record's code ran); paths compare by file name (a record names them relative to the project or by role,
+  ``$REPRO_DATA_DIR/...``; a parse gives absolute paths).
 - **Code**: the record's ``git_commit`` against this checkout: the files under ``repro/`` that differ.
 
 Policy. A config difference refuses reuse: ``repro reproduce`` stops before training and lists the stale runs
@@ -25,15 +26,15 @@ checkout's HEAD would rewrite every page at every commit. ``--report-only`` neve
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from repro.tables.plan import Records, Run
 
-__all__ = ["RUN_SPECIFIC", "Stale", "differing_keys", "config_differences", "explicit_keys", "stale_runs",
-           "code_changes", "stale_message", "code_warning"]
+__all__ = ["RUN_SPECIFIC", "Stale", "Unset", "added_keys", "differing_keys", "config_differences", "explicit_keys",
+           "stale_runs", "code_changes", "stale_message", "code_warning"]
 
 # Keys that differ between the runs of one row, or between machines, or that change no result: the seed
 # (each run has its own), where logs, checkpoints, data and caches are, resumable-checkpoint pacing,
@@ -49,6 +50,7 @@ class Stale:
 
     run: Run
     differences: list[str]  # "key: recorded → now"
+    keys: tuple[str, ...] = ()  # the differing dotted keys (``differing_keys``), in the order of ``differences``
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -78,21 +80,34 @@ def _holds(flat: dict[str, Any], key: str) -> bool:
     return key in flat or any(k.startswith(key + ".") for k in flat)
 
 
-def differing_keys(recorded: dict[str, Any], now: dict[str, Any], explicit: Iterable[str] = ()) -> list[str]:
-    """The dotted keys both resolved configs hold with different values, and the ``explicit`` keys (those the spec
-    sets) that only the config now holds: a setting the record's code did not have yet, which the spec asks for
-    (run-specific keys left out; see the module docstring), sorted."""
+def added_keys(recorded: dict[str, Any], now: dict[str, Any], explicit: Iterable[str]) -> list[str]:
+    """The ``explicit`` keys (those the spec or row sets) that only the config now holds, run-specific ones left out."""
+    old, new = _flatten(recorded), _flatten(now)
+    return [key for key in explicit if _holds(new, key) and not _holds(old, key) and not _run_specific(key)]
+
+
+def _under(flat: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: _comparable(v) for k, v in flat.items() if k == key or k.startswith(key + ".")}
+
+
+def differing_keys(recorded: dict[str, Any], now: dict[str, Any], explicit: Iterable[str] = (),
+                   unset: dict[str, Any] | None = None) -> list[str]:
+    """The dotted keys both resolved configs hold with different values, and the ``added_keys`` whose value now
+    differs from ``unset``'s (the row resolved without them; None: unknown, each counts), sorted."""
     old, new = _flatten(recorded), _flatten(now)
     both = [key for key in old.keys() & new.keys() if _comparable(old[key]) != _comparable(new[key])]
-    added = [key for key in explicit if _holds(new, key) and not _holds(old, key)]
+    added = added_keys(recorded, now, explicit)
+    if unset is not None:
+        bare = _flatten(unset)
+        added = [key for key in added if _under(new, key) != _under(bare, key)]
     return sorted(key for key in {*both, *added} if not _run_specific(key))
 
 
-def config_differences(recorded: dict[str, Any], now: dict[str, Any], explicit: Iterable[str] = ()) -> list[str]:
-    """``key: recorded → now`` for every key of ``differing_keys`` (``(not in the record)`` for an added one)."""
+def config_differences(recorded: dict[str, Any], now: dict[str, Any], keys: Iterable[str]) -> list[str]:
+    """``key: recorded → now`` for each of ``keys`` (``differing_keys``; ``(not in the record)`` for an added one)."""
     old, new = _flatten(recorded), _flatten(now)
     return [f"{key}: {old[key]!r} → {new[key]!r}" if key in old else f"{key}: (not in the record) → {new.get(key)!r}"
-            for key in differing_keys(recorded, now, explicit)]
+            for key in keys]
 
 
 def explicit_keys(run: Run) -> list[str]:
@@ -100,17 +115,24 @@ def explicit_keys(run: Run) -> list[str]:
     return [*run.spec.overrides, *run.row.overrides]
 
 
-def stale_runs(records: Records, configs: dict[str, dict[str, Any]]) -> list[Stale]:
+Unset = Callable[[Run, list[str]], "dict[str, Any] | None"]  # (run, keys) -> its row resolved without setting them
+
+
+def stale_runs(records: Records, configs: dict[str, dict[str, Any]], without: Unset | None = None) -> list[Stale]:
     """The done runs whose recorded config differs from ``configs[row id]`` (the row resolved now), or lacks a
-    setting the spec asks for; a record without a config, or a row not in ``configs``, cannot be compared and is
-    not called stale."""
+    setting the spec asks for whose value differs from ``without(run, keys)``'s (asked only for such keys; no
+    ``without``, or None from it: each counts); a record without a config, or a row not in ``configs``, cannot be
+    compared and is not called stale."""
     out = []
     for run, record in records:
         recorded = (record or {}).get("config")
         if isinstance(recorded, dict) and run.row.id in configs:
-            differences = config_differences(recorded, configs[run.row.id], explicit_keys(run))
-            if differences:
-                out.append(Stale(run, differences))
+            now, explicit = configs[run.row.id], explicit_keys(run)
+            added = added_keys(recorded, now, explicit)
+            unset = without(run, added) if added and without is not None else None
+            keys = differing_keys(recorded, now, explicit, unset)
+            if keys:
+                out.append(Stale(run, config_differences(recorded, now, keys), tuple(keys)))
     return out
 
 
