@@ -50,7 +50,7 @@ class Stale:
 
     run: Run
     differences: list[str]  # "key: recorded → now"
-    keys: tuple[str, ...] = ()  # the differing dotted keys (``differing_keys``), in the order of ``differences``
+    keys: tuple[str, ...]  # the differing dotted keys (``differing_keys``), in the order of ``differences``
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
