@@ -40,3 +40,24 @@ def test_finished_runs_replace_differing_ones_and_checkpoints_follow_the_queue(t
                                                                  "copied results/t/c/ensemble_0_1/in_progress"]
     assert json.loads((here / "results/t/c/ensemble_0_1/in_progress/progress.json").read_text()) == {
         "generator_steps": 7}
+
+
+def _state(folder: Path, steps: int) -> None:
+    (folder / "final_state").mkdir(parents=True, exist_ok=True)
+    (folder / "final_state" / "progress.json").write_text(json.dumps({"generator_steps": steps}))
+
+
+def test_committed_final_states_follow_the_queue(tmp_path):
+    """A finished run's final state (``commit_final_states``) comes with its folder; an ensemble job's comes when it
+    differs and goes when the queue no longer has it."""
+    tool = load_script("tools/collect_results.py")
+    queue, here = tmp_path / "queue", tmp_path / "here"
+    _state(_run(queue, "a/seed0", "finished", 2), 2)
+    _state(_run(queue, "b/ensemble_0_1", None), 3)
+    _state(_run(here, "b/ensemble_0_1", None), 1)  # an older state of the same job: replaced
+    _state(_run(here, "c/ensemble_0_1", None), 4)  # its row was retrained in the queue: gone there
+    assert tool.collect(queue, here, "t") == ["copied results/t/a/seed0", "copied results/t/b/ensemble_0_1/final_state",
+                                              "removed results/t/c/ensemble_0_1/final_state (not in the queue any more)"]
+    for rel, steps in (("a/seed0", 2), ("b/ensemble_0_1", 3)):
+        assert json.loads((here / "results/t" / rel / "final_state/progress.json").read_text())["generator_steps"] == steps
+    assert tool.collect(queue, here, "t") == []

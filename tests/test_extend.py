@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ from repro import REPO_ROOT
 from repro.cli import main
 from repro.record import read_json, write_json_atomic
 from repro.tables.extend import _merged, length_dependence, void_retimed
+from repro.tables.jobs import Job
+from repro.tables.plan import plan
+from repro.tables.spec import load_spec
 from repro.variants import NSGAN, GANModule
 from test_tables import TINY_RUN, write_spec
 
@@ -144,6 +148,51 @@ def test_lengthened_constant_lr_run_continues_and_equals_a_run_of_the_new_length
          "config": linear_old["config"]}]
     assert "shorter_runs" not in read_json(tmp_path / "results/grow/other/seed0/metrics.json")
     assert "shorter_runs" not in a  # continued: its curve holds the 20-update point
+
+
+def test_a_committed_final_state_continues_where_runs_is_gone(tmp_path, capsys, monkeypatch):
+    """``commit_final_states``: a finished run keeps its final state beside its record under ``results/`` (none under
+    ``runs/``); with ``runs/`` removed, as in a fresh clone, a longer spec continues the run from there; a job that
+    starts from scratch removes the old state first."""
+    from repro.tables import execute
+
+    def spec(steps: int) -> Path:
+        return write_spec(tmp_path, "grow", overrides={**SHORT, "trainer.max_steps": steps}, matrix=[], claims=[],
+                          seeds=[0], rows=[{"id": "const", "config": NSGAN_CONFIG, "overrides": CONSTANT}],
+                          commit_final_states=True)
+
+    main(["reproduce", str(spec(20)), "--devices", "1"])
+    state = tmp_path / "results/grow/const/seed0/final_state"
+    assert (state / "last.ckpt").is_file() and read_json(state / "progress.json")["generator_steps"] == 20
+    assert not (state.parent / "in_progress").exists() and not list((tmp_path / "runs").rglob("final_state"))
+    shutil.rmtree(tmp_path / "runs")
+    capsys.readouterr()
+    main(["reproduce", str(spec(40)), "--devices", "1", "--rerun-stale"])
+    assert "const/seed0 (extending from step 20)" in capsys.readouterr().out
+    record = read_json(state.parent / "metrics.json")
+    assert record["status"] == "finished" and record["generator_steps"] == 40 and record["extended_from_steps"] == [20]
+    assert read_json(state / "progress.json")["generator_steps"] == 40 and not (state.parent / "in_progress").exists()
+    monkeypatch.setattr(execute.subprocess, "Popen", lambda args, **kwargs: None)
+    _, out, err = execute.start(Job(tuple(plan(load_spec(spec(40))))), dict(os.environ))  # from scratch
+    out.close()
+    err.close()
+    assert not state.exists() and (state.parent / "metrics.json").exists()
+
+
+def test_renewing_a_results_folder_keeps_only_the_named_subfolders(tmp_path):
+    from repro.tables.execute import _renew
+
+    folder = tmp_path / "results/t/r/ensemble_0_1"
+    for sub in ("in_progress", "final_state"):
+        (folder / sub).mkdir(parents=True)
+        (folder / sub / "progress.json").write_text("{}")
+    _renew(folder, [folder / "final_state", folder / "absent"], tmp_path, recreate=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["final_state"]
+    assert (folder / "final_state/progress.json").read_text() == "{}" and not list(tmp_path.glob("*.parked"))
+    _renew(folder, [], tmp_path, recreate=False)
+    assert not folder.exists()
+    _renew(folder, [], tmp_path)
+    assert folder.is_dir() and not any(folder.iterdir())
 
 
 @pytest.mark.skipif(not os.environ.get("REPRO_SLOW"), reason="~15-45 s; the single-run extension test covers the "

@@ -2,7 +2,9 @@
 
 The long-run queue trains in its own checkout (tools/queue.sh); results land in this one, to be committed. Per table:
 - a finished or diverged run folder of the queue replaces this checkout's folder of the same run when they differ
-  (its ``in_progress/`` left out);
+  (its ``in_progress/`` left out; its ``final_state/``, where the spec commits final states, brought with it);
+- an ensemble job's ``final_state/`` (``results/<table>/<row>/ensemble_<seeds>/final_state/``) is brought when it
+  differs, and removed here when the queue no longer has it (its job was retrained or regrouped);
 - an ``in_progress/`` folder here that the queue no longer has is removed (its job finished or was regrouped);
 - with ``--in-progress``, the queue's ``in_progress/`` folders are copied here (to commit them at a session's stop,
   so that another machine continues the runs: README, "Long runs").
@@ -18,6 +20,8 @@ import shutil
 from pathlib import Path
 
 from repro.record import DONE, read_record, status_of
+from repro.tables.extend import FINAL_STATE
+from repro.tables.jobs import ENSEMBLE_PREFIX
 
 IN_PROGRESS = "in_progress"
 
@@ -50,7 +54,13 @@ def collect(queue: Path, here: Path, table: str, in_progress: bool = False) -> l
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(folder, target, ignore=shutil.ignore_patterns(IN_PROGRESS))
             done.append(f"copied {target.relative_to(here)}")
-    for stale in sorted(dst.glob(f"*/*/{IN_PROGRESS}")):
+    for state in sorted(src.glob(f"*/{ENSEMBLE_PREFIX}*/{FINAL_STATE}")):
+        target = dst / state.relative_to(src)
+        if _differ(state, target):
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(state, target)
+            done.append(f"copied {target.relative_to(here)}")
+    for stale in sorted([*dst.glob(f"*/*/{IN_PROGRESS}"), *dst.glob(f"*/{ENSEMBLE_PREFIX}*/{FINAL_STATE}")]):
         if not (src / stale.relative_to(dst)).is_dir():
             shutil.rmtree(stale)
             done.append(f"removed {stale.relative_to(here)} (not in the queue any more)")

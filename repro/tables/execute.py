@@ -26,8 +26,8 @@ from rich.text import Text
 from repro.portable import path_roles, portable, portable_text
 from repro.record import (DONE, Status, machine, read_json, read_record, status_of, steps_asked, write_json_atomic,
                           write_record)
-from repro.tables.extend import (EXTENSION_FILE, FINAL_STATE, SHORTER_RUNS, extension_label, finish_extension,
-                                 keep_final_state, length_history)
+from repro.tables.extend import (EXTENSION_FILE, FINAL_STATE, SHORTER_RUNS, extension_label, final_state_dir,
+                                 finish_extension, keep_final_state, length_history)
 from repro.tables.jobs import Job, job_folders
 from repro.tables.plan import Run, relative
 
@@ -57,8 +57,9 @@ def collect(job: Job, returncode: int, wall_seconds: float, context: dict[str, A
     """Each run of a finished process (one run, or an ensemble's members): its record and figures copied into
     its ``results_dir`` with its run record (``collect_run``). An ensemble job's ``in_progress`` folder is
     removed once every member is done, else kept for the next ``repro reproduce``. A job that finished keeps its
-    last state as ``final_state`` under ``runs/``, and one that continued finished runs completes their records
-    (``repro.tables.extend``); a run retrained at a new length keeps its shorter runs' finals."""
+    last state as ``final_state`` (``repro.tables.extend.final_state_dir``), and one that continued finished runs
+    completes their records (``repro.tables.extend``); a run retrained at a new length keeps its shorter runs'
+    finals."""
     extension = read_json(job.in_progress_dir / EXTENSION_FILE)  # before the run folders are replaced
     keep_final_state(job, returncode == 0 and all(status_of(read_record(r.work_dir)) is Status.FINISHED
                                                   for r in job.runs))
@@ -67,8 +68,22 @@ def collect(job: Job, returncode: int, wall_seconds: float, context: dict[str, A
     if extension is not None:
         records = [finish_extension(run, record, extension) for run, record in zip(job.runs, records)]
     if job.results_dir is not None and all(status_of(r) in DONE for r in records):
-        shutil.rmtree(job.results_dir, ignore_errors=True)
+        _renew(job.results_dir, [final_state_dir(job)], job.work_dir, recreate=False)
     return records
+
+
+def _renew(folder: Path, keep: list[Path], parking: Path, recreate: bool = True) -> None:
+    """Empty ``folder`` but for those of its subfolders ``keep`` that exist (moved to ``parking`` meanwhile); remove
+    it when nothing is kept, unless ``recreate``."""
+    parked = [(f, parking / f"{f.name}.parked") for f in keep if f.parent == folder and f.is_dir()]
+    for f, place in parked:
+        shutil.rmtree(place, ignore_errors=True)
+        shutil.move(str(f), place)
+    shutil.rmtree(folder, ignore_errors=True)
+    if recreate or parked:
+        folder.mkdir(parents=True)
+    for f, place in parked:
+        shutil.move(str(place), f)
 
 
 def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, context: dict[str, Any],
@@ -102,16 +117,10 @@ def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, contex
         record["error"] = failure_cause(record)
     resumes = read_json(job.in_progress_dir / "resumes.json") or {}
     earlier = earlier_wall_seconds(resumes)
-    keep = not job.ensemble and run.in_progress_dir.exists() and status_of(record) not in DONE
-    if keep:  # a failed run keeps its checkpoint: the next `repro reproduce` continues (or re-evaluates) it
-        parked = run.work_dir / "in_progress.parked"
-        shutil.rmtree(parked, ignore_errors=True)
-        shutil.move(str(run.in_progress_dir), parked)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    if keep:
-        shutil.move(str(parked), run.in_progress_dir)
+    # a failed run keeps its checkpoint (the next `repro reproduce` continues or re-evaluates it); a committed final
+    # state stays beside the record
+    keep = [run.in_progress_dir] if not job.ensemble and status_of(record) not in DONE else []
+    _renew(out, [*keep, final_state_dir(job)], run.work_dir)
     figures = []
     for png in sorted(work.rglob("*.png")):
         target = out / png.relative_to(work)
@@ -176,6 +185,7 @@ def start(job: Job, env: dict[str, str], extra: list[str] | tuple[str, ...] = ()
     ensemble job folders that share a seed with it: their state is superseded)."""
     ckpt = job.resume_checkpoint()
     if ckpt is None:
+        shutil.rmtree(final_state_dir(job), ignore_errors=True)  # committed beside the records (or under work_dir)
         for folder in dict.fromkeys([job.work_dir, *(r.work_dir for r in job.runs)]):
             if folder.exists():
                 shutil.rmtree(folder)

@@ -11,8 +11,11 @@ the new length trains, bit for bit (``tests/test_extend.py``).
 Where the state lives. When a job finishes, its ``in_progress`` folder (under ``results/``, committed) is kept as
 ``final_state/`` in the job's folder under ``runs/`` (git-ignored): ``runs/tables/<table>/<row>/seed<k>/final_state/``,
 an ensemble job's ``runs/tables/<table>/<row>/ensemble_<seeds>/final_state/`` (one checkpoint for all members).
-The files are hard links where the file system allows (no copy). A run retrained from scratch removes its folder
-under ``runs/``, and with it its final state.
+A spec that sets ``commit_final_states`` keeps it under ``results/`` instead, beside the run's record
+(``results/<table>/<row>/seed<k>/final_state/``, an ensemble job's ``results/<table>/<row>/ensemble_<seeds>/
+final_state/``), to be committed: a fresh clone or another machine then continues the row rather than retraining
+it. The files are hard links where the file system allows (no copy). A job that starts from scratch removes its
+folder under ``runs/`` and its final state, wherever it lives.
 
 What continues. ``--rerun-stale`` continues a stale run (every member of its ensemble job) when: the keys that
 differ are ``trainer.max_steps`` (grown) and at most ``evaluation.curve_points``; its record says finished; its
@@ -69,7 +72,10 @@ class Extension:
 
 
 def final_state_dir(job: Job) -> Path:
-    """Where a finished job keeps its exact-resume state."""
+    """Where a finished job keeps its exact-resume state: under ``results/`` beside its records when its spec sets
+    ``commit_final_states``, else in its folder under ``runs/``."""
+    if job.spec.commit_final_states:
+        return (job.results_dir or job.runs[0].results_dir) / FINAL_STATE
     return job.work_dir / FINAL_STATE
 
 
@@ -141,7 +147,8 @@ def _state(job: Job, from_steps: int, new_steps: int) -> bool | str:
         return True
     final = read_json(final_state_dir(job) / "progress.json") or {}
     if checkpoint_in(final_state_dir(job)) is None:
-        return "no saved final state (finished before final states were kept, or its runs/ folder was removed)"
+        return ("no saved final state (finished before final states were kept, or on another machine or in a removed "
+                "runs/ folder: a spec that sets commit_final_states keeps them under results/, in git)")
     if final.get("generator_steps") != from_steps:
         return f"its saved state is at step {final.get('generator_steps')}, not at its record's {from_steps}"
     return False

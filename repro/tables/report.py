@@ -26,6 +26,7 @@ from repro.tables.compute import compute_line
 from repro.tables.correlate import ALPHA, Correlated, corr_verdict, correlate, correlation_lines, draw_correlation
 from repro.tables.curves import (PEAK_RULE, RULE, State, Trend, draw_curves, draw_length_curves, in_progress,
                                  peak_states, states, trends, unconverged)
+from repro.tables.extend import FINAL_STATE
 from repro.tables.plan import Records, Run, read_records
 from repro.tables.spec import BEST, CORR, Claim, Column, Row, TableSpec
 from repro.tables.traces import column_curve, column_value, draw_trace
@@ -598,7 +599,10 @@ def write_report(spec: TableSpec, records: Records | None = None, stale: dict[st
             f"are in each `{RECORD_FILE}`" + (
                 ", except the in-progress ones of long runs (`*/in_progress/`), committed so that a run continues "
                 "on another machine; a run removes its own when it finishes" if any(
-                    spec.results_dir.glob("*/*/in_progress/progress.json")) else "") + ".\n")
+                    spec.results_dir.glob("*/*/in_progress/progress.json")) else "") + (
+                "; the final states of finished runs (`*/final_state/`, the spec's `commit_final_states`) are "
+                "committed too, so that a longer `trainer.max_steps` continues them on any machine" if any(
+                    spec.results_dir.glob(f"*/*/{FINAL_STATE}/progress.json")) else "") + ".\n")
     return page
 
 

@@ -181,6 +181,9 @@ class TableSpec:
     steps_note: str = ""
     slurm: dict[str, Any] = field(default_factory=dict)  # SLURM_KEYS: resources of each run's job (--launcher slurm)
     ensemble_size: int | None = None  # most seeds of a row per seed-ensemble process (null: all); repro.tables.jobs
+    # keep each finished job's final state beside its records under results/ (committed) instead of under the
+    # git-ignored runs/, so a later doubling of the row continues on any machine (repro.tables.extend.final_state_dir)
+    commit_final_states: bool = False
 
     def seeds_of(self, row: Row) -> list[int]:
         """The row's seeds: its own ``seeds`` where it sets them (e.g. more seeds where they decide a verdict),
