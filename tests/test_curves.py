@@ -90,6 +90,26 @@ def test_claim_on_a_row_that_did_not_flatten_says_not_converged(tmp_path):
     assert (tmp_path / "paper_tables/figures/tiny/curves.png").stat().st_size > 1000
 
 
+def test_a_tail_floor_replaces_the_noise_floor_in_the_flattening_tolerance(tmp_path):
+    """A claims' noise floor that is a seed spread (here 3 modes) would call a curve falling 1 per point flat; the
+    column's ``tail_floor`` (its evaluation noise) judges the curve instead; a bad one is refused on load."""
+    columns = [{"key": "modes_200", "label": "modes", "protocol": "200 samples", "noise_floor": 3, **extra}
+               for extra in ({}, {"tail_floor": 0.5})]
+    states = []
+    for i, column in enumerate(columns):
+        spec = load_spec(write_spec(tmp_path / str(i), columns=[column], claims=[]))
+        for row in ("nsgan", "lsgan"):
+            for seed in spec.seeds:
+                folder = spec.results_dir / row / f"seed{seed}"
+                folder.mkdir(parents=True)
+                (folder / "metrics.json").write_text(json.dumps(_record([9, 7, 4, 2 + seed / 10])))
+        assert spec.columns[0].flat_floor == [3, 0.5][i]
+        states.append(convergence(spec, read_records(spec))["nsgan"]["modes_200"])
+    assert states == ["flat", "moving"]
+    with pytest.raises(SpecError, match="tail_floor must be a number >= 0"):
+        load_spec(write_spec(tmp_path / "bad", columns=[{**columns[0], "tail_floor": -1}], claims=[]))
+
+
 def test_a_peak_claim_compares_each_seeds_best_curve_point_once_the_peak_is_past(tmp_path):
     """Statistic ``peak``: each seed's best curve point, averaged; settled unless the tail still improves."""
     columns = [{"key": "modes_200", "label": "modes", "protocol": "200 samples", "better": "higher"},

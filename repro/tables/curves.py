@@ -10,7 +10,8 @@ differently are compared at equal time, as in a score-vs-time figure.
 Flattening rule (stated on every page that uses it): over the last 20 % of training (points at steps
 ≥ 0.8 × the final step, at least two of them), the least-squares line through the row's mean curve changes by Δ
 from the first to the last of those points, with a standard error over the seeds' own changes (the line through
-the mean is the mean of the seeds' lines). Against ``max(5 % of |final mean|, the column's noise floor)``: flat when
+the mean is the mean of the seeds' lines). Against ``max(5 % of |final mean|, the column's floor)`` (its
+``tail_floor``, else its noise floor): flat when
 |Δ| + 2 s.e. is within it, moving when |Δ| - 2 s.e. is beyond it, undecided in between, as the length check below
 reads its change. The trend is judged, not the range (one dip does not fail a row whose level holds); the seeds'
 spread never makes a moving row flat, only undecided (a tail of a few evaluation points through noisy seeds can
@@ -57,7 +58,8 @@ X_LABELS = {"step": "generator updates",
             "train_seconds": "training wall time (s; mean over seeds, evaluation excluded)"}
 RULE = ("a row's metric has flattened when, over the last 20% of training (at least two evaluation points), the "
         "least-squares line through its mean over seeds changes by at most max(5% of the final mean, the column's "
-        "noise floor) by two standard errors, the change's standard error taken over the seeds' own tail changes; "
+        "floor: its evaluation noise where the spec states one, else its noise floor) by two standard errors, the "
+        "change's standard error taken over the seeds' own tail changes; "
         "it has not flattened when the change exceeds that tolerance by two standard errors, and is undecided in "
         "between (the trend, not the range, is judged; the seeds' spread never makes a moving row flat, only "
         "undecided); Δ below is that change in the page's units. Where the row's schedule is tied to its length (a learning rate decaying to 0 makes "
@@ -165,7 +167,7 @@ class Trend:
 
 
 def trend(curve: RowCurve, floor: float = 0.0, tail: float = TAIL, rel_tol: float = REL_TOL) -> Trend | None:
-    """The module's flattening rule on one curve (``floor``: the column's noise floor in recorded units): the change
+    """The module's flattening rule on one curve (``floor``: the column's ``flat_floor`` in recorded units): the change
     of the least-squares line through the mean over the tail, with its standard error over the seeds' own tail
     changes where the curve holds two or more seeds (the mean's slope is the mean of theirs: the fit is linear in
     the values); None when fewer than two points fall in the last ``tail`` of training."""
@@ -236,7 +238,7 @@ def trends(spec: TableSpec, records: Records) -> dict[str, dict[str, Trend | Non
         out[row.id] = {}
         tied = tied_to_length([record for _, record in finished[row.id]])
         for col in spec.columns:
-            floor = col.noise_floor / col.scale
+            floor = col.flat_floor / col.scale
             of_col = _column_records(finished[row.id], col)
             curve = row_curves(of_col, col.key)
             tail = trend(curve, floor) if curve else None

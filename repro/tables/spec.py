@@ -77,11 +77,19 @@ class Column:
     paper_stat: str = "std"  # the published spread's statistic ("std" or "se"); ours is shown the same way
     paper_n: int = 0  # the paper's number of runs behind its spread (0: not stated)
     noise_floor: float = 0.0  # in page units: claims whose sides differ by no more are "within noise"
+    # in page units: the floor of a curve's flattening tolerance (repro.tables.curves), where it differs from the
+    # claims' noise floor (e.g. that is a seed spread, this one evaluation's sampling noise); null: noise_floor
+    tail_floor: float | None = None
     better: str = ""  # "lower" / "higher": needed by best(<group>) claims
     curve_x: str = "step"  # the curves figure's x axis: "step" (generator updates) or "train_seconds" (wall time)
     # > 0: ``key`` is a series of each run's train_log.csv (a trace column): a run's value is the mean of its last
     # ``trace_last`` logged points, and the row's curve, by which its convergence is judged, is the series itself
     trace_last: int = 0
+
+    @property
+    def flat_floor(self) -> float:
+        """The floor of the flattening tolerance, in page units: ``tail_floor``, else ``noise_floor``."""
+        return self.noise_floor if self.tail_floor is None else float(self.tail_floor)
 
 
 @dataclass(frozen=True)
@@ -344,6 +352,9 @@ def _column(data: Any, where: str) -> Column:
             raise SpecError(f"{where}: {key} {value!r} is not valid; valid: {', '.join(v or '(empty)' for v in valid)}")
     if column.noise_floor < 0 or column.paper_n < 0:
         raise SpecError(f"{where}: noise_floor and paper_n must be >= 0")
+    tail = column.tail_floor
+    if tail is not None and (isinstance(tail, bool) or not isinstance(tail, (int, float)) or tail < 0):
+        raise SpecError(f"{where}: tail_floor must be a number >= 0 or null (the noise floor), got {tail!r}")
     return column
 
 
