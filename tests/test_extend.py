@@ -180,6 +180,7 @@ def test_a_committed_final_state_continues_where_runs_is_gone(tmp_path, capsys, 
 
 
 def test_renewing_a_results_folder_keeps_only_the_named_subfolders(tmp_path):
+    """``_renew``: an ensemble job's folder keeps its final state when its members are done; empty, it goes."""
     from repro.tables.execute import _renew
 
     folder = tmp_path / "results/t/r/ensemble_0_1"
