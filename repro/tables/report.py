@@ -600,8 +600,8 @@ def write_report(spec: TableSpec, records: Records | None = None, stale: dict[st
                 ", except the in-progress ones of long runs (`*/in_progress/`), committed so that a run continues "
                 "on another machine; a run removes its own when it finishes" if any(
                     spec.results_dir.glob("*/*/in_progress/progress.json")) else "") + (
-                "; the final states of finished runs (`*/final_state/`, the spec's `commit_final_states`) are "
-                "committed too, so that a longer `trainer.max_steps` continues them on any machine" if any(
+                "; but the final states of finished runs (`*/final_state/`, the spec's `commit_final_states`) are "
+                "committed, so that a longer `trainer.max_steps` continues them on any machine" if any(
                     spec.results_dir.glob(f"*/*/{FINAL_STATE}/progress.json")) else "") + ".\n")
     return page
 
