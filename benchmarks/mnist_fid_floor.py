@@ -31,7 +31,7 @@ def main(n: int = 5000, draws: int = 5, seed: int = 0) -> None:
     root = Path(os.environ.get("REPRO_DATA_DIR", "../shared/data"))
     extractor = make_extractor("classifier").eval()
     split = {"train": load_images("mnist", root, download=False), "test": load_test_images("mnist", root, False)}
-    test_images, test_labels = split["test"]
+    test_images = split["test"][0]
     reference = _stats(extract_features(extractor, test_images, 500))
     generator = torch.Generator().manual_seed(seed)
     for name, (images, labels) in split.items():
