@@ -55,14 +55,17 @@ def test_lp_at_batch_64_is_cheap():
     assert time.perf_counter() - start < 0.05
 
 
-def test_ot_regularizer_for_a_linear_critic():
+def test_regression_loss_for_a_linear_critic_is_the_ot_term_at_exact_targets():
     model = WGANTS(MLPGenerator(), MLPDiscriminator())
     w = torch.tensor([0.5, -2.0])
     model.discriminator = nn.Sequential(nn.Linear(2, 1, bias=False), nn.Flatten(0))
     model.discriminator[0].weight.data = w[None].clone()
-    fake, direction = torch.randn(10, 2), torch.sign(torch.randn(10, 2))
-    expected = (w - direction).square().sum(1).mean()  # grad_y D = w for every sample
-    assert torch.allclose(model.ot_regularizer(fake, direction), expected)
+    real, fake, direction = torch.randn(10, 2), torch.randn(10, 2), torch.sign(torch.randn(10, 2))
+    target = torch.cat([real @ w, fake @ w])  # the MSE term is 0
+    expected = 10.0 * (w - direction).square().sum(1).mean()  # lambda * mean ||grad_y D - direction||^2, grad_y D = w
+    assert torch.allclose(model.regression_loss(real, fake, target, direction), expected)
+    model.ot_weight = 0.0
+    assert float(model.regression_loss(real, fake, target + 1.0, direction)) == pytest.approx(1.0)  # MSE alone
 
 
 def test_regression_brings_the_critic_gap_to_the_lp_value():
