@@ -24,7 +24,8 @@ if os.environ.get("REPRO_DATA_DIR"):
 torch.set_num_threads(1)
 
 
-_CODE_SET_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")  # Lightning's seed_everything, run by the code under test
+# Lightning's seed_everything, run by the code under test; repro.fit.probe_cuda_once
+_CODE_SET_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "PYTORCH_NVML_BASED_CUDA_CHECK")
 _CODE_SET_LOGGERS = ("lightning.pytorch", "lightning.fabric")  # `repro bench` quiets them
 
 

@@ -3,6 +3,8 @@ float64 evaluation of Kingma & Ba's Alg. 1, and Maxout's ``max(dim).values`` aga
 through training, with the one documented difference at exact ties."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -151,3 +153,26 @@ def test_channels_last_is_the_same_math(kind: str):
             for player in (0, 1):  # D, G
                 for a, b in zip(_step_grads(plain, x, w)[player], _step_grads(nhwc, x, w)[player]):
                     assert (a - b).abs().max() <= tol * max(a.abs().max().item(), 1e-3), tuple(a.shape)
+
+
+def test_a_cpu_run_does_not_load_nvml_every_step(run_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    """Lightning's NVML-based CUDA check would load NVML at every Adam step of a CPU run; after
+    ``probe_cuda_once`` (on building the run) the NVML probes do not grow with the run's length."""
+    if torch.cuda.device_count():
+        pytest.skip("a GPU is visible: the check is not changed there")
+    from repro.fit import run_fit
+
+    calls: list[int] = []
+    nvml = torch.cuda._device_count_nvml
+    monkeypatch.setattr(torch.cuda, "_device_count_nvml", lambda: calls.append(1) or nvml())
+
+    def probes(steps: int) -> int:
+        monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # as `import lightning` leaves it
+        calls.clear()
+        run_fit(["--config", "configs/ring8/nsgan.yaml", "--trainer.max_steps", str(steps), "--trainer.logger",
+                 "false", "--trainer.enable_progress_bar", "false", "--samples.every_n_steps", "0"])
+        return len(calls)
+
+    torch.cuda.is_available()
+    assert calls == [1]  # the per-call probe this avoids
+    assert probes(5) == probes(25)  # without it: 40 more, one per Adam step
