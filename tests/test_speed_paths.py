@@ -173,6 +173,7 @@ def test_a_cpu_run_does_not_load_nvml_every_step(run_dir: Path, monkeypatch: pyt
                  "false", "--trainer.enable_progress_bar", "false", "--samples.every_n_steps", "0"])
         return len(calls)
 
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     torch.cuda.is_available()
     assert calls == [1]  # the per-call probe this avoids
     assert probes(5) == probes(25)  # without it: 40 more, one per Adam step
