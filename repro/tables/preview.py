@@ -45,9 +45,10 @@ def todo_runs(records: Records, found: list[Stale], stale: str) -> list[Run]:
 
 
 def summary_line(spec: TableSpec, runs: list[Run], todo: list[Run], processes: int, found: list[Stale], stale: str,
-                 devices: int, launcher: str, extending: int = 0) -> str:
+                 devices: int, launcher: str, extending: int = 0, unchecked: int = 0) -> str:
     """``<table>: R rows x S seeds = N runs, F finished, T to run on D device(s) [in P process(es)] (k stale: ...
-    [, E continue to the new length])``."""
+    [, E continue to the new length]) [(U rows not checked for staleness: see below)]``: a dry-run's finished count
+    includes the unchecked rows' stale runs, which it cannot see."""
     per_row = Counter(r.row.id for r in runs)
     low, high = min(per_row.values(), default=0), max(per_row.values(), default=0)
     seeds = f"{low}" if low == high else f"{low}-{high}"  # rows may set their own seeds
@@ -56,7 +57,8 @@ def summary_line(spec: TableSpec, runs: list[Run], todo: list[Run], processes: i
             f"{len(runs) - len(todo)} finished, {len(todo)} to run {where}"
             + (f" in {processes} process(es)" if processes != len(todo) else "")
             + (f" ({len(found)} stale: {stale}" + (f", {extending} continue to the new length" if extending else "")
-               + ")" if found else ""))
+               + ")" if found else "")
+            + (f" ({unchecked} row(s) not checked for staleness: see below)" if unchecked else ""))
 
 
 def stale_actions(found: list[Stale], records: Records, configs: dict[str, dict[str, Any]], parse: str,
@@ -151,14 +153,14 @@ def dry_run(spec: TableSpec, console: Console, devices: int | None = None, seeds
         spec, runs, stale, ensemble_cap(spec, ensemble_size, no_ensemble), "missing" if check else "never", extend,
         console)
     devices = devices if devices is not None else (visible_gpus() or os.cpu_count() or 1)
+    unchecked = [row for row in dict.fromkeys(r.row.id for r in runs) if row not in configs]
     console.print(summary_line(spec, runs, todo, len(jobs), found, stale, devices, launcher,
-                               sum(len(e.job.runs) for e in extensions)))
+                               sum(len(e.job.runs) for e in extensions), len(unchecked)))
     console.print(estimate_line(spec.name, longest_first(estimate_jobs(jobs, records, configs, extensions)), devices,
                                 launcher, "GPU" if visible_gpus() else "core"), markup=False, soft_wrap=True)
     print_plan(spec, runs, how, console)
     if found:
         console.print(stale_message(spec.name, found, actions), markup=False, soft_wrap=True)
-    unchecked = [row for row in dict.fromkeys(r.row.id for r in runs) if row not in configs]
     if unchecked:
         console.print(unchecked_note(spec, unchecked), style="yellow", markup=False, soft_wrap=True)
 
