@@ -76,7 +76,8 @@ def test_bench_rejects_unknown_workload(capsys):
 
 
 @pytest.mark.parametrize("cls, kwargs", [(NSGAN, {"n_dis": 2, "lr_decay": "linear"}), (WGAN, {"n_dis": 2}),
-                                         (WGANGP, {"n_dis": 2}), (NSGAN, {"updates": "simultaneous"})])
+                                         (WGANGP, {"n_dis": 2}), (NSGAN, {"updates": "simultaneous"}),
+                                         (WGAN, {"n_dis": 2, "updates": "shared_z"})])
 def test_reference_loop_is_the_same_math(cls, kwargs, run_dir):
     """From the same weights, data order and RNG state, repro and the bare loop end bit-identical."""
     model = tiny(cls, **kwargs)
@@ -166,10 +167,11 @@ def test_metz_workload_drops_d_batch_norm_for_the_tables_rows_that_do():
 
 
 def test_metz_workload_is_the_stacked_mnist_tables_row():
-    """``repro bench --workloads metz`` runs paper_tables/stacked-mnist.yaml's nsgan-half row (data, nets, optimizer)."""
+    """``repro bench --workloads metz`` runs paper_tables/stacked-mnist.yaml's nsgan-half row (data, nets, optimizer,
+    the table's shared_z loop)."""
     spec = yaml.safe_load((REPO_ROOT / "paper_tables" / "stacked-mnist.yaml").read_text())
     row = next(r for r in spec["rows"] if r["id"] == "nsgan-half")
-    want = {**{k: v for k, v in spec["overrides"].items() if k.startswith("data.")}, **row["overrides"]}
+    want = {**{k: v for k, v in spec["overrides"].items() if k.startswith(("data.", "model."))}, **row["overrides"]}
     given = dict(zip(STACKED_MNIST[::2], STACKED_MNIST[1::2]))
     assert WORKLOADS["metz"].folder == "mnist" and row["config"] == "configs/mnist/nsgan.yaml"
     for key, value in want.items():

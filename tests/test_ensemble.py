@@ -35,6 +35,7 @@ SMALL = ["--model.init_args.generator.init_args.width", "16", "--model.init_args
 CASES: dict[str, tuple[str, list[str]]] = {
     "nsgan-bn-ema": ("ring8/nsgan", ["--model.init_args.ema_decay", "0.9"]),
     "wgangp": ("ring8/wgangp", []),
+    "wgangp-shared-z": ("ring8/wgangp", ["--model.init_args.updates", "shared_z"]),  # G step on the last D step's z
     "sngan": ("ring8/sngan", []),
     "jcgan": ("ring8/jcgan", []),
     "tan": ("ring8/tan", ["--model.init_args.temper_steps", "60"]),  # the lens is removed mid-run
@@ -108,12 +109,13 @@ def test_members_equal_single_runs_float64(case: str, run_dir: Path, float64: No
 def test_metz_conv_nets_equal_single_runs(run_dir: Path, mnist_root: Path) -> None:
     """The stacked-MNIST nets (convolutions, transposed convolutions, 2-D batch norm) in float64, evaluated as the
     table evaluates them: G's batch-norm statistics re-estimated at each evaluation (a member's are views of the
-    ensemble's buffers) and put back for training, at a curve point and at the end."""
+    ensemble's buffers) and put back for training, at a curve point and at the end; the table's shared_z updates."""
     extra = ["--data.dataset", "stacked-mnist", "--data.data_root", str(mnist_root), "--data.num_samples", "256",
              "--data.batch_size", "16", "--trainer.precision", "64-true", "--evaluation.bn_standing_batches", "3",
              "--evaluation.image_metrics", "true", "--evaluation.n_stacked", "200", "--evaluation.curve_points", "2",
              "--model.init_args.generator", str(REPO_ROOT / "configs/nets/metz_g.yaml"),
-             "--model.init_args.discriminator", str(REPO_ROOT / "configs/nets/metz_d_quarter.yaml")]
+             "--model.init_args.discriminator", str(REPO_ROOT / "configs/nets/metz_d_quarter.yaml"),
+             "--model.init_args.updates", "shared_z"]
     args = _args("ring8/nsgan", 10, extra)
     ens = run_fit([*args, "--ensemble", "2", "--seed_everything", "0", *_logger(run_dir / "ens")])
     assert_members_equal_single_runs(ens, run_dir, args, [0, 1], TOL)

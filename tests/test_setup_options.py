@@ -1,5 +1,5 @@
 """What a paper's setup needs from YAML: per-net activation and initialization, the 2-D mixture
-geometry, simultaneous updates. Each is set in a YAML and read back from the built module."""
+geometry, simultaneous and shared-latent updates. Each is set in a YAML and read back from the built module."""
 from __future__ import annotations
 
 import math
@@ -20,7 +20,8 @@ from repro.nets import (
 )
 from repro.nets.layers import Init, initialize
 from repro.nets.metz import UnrolledDiscriminator, UnrolledGenerator
-from repro.variants import NSGAN
+from repro.variants import NSGAN, WGANTS
+from repro.variants.base import Fakes
 
 
 def build(tmp_path: Path, override: str, base: str = "configs/ring8/nsgan.yaml") -> ReproCLI:
@@ -183,6 +184,52 @@ def test_simultaneous_updates_take_both_gradients_before_either_step():
     assert not same(alt_slow.generator, alt_fast.generator)
     assert same(sim_slow.discriminator, alt_slow.discriminator)
     assert not same(sim_slow.generator, alt_slow.generator)
+
+
+class ReplayZ(NSGAN):
+    """The alternating loop whose G step draws again the z of the last D step and recomputes G(z) on it:
+    PacGAN's code (one z feed, two ``sess.run`` calls), written another way than ``updates: shared_z``."""
+
+    def d_fakes(self, n: int) -> torch.Tensor:
+        self.last_z = self.sample_z(n)
+        with torch.no_grad():
+            return self.generate(self.last_z)
+
+    def draw_fakes(self, n: int) -> Fakes:
+        return Fakes(self.last_z, self.generate(self.last_z), None)
+
+
+def three_steps(cls: type[NSGAN], updates: str) -> NSGAN:
+    torch.manual_seed(0)
+    model = cls(MLPGenerator(width=16, depth=2, batch_norm=True), MLPDiscriminator(width=16, depth=2), n_dis=2,
+                updates=updates)
+    torch.manual_seed(1)
+    L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(model, datamodule=GANDataModule("ring8", batch_size=32, num_samples=256))
+    return model
+
+
+def test_shared_z_is_the_g_step_on_the_last_d_steps_latents():
+    """shared_z (one G forward for the last D step and the G step) gives the weights of the loop that recomputes
+    G on that D step's z; the default loop's fresh z gives other weights."""
+    shared, replay, fresh = three_steps(NSGAN, "shared_z"), three_steps(ReplayZ, "alternating"), three_steps(NSGAN, "alternating")
+    for net in ("generator", "discriminator"):
+        for (name, a), b in zip(getattr(shared, net).named_parameters(), getattr(replay, net).parameters()):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=f"{net}.{name}")
+    assert not torch.allclose(shared.generator.net[0].weight, fresh.generator.net[0].weight)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: NSGAN(MLPGenerator(width=4, depth=1), MLPDiscriminator(width=4, depth=1), updates="shared_z",
+                   g_batch_size=16), "g_batch_size: null"),
+    (lambda: ReplayZ(MLPGenerator(width=4, depth=1), MLPDiscriminator(width=4, depth=1), updates="shared_z"),
+     "ReplayZ replaces d_fakes"),
+    (lambda: WGANTS(MLPGenerator(width=4, depth=1), MLPDiscriminator(width=4, depth=1), updates="shared_z"),
+     "WGANTS replaces d_step"),
+])
+def test_shared_z_refuses_what_it_cannot_share(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
 
 
 def test_pacgan_code_nets_from_yaml(run_dir):

@@ -75,13 +75,13 @@ PACGAN_CODE = (
     "--trainer.log_every_n_steps", "1000",
 )
 
-# paper_tables/stacked-mnist.yaml's nsgan-half row (its data, nets and optimizer; not its length or evaluation).
+# paper_tables/stacked-mnist.yaml's nsgan-half row (its data, nets, optimizer and loop; not its length or evaluation).
 STACKED_MNIST = (
     "--data.dataset", "stacked-mnist", "--data.batch_size", "128",
     "--model.init_args.generator", str(REPO_ROOT / "configs/nets/metz_g.yaml"),
     "--model.init_args.discriminator", str(REPO_ROOT / "configs/nets/metz_d_half.yaml"),
     "--model.init_args.lr_g", "1.0e-4", "--model.init_args.betas_g", "[0.5, 0.99]",
-    "--model.init_args.betas_d", "[0.5, 0.99]",
+    "--model.init_args.betas_d", "[0.5, 0.99]", "--model.init_args.updates", "shared_z",
 )
 
 # the stacked-MNIST table's rows whose variant refuses a batch-normed D (SN-GAN, GN-GAN; WGAN-GP's per-sample penalty)

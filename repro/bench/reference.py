@@ -32,8 +32,9 @@ def autocast_context(precision: str) -> contextlib.AbstractContextManager:
 
 class ReferenceLoop:
     """One generator iteration per ``iteration()``: ``n_dis`` D steps on fresh real batches and z,
-    then one G step (Goodfellow et al. 2014, Alg. 1), exactly as ``GANModule`` does it; with
-    ``updates: simultaneous``, one D and one G step from the same real batch and fakes.
+    then one G step (Goodfellow et al. 2014, Alg. 1), exactly as ``GANModule`` does it (with ``updates: shared_z``
+    on the last D step's z and G(z)); with ``updates: simultaneous``, one D and one G step from the same real batch
+    and fakes.
 
     Args:
         module: the variant to mirror; its networks are deep-copied, so the two never share state.
@@ -82,16 +83,23 @@ class ReferenceLoop:
             if m.hparams.updates == "simultaneous":
                 self._simultaneous(batch)
                 return
-            for real in batch.chunk(m.n_dis):
-                with torch.no_grad():
-                    fake = m.generator(torch.randn(len(real), z_dim))
+            reals = batch.chunk(m.n_dis)
+            shared = m.hparams.updates == "shared_z"
+            for k, real in enumerate(reals):
+                keep = shared and k == len(reals) - 1  # shared_z: the G step reuses this D step's z and G(z)
+                z = torch.randn(len(real), z_dim)
+                with torch.set_grad_enabled(keep):
+                    g_out = m.generator(z)
+                fake = g_out.detach()
                 loss = m.discriminator_loss(real, fake)
                 self.opt_d.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt_d.step()
                 m.after_d_step(real, fake)
-            z = torch.randn(m.g_batch_size or len(real), z_dim)
-            loss = m.generator_loss(real, z, m.generator(z))  # D frozen inside; ``real``: the last D batch
+            if not shared:
+                z = torch.randn(m.g_batch_size or len(real), z_dim)
+                g_out = m.generator(z)
+            loss = m.generator_loss(real, z, g_out)  # D frozen inside; ``real``: the last D batch
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_g.step()

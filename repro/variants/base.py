@@ -3,7 +3,9 @@
 One ``training_step`` is one generator iteration (Goodfellow et al. 2014, Alg. 1): ``n_dis``
 discriminator steps, each on its own real batch and fresh z, then one generator step, which also
 receives the last real batch. ``updates: simultaneous`` instead steps D and G once each from the same
-real batch and the same fakes, both gradients taken before either player moves. The trainer's
+real batch and the same fakes, both gradients taken before either player moves; ``updates: shared_z``
+alternates as the default does but gives the G step the last D step's latents (the loop of DCGAN-tensorflow
+and PacGAN's code, which feed one z batch to both updates), computing G's forward once for both. The trainer's
 ``global_step`` counts generator updates, so ``trainer.max_steps`` is the papers' "generator
 updates". A variant overrides only the hooks where it differs:
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator, Literal
 
 import lightning as L
@@ -53,6 +56,14 @@ Betas = tuple[float, float]
 # The hooks that see samples; in labelled training each must take the samples' labels (a ``y`` argument).
 LABELLED_HOOKS = ("training_step", "simultaneous_step", "d_step", "g_step", "d_fakes", "discriminate",
                   "discriminator_loss", "generator_loss", "sample", "after_d_step")
+
+
+@dataclass
+class Fakes:
+    """Latents ``z``, the labels drawn with them (None: unconditional) and G's output ``x`` on them, with its graph."""
+    z: Tensor
+    x: Tensor
+    y: Tensor | None
 
 
 def _y(y: Tensor | None, name: str = "y") -> dict[str, Tensor]:
@@ -91,8 +102,11 @@ class GANModule(L.LightningModule):
         compile_nets: ``torch.compile`` G and D in place at fit start. Off by default: measured slower
             on CPU for these nets (results/bench/); refused when D is differentiated twice (gradient
             penalty, gradient normalization), which torch.compile does not support.
-        updates: "alternating" (D then G, the default) or "simultaneous" (both players' gradients at
-            the same point, from one real batch and one set of fakes; needs n_dis 1, no g_batch_size).
+        updates: "alternating" (D then G on fresh latents, the default), "shared_z" (D then G, the G step on the
+            last D step's latents and labels, whose G forward it reuses: G has not moved in between, so this is
+            the same update as recomputing it, one G forward cheaper; needs no g_batch_size) or "simultaneous"
+            (both players' gradients at the same point, from one real batch and one set of fakes; needs n_dis 1,
+            no g_batch_size).
         channels_last: store G's, D's (and the EMA G's) 4-D weights in channels-last (NHWC) order, so oneDNN's
             convolutions run on NHWC activations without reordering. Same math, other rounding (another
             summation order: one step's gradients agree to float rounding, tests/test_speed_paths.py); on one
@@ -145,7 +159,7 @@ class GANModule(L.LightningModule):
         g_regularizers: list[Regularizer] | None = None,
         n_fixed: int = 64,
         compile_nets: bool = False,
-        updates: Literal["alternating", "simultaneous"] = "alternating",
+        updates: Literal["alternating", "shared_z", "simultaneous"] = "alternating",
         num_classes: int | None = None,
         ema_start: int = 0,
         channels_last: bool = False,
@@ -167,8 +181,10 @@ class GANModule(L.LightningModule):
             raise ValueError(f"model.ema_decay must be in (0, 1) or null, got {ema_decay}")
         if not hasattr(generator, "z_dim"):
             raise ValueError("model.generator must have a z_dim attribute (the latent size)")
-        if updates not in ("alternating", "simultaneous"):
-            raise ValueError(f"model.updates must be 'alternating' or 'simultaneous', got {updates!r}")
+        if updates not in ("alternating", "shared_z", "simultaneous"):
+            raise ValueError(f"model.updates must be 'alternating', 'shared_z' or 'simultaneous', got {updates!r}")
+        if updates == "shared_z":
+            self.check_shared_z(g_batch_size)
         if updates == "simultaneous" and (n_dis != 1 or g_batch_size is not None):
             raise ValueError(
                 "model.updates: simultaneous steps D and G once each on the same fakes; "
@@ -202,6 +218,17 @@ class GANModule(L.LightningModule):
         self._ema_version, self._ema_stats_version = 0, -1
         self._lean_steps = False  # set at fit start by distributed.wrappers_idle
         self.check_label_support()
+
+    def check_shared_z(self, g_batch_size: int | None) -> None:
+        """``updates: shared_z`` hands the base loop's D-step fakes to its G step: refused for a G batch of
+        another size and for a variant that replaces the steps or their fakes."""
+        if g_batch_size is not None:
+            raise ValueError(f"model.updates: shared_z gives the G step the D step's latents; set model.g_batch_size: "
+                             f"null (got {g_batch_size}) or use updates: alternating")
+        replaced = [name for name in ("d_fakes", "d_step", "g_step") if getattr(type(self), name) is not getattr(GANModule, name)]
+        if replaced:
+            raise ValueError(f"model.updates: shared_z shares the base loop's fakes between its D and G steps, and "
+                             f"{type(self).__name__} replaces {', '.join(replaced)}; use updates: alternating")
 
     # ----------------------------------------------------------------- class labels
     def check_label_nets(self) -> None:
@@ -441,10 +468,20 @@ class GANModule(L.LightningModule):
         distributed.sync_gradients(opt_g, self.world_size)
         opt_g.step()
 
-    def d_step(self, real: Tensor, opt_d: Any, y: Tensor | None = None) -> Tensor:
-        """One D update against fresh fakes (with labels: of uniformly drawn classes); ``y``: ``real``'s labels."""
-        y_fake = self.sample_labels(len(real))
-        fake = self.d_fakes(len(real), **_y(y_fake))
+    def draw_fakes(self, n: int) -> Fakes:
+        """``n`` fresh latents (with labels: of uniformly drawn classes) and G's output on them, with its graph."""
+        z = self.sample_z(n)
+        y_fake = self.sample_labels(n)
+        return Fakes(z, self.generate(z, y_fake), y_fake)
+
+    def d_step(self, real: Tensor, opt_d: Any, y: Tensor | None = None, fakes: Fakes | None = None) -> Tensor:
+        """One D update against ``fakes`` (detached; default: fresh ones from ``d_fakes``, with labels of uniformly
+        drawn classes); ``y``: ``real``'s labels."""
+        if fakes is None:
+            y_fake = self.sample_labels(len(real))
+            fake = self.d_fakes(len(real), **_y(y_fake))
+        else:
+            y_fake, fake = fakes.y, fakes.x.detach()
         loss = self.discriminator_loss(real, fake, **_y(y), **_y(y_fake, "y_fake"))
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss)
@@ -452,13 +489,13 @@ class GANModule(L.LightningModule):
         self.after_d_step(real, fake, **_y(y), **_y(y_fake, "y_fake"))
         return loss.detach()
 
-    def g_step(self, real: Tensor, opt_g: Any, y: Tensor | None = None) -> Tensor:
-        """One G update on fresh z (``g_batch_size`` of them, default ``len(real)``; with labels, of uniformly
-        drawn classes); ``real`` (labels ``y``) is the iteration's last real batch, for objectives that compare
-        real and fake."""
-        z = self.sample_z(self.g_batch_size or len(real))
-        y_fake = self.sample_labels(len(z))
-        loss = self.generator_loss(real, z, self.generate(z, y_fake), **_y(y), **_y(y_fake, "y_fake"))
+    def g_step(self, real: Tensor, opt_g: Any, y: Tensor | None = None, fakes: Fakes | None = None) -> Tensor:
+        """One G update on ``fakes`` (default: fresh ones, ``g_batch_size`` of them, default ``len(real)``; with
+        labels, of uniformly drawn classes); ``real`` (labels ``y``) is the iteration's last real batch, for
+        objectives that compare real and fake."""
+        if fakes is None:
+            fakes = self.draw_fakes(self.g_batch_size or len(real))
+        loss = self.generator_loss(real, fakes.z, fakes.x, **_y(y), **_y(fakes.y, "y_fake"))
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         self.step_counted(opt_g)
@@ -466,12 +503,11 @@ class GANModule(L.LightningModule):
 
     def simultaneous_step(self, real: Tensor, opt_d: Any, opt_g: Any, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """D and G updated from the same fakes, both gradients taken before either player steps."""
-        z = self.sample_z(len(real))
-        y_fake = self.sample_labels(len(z))
-        fake = self.generate(z, y_fake)
-        labels = {**_y(y), **_y(y_fake, "y_fake")}
+        fakes = self.draw_fakes(len(real))
+        fake = fakes.x
+        labels = {**_y(y), **_y(fakes.y, "y_fake")}
         d_loss = self.discriminator_loss(real, fake.detach(), **labels)
-        g_loss = self.generator_loss(real, z, fake, **labels)
+        g_loss = self.generator_loss(real, fakes.z, fake, **labels)
         opt_d.zero_grad(set_to_none=True)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
@@ -492,11 +528,14 @@ class GANModule(L.LightningModule):
             reals = x.chunk(self.n_dis)
             labels = [None] * len(reals) if y is None else y.chunk(self.n_dis)
             d_steps = []  # each D step's loss and regularizer terms, averaged over the steps as d_loss
-            for real, y_k in zip(reals, labels):
-                d_steps.append({"d_loss": self.d_step(real, opt_d, **_y(y_k)), **self._terms})
+            shared: dict[str, Fakes] = {}  # updates: shared_z: the last D step's fakes, for the G step
+            for k, (real, y_k) in enumerate(zip(reals, labels)):
+                if self.hparams.updates == "shared_z" and k == len(reals) - 1:
+                    shared = {"fakes": self.draw_fakes(len(real))}
+                d_steps.append({"d_loss": self.d_step(real, opt_d, **_y(y_k), **shared), **self._terms})
             d_terms = {key: torch.stack([s[key] for s in d_steps]).mean(0) for key in d_steps[0]}
             d_loss = d_terms.pop("d_loss")
-            g_loss = self.g_step(reals[-1], opt_g, **_y(labels[-1]))
+            g_loss = self.g_step(reals[-1], opt_g, **_y(labels[-1]), **shared)
         distributed.broadcast_buffers(self, self.world_size)
         self.update_ema()
         schedulers = self.lr_schedulers()
