@@ -109,6 +109,25 @@ def test_xavier_and_parametrized_weights():
         Init("he")
 
 
+def test_conv_truncation_truncates_only_the_convolutions():
+    """conv_truncation 2 (DCGAN-tensorflow's conv2d): conv weights inside +-2 std, with the standard deviation of a
+    normal truncated at 2 std, sqrt(1 - 2 * 2 phi(2) / (2 Phi(2) - 1)) std = 0.8796 std; the transposed convs and
+    linears keep the plain normal (some draws beyond 2 std)."""
+    torch.manual_seed(0)
+    std = 0.02
+    net = nn.Sequential(nn.Conv2d(64, 64, 3), nn.ConvTranspose2d(64, 64, 3), nn.Linear(256, 256))
+    initialize(net, Init("normal", std=std, zero_bias=True, conv_truncation=2.0))
+    phi2, mass = math.exp(-2.0) / math.sqrt(2 * math.pi), math.erf(2 / math.sqrt(2))
+    conv, deconv, linear = (layer.weight for layer in net)
+    assert conv.abs().max() <= 2 * std
+    assert conv.std().item() == pytest.approx(std * math.sqrt(1 - 4 * phi2 / mass), rel=0.02)
+    for w in (deconv, linear):
+        assert w.abs().max() > 2 * std and w.std().item() == pytest.approx(std, rel=0.02)
+    for bad in ({"scheme": "orthogonal", "conv_truncation": 2.0}, {"scheme": "normal", "conv_truncation": 0.0}):
+        with pytest.raises(ValueError, match="conv_truncation"):
+            Init(**bad)
+
+
 def test_yaml_sets_the_mixture_geometry(run_dir):
     cli = build(run_dir, """
 data:

@@ -38,6 +38,9 @@ class Init:
     scheme: "default" (PyTorch's, untouched), "orthogonal" (Saxe et al. 2014; ``gain``),
         "xavier_uniform" / "xavier_normal" (Glorot & Bengio 2010, eq. 16; ``gain``), "normal" (N(0, std^2)).
     zero_bias: set every bias of those layers to 0.
+    conv_truncation: with "normal", the (non-transposed) convolutions' weights come from N(0, std^2) truncated at
+        +-conv_truncation * std (out-of-range draws redrawn: TF's ``truncated_normal_initializer``, which
+        DCGAN-tensorflow's ``conv2d`` uses at 2 std while its ``deconv2d`` and ``linear`` draw the plain normal).
     A parametrized weight (spectral or weight norm) is initialized in its raw tensor.
     """
 
@@ -45,6 +48,7 @@ class Init:
     gain: float = 1.0
     std: float = 0.02
     zero_bias: bool = False
+    conv_truncation: float | None = None
 
     def __post_init__(self) -> None:
         schemes = ("default", "orthogonal", "xavier_uniform", "xavier_normal", "normal")
@@ -52,9 +56,13 @@ class Init:
             raise ValueError(f"init.scheme {self.scheme!r} is not one of {', '.join(schemes)}")
         if not self.gain > 0 or not self.std > 0:
             raise ValueError(f"init.gain and init.std must be > 0, got {self.gain}, {self.std}")
+        if self.conv_truncation is not None and (self.scheme != "normal" or not self.conv_truncation > 0):
+            raise ValueError(f"init.conv_truncation truncates init.scheme normal's draws: it needs scheme 'normal' and "
+                             f"a value > 0 (in stds), got scheme {self.scheme!r}, {self.conv_truncation}")
 
 
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # not the transposed ones, which are no subclasses of these
+_LAYERS = (nn.Linear, *_CONVS, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 @torch.no_grad()
@@ -71,6 +79,9 @@ def initialize(net: nn.Module, init: Init) -> None:
             nn.init.xavier_uniform_(weight, init.gain)
         elif init.scheme == "xavier_normal":
             nn.init.xavier_normal_(weight, init.gain)
+        elif init.scheme == "normal" and init.conv_truncation and isinstance(layer, _CONVS):
+            bound = init.conv_truncation * init.std
+            nn.init.trunc_normal_(weight, 0.0, init.std, -bound, bound)
         elif init.scheme == "normal":
             nn.init.normal_(weight, 0.0, init.std)
         if init.zero_bias and layer.bias is not None:
