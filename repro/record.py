@@ -137,15 +137,17 @@ def cpu_model() -> str:
 
 
 def machine(device: Any = None) -> dict[str, Any]:
-    """What a run ran on, for its record's ``machine`` block: the CPU model, the logical cores this process may
-    use (its CPU affinity: a SLURM allocation's, not the whole node's), torch's intra-op threads in it, and the
-    accelerator: the CUDA device's name and the visible count when ``device`` (the module's; None: whatever this
+    """What a run ran on, for its record's ``machine`` block: the CPU model, the vector instructions torch's CPU
+    kernels dispatch to (``cpu_isa``: "AVX512", "AVX2", ...; one "AMD EPYC" name covers VMs whose fp32 throughput
+    differs ~2.7x by it), the logical cores this process may use (its CPU affinity: a SLURM allocation's, not the
+    whole node's), torch's intra-op threads in it, and the accelerator: the CUDA device's name and the visible count when ``device`` (the module's; None: whatever this
     process sees) is a CUDA device, else ``"cpu"`` and 0. No host name, no path: the kind of machine, not which."""
     import torch  # here, not at the top: the table planner reads records without importing torch
 
     cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
     return {
         "cpu": cpu_model(),
+        "cpu_isa": torch.backends.cpu.get_cpu_capability(),
         "logical_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "accelerator": torch.cuda.get_device_name(device) if cuda else "cpu",

@@ -47,9 +47,11 @@ def test_healthy_run_is_not_flagged(run_dir: Path) -> None:
     main(["fit", "--config", RING, *[f"--{k}={v}" for k, v in TINY.items()], "--trainer.enable_progress_bar", "false"])
     record = json.loads((run_dir / "runs/lightning_logs/version_0/metrics.json").read_text())
     assert record["status"] == "finished" and record["generator_steps"] == 12
-    # the machine it ran on: CPU model, cores it may use, this process's threads (1: conftest), no GPU; no host name
-    assert record["machine"] == {"cpu": cpu_model(), "logical_cores": len(os.sched_getaffinity(0)),
-                                 "torch_threads": torch.get_num_threads(), "accelerator": "cpu", "accelerator_count": 0}
+    # the machine it ran on: CPU model and torch's kernel ISA, cores it may use, this process's threads (1: conftest),
+    # no GPU; no host name
+    assert record["machine"] == {"cpu": cpu_model(), "cpu_isa": torch.backends.cpu.get_cpu_capability(),
+                                 "logical_cores": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+                                 "accelerator": "cpu", "accelerator_count": 0}
     assert record["machine"]["torch_threads"] == 1 and 1 <= record["machine"]["logical_cores"] <= os.cpu_count()
 
 

@@ -90,7 +90,7 @@ def test_machine_names_the_cuda_device_a_module_is_on(monkeypatch: pytest.Monkey
     on_gpu = machine(torch.device("cuda", 1))
     assert (on_gpu["accelerator"], on_gpu["accelerator_count"]) == ("NVIDIA H200", 2)
     assert machine(torch.device("cpu"))["accelerator"] == "cpu" and machine("cpu")["accelerator_count"] == 0
-    assert sorted(on_gpu) == ["accelerator", "accelerator_count", "cpu", "logical_cores", "torch_threads"]
+    assert sorted(on_gpu) == ["accelerator", "accelerator_count", "cpu", "cpu_isa", "logical_cores", "torch_threads"]
 
 
 _ABSOLUTE = re.compile(r"""(?:^|[\s'"=])/(?:work|tmp|home|root|Users|mnt|srv|var|opt|data)/""")

@@ -398,13 +398,14 @@ def test_column_no_run_reports_is_flagged_on_the_page(tmp_path, capsys):
 
 
 CPU = {"cpu": "Test CPU 9000", "logical_cores": 2, "torch_threads": 1, "accelerator": "cpu", "accelerator_count": 0}
-GPU = {"cpu": "Test CPU 9000", "logical_cores": 16, "torch_threads": 4, "accelerator": "NVIDIA H200",
-       "accelerator_count": 1}
+GPU = {"cpu": "Test CPU 9000", "cpu_isa": "AVX512", "logical_cores": 16, "torch_threads": 4,
+       "accelerator": "NVIDIA H200", "accelerator_count": 1}
 
 
 def test_compute_line_counts_an_ensemble_once_and_names_old_records(tmp_path):
     """Two members of one seed ensemble (one process: its wall time once, its longest member clock), a single run on
-    another machine, an old record without a machine block; a failed run is not counted. Sums by hand below."""
+    another machine (with its kernel ISA, which records before 4 Dec lack), an old record without a machine block; a
+    failed run is not counted. Sums by hand below."""
     spec = load_spec(write_spec(tmp_path, seeds=[0, 1, 2]))
     runs = {run.name: run for run in plan(spec)}
     ensemble = {"size": 2, "seeds": [0, 1], "command": "repro fit ..."}
@@ -418,7 +419,7 @@ def test_compute_line_counts_an_ensemble_once_and_names_old_records(tmp_path):
         runs[name].results_dir.mkdir(parents=True)
         (runs[name].results_dir / "metrics.json").write_text(json.dumps({"status": "finished", **record}))
     cpu_text = "Test CPU 9000, 2 logical cores, 1 torch thread, no GPU"
-    gpu_text = "Test CPU 9000, 16 logical cores, 4 torch threads, 1× NVIDIA H200"
+    gpu_text = "Test CPU 9000 (AVX512 kernels), 16 logical cores, 4 torch threads, 1× NVIDIA H200"
     assert processes(read_records(spec)) == [Process("nsgan/seeds 0, 1", 3600.0, 3010.0, cpu_text, False),
                                              Process("nsgan/seed2", 1800.0, 1700.0, gpu_text, False),
                                              Process("lsgan/seed0", 720.0, 630.0, None, False)]

@@ -17,11 +17,10 @@ __all__ = ["summarize", "table", "machine_description"]
 
 
 def machine_description() -> dict[str, Any]:
-    """The run record's machine block (``repro.record.machine``) plus CPU capability, library versions, inter-op
-    threads and load: what the numbers depend on."""
+    """The run record's machine block (``repro.record.machine``, with the CPU's kernel ISA) plus library versions,
+    inter-op threads and load: what the numbers depend on (results before 4 Dec name the ISA ``cpu_capability``)."""
     return {
         **machine(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "lightning": L.__version__,
         "python": platform.python_version(),

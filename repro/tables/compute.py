@@ -47,7 +47,8 @@ def describe_machine(block: Any) -> str | None:
     accelerator = block.get("accelerator")
     device = "no GPU" if accelerator == "cpu" else f"{block.get('accelerator_count')}× {accelerator}"
     cpu = block.get("cpu") or "CPU model unknown"
-    return f"{cpu}, {block.get('logical_cores')} logical cores, {thread_text}, {device}"
+    isa = f" ({block['cpu_isa']} kernels)" if block.get("cpu_isa") else ""  # not in records before 4 Dec
+    return f"{cpu}{isa}, {block.get('logical_cores')} logical cores, {thread_text}, {device}"
 
 
 def processes(records: Records) -> list[Process]:
