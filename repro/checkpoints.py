@@ -21,8 +21,6 @@
 """
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import pickle
 import re
@@ -32,6 +30,8 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+
+from repro.setting_defaults import UNKNOWN, setting_default
 
 __all__ = ["SAFE_GLOBALS", "RESUMABLE_CHANGES", "UnsafeFileError", "safe_load", "ConfigStamp", "check_resume",
            "config_differences"]
@@ -119,34 +119,12 @@ def _legacy_differences(ckpt: dict[str, Any], model: nn.Module) -> list[tuple[st
     return [(f"model.{k}", old, new) for k, old, new in config_differences(saved, now)]
 
 
-def _class_default(class_path: Any, name: str) -> Any:
-    """The default of ``name`` in the ``__init__`` signatures of ``class_path``'s class and its bases; ``inspect._empty``
-    where there is none."""
-    if not isinstance(class_path, str) or "." not in class_path:
-        return inspect.Parameter.empty
-    module, _, attr = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        return inspect.Parameter.empty
-    for base in getattr(cls, "__mro__", ()):
-        parameter = inspect.signature(base.__init__).parameters.get(name) if "__init__" in vars(base) else None
-        if parameter is not None:
-            return parameter.default
-    return inspect.Parameter.empty
-
-
 def _added_at_default(key: str, value: Any, config: dict[str, Any]) -> bool:
-    """Whether ``key`` (``...init_args.NAME``), absent from a checkpoint's stamp, is configured at its class's default:
-    an argument added to the code after the checkpoint was written, which keeps the old behaviour."""
-    *owner, init_args, name = key.split(".")
-    if init_args != "init_args":
-        return False
-    node: Any = config
-    for part in owner:
-        node = node.get(part) if isinstance(node, dict) else None
-    default = _class_default(node.get("class_path") if isinstance(node, dict) else None, name)
-    return default is not inspect.Parameter.empty and _plain(default) == value
+    """Whether ``key``, absent from a checkpoint's stamp, is configured at its class's default
+    (``repro.setting_defaults``): an argument added to the code after the checkpoint was written, which keeps the
+    old behaviour."""
+    default = setting_default(config, key)
+    return default is not UNKNOWN and _plain(default) == value
 
 
 def _shown(value: Any) -> str:

@@ -122,9 +122,11 @@ def test_resume_allows_moving_the_data_and_refuses_other_settings(ring_ckpt: Pat
 
 
 def test_resume_accepts_an_argument_added_since_only_at_its_default(ring_ckpt: Path, tmp_path: Path) -> None:
-    """A checkpoint written before ``ema_start`` existed resumes when the config leaves it at the class default."""
+    """A checkpoint written before ``ema_start`` (a variant's argument) or ``Init.conv_truncation`` (a field of a
+    net's dataclass argument) existed resumes when the config leaves them at their defaults, not otherwise."""
     older = torch.load(ring_ckpt, weights_only=True)
     del older["repro_config"]["model"]["init_args"]["ema_start"]
+    del older["repro_config"]["model"]["init_args"]["generator"]["init_args"]["init"]["conv_truncation"]
     torch.save(older, tmp_path / "older.ckpt")
     cli = build_cli(["--config", RING, *QUIET])
     assert cli.config.as_dict()["model"]["init_args"]["ema_start"] == 0  # the default, as the old code behaved
@@ -132,6 +134,10 @@ def test_resume_accepts_an_argument_added_since_only_at_its_default(ring_ckpt: P
     other = build_cli(["--config", RING, "--model.init_args.ema_start", "5", *QUIET])
     with pytest.raises(ValueError, match=r"model.init_args.ema_start \(unset\) -> 5"):
         check_resume(tmp_path / "older.ckpt", other.model, other.config.as_dict())
+    truncated = build_cli(["--config", RING, *QUIET, "--model.init_args.generator.init_args.init",
+                           '{"scheme": "normal", "conv_truncation": 2.0}'])
+    with pytest.raises(ValueError, match=r"init.conv_truncation \(unset\) -> 2.0"):
+        check_resume(tmp_path / "older.ckpt", truncated.model, truncated.config.as_dict())
 
 
 def test_checkpoint_without_config_stamp_is_checked_by_its_hyper_parameters(ring_ckpt: Path, tmp_path: Path) -> None:

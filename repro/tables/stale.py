@@ -9,7 +9,7 @@ default) and the code. Both are compared with what a record holds:
   change (a parameter added or removed), not a config change, except a key the record lacks whose value now
   differs from what the record's code ran: for a key the spec or row sets, the row's value without that setting
   (its default or config-file value); for any other key (a config file that sets a new parameter), the parameter's
-  default in the signature of the class its ``class_path`` names (``parameter_default``; a key whose default
+  default in the signature of the class its ``class_path`` names (``repro.setting_defaults``; a key whose default
   cannot be read that way, e.g. outside a class's ``init_args``, counts as a code change); paths compare by file name (a record names them relative to the project or by role,
   ``$REPRO_DATA_DIR/...``; a parse gives absolute paths).
 - **Code**: the record's ``git_commit`` against this checkout: the files under ``repro/`` that differ.
@@ -27,17 +27,16 @@ checkout's HEAD would rewrite every page at every commit. ``--report-only`` neve
 """
 from __future__ import annotations
 
-import importlib
-import inspect
 import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from repro.setting_defaults import UNKNOWN, setting_default
 from repro.tables.plan import Records, Run
 
-__all__ = ["RUN_SPECIFIC", "Stale", "Unset", "added_keys", "parameter_default", "differing_keys", "config_differences", "explicit_keys",
+__all__ = ["RUN_SPECIFIC", "Stale", "Unset", "added_keys", "differing_keys", "config_differences", "explicit_keys",
            "stale_runs", "code_changes", "stale_message", "code_warning"]
 
 # Keys that differ between the runs of one row, or between machines, or that change no result: the seed
@@ -90,53 +89,6 @@ def added_keys(recorded: dict[str, Any], now: dict[str, Any], explicit: Iterable
     return [key for key in explicit if _holds(new, key) and not _holds(old, key) and not _run_specific(key)]
 
 
-_UNKNOWN = object()  # no default found (``parameter_default``)
-_PLAIN = (type(None), bool, int, float, str)
-
-
-def _init_default(cls: type, name: str) -> Any:
-    """The default of ``cls``'s constructor parameter ``name``, looked up the MRO past ``**kwargs``; ``_UNKNOWN``
-    for a required or unknown parameter."""
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            param = inspect.signature(init).parameters.get(name)
-        except (TypeError, ValueError):
-            return _UNKNOWN
-        if param is not None:
-            return _UNKNOWN if param.default is inspect.Parameter.empty else param.default
-    return _UNKNOWN
-
-
-def parameter_default(config: dict[str, Any], key: str) -> Any:
-    """The default of the setting a dotted ``key`` of the resolved ``config`` names: the constructor default of the
-    nearest ``class_path`` above it (then, for deeper parts, that default's attributes or items), if plain data
-    (None, bools, numbers, strings and lists of them); ``_UNKNOWN`` otherwise or where none is found."""
-    parts, node = key.split("."), config
-    owner, rest = None, []
-    for i, part in enumerate(parts):
-        if not isinstance(node, dict) or part not in node:
-            return _UNKNOWN
-        if part == "init_args" and isinstance(node.get("class_path"), str):
-            owner, rest = node["class_path"], parts[i + 1:]
-        node = node[part]
-    if owner is None or not rest:
-        return _UNKNOWN
-    module, _, name = owner.rpartition(".")
-    try:
-        value = _init_default(getattr(importlib.import_module(module), name), rest[0])
-    except (ImportError, AttributeError, ValueError):
-        return _UNKNOWN
-    for part in rest[1:]:
-        if value is _UNKNOWN:
-            break
-        value = value.get(part, _UNKNOWN) if isinstance(value, dict) else getattr(value, part, _UNKNOWN)
-    plain = isinstance(value, _PLAIN) or (isinstance(value, (list, tuple)) and all(isinstance(v, _PLAIN) for v in value))
-    return value if plain else _UNKNOWN
-
-
 def _new_defaults(old: dict[str, Any], new: dict[str, Any], now: dict[str, Any], explicit: list[str]) -> list[str]:
     """The keys only the config now holds, set by neither spec nor row, whose value differs from their parameter's
     default (a config file sets a parameter the record's code did not have to other than its default)."""
@@ -144,8 +96,8 @@ def _new_defaults(old: dict[str, Any], new: dict[str, Any], now: dict[str, Any],
     for key in sorted(new.keys() - old.keys()):
         if _run_specific(key) or any(key == e or key.startswith(e + ".") for e in explicit):
             continue
-        default = parameter_default(now, key)
-        if default is not _UNKNOWN and _comparable(default) != _comparable(new[key]):
+        default = setting_default(now, key)
+        if default is not UNKNOWN and _comparable(default) != _comparable(new[key]):
             out.append(key)
     return out
 
