@@ -34,17 +34,18 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _assert_fast_dry_run(table: str) -> str:
-    """Runs the dry-run in a fresh interpreter: its CPU time (the work itself: 0.3-0.5 s) under 1.5 s, and its wall
-    time under 2 s on an idle machine, the budget scaled by the 1-min load average per core when busier (the
-    same command took 0.6 s wall at a load of 5.6 on 2 cores, 2.4 s at a load of 11)."""
+    """Runs the dry-run in a fresh interpreter: its CPU time (the work itself: 0.3-0.5 s on a VM with AVX-512, 1.6-2.1 s
+    on one at 0.41x its matmul throughput, where importing torch alone costs 5 s) under 3 s, and its wall time
+    under 2 s x (3 s / 1.5 s CPU) on an idle machine, the budget scaled by the 1-min load average per core when
+    busier (the same command took 0.6 s wall at a load of 5.6 on 2 cores, 2.4 s at a load of 11, on the faster VM)."""
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     done = subprocess.run([sys.executable, "-c", CHECK.format(table=table)], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     assert done.returncode == 0, done.stderr[-2000:]
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    budget = 2.0 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
-    assert cpu < 1.5 and wall < budget, (cpu, wall, budget)
+    budget = 4.0 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    assert cpu < 3.0 and wall < budget, (cpu, wall, budget)
     return done.stdout
 
 

@@ -6,11 +6,11 @@ default) and the code. Both are compared with what a record holds:
 - **Config** (spec, override and config-file changes alike): the record's resolved ``config`` against the row
   parsed now (``resolve.check_configs``), key by key. Keys that name where this run or this machine keeps
   its files, or that change no result, are left out (``RUN_SPECIFIC``); keys only one side has are a code
-  change (a parameter added or removed), not a config change, except a key the record lacks whose value now
-  differs from what the record's code ran: for a key the spec or row sets, the row's value without that setting
-  (its default or config-file value); for any other key (a config file that sets a new parameter), the parameter's
-  default in the signature of the class its ``class_path`` names (``repro.setting_defaults``; a key whose default
-  cannot be read that way, e.g. outside a class's ``init_args``, counts as a code change); paths compare by file name (a record names them relative to the project or by role,
+  change (a parameter added or removed), not a config change, except a key the spec or row sets that the record
+  lacks whose value there differs from the row's without that setting (its default or config-file value: what the
+  record's code ran). A config file that sets a parameter newer than the record is not caught here: its default
+  would need the class imported, which the planner does not do (the resume check, ``repro.checkpoints``, does);
+  paths compare by file name (a record names them relative to the project or by role,
   ``$REPRO_DATA_DIR/...``; a parse gives absolute paths).
 - **Code**: the record's ``git_commit`` against this checkout: the files under ``repro/`` that differ.
 
@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from repro.setting_defaults import UNKNOWN, setting_default
 from repro.tables.plan import Records, Run
 
 __all__ = ["RUN_SPECIFIC", "Stale", "Unset", "added_keys", "differing_keys", "config_differences", "explicit_keys",
@@ -89,19 +88,6 @@ def added_keys(recorded: dict[str, Any], now: dict[str, Any], explicit: Iterable
     return [key for key in explicit if _holds(new, key) and not _holds(old, key) and not _run_specific(key)]
 
 
-def _new_defaults(old: dict[str, Any], new: dict[str, Any], now: dict[str, Any], explicit: list[str]) -> list[str]:
-    """The keys only the config now holds, set by neither spec nor row, whose value differs from their parameter's
-    default (a config file sets a parameter the record's code did not have to other than its default)."""
-    out = []
-    for key in sorted(new.keys() - old.keys()):
-        if _run_specific(key) or any(key == e or key.startswith(e + ".") for e in explicit):
-            continue
-        default = setting_default(now, key)
-        if default is not UNKNOWN and _comparable(default) != _comparable(new[key]):
-            out.append(key)
-    return out
-
-
 def _under(flat: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: _comparable(v) for k, v in flat.items() if k == key or k.startswith(key + ".")}
 
@@ -117,7 +103,7 @@ def differing_keys(recorded: dict[str, Any], now: dict[str, Any], explicit: Iter
     if unset is not None:
         bare = _flatten(unset)
         added = [key for key in added if _under(new, key) != _under(bare, key)]
-    return sorted(key for key in {*both, *added, *_new_defaults(old, new, now, explicit)} if not _run_specific(key))
+    return sorted(key for key in {*both, *added} if not _run_specific(key))
 
 
 def config_differences(recorded: dict[str, Any], now: dict[str, Any], keys: Iterable[str]) -> list[str]:
