@@ -387,4 +387,3 @@ def test_a_setting_the_spec_asks_for_that_the_record_lacks_makes_it_stale(tmp_pa
         spec = load_spec(_one_row_spec(tmp_path, config, **changes))
         for parse in ("missing", "never"):  # the row without the setting is the one parsed before it was set
             assert table_staleness(spec, read_records(spec), parse=parse) == [], (changes, parse)
-

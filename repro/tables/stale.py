@@ -98,7 +98,6 @@ def differing_keys(recorded: dict[str, Any], now: dict[str, Any], explicit: Iter
     differs from ``unset``'s (the row resolved without them; None: unknown, each counts), sorted."""
     old, new = _flatten(recorded), _flatten(now)
     both = [key for key in old.keys() & new.keys() if _comparable(old[key]) != _comparable(new[key])]
-    explicit = list(explicit)
     added = added_keys(recorded, now, explicit)
     if unset is not None:
         bare = _flatten(unset)
