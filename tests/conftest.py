@@ -10,6 +10,7 @@ import types
 from collections.abc import Iterator
 from pathlib import Path
 
+import lightning.pytorch  # noqa: F401  (its loggers bind sys.stderr at import: here, not inside a capsys test)
 import pytest
 import torch
 

@@ -275,15 +275,31 @@ def test_length_scale_refuses_runs_begun_at_another_length(tmp_path, capsys):
     assert not (tmp_path / "results/begun/linear/seed0").exists()  # refused before anything trained
 
 
-def test_a_stopped_extension_keeps_the_shorter_runs_of_the_record_it_continues(tmp_path):
-    from repro.tables.extend import finish_extension
-    from repro.tables.plan import plan
-    from repro.tables.spec import load_spec
-
-    run = plan(load_spec(_spec(tmp_path, "ext", [{"id": "const", "overrides": CONSTANT}], [0])))[0]
-    history = [{"generator_steps": 10, "git_commit": "c", "metrics": {"modes_200": 1}, "config": {}}]
-    old = {"status": "finished", "generator_steps": 20, "curves": {}, "shorter_runs": history}
-    stopped = finish_extension(run, {"status": "stopped", "generator_steps": 30}, {"from_steps": 20,
-                                                                                   "records": {"0": old}})
-    assert stopped["shorter_runs"] == history and "extended_from_steps" not in stopped
-    assert read_json(run.results_dir / "metrics.json")["shorter_runs"] == history
+def test_a_failed_extension_leaves_the_finished_run_and_extends_again(tmp_path, capsys):
+    """An extension whose process fails (here: a checkpoint the resume refuses) leaves the finished shorter run's
+    results as they were (record, training log, figures); the runner says why it failed; the next ``--rerun-stale``
+    extends the run again rather than retraining it from step 0."""
+    rows = [{"id": "const", "overrides": CONSTANT}]
+    main(["reproduce", str(_spec(tmp_path, "ext", rows, [0])), "--devices", "1"])
+    folder = tmp_path / "results/ext/const/seed0"
+    before = {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    assert Path("metrics.json") in before and Path("train_log.csv") in before
+    final = tmp_path / "runs/tables/ext/const/seed0/final_state/last.ckpt"
+    good = final.read_bytes()
+    final.unlink()
+    final.write_bytes(b"not a checkpoint")  # the extension's resume fails on it
+    longer = _spec(tmp_path, "ext", rows, [0], **{"trainer.max_steps": 40})
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["reproduce", str(longer), "--devices", "1", "--rerun-stale"])
+    out = capsys.readouterr().out
+    assert "const/seed0 (extending from step 20)" in out and "failed const/seed0" in out
+    assert "is not a readable PyTorch file" in out
+    after = {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    assert {k: v for k, v in after.items() if k.parts[0] != "in_progress"} == before  # the finished run, untouched
+    assert (folder / "in_progress/extension.json").is_file()
+    final.unlink()
+    final.write_bytes(good)  # mended: the next --rerun-stale extends the run again
+    main(["reproduce", str(longer), "--devices", "1", "--rerun-stale"])
+    record = read_json(folder / "metrics.json")
+    assert record["status"] == "finished" and record["generator_steps"] == 40 and record["extended_from_steps"] == [20]

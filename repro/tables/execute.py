@@ -61,8 +61,14 @@ def collect(job: Job, returncode: int, wall_seconds: float, context: dict[str, A
     completes their records (``repro.tables.extend``); a run retrained at a new length keeps its shorter runs'
     finals."""
     extension = read_json(job.in_progress_dir / EXTENSION_FILE)  # before the run folders are replaced
-    keep_final_state(job, returncode == 0 and all(status_of(read_record(r.work_dir)) is Status.FINISHED
-                                                  for r in job.runs))
+    finished = returncode == 0 and all(status_of(read_record(r.work_dir)) is Status.FINISHED for r in job.runs)
+    keep_final_state(job, finished)
+    if extension is not None and not finished:
+        # an extension that failed or stopped leaves the finished shorter runs' results as they are (their in_progress
+        # state continues next time); what happened is in the records returned, for the runner to say
+        attempts = [collect_run(run, job, returncode, wall_seconds, context, write=False) for run in job.runs]
+        if not all(status_of(r) in DONE for r in attempts):
+            return attempts
     records = [collect_run(run, job, returncode, wall_seconds, context, replaces=read_record(run.results_dir)
                            if extension is None else None) for run in job.runs]
     if extension is not None:
@@ -87,7 +93,7 @@ def _renew(folder: Path, keep: list[Path], parking: Path, recreate: bool = True)
 
 
 def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, context: dict[str, Any],
-                replaces: dict[str, Any] | None = None) -> dict[str, Any]:
+                replaces: dict[str, Any] | None = None, write: bool = True) -> dict[str, Any]:
     """Copy a finished subprocess's record and figures for ``run`` (of ``job``) into ``results_dir`` and write its
     run record there: ``failed`` without a record or on a non-zero exit; ``stopped`` when it says finished short of
     the steps it was asked for. The ``machine`` block is the one the process wrote (``repro.record.machine``), else
@@ -96,7 +102,8 @@ def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, contex
     ``wall_seconds`` is that of every process of the run: ``earlier_wall_seconds`` (those before this one, each to
     its last checkpoint, from ``resumes.json``: ``note_resume``; 0 if none; null if unknown, when ``wall_seconds`` is
     this process's alone) plus this process's ``wall_seconds`` as its launcher timed it. ``replaces``: the record
-    this one replaces, whose ``length_history`` it keeps (``shorter_runs``)."""
+    this one replaces, whose ``length_history`` it keeps (``shorter_runs``). ``write=False``: the record only, with
+    nothing in ``results_dir`` touched."""
     work, out, root = run.work_dir, run.results_dir, run.spec.root
     config_path = work / "config.yaml"
     record = read_record(work) or {}
@@ -119,19 +126,18 @@ def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, contex
     earlier = earlier_wall_seconds(resumes)
     # a failed run keeps its checkpoint (the next `repro reproduce` continues or re-evaluates it); a committed final
     # state stays beside the record
-    keep = [run.in_progress_dir] if not job.ensemble and status_of(record) not in DONE else []
-    _renew(out, [*keep, final_state_dir(job)], run.work_dir)
-    figures = []
-    for png in sorted(work.rglob("*.png")):
-        target = out / png.relative_to(work)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(png, target)
-        figures.append(str(png.relative_to(work)))
+    figures = [str(png.relative_to(work)) for png in sorted(work.rglob("*.png"))]
     roles = path_roles(root)  # records name paths by role, never by this machine's absolute paths
-    if config_path.exists():
-        (out / "config.yaml").write_text(portable_text(config_path.read_text(), roles))
-    if (work / "metrics.csv").exists():
-        stitch_logs([*sorted(work.glob("metrics.part*.csv")), work / "metrics.csv"], out / "train_log.csv")
+    if write:
+        keep = [run.in_progress_dir] if not job.ensemble and status_of(record) not in DONE else []
+        _renew(out, [*keep, final_state_dir(job)], run.work_dir)
+        for name in figures:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(work / name, out / name)
+        if config_path.exists():
+            (out / "config.yaml").write_text(portable_text(config_path.read_text(), roles))
+        if (work / "metrics.csv").exists():
+            stitch_logs([*sorted(work.glob("metrics.part*.csv")), work / "metrics.csv"], out / "train_log.csv")
     checkpoints = sorted((p for p in job.work_dir.rglob("*.ckpt") if FINAL_STATE not in p.parts),
                          key=lambda p: p.stat().st_mtime)
     steps = record.get("generator_steps")
@@ -149,7 +155,8 @@ def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, contex
         record[SHORTER_RUNS] = history
     if job.ensemble:  # wall and train seconds are the whole job's: K members shared them
         record["ensemble"] = {"size": len(job.runs), "seeds": job.seeds, "command": job.recorded_command()}
-    write_record(portable(record, roles), out)
+    if write:
+        write_record(portable(record, roles), out)
     return record
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.portable import path_roles, portable
-from repro.record import DONE, Status, checkpoint_in, read_json, status_of, write_json_atomic, write_record
+from repro.record import Status, checkpoint_in, read_json, status_of, write_json_atomic, write_record
 from repro.tables.jobs import Job, job_folders
 from repro.tables.plan import Records, Run
 from repro.tables.resolve import model_answers
@@ -281,23 +281,22 @@ def _merged(old: list[list[Any]], new: list[list[Any]]) -> list[list[Any]]:
 
 
 def finish_extension(run: Run, record: dict[str, Any], extension: dict[str, Any]) -> dict[str, Any]:
-    """``run``'s record after an extension that ended (``extension``: the job's ``extension.json``): finished or
-    diverged, the old curve points kept and the lengths and commits it grew from noted; the old record's shorter
-    runs kept either way (a failed or stopped one continues next time); written over the one ``collect_run``
-    wrote."""
+    """``run``'s record after an extension that ended finished or diverged (``extension``: the job's
+    ``extension.json``; one that failed or stopped leaves the old records in place: ``repro.tables.execute.collect``):
+    the old curve points and shorter runs kept, the lengths and commits it grew from noted; written over the one
+    ``collect_run`` wrote."""
     old = (extension.get("records") or {}).get(str(run.seed))
     if not old:
         return record
     out = dict(record)
     if old.get(SHORTER_RUNS):
         out[SHORTER_RUNS] = old[SHORTER_RUNS]
-    if status_of(record) in DONE:
-        curves = record.get("curves") or {}
-        out["curves"] = {k: _merged((old.get("curves") or {}).get(k) or [], points) for k, points in curves.items()}
-        if "curve_seconds" in record:
-            out["curve_seconds"] = _merged(old.get("curve_seconds") or [], record["curve_seconds"])
-        out["extended_from_steps"] = [*old.get("extended_from_steps", []), extension["from_steps"]]
-        out["extended_from_commits"] = [*old.get("extended_from_commits", []), old.get("git_commit")]
+    curves = record.get("curves") or {}
+    out["curves"] = {k: _merged((old.get("curves") or {}).get(k) or [], points) for k, points in curves.items()}
+    if "curve_seconds" in record:
+        out["curve_seconds"] = _merged(old.get("curve_seconds") or [], record["curve_seconds"])
+    out["extended_from_steps"] = [*old.get("extended_from_steps", []), extension["from_steps"]]
+    out["extended_from_commits"] = [*old.get("extended_from_commits", []), old.get("git_commit")]
     if out != record:
         write_record(portable(out, path_roles(run.spec.root)), run.results_dir)
     return out
