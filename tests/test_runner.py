@@ -387,3 +387,28 @@ def test_a_setting_the_spec_asks_for_that_the_record_lacks_makes_it_stale(tmp_pa
         spec = load_spec(_one_row_spec(tmp_path, config, **changes))
         for parse in ("missing", "never"):  # the row without the setting is the one parsed before it was set
             assert table_staleness(spec, read_records(spec), parse=parse) == [], (changes, parse)
+
+
+def test_a_config_file_setting_a_parameter_the_record_lacks_makes_it_stale(tmp_path):
+    """A config file (not the spec or row) that sets a parameter newer than the record: a config change when the
+    value differs from the parameter's default in its class's signature (the default is what the record's code
+    ran), a code change when it is that default; read through a variant's ``**kwargs`` (``model.init_args.updates``)
+    and a net's dataclass argument (``init.conv_truncation``)."""
+    shutil.copytree(REPO_ROOT / "configs", tmp_path / "configs")
+    config = tmp_path / "configs/ring8/nsgan.yaml"
+    plain = config.read_text()
+    config.write_text(plain.replace("    lr_g: 1.0e-3\n", "    lr_g: 1.0e-3\n    updates: shared_z\n"))
+    path = _one_row_spec(tmp_path, config)
+    record_path = _finished_record(path)
+    record = json.loads(record_path.read_text())
+    assert record["config"]["model"]["init_args"]["generator"]["init_args"]["init"]["conv_truncation"] is None
+    del record["config"]["model"]["init_args"]["updates"]
+    del record["config"]["model"]["init_args"]["generator"]["init_args"]["init"]["conv_truncation"]
+    record_path.write_text(json.dumps(record))
+    spec = load_spec(path)
+    [stale] = table_staleness(spec, read_records(spec))
+    assert stale.differences == ["model.init_args.updates: (not in the record) → 'shared_z'"]
+    [cached] = table_staleness(spec, read_records(spec), parse="never")  # the dry-run's: from the cache, no import
+    assert cached.differences == stale.differences
+    config.write_text(plain)  # back to the default: a code change
+    assert table_staleness(load_spec(path), read_records(spec)) == []

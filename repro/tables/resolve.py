@@ -49,10 +49,11 @@ from repro.errors import UserError
 from repro.record import DONE, status_of
 from repro.tables.plan import Records, Run
 from repro.tables.spec import SpecError, TableSpec
-from repro.tables.stale import Stale, code_changes, code_warning, stale_runs
+from repro.setting_defaults import UNKNOWN, setting_default
+from repro.tables.stale import Stale, code_changes, code_warning, flat_keys, stale_runs
 
 __all__ = ["PARSE_POLICIES", "RowInputs", "row_inputs", "cache_dir", "prune_cache", "check_configs", "resolve_without",
-           "model_answers", "stacking_refusals", "table_staleness", "unchecked_note", "MAX_AGE_DAYS", "MAX_BYTES"]
+           "model_answers", "model_defaults", "stacking_refusals", "table_staleness", "unchecked_note", "MAX_AGE_DAYS", "MAX_BYTES"]
 
 PARSE_POLICIES = ("always", "missing", "never")
 _FORMAT = 1  # bump when what is stored changes
@@ -362,13 +363,30 @@ def stacking_refusals(configs: dict[str, dict[str, Any] | None], parse: str = "a
     return model_answers(configs, "stacking", _stacking_refusal, parse)
 
 
+def _model_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """The default (``repro.setting_defaults``: imports the classes the config names) of each model setting of a
+    resolved ``config`` that has a plain-data one, by dotted key."""
+    out = {}
+    for key in flat_keys(config["model"], "model"):
+        value = setting_default(config, key)
+        if value is not UNKNOWN:
+            out[key] = value
+    return out
+
+
+def model_defaults(configs: dict[str, dict[str, Any] | None], parse: str = "always"
+                   ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Per row, its model settings' defaults (``_model_defaults``), and the rows left unchecked (``model_answers``)."""
+    return model_answers(configs, "defaults", _model_defaults, parse)
+
+
 def table_staleness(spec: TableSpec, records: Records, console: Console | None = None,
                     parse: str = "missing") -> list[Stale]:
     """The done runs of ``records`` whose config differs from the spec's now (each row resolved by
     ``check_configs(..., parse)`` from its first done run; ``resolve_without`` where a record lacks a key the spec
-    sets); prints the code warning (records trained at other commits), and each row that no longer parses (its runs
-    cannot be checked), when ``console`` is given. With ``parse="never"`` rows without a cached parse are not
-    checked (``unchecked_note`` says so)."""
+    sets, ``model_defaults`` where it lacks one a config file sets); prints the code warning (records trained at
+    other commits), and each row that no longer parses (its runs cannot be checked), when ``console`` is given. With
+    ``parse="never"`` rows without a cached parse are not checked (``unchecked_note`` says so)."""
     done = [(run, record) for run, record in records if status_of(record) in DONE]
     first: dict[str, Run] = {}
     for run, _ in done:
@@ -391,7 +409,7 @@ def table_staleness(spec: TableSpec, records: Records, console: Console | None =
             unset[key] = resolve_without(first[run.row.id], keys, parse)
         return unset[key]
 
-    return stale_runs(done, configs, without)
+    return stale_runs(done, configs, without, model_defaults(configs, parse)[0])
 
 
 def unchecked_note(spec: TableSpec, rows: list[str]) -> str:

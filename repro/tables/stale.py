@@ -8,9 +8,9 @@ default) and the code. Both are compared with what a record holds:
   its files, or that change no result, are left out (``RUN_SPECIFIC``); keys only one side has are a code
   change (a parameter added or removed), not a config change, except a key the spec or row sets that the record
   lacks whose value there differs from the row's without that setting (its default or config-file value: what the
-  record's code ran). A config file that sets a parameter newer than the record is not caught here: its default
-  would need the class imported, which the planner does not do (the resume check, ``repro.checkpoints``, does);
-  paths compare by file name (a record names them relative to the project or by role,
+  record's code ran), and a model setting newer than the record that a config file sets to other than the
+  parameter's default (``repro.setting_defaults``, read through the cached model answers of
+  ``resolve.model_defaults``: the planner never imports the classes itself); paths compare by file name (a record names them relative to the project or by role,
   ``$REPRO_DATA_DIR/...``; a parse gives absolute paths).
 - **Code**: the record's ``git_commit`` against this checkout: the files under ``repro/`` that differ.
 
@@ -35,8 +35,8 @@ from typing import Any
 
 from repro.tables.plan import Records, Run
 
-__all__ = ["RUN_SPECIFIC", "Stale", "Unset", "added_keys", "differing_keys", "config_differences", "explicit_keys",
-           "stale_runs", "code_changes", "stale_message", "code_warning"]
+__all__ = ["RUN_SPECIFIC", "Stale", "Unset", "added_keys", "differing_keys", "newer_settings", "config_differences",
+           "explicit_keys", "flat_keys", "stale_runs", "code_changes", "stale_message", "code_warning"]
 
 # Keys that differ between the runs of one row, or between machines, or that change no result: the seed
 # (each run has its own), where logs, checkpoints, data and caches are, resumable-checkpoint pacing,
@@ -78,6 +78,11 @@ def _run_specific(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in RUN_SPECIFIC)
 
 
+def flat_keys(config: dict[str, Any], prefix: str) -> list[str]:
+    """The dotted keys of the leaves of a nested ``config`` (an empty dict is a leaf), each after ``prefix.``."""
+    return [f"{prefix}.{key}" for key in _flatten(config)]
+
+
 def _holds(flat: dict[str, Any], key: str) -> bool:
     return key in flat or any(k.startswith(key + ".") for k in flat)
 
@@ -105,6 +110,17 @@ def differing_keys(recorded: dict[str, Any], now: dict[str, Any], explicit: Iter
     return sorted(key for key in {*both, *added} if not _run_specific(key))
 
 
+def newer_settings(recorded: dict[str, Any], now: dict[str, Any], explicit: Iterable[str],
+                   defaults: dict[str, Any]) -> list[str]:
+    """The keys only the config now holds that neither the spec nor the row sets (so a config file does), whose value
+    differs from the parameter's default in ``defaults`` (by dotted key; a key missing there is not judged): the
+    record's code, which lacked the parameter, ran that default."""
+    old, new, set_here = _flatten(recorded), _flatten(now), list(explicit)
+    return [key for key, value in new.items() if key not in old and key in defaults and not _run_specific(key)
+            and not any(key == k or key.startswith(k + ".") for k in set_here)
+            and _comparable(value) != _comparable(defaults[key])]
+
+
 def config_differences(recorded: dict[str, Any], now: dict[str, Any], keys: Iterable[str]) -> list[str]:
     """``key: recorded → now`` for each of ``keys`` (``differing_keys``; ``(not in the record)`` for an added one)."""
     old, new = _flatten(recorded), _flatten(now)
@@ -120,11 +136,13 @@ def explicit_keys(run: Run) -> list[str]:
 Unset = Callable[[Run, list[str]], "dict[str, Any] | None"]  # (run, keys) -> its row resolved without setting them
 
 
-def stale_runs(records: Records, configs: dict[str, dict[str, Any]], without: Unset | None = None) -> list[Stale]:
+def stale_runs(records: Records, configs: dict[str, dict[str, Any]], without: Unset | None = None,
+               defaults: dict[str, dict[str, Any]] | None = None) -> list[Stale]:
     """The done runs whose recorded config differs from ``configs[row id]`` (the row resolved now), or lacks a
     setting the spec asks for whose value differs from ``without(run, keys)``'s (asked only for such keys; no
-    ``without``, or None from it: each counts); a record without a config, or a row not in ``configs``, cannot be
-    compared and is not called stale."""
+    ``without``, or None from it: each counts), or lacks one a config file sets to other than its default
+    (``newer_settings``; ``defaults`` per row id, a row missing: not judged); a record without a config, or a row
+    not in ``configs``, cannot be compared and is not called stale."""
     out = []
     for run, record in records:
         recorded = (record or {}).get("config")
@@ -132,7 +150,8 @@ def stale_runs(records: Records, configs: dict[str, dict[str, Any]], without: Un
             now, explicit = configs[run.row.id], explicit_keys(run)
             added = added_keys(recorded, now, explicit)
             unset = without(run, added) if added and without is not None else None
-            keys = differing_keys(recorded, now, explicit, unset)
+            keys = sorted({*differing_keys(recorded, now, explicit, unset),
+                           *newer_settings(recorded, now, explicit, (defaults or {}).get(run.row.id) or {})})
             if keys:
                 out.append(Stale(run, config_differences(recorded, now, keys), tuple(keys)))
     return out
