@@ -23,7 +23,7 @@ from typing import Any
 from repro.portable import dumps, loads
 
 __all__ = ["RECORD_FILE", "CURVE_TAIL", "CHECKPOINT_NAME", "checkpoint_in", "Status", "DONE", "RECORD_FIELDS", "record_path", "write_record", "read_record", "status_of",
-           "steps_asked", "write_json_atomic", "read_json", "source_state", "cpu_model", "machine", "process_seconds"]
+           "steps_asked", "write_json_atomic", "read_json", "source_state", "cpu_model", "kernel_isa", "machine_kind", "machine", "process_seconds"]
 
 RECORD_FILE = "metrics.json"
 # The last fraction of training whose curve points the tables' convergence rule judges (repro.tables.curves); the
@@ -134,6 +134,34 @@ def cpu_model() -> str:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor()
+
+
+def kernel_isa(flags: set[str] | None = None) -> str:
+    """The vector ISA torch's CPU kernels dispatch to, from the CPU's feature ``flags`` (``/proc/cpuinfo``'s when
+    None) by ATen's rule (``compute_cpu_capability``: AVX512 needs avx512vl, bw, dq and fma, AVX2 needs avx2 and fma;
+    ``ATEN_CPU_CAPABILITY`` overrides), without importing torch: what ``torch.backends.cpu.get_cpu_capability()``
+    says on x86 ("DEFAULT" where neither applies)."""
+    forced = os.environ.get("ATEN_CPU_CAPABILITY", "").upper()
+    if forced in ("AVX512", "AVX2", "DEFAULT"):
+        return forced
+    if flags is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = set(next(ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")))
+        except (OSError, StopIteration):
+            flags = set()
+    if {"avx512vl", "avx512bw", "avx512dq", "fma"} <= flags:
+        return "AVX512"
+    return "AVX2" if {"avx2", "fma"} <= flags else "DEFAULT"
+
+
+def machine_kind(block: dict[str, Any] | None = None) -> tuple[str, str] | None:
+    """The kind of CPU a record's ``machine`` ``block`` names, (model, kernel ISA), or this machine's (None), read
+    without torch; None for a block without both (records before ``cpu_isa``)."""
+    if block is None:
+        return cpu_model(), kernel_isa()
+    cpu, isa = block.get("cpu"), block.get("cpu_isa")
+    return (cpu, isa) if isinstance(cpu, str) and isinstance(isa, str) else None
 
 
 def machine(device: Any = None) -> dict[str, Any]:

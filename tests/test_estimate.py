@@ -60,13 +60,47 @@ def test_per_member_update_cost_from_single_and_ensemble_records(tmp_path):
     for seed in (0, 1):
         _write(spec, "lsgan", seed, train_seconds=400.0, generator_steps=1000, wall_seconds=440.0, ensemble=ensemble)
     cost = member_update_seconds(_records(spec))
-    assert cost["nsgan"] == pytest.approx((0.1 + 0.3) / 2) and cost["lsgan"] == pytest.approx(0.2)
+    assert cost["nsgan"] == pytest.approx(((0.1 + 0.3) / 2, False)) and cost["lsgan"] == pytest.approx((0.2, False))
     ratio = wall_ratios(_records(spec))
     assert ratio == pytest.approx({"nsgan": 1.5, "lsgan": 1.1})
     _write(spec, "nsgan", 1, train_seconds=600.0, generator_steps=2000, wall_seconds=400.0)  # wall below training
     assert wall_ratios(_records(spec))["nsgan"] == pytest.approx(1.5)
     (estimate,) = estimate_jobs([_job(spec, "lsgan", 0, 1)], _records(spec), CONFIGS)
     assert estimate.remaining == STEPS and estimate.seconds == pytest.approx(0.2 * 2 * STEPS * 1.1)
+
+
+def test_costs_come_from_records_of_this_kind_of_machine_where_a_row_has_them(tmp_path):
+    """A row with records from this kind of machine (CPU model and kernel ISA) takes its cost from those alone; a row
+    without any (another ISA, or records from before ``cpu_isa``) takes all of its records' and the line says so."""
+    spec = _spec(tmp_path)
+    fast, slow = {"cpu": "AMD EPYC", "cpu_isa": "AVX512"}, {"cpu": "AMD EPYC", "cpu_isa": "AVX2"}
+    _write(spec, "nsgan", 0, train_seconds=100.0, generator_steps=1000, machine=fast)
+    _write(spec, "nsgan", 1, train_seconds=250.0, generator_steps=1000, machine=slow)
+    _write(spec, "lsgan", 0, train_seconds=300.0, generator_steps=1000, machine=fast)
+    _write(spec, "lsgan", 1, train_seconds=100.0, generator_steps=1000)  # no machine block
+    here = ("AMD EPYC", "AVX2")
+    cost = member_update_seconds(_records(spec), here)
+    assert cost["nsgan"] == pytest.approx((0.25, False)) and cost["lsgan"] == pytest.approx((0.2, True))
+    assert member_update_seconds(_records(spec))["nsgan"] == pytest.approx((0.175, False))  # any machine's
+    estimates = estimate_jobs([_job(spec, "nsgan", 0), _job(spec, "lsgan", 1)], _records(spec), CONFIGS, kind=here)
+    assert [e.elsewhere for e in estimates] == [False, True]
+    assert "for 1 job (lsgan) made on other kinds of machine than this one" in estimate_line("tiny", estimates, 2)
+
+
+def test_kernel_isa_read_without_torch_is_torchs(monkeypatch):
+    """ATen's rule on hand-made flag sets, and on this machine's flags the ISA torch reports."""
+    import torch
+
+    from repro.record import kernel_isa, machine_kind
+
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert kernel_isa({"avx2", "fma", "avx512f", "avx512vl", "avx512bw", "avx512dq"}) == "AVX512"
+    assert kernel_isa({"avx2", "fma", "avx512f"}) == "AVX2"  # AVX512 needs vl, bw and dq too
+    assert kernel_isa({"avx2"}) == kernel_isa(set()) == "DEFAULT"  # and AVX2 needs fma
+    if torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX2", "DEFAULT"):  # x86
+        assert kernel_isa() == torch.backends.cpu.get_cpu_capability()
+    assert machine_kind({"cpu": "X", "cpu_isa": "AVX2", "torch_threads": 1}) == ("X", "AVX2")
+    assert machine_kind({"cpu": "X"}) is None
 
 
 def test_remaining_steps_from_the_in_progress_checkpoint_and_an_extension(tmp_path):
@@ -112,7 +146,8 @@ def test_rows_without_a_record_are_named_and_left_out(tmp_path):
 
 
 def test_dry_run_prints_the_estimate_after_the_summary(tmp_path, cache, capsys, monkeypatch):
-    """nsgan's seed 0 finished (3.6 s an update, wall 1.5 x training): its seed 1 costs 1.5 h; lsgan has no record."""
+    """nsgan's seed 0 finished (3.6 s an update, wall 1.5 x training; no machine block, so from another kind of
+    machine): its seed 1 costs 1.5 h; lsgan has no record."""
     monkeypatch.setattr(preview, "visible_gpus", lambda: 0)
     spec = _spec(tmp_path)
     _write(spec, "nsgan", 0, train_seconds=3600.0, generator_steps=STEPS, wall_seconds=5400.0)
@@ -120,8 +155,10 @@ def test_dry_run_prints_the_estimate_after_the_summary(tmp_path, cache, capsys, 
     lines = capsys.readouterr().out.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("tiny: 2 rows x 2 seeds = 4 runs, 1 finished"))
     assert lines[at + 1] == ("tiny: estimated compute to finish: ~1.5 core-hours in 2 jobs (per-update costs from this "
-                             "table's earlier records; 1 job without one: lsgan); about 1.5 h on 2 device(s) for the "
-                             "1 job with an estimate (longest job 1.5 h: nsgan/seed1)")
+                             "table's earlier records, for 1 job (nsgan) made on other kinds of machine than this one "
+                             "(CPU model or vector ISA differ, or unrecorded), whose speed may differ several-fold; 1 "
+                             "job without one: lsgan); about 1.5 h on 2 device(s) for the 1 job with an estimate "
+                             "(longest job 1.5 h: nsgan/seed1)")
 
 
 def test_a_run_prints_the_estimate_before_training(tmp_path, capsys, monkeypatch):

@@ -9,7 +9,9 @@ Rules:
   restart it), and for a job that continues finished runs (``extend.Extension``) minus at least ``from_steps``.
 - A row's per-member-update cost: the median over its records on disk (any status, any length, stale ones too) of
   ``train_seconds / generator_steps / (ensemble size or 1)`` (an ensemble member's ``train_seconds`` is the whole
-  job's clock). A job costs that x its members x its remaining updates, scaled for evaluation (not in
+  job's clock), over those made on this kind of machine (``record.machine_kind``: CPU model and the vector ISA
+  torch's kernels use; VMs under one CPU name differ ~2.5x in speed by it) when the row has any, else over all,
+  and the line then says how many jobs' costs were read from other machines' records. A job costs that x its members x its remaining updates, scaled for evaluation (not in
   ``train_seconds``) by the row's median ``wall_seconds / train_seconds`` over records whose wall time counts every
   process of the run (not a resumed record without ``earlier_wall_seconds``) and is at least its training time;
   else by 1. A multi-device row's job costs that x its devices in device-hours.
@@ -31,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from repro.record import read_json
+from repro.record import machine_kind, read_json
 from repro.tables.extend import Extension, planned_length, steps_value
 from repro.tables.jobs import Job
 from repro.tables.plan import Records
@@ -50,6 +52,7 @@ class JobEstimate:
     remaining: int | None
     seconds: float | None
     under_way: bool = False  # an in-progress checkpoint of this length counts toward ``remaining``
+    elsewhere: bool = False  # its cost was read from records of another kind of machine than this one
 
     @property
     def slots(self) -> int:
@@ -60,9 +63,11 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def member_update_seconds(records: Records) -> dict[str, float]:
-    """Per row id: the median over its records of ``train_seconds / generator_steps / ensemble size``."""
-    costs: dict[str, list[float]] = {}
+def member_update_seconds(records: Records, kind: tuple[str, str] | None = None) -> dict[str, tuple[float, bool]]:
+    """Per row id: the median over its records of ``train_seconds / generator_steps / ensemble size`` (over those
+    made on a ``kind`` of machine, ``record.machine_kind``, when the row has any), and whether it was read from
+    other machines' records (always False without a ``kind``)."""
+    costs: dict[str, list[tuple[float, bool]]] = {}
     for run, record in records:
         if not record:
             continue
@@ -70,8 +75,13 @@ def member_update_seconds(records: Records) -> dict[str, float]:
         if train is None or steps is None or train <= 0:
             continue
         size = steps_value((record.get("ensemble") or {}).get("size")) or 1
-        costs.setdefault(run.row.id, []).append(train / steps / size)
-    return {row: statistics.median(values) for row, values in costs.items()}
+        here = kind is None or machine_kind(record.get("machine") or {}) == kind
+        costs.setdefault(run.row.id, []).append((train / steps / size, here))
+    out = {}
+    for row, values in costs.items():
+        same = [cost for cost, here in values if here]
+        out[row] = (statistics.median(same or [cost for cost, _ in values]), not same)
+    return out
 
 
 def wall_ratios(records: Records) -> dict[str, float]:
@@ -131,18 +141,19 @@ def list_schedule(durations: Sequence[tuple[float, int]], slots: int) -> float:
 
 
 def estimate_jobs(jobs: list[Job], records: Records, configs: dict[str, dict[str, Any]],
-                  extensions: Sequence[Extension] = ()) -> list[JobEstimate]:
-    """Each job's remaining updates and device seconds (rules in the module docstring), in ``jobs``' order."""
-    cost, ratio = member_update_seconds(records), wall_ratios(records)
+                  extensions: Sequence[Extension] = (), kind: tuple[str, str] | None = None) -> list[JobEstimate]:
+    """Each job's remaining updates and device seconds (rules in the module docstring), in ``jobs``' order; costs
+    from the records of the ``kind`` of machine where a row has some (``member_update_seconds``)."""
+    cost, ratio = member_update_seconds(records, kind), wall_ratios(records)
     extending = {e.job.name: e for e in extensions}
     out = []
     for job in jobs:
         remaining = remaining_steps(job, configs, extending.get(job.name))
-        per_update = cost.get(job.row.id)
+        per_update, elsewhere = cost.get(job.row.id, (None, False))
         seconds = (None if remaining is None or per_update is None else
                    per_update * len(job.runs) * remaining * ratio.get(job.row.id, 1.0) * job.row.devices)
         under_way = bool(checkpoint_steps(job, planned_steps(job, configs)))
-        out.append(JobEstimate(job, remaining, seconds, under_way))
+        out.append(JobEstimate(job, remaining, seconds, under_way, elsewhere and seconds is not None))
     return out
 
 
@@ -189,8 +200,12 @@ def estimate_line(name: str, estimates: list[JobEstimate], devices: int, launche
         if no_length else [])
     if not known:
         return f"{name}: estimated compute to finish: unknown for {_jobs(len(estimates))} ({'; '.join(missing)})"
+    elsewhere = [e.job.row.id for e in known if e.elsewhere]
+    source = SOURCE + (f", for {_jobs(len(elsewhere))} ({_named(elsewhere)}) made on other kinds of machine than "
+                       "this one (CPU model or vector ISA differ, or unrecorded), whose speed may differ several-fold"
+                       if elsewhere else "")
     text = (f"{name}: estimated compute to finish: ~{amount(known, unit)} in {_jobs(len(estimates))} "
-            f"({'; '.join([SOURCE, *missing])})")
+            f"({'; '.join([source, *missing])})")
     if launcher != "pool":
         return text
     longest = max(known, key=lambda e: e.seconds)
