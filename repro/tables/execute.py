@@ -124,11 +124,11 @@ def collect_run(run: Run, job: Job, returncode: int, wall_seconds: float, contex
         record["error"] = failure_cause(record)
     resumes = read_json(job.in_progress_dir / "resumes.json") or {}
     earlier = earlier_wall_seconds(resumes)
-    # a failed run keeps its checkpoint (the next `repro reproduce` continues or re-evaluates it); a committed final
-    # state stays beside the record
     figures = [str(png.relative_to(work)) for png in sorted(work.rglob("*.png"))]
     roles = path_roles(root)  # records name paths by role, never by this machine's absolute paths
     if write:
+        # a failed run keeps its checkpoint (the next `repro reproduce` continues or re-evaluates it); a committed
+        # final state stays beside the record
         keep = [run.in_progress_dir] if not job.ensemble and status_of(record) not in DONE else []
         _renew(out, [*keep, final_state_dir(job)], run.work_dir)
         for name in figures:
