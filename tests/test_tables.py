@@ -763,3 +763,13 @@ def test_stitched_log_drops_rows_cut_by_a_kill(tmp_path):
     second.write_text("epoch,step,train/d_loss\n0,30,0.8\n0,40,0.7\n")  # resumed from the step-20 checkpoint
     stitch_logs([first, second], out)
     assert out.read_text().splitlines() == ["epoch,step,train/d_loss", "0,10,1.0", "0,20,0.9", "0,30,0.8", "0,40,0.7"]
+
+
+def test_length_note_on_the_page_and_its_history_folded_under_it(tmp_path):
+    """``steps_note`` is the page's "Training length" line; ``steps_history`` follows it in a folded block; a spec
+    without a history has no block."""
+    spec = load_spec(write_spec(tmp_path, steps_note="4 updates, flat.", steps_history="First 2 updates: moving."))
+    text = write_report(spec).read_text()
+    note, fold = text.index("**Training length:** 4 updates, flat."), text.index("<details><summary>How these lengths")
+    assert note < fold < text.index("First 2 updates: moving.") < text.index("</details>") < text.index("**Runs:**")
+    assert "<details>" not in write_report(load_spec(write_spec(tmp_path, name="plain", steps_note="x"))).read_text()

@@ -472,6 +472,9 @@ def _markdown(
              f"> **Scale difference:** {spec.scale}", ""]
     if spec.steps_note:
         lines += [f"**Training length:** {spec.steps_note}", ""]
+    if spec.steps_history:
+        lines += ["<details><summary>How these lengths were chosen (history)</summary>", "", spec.steps_history.strip(),
+                  "", "</details>", ""]
     lines += [f"**Runs:** {_status_line(spec, records)}", "", f"**Compute:** {compute_line(records)}", ""]
     lines += _stale_lines(spec, stale or {})
     lines += _progress_lines(spec, records)

@@ -186,7 +186,8 @@ class TableSpec:
     traces: list[Trace] = field(default_factory=list)
     correlations: list[Correlation] = field(default_factory=list)
     notes: str = ""
-    steps_note: str = ""
+    steps_note: str = ""  # the lengths run now and why, in a few lines
+    steps_history: str = ""  # how they came about (earlier lengths, what their curves showed): folded on the page
     slurm: dict[str, Any] = field(default_factory=dict)  # SLURM_KEYS: resources of each run's job (--launcher slurm)
     ensemble_size: int | None = None  # most seeds of a row per seed-ensemble process (null: all); repro.tables.jobs
     # keep each finished job's final state beside its records under results/ (committed) instead of under the
