@@ -23,7 +23,8 @@ from typing import Any
 from repro.portable import dumps, loads
 
 __all__ = ["RECORD_FILE", "CURVE_TAIL", "CHECKPOINT_NAME", "checkpoint_in", "Status", "DONE", "RECORD_FIELDS", "record_path", "write_record", "read_record", "status_of",
-           "steps_asked", "write_json_atomic", "read_json", "source_state", "cpu_model", "kernel_isa", "machine_kind", "machine", "process_seconds"]
+           "steps_asked", "write_json_atomic", "read_json", "source_state", "cpu_model", "kernel_isa", "machine_kind",
+           "machine", "process_seconds"]
 
 RECORD_FILE = "metrics.json"
 # The last fraction of training whose curve points the tables' convergence rule judges (repro.tables.curves); the

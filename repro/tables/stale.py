@@ -10,8 +10,8 @@ default) and the code. Both are compared with what a record holds:
   lacks whose value there differs from the row's without that setting (its default or config-file value: what the
   record's code ran), and a model setting newer than the record that a config file sets to other than the
   parameter's default (``repro.setting_defaults``, read through the cached model answers of
-  ``resolve.model_defaults``: the planner never imports the classes itself); paths compare by file name (a record names them relative to the project or by role,
-  ``$REPRO_DATA_DIR/...``; a parse gives absolute paths).
+  ``resolve.model_defaults``: the planner never imports the classes itself); paths compare by file name (a record
+  names them relative to the project or by role, ``$REPRO_DATA_DIR/...``; a parse gives absolute paths).
 - **Code**: the record's ``git_commit`` against this checkout: the files under ``repro/`` that differ.
 
 Policy. A config difference refuses reuse: ``repro reproduce`` stops before training and lists the stale runs
