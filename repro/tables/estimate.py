@@ -11,7 +11,8 @@ Rules:
   ``train_seconds / generator_steps / (ensemble size or 1)`` (an ensemble member's ``train_seconds`` is the whole
   job's clock), over those made on this kind of machine (``record.machine_kind``: CPU model and the vector ISA
   torch's kernels use; VMs under one CPU name differ ~2.5x in speed by it) when the row has any, else over all,
-  and the line then says how many jobs' costs were read from other machines' records. A job costs that x its members x its remaining updates, scaled for evaluation (not in
+  and the line then says how many jobs' costs were read from other machines' records. A job costs that x its
+  members x its remaining updates, scaled for evaluation (not in
   ``train_seconds``) by the row's median ``wall_seconds / train_seconds`` over records whose wall time counts every
   process of the run (not a resumed record without ``earlier_wall_seconds``) and is at least its training time;
   else by 1. A multi-device row's job costs that x its devices in device-hours.
@@ -38,7 +39,7 @@ from repro.tables.extend import Extension, planned_length, steps_value
 from repro.tables.jobs import Job
 from repro.tables.plan import Records
 
-__all__ = ["JobEstimate", "member_update_seconds", "wall_ratios", "planned_steps", "remaining_steps",
+__all__ = ["JobEstimate", "runs_here", "member_update_seconds", "wall_ratios", "planned_steps", "remaining_steps",
            "list_schedule", "estimate_jobs", "longest_first", "amount", "estimate_line"]
 
 SOURCE = "per-update costs from this table's earlier records"
@@ -61,6 +62,12 @@ class JobEstimate:
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def runs_here(launcher: str) -> tuple[str, str] | None:
+    """The kind of machine a ``launcher``'s jobs run on, where it is this one (the local pool's); None for a
+    scheduler's, whose nodes are not known here."""
+    return machine_kind() if launcher == "pool" else None
 
 
 def member_update_seconds(records: Records, kind: tuple[str, str] | None = None) -> dict[str, tuple[float, bool]]:

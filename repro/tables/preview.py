@@ -14,8 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from repro.record import DONE, machine_kind, read_record, status_of
-from repro.tables.estimate import JobEstimate, estimate_jobs, estimate_line, longest_first
+from repro.record import DONE, read_record, status_of
+from repro.tables.estimate import JobEstimate, estimate_jobs, estimate_line, longest_first, runs_here
 from repro.tables.extend import Extension, length_dependences, plan_extensions
 from repro.tables.jobs import Job, group_jobs
 from repro.tables.plan import Records, Run, is_done, override_args, plan, relative
@@ -156,9 +156,9 @@ def dry_run(spec: TableSpec, console: Console, devices: int | None = None, seeds
     unchecked = [row for row in dict.fromkeys(r.row.id for r in runs) if row not in configs]
     console.print(summary_line(spec, runs, todo, len(jobs), found, stale, devices, launcher,
                                sum(len(e.job.runs) for e in extensions), len(unchecked)))
-    here = machine_kind() if launcher == "pool" else None  # a scheduler's jobs run on its nodes
-    console.print(estimate_line(spec.name, longest_first(estimate_jobs(jobs, records, configs, extensions, here)),
-                                devices, launcher, "GPU" if visible_gpus() else "core"), markup=False, soft_wrap=True)
+    estimates = longest_first(estimate_jobs(jobs, records, configs, extensions, runs_here(launcher)))
+    console.print(estimate_line(spec.name, estimates, devices, launcher, "GPU" if visible_gpus() else "core"),
+                  markup=False, soft_wrap=True)
     print_plan(spec, runs, how, console)
     if found:
         console.print(stale_message(spec.name, found, actions), markup=False, soft_wrap=True)
@@ -184,4 +184,4 @@ def backlog(spec: TableSpec) -> Backlog:
                                                                        ensemble_cap(spec, None, False), "never")
     finished_rows = dict.fromkeys(run.row.id for run, record in records if status_of(record) in DONE)
     return Backlog(records, found, [row for row in finished_rows if row not in configs],
-                   estimate_jobs(jobs, records, configs, extensions, machine_kind()))
+                   estimate_jobs(jobs, records, configs, extensions, runs_here("pool")))

@@ -41,8 +41,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from repro.console import wide_console
 from repro.fit import has_preparation
-from repro.record import Status, machine_kind, read_record, source_state, status_of
-from repro.tables.estimate import estimate_jobs, estimate_line, longest_first
+from repro.record import Status, read_record, source_state, status_of
+from repro.tables.estimate import estimate_jobs, estimate_line, longest_first, runs_here
 from repro.tables.execute import collect, failure_cause, print_result, resume_label, start
 from repro.tables.extend import begin_extension, discard_extensions, length_dependences, void_retimed
 from repro.tables.jobs import Job
@@ -141,8 +141,7 @@ def reproduce(spec: TableSpec, devices: int | None = None, seeds: list[int] | No
     console.print(summary_line(spec, runs, todo, len(jobs), found, stale, devices, launcher, len(extended)))
     if found and stale == "refuse":
         raise StaleRecords(stale_message(spec.name, found, actions))
-    here = machine_kind() if launcher == "pool" else None  # a scheduler's jobs run on its nodes
-    estimates = longest_first(estimate_jobs(jobs, records, configs, extensions, here))
+    estimates = longest_first(estimate_jobs(jobs, records, configs, extensions, runs_here(launcher)))
     jobs = [e.job for e in estimates]
     console.print(estimate_line(spec.name, estimates, devices, launcher, "GPU" if torch.cuda.is_available() else "core"),
                   markup=False, soft_wrap=True)
