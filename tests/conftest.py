@@ -87,6 +87,18 @@ def scoped_process_state() -> Iterator[None]:
                     + "; restore it in the test (a fixture, monkeypatch, or conftest.default_dtype)")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow(reason)`` (a cheaper test covers their path in the default suite) run only with
+    ``REPRO_SLOW=1``; skipped, they say why and how to run them."""
+    if os.environ.get("REPRO_SLOW"):
+        return
+    for item in items:
+        mark = item.get_closest_marker("slow")
+        if mark is not None:
+            why = mark.args[0] if mark.args else "long"
+            item.add_marker(pytest.mark.skip(reason=f"slow: {why}; set REPRO_SLOW=1 to run it"))
+
+
 @pytest.fixture(autouse=True)
 def _scoped_process_state() -> Iterator[None]:
     """Every test runs in ``scoped_process_state``: one that changes a process-wide setting restores it through a

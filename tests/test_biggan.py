@@ -158,12 +158,12 @@ def test_truncated_metric_keys_belong_to_their_family():
 
 
 def test_twenty_cli_steps_on_labelled_mnist(run_dir, mnist_root):
-    """configs/mnist/biggan.yaml through the CLI: 20 generator updates on a 1,024-image MNIST subset with labels,
+    """configs/mnist/biggan.yaml through the CLI: 20 generator updates on a 1,024-image MNIST subset with labels (batches of 4),
     the EMA copying G until update 10 and averaging after; truncated samples at the final evaluation."""
     from repro.fit import ReproCLI
 
     cli = ReproCLI(args=["--config", str(REPO_ROOT / "configs/mnist/biggan.yaml"), "--data.data_root", str(mnist_root),
-                         "--data.num_samples", "1024", "--data.batch_size", "16", "--trainer.max_steps", "20",
+                         "--data.num_samples", "1024", "--data.batch_size", "4", "--trainer.max_steps", "20",
                          "--trainer.enable_progress_bar", "false", "--trainer.enable_checkpointing", "false",
                          "--model.init_args.ema_start", "10", "--evaluation.truncation", "[0.5]"])
     before = {k: v.clone() for k, v in cli.model.generator.state_dict().items()}

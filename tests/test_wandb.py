@@ -46,7 +46,7 @@ def test_mnist_50_steps_offline_wandb_run(run_dir, mnist_root, monkeypatch, recw
     monkeypatch.setenv("WANDB_SILENT", "true")
     cli = ReproCLI(args=[
         "--config", str(REPO_ROOT / "configs/mnist/nsgan.yaml"), "--seed_everything", "3",
-        "--data.num_samples", "2048", "--data.batch_size", "32", "--trainer.max_steps", "50",
+        "--data.num_samples", "2048", "--data.batch_size", "8", "--trainer.max_steps", "50",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_checkpointing", "false",
         "--conditioning.n_samples", "2",
         "--evaluation.image_metrics", "true", "--evaluation.n_fid", "500", "--evaluation.n_is", "500",
