@@ -17,7 +17,7 @@ import yaml
 
 from repro import REPO_ROOT
 from repro.cli import main
-from repro.record import read_json
+from repro.record import read_json, write_json_atomic
 from repro.tables import traces
 from repro.tables.compute import Process, compute_line, hours_minutes, processes
 from repro.tables.correlate import correlate, fit
@@ -230,6 +230,30 @@ def test_trace_draws_rows_on_shared_axes_from_train_logs(tmp_path):
     assert figure.stat().st_size > 1000 and "(figures/tiny/trace_conditioning_log_cond_mean.png)" in text
     with pytest.raises(SpecError, match="traces\\[0\\]: rows must be row ids; unknown: wgan"):
         load_spec(write_spec(tmp_path, name="bad", traces=[{"key": "k", "rows": ["wgan"]}]))
+
+
+def test_a_clock_time_over_kinds_of_machine_says_so(tmp_path):
+    """A train_seconds cell whose seeds ran on two kinds of machine (another CPU ISA; a record without one) names
+    how many, in the cell and once in the legend; the same kind, or a metric column, says nothing of it."""
+    seconds = {"key": "train_seconds", "label": "training s", "protocol": "wall time"}
+    spec = load_spec(write_spec(tmp_path, seeds=[0, 1, 2], columns=[seconds], claims=[]))
+    machines = [{"cpu": "AMD EPYC", "cpu_isa": "AVX512"}, {"cpu": "AMD EPYC", "cpu_isa": "AVX512"},
+                {"cpu": "AMD EPYC", "cpu_isa": "AVX2"}]
+    for run in plan(spec):
+        run.results_dir.mkdir(parents=True)
+        machine = machines[run.seed] if run.row.id == "nsgan" else machines[0]
+        write_json_atomic({"status": "finished", "metrics": {}, "train_seconds": 100.0 + run.seed, "machine": machine},
+                          run.results_dir / "metrics.json")
+    cells, col = aggregate(spec), spec.columns[0]
+    assert format_cell(cells["nsgan"]["train_seconds"], col) == "101 ± 1 (n=3; timed on 2 kinds of machine)"
+    assert format_cell(cells["lsgan"]["train_seconds"], col) == "101 ± 1 (n=3)"
+    del machines[2]["cpu_isa"]  # unrecorded: not taken to be either
+    for run in plan(spec, only=["nsgan"]):
+        write_json_atomic({"status": "finished", "metrics": {}, "train_seconds": 1.0, "machine": machines[run.seed]},
+                          run.results_dir / "metrics.json")
+    assert aggregate(spec)["nsgan"]["train_seconds"].machines == {("AMD EPYC", "AVX512", None), ("AMD EPYC", None, None)}
+    page = write_report(spec).read_text()
+    assert page.count("kinds of machine") == 2 and "timed on 2 kinds of machine)" in page
 
 
 def test_a_trace_column_reads_the_end_of_a_logged_series_and_judges_its_curve(tmp_path):

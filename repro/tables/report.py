@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.plotting import save_figure
-from repro.record import DONE, RECORD_FILE, Status, status_of
+from repro.record import DONE, RECORD_FILE, TIMED_FIELDS, Status, status_of, timing_machine
 from repro.tables.compute import compute_line
 from repro.tables.correlate import ALPHA, Correlated, corr_verdict, correlate, correlation_lines, draw_correlation
 from repro.tables.curves import (PEAK_RULE, RULE, State, Trend, draw_curves, draw_length_curves, in_progress,
@@ -48,6 +48,7 @@ class Cell:
     unreported: int = 0  # finished runs that report no value for the column (e.g. a row that logs no such trace)
     peaks: list[float] = field(default_factory=list)  # each finished seed's best curve point (columns with ``better``)
     peak_steps: list[int] = field(default_factory=list)  # the step of each of ``peaks``
+    machines: set = field(default_factory=set)  # a clock-time column's: the kinds of machine its values were timed on
 
     @property
     def n(self) -> int:
@@ -94,6 +95,8 @@ def aggregate(spec: TableSpec, records: Records | None = None) -> dict[str, dict
                 value = column_value(run, record, col)
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     cell.values.append(float(value))
+                    if col.key in TIMED_FIELDS:
+                        cell.machines.add(timing_machine(record.get("machine")))
                     _add_peak(cell, column_curve(run, record, col), col)
                 elif value is not None:
                     cell.nonfinite += 1
@@ -133,7 +136,7 @@ def unreported_columns(spec: TableSpec, records: Records | None = None) -> dict[
 def _relative_cell(cell: Cell, ref: Cell) -> Cell:
     """Values divided by the reference row's mean (e.g. wall time relative to the plain GAN)."""
     out = Cell(nonfinite=cell.nonfinite, diverged=cell.diverged, failed=cell.failed, missing=cell.missing,
-               unreported=cell.unreported)
+               unreported=cell.unreported, machines=cell.machines | ref.machines)
     if ref.mean:
         out.values = [v / ref.mean for v in cell.values]
     else:
@@ -156,11 +159,12 @@ def _stat_name(col: Column) -> str:
 
 def format_cell(cell: Cell, col: Column) -> str:
     """``mean ± spread (n=k)`` (the column's statistic; a single run: its value, no ±) plus counts of
-    diverged / failed / non-finite / missing runs."""
-    counts = ", ".join(f"{k} {label}" for k, label in ((cell.diverged, "diverged"), (cell.failed, "failed"),
-                                                          (cell.nonfinite, "non-finite"), (cell.missing, "not run"),
-                                                          (cell.unreported, "not reported"))
-                       if k)
+    diverged / failed / non-finite / missing runs, and for a clock time taken on more than one kind of machine, how
+    many kinds."""
+    counts = ", ".join([f"{k} {label}" for k, label in ((cell.diverged, "diverged"), (cell.failed, "failed"),
+                                                           (cell.nonfinite, "non-finite"), (cell.missing, "not run"),
+                                                           (cell.unreported, "not reported")) if k]
+                       + ([f"timed on {len(cell.machines)} kinds of machine"] if len(cell.machines) > 1 else []))
     if not cell.n:
         return f"— ({counts})" if counts else "—"
     spread = cell.spread(col)
@@ -480,11 +484,15 @@ def _markdown(
     lines += _progress_lines(spec, records)
     if spec.notes:
         lines += [spec.notes.strip(), ""]
+    mixed = any(len(cell.machines) > 1 for row in cells.values() for cell in row.values())
     lines += ["## Results", "",
               "Ours: mean ± sample std over independently trained seeds (n = finished runs; where the paper "
               "gives standard errors, ours are standard errors too, std/√n, as the column header says; one run: "
               "its value alone), final weights unless the protocol says EMA; diverged / failed runs are counted "
-              "beside the mean, never averaged in. Paper: as printed, with its source.", "",
+              "beside the mean, never averaged in." + (
+                  " A time \"timed on k kinds of machine\" averages the clocks of CPUs of different speed (the Compute "
+                  "line names them): it compares with no other cell." if mixed else "")
+              + " Paper: as printed, with its source.", "",
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in spec.rows:
         line = [row.label]
