@@ -158,8 +158,8 @@ def test_truncated_metric_keys_belong_to_their_family():
 
 
 def test_twenty_cli_steps_on_labelled_mnist(run_dir, mnist_root):
-    """configs/mnist/biggan.yaml through the CLI: 20 generator updates on a 1,024-image MNIST subset with labels (batches of 4),
-    the EMA copying G until update 10 and averaging after; truncated samples at the final evaluation."""
+    """configs/mnist/biggan.yaml through the CLI: 20 generator updates on a 1,024-image MNIST subset with labels
+    (batches of 4), the EMA copying G until update 10 and averaging after; truncated samples at the final evaluation."""
     from repro.fit import ReproCLI
 
     cli = ReproCLI(args=["--config", str(REPO_ROOT / "configs/mnist/biggan.yaml"), "--data.data_root", str(mnist_root),

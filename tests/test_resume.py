@@ -35,7 +35,8 @@ CASES: dict[str, tuple[str, list[str]]] = {
     # G's step on the real batch: a relativistic loss (paper-era form) and feature matching
     "ralsgan": ("configs/ring8/ralsgan.yaml", ["--model.init_args.paper_era", "true"]),
     "feature_matching": ("configs/ring8/feature_matching.yaml", []),
-    # SAGAN: SN u / v in G and D, the attention blocks' sigma; DCGAN: BN in both nets (MNIST subsets of batch 4, 30 steps an epoch)
+    # SAGAN: SN u / v in G and D, the attention blocks' sigma; DCGAN: BN in both nets (MNIST subsets in batches of 4,
+    # 30 steps an epoch)
     "sagan": ("configs/mnist/sagan.yaml", ["--data.num_samples", "120", "--data.batch_size", "4"]),
     "dcgan": ("configs/mnist/dcgan.yaml", ["--data.num_samples", "120", "--data.batch_size", "4"]),
     # class labels in the batches and the fakes' label draws (MNIST batches of 4: 32 steps per epoch, so the

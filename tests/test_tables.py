@@ -234,7 +234,7 @@ def test_trace_draws_rows_on_shared_axes_from_train_logs(tmp_path):
 
 def test_a_clock_time_over_kinds_of_machine_says_so(tmp_path):
     """A train_seconds cell whose seeds ran on two kinds of machine (another CPU ISA; a record without one) names
-    how many, in the cell and once in the legend; the same kind, or a metric column, says nothing of it."""
+    how many, in the cell and once in the legend; a row timed on one kind says nothing of it."""
     seconds = {"key": "train_seconds", "label": "training s", "protocol": "wall time"}
     spec = load_spec(write_spec(tmp_path, seeds=[0, 1, 2], columns=[seconds], claims=[]))
     machines = [{"cpu": "AMD EPYC", "cpu_isa": "AVX512"}, {"cpu": "AMD EPYC", "cpu_isa": "AVX512"},
@@ -251,7 +251,8 @@ def test_a_clock_time_over_kinds_of_machine_says_so(tmp_path):
     for run in plan(spec, only=["nsgan"]):
         write_json_atomic({"status": "finished", "metrics": {}, "train_seconds": 1.0, "machine": machines[run.seed]},
                           run.results_dir / "metrics.json")
-    assert aggregate(spec)["nsgan"]["train_seconds"].machines == {("AMD EPYC", "AVX512", None), ("AMD EPYC", None, None)}
+    assert aggregate(spec)["nsgan"]["train_seconds"].machines == {("AMD EPYC", "AVX512", None),
+                                                                  ("AMD EPYC", None, None)}
     page = write_report(spec).read_text()
     assert page.count("kinds of machine") == 2 and "timed on 2 kinds of machine)" in page
 

@@ -48,7 +48,8 @@ class Cell:
     unreported: int = 0  # finished runs that report no value for the column (e.g. a row that logs no such trace)
     peaks: list[float] = field(default_factory=list)  # each finished seed's best curve point (columns with ``better``)
     peak_steps: list[int] = field(default_factory=list)  # the step of each of ``peaks``
-    machines: set = field(default_factory=set)  # a clock-time column's: the kinds of machine its values were timed on
+    machines: set[tuple[Any, Any, Any]] = field(default_factory=set)  # a clock-time column's: the kinds of machine
+    # its values were timed on (``record.timing_machine``)
 
     @property
     def n(self) -> int:
