@@ -24,7 +24,7 @@ from repro.portable import dumps, loads
 
 __all__ = ["RECORD_FILE", "CURVE_TAIL", "CHECKPOINT_NAME", "checkpoint_in", "Status", "DONE", "RECORD_FIELDS", "record_path", "write_record", "read_record", "status_of",
            "steps_asked", "write_json_atomic", "read_json", "source_state", "cpu_model", "kernel_isa", "machine_kind",
-           "timing_machine", "TIMED_FIELDS", "machine", "process_seconds"]
+           "TIMED_FIELDS", "machine", "process_seconds"]
 
 RECORD_FILE = "metrics.json"
 # The last fraction of training whose curve points the tables' convergence rule judges (repro.tables.curves); the
@@ -53,7 +53,7 @@ DONE = (Status.FINISHED, Status.DIVERGED)  # a table skips these runs; a failed,
 
 # Numeric top-level fields of a record a table column may show beside the registered metrics.
 RECORD_FIELDS = ("generator_steps", "train_seconds", "wall_seconds", "seconds_per_generator_step")
-# those of them read off the clock: comparable only between runs on one kind of machine (``timing_machine``)
+# those of them read off the clock: comparable only between runs on one kind of machine
 TIMED_FIELDS = ("train_seconds", "wall_seconds", "seconds_per_generator_step")
 
 
@@ -165,13 +165,6 @@ def machine_kind(block: dict[str, Any] | None = None) -> tuple[str, str] | None:
         return cpu_model(), kernel_isa()
     cpu, isa = block.get("cpu"), block.get("cpu_isa")
     return (cpu, isa) if isinstance(cpu, str) and isinstance(isa, str) else None
-
-
-def timing_machine(block: dict[str, Any] | None) -> tuple[Any, Any, Any]:
-    """What a wall-clock time in a record depends on, from its ``machine`` ``block``: (CPU model, kernel ISA,
-    accelerator), None for each part the record does not hold (an unrecorded ISA is not taken to be any other)."""
-    block = block or {}
-    return block.get("cpu"), block.get("cpu_isa"), block.get("accelerator")
 
 
 def machine(device: Any = None) -> dict[str, Any]:

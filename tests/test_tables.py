@@ -251,8 +251,7 @@ def test_a_clock_time_over_kinds_of_machine_says_so(tmp_path):
     for run in plan(spec, only=["nsgan"]):
         write_json_atomic({"status": "finished", "metrics": {}, "train_seconds": 1.0, "machine": machines[run.seed]},
                           run.results_dir / "metrics.json")
-    assert aggregate(spec)["nsgan"]["train_seconds"].machines == {("AMD EPYC", "AVX512", None),
-                                                                  ("AMD EPYC", None, None)}
+    assert format_cell(aggregate(spec)["nsgan"]["train_seconds"], col) == "1 ± 0 (n=3; timed on 2 kinds of machine)"
     page = write_report(spec).read_text()
     assert page.count("kinds of machine") == 2 and "timed on 2 kinds of machine)" in page
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from repro.plotting import save_figure
-from repro.record import DONE, RECORD_FILE, TIMED_FIELDS, Status, status_of, timing_machine
-from repro.tables.compute import compute_line
+from repro.record import DONE, RECORD_FILE, TIMED_FIELDS, Status, status_of
+from repro.tables.compute import compute_line, describe_machine
 from repro.tables.correlate import ALPHA, Correlated, corr_verdict, correlate, correlation_lines, draw_correlation
 from repro.tables.curves import (PEAK_RULE, RULE, State, Trend, draw_curves, draw_length_curves, in_progress,
                                  peak_states, states, trends, unconverged)
@@ -48,8 +48,8 @@ class Cell:
     unreported: int = 0  # finished runs that report no value for the column (e.g. a row that logs no such trace)
     peaks: list[float] = field(default_factory=list)  # each finished seed's best curve point (columns with ``better``)
     peak_steps: list[int] = field(default_factory=list)  # the step of each of ``peaks``
-    machines: set[tuple[Any, Any, Any]] = field(default_factory=set)  # a clock-time column's: the kinds of machine
-    # its values were timed on (``record.timing_machine``)
+    # a clock-time column's: the machines its values were timed on, as the Compute line names them (None: unrecorded)
+    machines: set[str | None] = field(default_factory=set)
 
     @property
     def n(self) -> int:
@@ -97,7 +97,7 @@ def aggregate(spec: TableSpec, records: Records | None = None) -> dict[str, dict
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     cell.values.append(float(value))
                     if col.key in TIMED_FIELDS:
-                        cell.machines.add(timing_machine(record.get("machine")))
+                        cell.machines.add(describe_machine(record.get("machine")))
                     _add_peak(cell, column_curve(run, record, col), col)
                 elif value is not None:
                     cell.nonfinite += 1
