@@ -172,10 +172,8 @@ def test_a_committed_final_state_continues_where_runs_is_gone(tmp_path, capsys, 
     record = read_json(state.parent / "metrics.json")
     assert record["status"] == "finished" and record["generator_steps"] == 40 and record["extended_from_steps"] == [20]
     assert read_json(state / "progress.json")["generator_steps"] == 40 and not (state.parent / "in_progress").exists()
-    monkeypatch.setattr(execute.subprocess, "Popen", lambda args, **kwargs: None)
-    _, out, err = execute.start(Job(tuple(plan(load_spec(spec(40))))), dict(os.environ))  # from scratch
-    out.close()
-    err.close()
+    monkeypatch.setattr(execute, "start_process", lambda args, *rest, **kwargs: None)
+    execute.start(Job(tuple(plan(load_spec(spec(40))))), dict(os.environ))  # from scratch
     assert not state.exists() and (state.parent / "metrics.json").exists()
 
 

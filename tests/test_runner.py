@@ -331,16 +331,14 @@ def test_resumed_record_counts_the_wall_time_of_every_process(tmp_path, monkeypa
     that record holds the last process alone and the Compute line calls the sum a lower bound, for it only."""
     spec = load_spec(write_spec(tmp_path, seeds=[0, 1]))
     counted, old = plan(spec, only=["nsgan"])
-    monkeypatch.setattr(execute.subprocess, "Popen", lambda args, **kwargs: None)
+    monkeypatch.setattr(execute, "start_process", lambda args, *rest, **kwargs: None)
     for run, progress in ((counted, [(2, 100.0), (3, 130.5)]), (old, [(3, None)])):
         run.in_progress_dir.mkdir(parents=True)
         (run.in_progress_dir / "last.ckpt").touch()
         for steps, wall in progress:
             progress_json = {"generator_steps": steps, "max_steps": 4, **({} if wall is None else {"wall_seconds": wall})}
             write_json_atomic(progress_json, run.in_progress_dir / "progress.json")
-            _, out, err = execute.start(Job((run,)), dict(os.environ))
-            out.close()
-            err.close()
+            execute.start(Job((run,)), dict(os.environ))
     assert read_json(counted.in_progress_dir / "resumes.json") == {"steps": [2, 3], "earlier_wall_seconds": 130.5}
     assert read_json(old.in_progress_dir / "resumes.json") == {"steps": [3], "earlier_wall_seconds": None}
     assert execute.earlier_wall_seconds({"steps": [2]}) is None  # a resume noted before the count

@@ -237,17 +237,13 @@ def test_a_fresh_start_removes_superseded_ensemble_folders(tmp_path, monkeypatch
             (base / "nsgan" / name / "in_progress").mkdir(parents=True)
             (base / "nsgan" / name / "in_progress" / "last.ckpt").touch()
     started: list[list[str]] = []
-    monkeypatch.setattr(execute.subprocess, "Popen", lambda args, **kwargs: started.append(args))
-    _, out, err = execute.start(Job((runs[1],)), dict(os.environ))
-    out.close()
-    err.close()
+    monkeypatch.setattr(execute, "start_process", lambda args, *rest, **kwargs: started.append(args))
+    execute.start(Job((runs[1],)), dict(os.environ))
     assert not (spec.results_dir / "nsgan" / "ensemble_0_1").exists()
     assert not (spec.runs_dir / "nsgan" / "ensemble_0_1").exists()
     assert set(job_folders(spec, spec.row("nsgan"))) == {(2, 3)}
     assert "--ensemble.seeds" not in started[0] and "--ckpt_path" not in started[0]
     job = Job((runs[2], runs[3]))  # resumes its own checkpoint
-    _, out, err = execute.start(job, dict(os.environ))
-    out.close()
-    err.close()
+    execute.start(job, dict(os.environ))
     assert started[1][started[1].index("--ckpt_path") + 1] == "results/tiny/nsgan/ensemble_2_3/in_progress/last.ckpt"
     assert read_json(job.in_progress_dir / "resumes.json") == {"steps": [None], "earlier_wall_seconds": None}

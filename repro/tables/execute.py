@@ -1,21 +1,16 @@
-"""One job of a table (a run, or a seed ensemble of runs: ``repro.tables.jobs``) as a ``repro fit`` subprocess:
-start it (continuing from its ``in_progress`` checkpoint when it left one), collect what each run wrote into its
-results folder and run record, and say in one line how each ended. Shared by the local process pool
+"""One job of a table (a run, or a seed ensemble of runs: ``repro.tables.jobs``) as a ``repro fit`` process
+(``repro.tables.processes``): start it (continuing from its ``in_progress`` checkpoint when it left one), collect what
+each run wrote into its results folder and run record, and say in one line how each ended. Shared by the local process pool
 (``repro.tables.runner``) and the job launchers (``repro.tables.launch``).
 """
 from __future__ import annotations
 
-import contextlib
 import csv
-import ctypes
 import json
 import os
 import re
 import shlex
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +25,7 @@ from repro.tables.extend import (EXTENSION_FILE, FINAL_STATE, SHORTER_RUNS, exte
                                  finish_extension, keep_final_state, length_history)
 from repro.tables.jobs import Job, job_folders
 from repro.tables.plan import Run, relative
+from repro.tables.processes import JobProcess, start_process
 
 __all__ = ["failure_cause", "collect", "collect_run", "stitch_logs", "start", "note_resume", "earlier_wall_seconds",
            "resume_label", "print_result"]
@@ -179,14 +175,7 @@ def stitch_logs(parts: list[Path], target: Path) -> None:
         writer.writerows(rows)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to send SIGTERM when the runner dies (prctl PR_SET_PDEATHSIG),
-    so no training outlives its table runner, and each writes its resumable checkpoint on the way out."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-def start(job: Job, env: dict[str, str], extra: list[str] | tuple[str, ...] = ()) -> tuple[subprocess.Popen, Any, Any]:
+def start(job: Job, env: dict[str, str], extra: list[str] | tuple[str, ...] = ()) -> JobProcess:
     """Start ``job``'s ``repro fit`` (plus ``extra`` arguments that change no result, e.g. ``Job.wandb_args``):
     continuing from its in-progress checkpoint if it has one, else fresh in clean folders (removing the row's
     ensemble job folders that share a seed with it: their state is superseded)."""
@@ -207,11 +196,8 @@ def start(job: Job, env: dict[str, str], extra: list[str] | tuple[str, ...] = ()
             if log.exists():  # Lightning's CSV logger deletes it on start: keep it as a part, stitched by `collect`
                 log.rename(run.work_dir / f"metrics.part{len(list(run.work_dir.glob('metrics.part*.csv'))):03d}.csv")
     job.work_dir.mkdir(parents=True, exist_ok=True)
-    mode = "a" if ckpt else "w"
-    out, err = (job.work_dir / "stdout.log").open(mode), (job.work_dir / "stderr.log").open(mode)
-    proc = subprocess.Popen([*job.command(ckpt=ckpt), *extra], stdout=out, stderr=err, cwd=job.spec.root, env=env,
-                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-    return proc, out, err
+    return start_process([*job.command(ckpt=ckpt), *extra], job.spec.root, env, job.work_dir / "stdout.log",
+                         job.work_dir / "stderr.log", append=ckpt is not None, devices=job.row.devices)
 
 
 def note_resume(job: Job) -> None:

@@ -27,6 +27,7 @@ from rich.console import Console
 from repro.tables.lock import TableLock
 from repro.tables.execute import collect, print_result, resume_label, start
 from repro.tables.jobs import Job
+from repro.tables.processes import JobProcess
 from repro.tables.spec import SpecError, TableSpec
 
 __all__ = ["RunJob", "resources", "submit"]
@@ -40,18 +41,14 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def __init__(self, context: dict[str, Any], cpus: int, wandb: bool = False):
         self.context, self.cpus, self.wandb = context, cpus, wandb
-        self._proc: subprocess.Popen | None = None
+        self._proc: JobProcess | None = None
 
     def __call__(self, job: Job) -> list[dict[str, Any]]:
         env = {k: v for k, v in os.environ.items() if k not in _HIDDEN}
         env.update(OMP_NUM_THREADS=str(self.cpus), MKL_NUM_THREADS=str(self.cpus))
         t0 = time.perf_counter()
-        self._proc, out, err = start(job, env, job.wandb_args() if self.wandb else [])
-        try:
-            returncode = self._proc.wait()
-        finally:
-            out.close()
-            err.close()
+        self._proc = start(job, env, job.wandb_args() if self.wandb else [])
+        returncode = self._proc.wait()
         return collect(job, returncode, time.perf_counter() - t0, self.context)
 
     def checkpoint(self, job: Job) -> submitit.helpers.DelayedSubmission:

@@ -48,6 +48,7 @@ from repro.tables.extend import begin_extension, discard_extensions, length_depe
 from repro.tables.jobs import Job
 from repro.tables.lock import TableLock
 from repro.tables.plan import Run, plan, relative
+from repro.tables.processes import JobProcess
 from repro.tables.preview import ensemble_cap, plan_all_jobs, plan_jobs, summary_line, todo_runs
 from repro.tables.resolve import check_configs, table_staleness
 from repro.tables.spec import SpecError, TableSpec
@@ -89,12 +90,10 @@ def _child_env(slot_ids: list[int], use_cuda: bool) -> dict[str, str]:
 @dataclass
 class _Active:
     job: Job
-    proc: subprocess.Popen
+    proc: JobProcess
     slots: list[int]
     start: float
     task: Any
-    stdout: Any
-    stderr: Any
 
 
 def failures(written: list[dict[str, Any]]) -> list[str]:
@@ -195,14 +194,12 @@ def _run_pool(spec: TableSpec, todo: list[Job], devices: int, configs: dict[str,
                     if label:
                         progress.console.print(f"{job.name}{label}: from {relative(job.in_progress_dir, spec.root)}",
                                                markup=False)
-                    proc, out, err = start(job, _child_env(slots, use_cuda), job.wandb_args() if wandb else [])
+                    proc = start(job, _child_env(slots, use_cuda), job.wandb_args() if wandb else [])
                     task = progress.add_task(f"  {job.name}{label}", total=None)
-                    active.append(_Active(job, proc, slots, time.perf_counter(), task, out, err))
+                    active.append(_Active(job, proc, slots, time.perf_counter(), task))
                 time.sleep(0.2)
                 for done in [a for a in active if a.proc.poll() is not None]:
                     active.remove(done)
-                    done.stdout.close()
-                    done.stderr.close()
                     free = sorted(free + done.slots)
                     records = collect(done.job, done.proc.returncode, time.perf_counter() - done.start, context)
                     written += records
