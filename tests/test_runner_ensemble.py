@@ -160,9 +160,9 @@ def _job_steps(root: Path, table: str) -> int:
 
 def test_killed_ensemble_job_continues_from_its_checkpoint_bit_identically(tmp_path, capsys):
     """SIGKILL the runner mid-ensemble (seed 2 of the row already finished: not in the job, never redone): the
-    job's child checkpoints (PDEATHSIG), the page lists both members as unfinished with the job's progress, and
-    the next `repro reproduce` resumes the job of seeds 0 and 1; its members' records (metrics, curves) and
-    training logs equal an uninterrupted ensemble job's, and the job's checkpoint folder is gone."""
+    job's process checkpoints as it ends with its runner, the page lists both members as unfinished with the job's
+    progress, and the next `repro reproduce` resumes the job of seeds 0 and 1; its members' records (metrics,
+    curves) and training logs equal an uninterrupted ensemble job's, and the job's checkpoint folder is gone."""
     run = {**TINY_RUN, "trainer.max_steps": 160, "evaluation.curve_points": 4, "resumable.every_minutes": 0.001}
     killed = write_spec(tmp_path, "killed", overrides=run, matrix=_matrix("nsgan"), seeds=[0, 1, 2], claims=[])
     whole = write_spec(tmp_path, "whole", overrides=run, matrix=_matrix("nsgan"), seeds=[0, 1], claims=[])

@@ -589,16 +589,28 @@ def _progress_steps(root: Path, table: str) -> int:
     return record.get("generator_steps", 0)
 
 
-def _children(pid: int) -> list[int]:
-    out = []
+def _descendants(pid: int) -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command line) of every live process below ``pid``."""
+    table = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            table[int(stat.parent.name)] = (int(fields[1]), (stat.parent / "cmdline").read_bytes().decode())
+        except (OSError, IndexError, UnicodeDecodeError):
             continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
+    out, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        below = [(p, parent, cmd) for p, (pp, cmd) in table.items() if pp == parent]
+        out += below
+        frontier += [p for p, _, _ in below]
     return out
+
+
+def _training(runner: int, processes: list[tuple[int, int, str]]) -> list[int]:
+    """The training processes among the runner's ``processes``: not its multiprocessing helpers (the forkserver a
+    CPU job is forked from, the resource tracker)."""
+    return [p for p, parent, cmd in processes if parent != runner or "multiprocessing" not in cmd]
 
 
 def _started_at(pid: int) -> float:
@@ -610,19 +622,21 @@ def _started_at(pid: int) -> float:
 def kill_runner_midway(root: Path, spec: Path, steps: Callable[[], int], total: int,
                        at: int = 60) -> tuple[int, int, float]:
     """Run ``repro reproduce spec`` on one device from ``root``, SIGKILL the runner (only the runner) once ``steps()``
-    reaches ``at``, assert its training children died with it (PDEATHSIG); (the steps they had saved, runner pid,
-    when the first child started on the ``time.time()`` clock)."""
+    reaches ``at``, assert its training processes and helpers died with it (PDEATHSIG for a fresh child, a pidfd
+    watch for one forked from the preloaded server, ``repro.tables.processes``); (the steps they had saved, runner
+    pid, when the first training process started on the ``time.time()`` clock)."""
     proc = subprocess.Popen([sys.executable, "-m", "repro", "reproduce", str(spec), "--devices", "1"],
                             cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 240
     while steps() < at and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    children = _children(proc.pid)
-    started = min(_started_at(c) for c in children) if children else 0.0
+    below = _descendants(proc.pid)
+    children, training = [p for p, _, _ in below], _training(proc.pid, below)
+    started = min(_started_at(c) for c in training) if training else 0.0
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert children, proc.stderr.read().decode()[-2000:]
+    assert training, proc.stderr.read().decode()[-2000:]
     deadline = time.monotonic() + 30
     while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -633,8 +647,8 @@ def kill_runner_midway(root: Path, spec: Path, steps: Callable[[], int], total: 
 
 
 def test_killed_run_continues_from_its_checkpoint_bit_identically(tmp_path, capsys, monkeypatch):
-    """SIGKILL the runner (only the runner) mid-run: its child gets SIGTERM from the kernel (PDEATHSIG), writes
-    its checkpoint and is gone within seconds; the next `repro reproduce` replaces the dead runner's lock and
+    """SIGKILL the runner (only the runner) mid-run: its training process gets SIGTERM (``kill_runner_midway``),
+    writes its checkpoint and is gone within seconds; the next `repro reproduce` replaces the dead runner's lock and
     continues from the in-progress checkpoint (not from step 0), and the finished record (metrics, curve) and
     train log equal an uninterrupted run's. Its wall_seconds holds both processes: the killed one's from its start
     to its last checkpoint, at least, and at most to its death; plus the last one's as the runner timed it."""

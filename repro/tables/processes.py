@@ -15,15 +15,18 @@ import atexit
 import contextlib
 import ctypes
 import multiprocessing
-from multiprocessing import forkserver
 import os
 import runpy
+import select
 import signal
 import subprocess
 import sys
+import threading
+from multiprocessing import forkserver
 from pathlib import Path
 
-__all__ = ["ForkedProcess", "JobProcess", "can_fork", "die_with_parent", "start_process", "startup_variables"]
+__all__ = ["ForkedProcess", "JobProcess", "can_fork", "die_with_parent", "end_with", "start_process",
+           "startup_variables"]
 
 PRELOAD = ["repro.cli", "repro.fit"]  # what `repro fit` imports before its first step
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -35,6 +38,25 @@ def die_with_parent() -> None:
     """Linux: SIGTERM this process when its parent dies, so no orphan trains on (a no-op elsewhere)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def end_with(pid: int) -> None:
+    """SIGTERM this process when process ``pid`` ends, as ``die_with_parent`` does for a parent: a thread waiting on
+    a pidfd (Linux >= 5.3); where there is none, when this process's parent ends."""
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:  # already gone
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    except (AttributeError, OSError):
+        die_with_parent()
+        return
+
+    def watch() -> None:
+        select.select([handle], [], [])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="end-with-runner", daemon=True).start()
 
 
 def can_fork(argv: list[str], cwd: Path, env: dict[str, str], devices: int) -> bool:
@@ -72,8 +94,9 @@ def _serve(env: dict[str, str]) -> None:
     _server_startup = wanted
 
 
-def _child(args: list[str], cwd: str, env: dict[str, str], stdout: str, stderr: str, append: bool) -> None:
-    """The forked process: the start-up state of ``python -m repro ARGS`` in ``cwd``, then the command."""
+def _child(args: list[str], cwd: str, env: dict[str, str], stdout: str, stderr: str, append: bool, runner: int) -> None:
+    """The forked process: the start-up state of ``python -m repro ARGS`` in ``cwd``, then the command; it ends
+    with the ``runner`` process that asked for it (whose child a fresh process would be), not with the server."""
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
@@ -82,7 +105,7 @@ def _child(args: list[str], cwd: str, env: dict[str, str], stdout: str, stderr: 
         target = os.open(path, flags, 0o644)
         os.dup2(target, fd)
         os.close(target)
-    die_with_parent()
+    end_with(runner)
     sys.path.insert(0, cwd)  # as `python -m` puts the working folder first
     sys.argv = ["-m", *args]
     try:
@@ -98,10 +121,9 @@ class ForkedProcess:
                  append: bool) -> None:
         _serve(env)
         self.args = argv
-        self._process = multiprocessing.get_context("forkserver").Process(target=_child, args=(argv[3:], str(cwd), env, str(stdout), str(stderr),
-                                                             append), name="repro")
+        child = (argv[3:], str(cwd), env, str(stdout), str(stderr), append, os.getpid())
+        self._process = multiprocessing.get_context("forkserver").Process(target=_child, args=child, name="repro")
         self._process.start()
-        self.pid = self._process.pid
 
     @property
     def returncode(self) -> int | None:
