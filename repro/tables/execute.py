@@ -1,7 +1,7 @@
 """One job of a table (a run, or a seed ensemble of runs: ``repro.tables.jobs``) as a ``repro fit`` process
-(``repro.tables.processes``): start it (continuing from its ``in_progress`` checkpoint when it left one), collect what
-each run wrote into its results folder and run record, and say in one line how each ended. Shared by the local process pool
-(``repro.tables.runner``) and the job launchers (``repro.tables.launch``).
+(``repro.tables.processes``): start it (continuing from its ``in_progress`` checkpoint when it left one), collect
+what each run wrote into its results folder and run record, and say in one line how each ended. Shared by the
+local process pool (``repro.tables.runner``) and the job launchers (``repro.tables.launch``).
 """
 from __future__ import annotations
 
