@@ -49,7 +49,7 @@ CASES: dict[str, tuple[str, list[str]]] = {
                                           "--model.init_args.rotation_steps", "10"]),
     # BigGAN on labelled MNIST: labels in the loader state, SN in G, conditional BNs, EMA starting after the resume
     "biggan": ("configs/mnist/biggan.yaml", ["--model.init_args.ema_start", "25", "--data.num_samples", "150",
-                                            "--data.batch_size", "4"]),
+                                            "--data.batch_size", "4", "--model.init_args.ema_standing_batches", "2"]),
 }
 
 

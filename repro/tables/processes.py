@@ -94,7 +94,8 @@ def _serve(env: dict[str, str]) -> None:
     _server_startup = wanted
 
 
-def _child(args: list[str], cwd: str, env: dict[str, str], stdout: str, stderr: str, append: bool, runner: int) -> None:
+def _child(args: list[str], cwd: str, env: dict[str, str], stdout: str, stderr: str, append: bool,
+           runner: int) -> None:
     """The forked process: the start-up state of ``python -m repro ARGS`` in ``cwd``, then the command; it ends
     with the ``runner`` process that asked for it (whose child a fresh process would be), not with the server."""
     os.chdir(cwd)
@@ -131,7 +132,8 @@ class ForkedProcess:
         return self._process.exitcode
 
     def poll(self) -> int | None:
-        return self._process.exitcode
+        """``returncode``, as ``Popen.poll``."""
+        return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         self._process.join(timeout)

@@ -96,6 +96,8 @@ class GANModule(L.LightningModule):
         ema_decay: decay of an exponential moving average of G's weights (None: off).
         ema_start: the EMA copies G's weights until this generator update, then averages (BigGAN-PyTorch's
             ``--ema_start``; 0: averages from the first update).
+        ema_standing_batches: batches of 256 latents over which the EMA generator's batch-norm statistics are
+            re-estimated before it samples (BigGAN-PyTorch's ``--num_standing_accumulations``, default 16).
         lr_decay: "linear" decays both learning rates linearly to 0 at ``trainer.max_steps``.
         d_regularizers, g_regularizers: extra terms added to D's / G's loss.
         n_fixed: size of the fixed latent batch used for sample grids.
@@ -163,6 +165,7 @@ class GANModule(L.LightningModule):
         num_classes: int | None = None,
         ema_start: int = 0,
         channels_last: bool = False,
+        ema_standing_batches: int = 16,
     ):
         super().__init__()
         if n_dis < 1:
@@ -172,7 +175,8 @@ class GANModule(L.LightningModule):
                 raise ValueError(f"model.{name} must be > 0, got {lr}")
         for name, betas in (("betas_g", betas_g), ("betas_d", betas_d)):
             check_betas(name, betas)
-        for name, n in (("g_batch_size", g_batch_size), ("n_fixed", n_fixed)):
+        for name, n in (("g_batch_size", g_batch_size), ("n_fixed", n_fixed),
+                        ("ema_standing_batches", ema_standing_batches)):
             if n is not None and n < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {n}")
         if ema_start < 0:
@@ -356,7 +360,8 @@ class GANModule(L.LightningModule):
         A class-conditional model samples class ``y[i]`` for sample i (default: uniformly drawn labels)."""
         net = self.generator_ema if (ema and self.generator_ema is not None) else self.generator
         if net is self.generator_ema and self._ema_stats_version != self._ema_version:
-            standing_statistics(net, self.z_dim, self.device, num_classes=self.num_classes, dtype=self.dtype)
+            standing_statistics(net, self.z_dim, self.device, n_batches=self.hparams.ema_standing_batches,
+                                num_classes=self.num_classes, dtype=self.dtype)
             self._ema_stats_version = self._ema_version
         if z is None:
             z = self.sample_z(n if n is not None else (len(y) if y is not None else len(self.fixed_z)))
