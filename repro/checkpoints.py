@@ -21,6 +21,7 @@
 """
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
 import re
@@ -33,7 +34,7 @@ from torch import nn
 
 from repro.setting_defaults import UNKNOWN, setting_default
 
-__all__ = ["SAFE_GLOBALS", "RESUMABLE_CHANGES", "UnsafeFileError", "safe_load", "ConfigStamp", "check_resume",
+__all__ = ["SAFE_GLOBALS", "net_from_checkpoint", "RESUMABLE_CHANGES", "UnsafeFileError", "safe_load", "ConfigStamp", "check_resume",
            "config_differences"]
 
 # Classes (never functions) a checkpoint may hold beyond what torch's weights-only unpickler allows.
@@ -165,3 +166,14 @@ def check_resume(path: Path, model: nn.Module, config: dict[str, Any],
             f"ckpt_path: {path} was trained with other settings ({shown}{more}); a resumed run keeps the "
             "checkpoint's settings, so resume with the config it was trained with (its run's config.yaml), "
             "or start a new run without --ckpt_path")
+
+
+def net_from_checkpoint(ckpt: dict[str, Any], role: str) -> nn.Module:
+    """The ``role`` net (``generator``, ``discriminator``) of a loaded ``repro fit`` checkpoint: built from its
+    stamped config (``repro_config``), with the checkpoint's weights."""
+    spec = ckpt["repro_config"]["model"]["init_args"][role]
+    module, _, name = spec["class_path"].rpartition(".")
+    args = {k: v for k, v in spec.get("init_args", {}).items() if k != "init" and not k.startswith("__")}
+    net = getattr(importlib.import_module(module), name)(**args)
+    net.load_state_dict({k[len(role) + 1:]: v for k, v in ckpt["state_dict"].items() if k.startswith(role + ".")})
+    return net

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import importlib
 import json
 import shlex
 import sys
@@ -26,24 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from repro.checkpoints import net_from_checkpoint
 from repro.data.toy import Geometry, make_toy
 from repro.ema import standing_statistics
 from repro.metrics.toy import mode_metrics
 
 SEED = 1234
-
-
-def _build(spec: dict[str, Any]) -> nn.Module:
-    """The net a stamped config names; its initialisation is left at the default (the weights are loaded after)."""
-    module, _, name = spec["class_path"].rpartition(".")
-    args = {k: v for k, v in spec.get("init_args", {}).items() if k != "init" and not k.startswith("__")}
-    return getattr(importlib.import_module(module), name)(**args)
-
-
-def _generator(ckpt: dict[str, Any]) -> nn.Module:
-    net = _build(ckpt["repro_config"]["model"]["init_args"]["generator"])
-    net.load_state_dict({k[len("generator."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("generator.")})
-    return net
 
 
 def _refreshed(net: nn.Module, batches: int, batch_size: int, z_dim: int) -> nn.Module:
@@ -68,7 +55,7 @@ def check(path: Path, batches: int, batch_size: int, n: int) -> dict[str, Any]:
     data = ckpt["repro_config"]["data"]
     geometry = Geometry(**data["mixture"]) if data.get("mixture") else None
     _, _, mixture = make_toy(data["dataset"], 10, 0, geometry)
-    net = _generator(ckpt)
+    net = net_from_checkpoint(ckpt, "generator")
     z_dim = ckpt["repro_config"]["model"]["init_args"]["generator"]["init_args"]["z_dim"]
     standing = copy.deepcopy(net)
     standing_statistics(standing, z_dim, torch.device("cpu"), n_batches=batches, batch_size=batch_size)

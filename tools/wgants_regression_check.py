@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import importlib
 import json
 import os
 import shlex
@@ -27,27 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from repro.checkpoints import net_from_checkpoint
 from repro.data.images import load_images
 from repro.metrics.transport import exact_w1, l1_cost
 from repro.pixels import to_float
 from repro.variants.wgants import WGANTS
 
 BATCH = 64
-
-
-def _build(spec: dict[str, Any]) -> nn.Module:
-    """The net a stamped config names (weights are loaded after)."""
-    module, _, name = spec["class_path"].rpartition(".")
-    args = {k: v for k, v in spec.get("init_args", {}).items() if k != "init" and not k.startswith("__")}
-    return getattr(importlib.import_module(module), name)(**args)
-
-
-def _net(ckpt: dict[str, Any], role: str) -> nn.Module:
-    net = _build(ckpt["repro_config"]["model"]["init_args"][role])
-    net.load_state_dict({k[len(role) + 1:]: v for k, v in ckpt["state_dict"].items() if k.startswith(role + ".")})
-    return net
 
 
 def _ratio(model: WGANTS, real: Tensor, fake: Tensor, lp_value: float) -> float:
@@ -68,8 +55,9 @@ def _terms(model: WGANTS, real: Tensor, fake: Tensor, target: Tensor, direction:
 def check(path: Path, steps: list[int], lrs: list[float], batches: int, images: Tensor) -> dict[str, Any]:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     init = ckpt["repro_config"]["model"]["init_args"]
-    generator, critic = _net(ckpt, "generator").eval(), _net(ckpt, "discriminator")
+    generator, critic = net_from_checkpoint(ckpt, "generator").eval(), net_from_checkpoint(ckpt, "discriminator")
     model = WGANTS(generator, critic, ot_weight=init.get("ot_weight", 10.0))
+    betas = tuple(init.get("betas_d", (0.5, 0.999)))
     gen = torch.Generator().manual_seed(0)
 
     def pair() -> tuple[Tensor, Tensor]:
@@ -88,7 +76,6 @@ def check(path: Path, steps: list[int], lrs: list[float], batches: int, images: 
         direction = torch.sign(real[sol.match] - fake)
         for lr in lrs:
             model.discriminator = copy.deepcopy(critic)
-            betas = tuple(init.get("betas_d", (0.5, 0.999)))
             opt = torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas)
             done = 0
             for k in [0, *steps]:
