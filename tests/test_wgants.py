@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,14 +126,19 @@ def test_bad_options_are_refused():
         WGANTS(MLPGenerator(), MLPDiscriminator(), ot_weight=-1.0)
 
 
-def test_regression_check_tool_fits_the_critic_to_its_batch(tmp_path, capsys):
-    """``tools/wgants_regression_check.py`` on a short MNIST run's checkpoint: more regression steps bring the
-    critic's gap on the regressed batch towards the LP value and lower the MSE onto the potentials."""
+def short_run(tmp_path) -> Path:
+    """The checkpoint of a 3-update WGAN-TS run on 256 MNIST digits (a G still far from the data)."""
     main(["fit", "--config", str(REPO_ROOT / "configs/mnist/wgants.yaml"), "--trainer.max_steps", "3",
           "--data.num_samples", "256", "--data.batch_size", "32", "--samples.every_n_steps", "0",
           "--evaluation.image_metrics", "false", "--evaluation.n_samples", "64", "--trainer.enable_progress_bar", "false",
           "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path)])
-    ckpt = next(tmp_path.rglob("checkpoints/*.ckpt"))
+    return next(tmp_path.rglob("checkpoints/*.ckpt"))
+
+
+def test_regression_check_tool_fits_the_critic_to_its_batch(tmp_path, capsys):
+    """``tools/wgants_regression_check.py`` on a short MNIST run's checkpoint: more regression steps bring the
+    critic's gap on the regressed batch towards the LP value and lower the MSE onto the potentials."""
+    ckpt = short_run(tmp_path)
     tool = load_script("tools/wgants_regression_check.py")
     tool.main([str(tmp_path / "out.json"), str(ckpt), "--steps", "2,30", "--lrs", "1e-3", "--batches", "1"])
     out = json.loads((tmp_path / "out.json").read_text())
@@ -144,3 +150,31 @@ def test_regression_check_tool_fits_the_critic_to_its_batch(tmp_path, capsys):
     assert long["mse"] < start["mse"] / 2
     assert abs(1 - long["ratio_regressed_batch"]) < abs(1 - start["ratio_regressed_batch"])
     assert "| 0.001 | 30 |" in capsys.readouterr().out
+
+
+def test_critic_fit_check_trains_fresh_critics_against_one_frozen_generator(tmp_path, capsys):
+    """``tools/critic_fit_check.py``: every critic and seed is measured on the same (real, fake) pairs of a frozen G
+    (so the exact W1 is the same at every point), WGAN-TS's fresh critic climbs towards the LP value against a G
+    far from the data (a 3-update run), and each curve gets the flattening rule's verdict."""
+    ckpt = short_run(tmp_path)
+    tool = load_script("tools/critic_fit_check.py")
+    critics = [str(REPO_ROOT / f"configs/mnist/{name}.yaml") for name in ("wgangp", "wgants")]
+    tool.main([str(tmp_path / "out"), str(ckpt), "--critics", *critics, "--updates", "10", "--every", "2",
+               "--pairs", "1", "--seeds", "0,1"])
+    out = json.loads((tmp_path / "out" / "check.json").read_text())
+    assert out["command"].startswith("python tools/critic_fit_check.py") and (tmp_path / "out" / "curves.png").exists()
+    (result,) = out["results"]
+    assert result["generator_steps"] == 3 and len(result["sha256"]) == 64
+    runs = [run for config in critics for run in result["critics"][config]]
+    assert [(run["variant"], run["seed"]) for run in runs] == [("WGANGP", 0), ("WGANGP", 1), ("WGANTS", 0), ("WGANTS", 1)]
+    exact = {p["exact_l1"] for run in runs for p in run["points"]}
+    assert len(exact) == 1 and exact.pop() > 0  # one frozen G, the same pairs throughout
+    for run in runs:
+        assert [p["updates"] for p in run["points"]] == [0, 2, 4, 6, 8, 10]
+    ts = result["critics"][critics[1]]
+    assert all(run["points"][-1]["critic_over_l1"] > run["points"][0]["critic_over_l1"] + 0.05 for run in ts)
+    assert len({run["points"][-1]["critic_over_l1"] for run in ts}) == 2  # the seeds' critics differ
+    summary = result["summary"][critics[1]]
+    assert summary["cost"] == "l1" and summary["n"] == 2 and summary["state"] in ("flat", "moving", "undecided")
+    assert result["summary"][critics[0]]["cost"] == "l2"
+    assert "| WGANTS | L1 |" in capsys.readouterr().out
