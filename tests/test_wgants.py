@@ -159,7 +159,7 @@ def test_critic_fit_check_trains_fresh_critics_against_one_frozen_generator(tmp_
     ckpt = short_run(tmp_path)
     tool = load_script("tools/critic_fit_check.py")
     critics = [str(REPO_ROOT / f"configs/mnist/{name}.yaml") for name in ("wgangp", "wgants")]
-    tool.main([str(tmp_path / "out"), str(ckpt), "--critics", *critics, "--updates", "10", "--every", "2",
+    tool.main([str(tmp_path / "out"), str(ckpt), "--critics", *critics, "--updates", "12", "--every", "2",
                "--pairs", "1", "--seeds", "0,1"])
     out = json.loads((tmp_path / "out" / "check.json").read_text())
     assert out["command"].startswith("python tools/critic_fit_check.py") and (tmp_path / "out" / "curves.png").exists()
@@ -170,11 +170,15 @@ def test_critic_fit_check_trains_fresh_critics_against_one_frozen_generator(tmp_
     exact = {p["exact_l1"] for run in runs for p in run["points"]}
     assert len(exact) == 1 and exact.pop() > 0  # one frozen G, the same pairs throughout
     for run in runs:
-        assert [p["updates"] for p in run["points"]] == [0, 2, 4, 6, 8, 10]
+        assert [p["updates"] for p in run["points"]] == [0, 2, 4, 6, 8, 10, 12]
     ts = result["critics"][critics[1]]
     assert all(run["points"][-1]["critic_over_l1"] > run["points"][0]["critic_over_l1"] + 0.05 for run in ts)
     assert len({run["points"][-1]["critic_over_l1"] for run in ts}) == 2  # the seeds' critics differ
     summary = result["summary"][critics[1]]
-    assert summary["cost"] == "l1" and summary["n"] == 2 and summary["state"] in ("flat", "moving", "undecided")
+    assert summary["cost"] == "l1" and summary["n"] == 2
+    assert summary["tail"]["state"] in ("flat", "moving", "undecided")
+    finals, halves = ([run["points"][k]["critic_over_l1"] for run in ts] for k in (-1, 3))  # 12 and 6 updates
+    assert summary["doubling"]["change"] == pytest.approx(sum(f - h for f, h in zip(finals, halves)) / 2)
+    assert summary["mean"] == pytest.approx(sum(finals) / 2)
     assert result["summary"][critics[0]]["cost"] == "l2"
     assert "| WGANTS | L1 |" in capsys.readouterr().out

@@ -17,7 +17,8 @@ mode; ratio of mean D(x) - mean D(G(z)) to the exact batch W1 in the L1 and the 
 (real batch, fresh fakes), the same pairs for every critic, seed and update. A critic's own ratio is WGAN-TS's against
 L1 (its LP's cost) and WGAN-GP's against L2 (its penalty's norm); WGAN's clipped critic is K-Lipschitz for an
 unknown K, so its ratio shows that scale. Each curve is judged by the tables' flattening rule
-(``repro.tables.curves.trend``, the ratio column's noise floor 0.01). Writes OUT_DIR/check.json (every point, the
+(``repro.tables.curves.trend``: the last 20% of the updates) and by its change from half the updates to all (the
+tables' doubling check), each against 5% of the final mean (or ``--floor``) by two standard errors over the seeds. Writes OUT_DIR/check.json (every point, the
 command, each checkpoint's SHA-256), OUT_DIR/curves.png, and prints a markdown table.
 """
 from __future__ import annotations
@@ -42,12 +43,11 @@ from repro.checkpoints import net_from_checkpoint
 from repro.console import quiet_library_noise
 from repro.fit import build_cli
 from repro.pixels import to_float
-from repro.tables.curves import RowCurve, trend
+from repro.tables.curves import REL_TOL, RowCurve, Trend, trend
 from repro.variants.base import GANModule
 
 CRITICS = ("configs/mnist/wgan.yaml", "configs/mnist/wgangp.yaml", "configs/mnist/wgants.yaml")
 OWN_COST = {"WGAN": "l1", "WGANGP": "l2", "WGANTS": "l1"}  # the ratio each critic is read by (WGAN: no own norm)
-FLOOR = 0.01  # the ratio column's noise floor (paper_tables/icml2018-methods.yaml)
 PAIR_SEED = 10_000
 
 
@@ -83,8 +83,8 @@ def fit_curve(config: str, seed: int, generator: torch.nn.Module, images: Tensor
     for update in range(args.updates + 1):
         if update % args.every == 0:
             points.append({"updates": update, "train_seconds": seconds, **measure(module, images, args.pairs, batch)})
-            print(f"  {Path(config).stem} seed {seed}: {update} updates, critic/L1 {points[-1]['critic_over_l1']:.4f}, "
-                  f"critic/L2 {points[-1]['critic_over_l2']:.4f}", flush=True)
+            print(f"  {Path(config).stem} seed {seed}: {update} updates, critic/L1 {points[-1]['critic_over_l1']:.3g}, "
+                  f"critic/L2 {points[-1]['critic_over_l2']:.3g}", flush=True)
         if update < args.updates:
             real = to_float(images[torch.randint(len(images), (batch,), generator=draw)])
             start = time.perf_counter()
@@ -93,8 +93,15 @@ def fit_curve(config: str, seed: int, generator: torch.nn.Module, images: Tensor
     return {"config": config, "variant": type(module).__name__, "seed": seed, "batch_size": batch, "points": points}
 
 
-def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """A critic's own ratio over seeds: final mean, std and standard error, and the flattening rule's verdict."""
+def _judged(trend_: Trend | None) -> dict[str, Any]:
+    return {"state": None if trend_ is None else trend_.state, "change": None if trend_ is None else trend_.change,
+            "se": None if trend_ is None else trend_.se, "tolerance": None if trend_ is None else trend_.tolerance}
+
+
+def summary(runs: list[dict[str, Any]], floor: float) -> dict[str, Any]:
+    """A critic's own ratio over seeds: final mean, std and standard error; the tables' flattening rule on its last
+    20% (``tail``), and its change from half the updates to all of them (``doubling``: the tables' doubling check,
+    since the first half of a run is the shorter run), each with the seeds' standard error."""
     cost = OWN_COST[runs[0]["variant"]]
     key = f"critic_over_{cost}"
     steps = [p["updates"] for p in runs[0]["points"]]
@@ -102,17 +109,28 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     finals = [s[-1] for s in seeds]
     mean = [statistics.fmean(col) for col in zip(*seeds)]
     std = [statistics.stdev(col) if len(col) > 1 else 0.0 for col in zip(*seeds)]
-    judged = trend(RowCurve(steps, mean, std, finals, seeds=seeds), floor=FLOOR)
-    return {"variant": runs[0]["variant"], "cost": cost, "n": len(finals), "mean": statistics.fmean(finals),
-            "std": statistics.stdev(finals) if len(finals) > 1 else None,
-            "se": statistics.stdev(finals) / math.sqrt(len(finals)) if len(finals) > 1 else None,
-            "state": None if judged is None else judged.state,
-            "tail_change": None if judged is None else judged.change,
-            "tail_se": None if judged is None else judged.se,
-            "tolerance": None if judged is None else judged.tolerance,
+    half = steps.index(steps[-1] // 2) if steps[-1] // 2 in steps else None
+    doubling = None
+    if half is not None and half > 0:
+        changes = [s[-1] - s[half] for s in seeds]
+        doubling = Trend(statistics.fmean(changes), max(REL_TOL * abs(mean[-1]), floor),
+                         se=statistics.stdev(changes) / math.sqrt(len(changes)) if len(changes) > 1 else None,
+                         n=len(changes), from_steps=steps[half], to_steps=steps[-1])
+    spread = statistics.stdev(finals) if len(finals) > 1 else None
+    return {"variant": runs[0]["variant"], "cost": cost, "n": len(finals), "mean": mean[-1], "std": spread,
+            "se": None if spread is None else spread / math.sqrt(len(finals)),
+            "tail": _judged(trend(RowCurve(steps, mean, std, finals, seeds=seeds), floor=floor)),
+            "doubling": _judged(doubling),
             "exact_l1": statistics.fmean(run["points"][-1]["exact_l1"] for run in runs),
             "exact_l2": statistics.fmean(run["points"][-1]["exact_l2"] for run in runs),
             "seconds_per_update": statistics.fmean(run["points"][-1]["train_seconds"] for run in runs) / max(steps[-1], 1)}
+
+
+def _shown(judged: dict[str, Any]) -> str:
+    if judged["state"] is None:
+        return "—"
+    se = f" ± {judged['se']:.4f}" if judged["se"] else ""
+    return f"{judged['state']} ({judged['change']:+.4f}{se}; tolerance {judged['tolerance']:.4f})"
 
 
 def draw(results: list[dict[str, Any]], out: Path) -> None:
@@ -151,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--every", type=int, default=50, help="measure every this many D updates")
     parser.add_argument("--pairs", type=int, default=8, help="fixed (real, fake) batch pairs per measurement")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--floor", type=float, default=0.0,
+                        help="the flattening tolerance's absolute floor (default 0: 5%% of the final mean alone)")
     args = parser.parse_args(argv)
     if args.updates < 1 or args.every < 1 or args.updates % args.every:
         parser.error("--updates and --every must be >= 1, --updates a multiple of --every")
@@ -170,23 +190,19 @@ def main(argv: list[str] | None = None) -> None:
         results.append({"checkpoint": path.as_posix(), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                         "label": "/".join(path.parts[-4:-2]), "generator_steps": ckpt.get("global_step"),
                         "exact_l1": statistics.fmean(r["points"][-1]["exact_l1"] for r in critics[args.critics[0]]),
-                        "critics": critics, "summary": {c: summary(runs) for c, runs in critics.items()}})
+                        "critics": critics, "summary": {c: summary(runs, args.floor) for c, runs in critics.items()}})
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python tools/critic_fit_check.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     (args.out / "check.json").write_text(json.dumps({"command": command, "results": results}, indent=1) + "\n")
     draw(results, args.out / "curves.png")
-    print("| generator | critic | own cost | critic / exact W1 (own cost), mean ± std (n) | flattening (tail change "
-          "± s.e.; tolerance) | s per D update |")
-    print("|---|---|---|---|---|---|")
+    print(f"| generator | critic | own cost | critic / exact W1 (own cost) after {args.updates} D updates, mean ± std "
+          "(n) | last 20% (change ± s.e.) | half → all updates (change ± s.e.) | s per D update |")
+    print("|---|---|---|---|---|---|---|")
     for res in results:
         for s in res["summary"].values():
-            spread = f" ± {s['std']:.3f}" if s["std"] is not None else ""
-            flat = ("—" if s["state"] is None else
-                    f"{s['state']} ({s['tail_change']:+.4f}" + (f" ± {s['tail_se']:.4f}" if s["tail_se"] else "")
-                    + f"; {s['tolerance']:.3f})")
-            print(f"| {res['label']} | {s['variant']} | {s['cost'].upper()} | {s['mean']:.3f}{spread} (n={s['n']}) | "
-                  f"{flat} | {s['seconds_per_update']:.3f} |")
-
+            spread = f" ± {s['std']:.4f}" if s["std"] is not None else ""
+            print(f"| {res['label']} | {s['variant']} | {s['cost'].upper()} | {s['mean']:.4f}{spread} (n={s['n']}) | "
+                  f"{_shown(s['tail'])} | {_shown(s['doubling'])} | {s['seconds_per_update']:.3f} |")
 
 if __name__ == "__main__":
     main()
