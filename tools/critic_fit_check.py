@@ -1,5 +1,5 @@
 """Each critic's W1 estimate at one fixed generator: WGAN, WGAN-GP and WGAN-TS critics trained from scratch against
-the same frozen G, measured on the same batch pairs, until their curves flatten.
+the same frozen G, measured on the same batch pairs, each curve judged by the tables' flattening rules.
 
     python tools/critic_fit_check.py OUT_DIR CKPT [CKPT ...] [--critics CFG ...] [--updates 1000] [--every 50]
         [--pairs 8] [--seeds 0,1,2]
@@ -18,8 +18,9 @@ mode; ratio of mean D(x) - mean D(G(z)) to the exact batch W1 in the L1 and the 
 L1 (its LP's cost) and WGAN-GP's against L2 (its penalty's norm); WGAN's clipped critic is K-Lipschitz for an
 unknown K, so its ratio shows that scale. Each curve is judged by the tables' flattening rule
 (``repro.tables.curves.trend``: the last 20% of the updates) and by its change from half the updates to all (the
-tables' doubling check), each against 5% of the final mean (or ``--floor``) by two standard errors over the seeds. Writes OUT_DIR/check.json (every point, the
-command, each checkpoint's SHA-256), OUT_DIR/curves.png, and prints a markdown table.
+tables' doubling check), each against 5% of the final mean (or ``--floor``) by two standard errors over the seeds.
+Writes OUT_DIR/check.json (every point, the command, each checkpoint's SHA-256), OUT_DIR/curves.png, and prints a
+markdown table.
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ from torch import Tensor
 from repro.callbacks.w1 import BatchW1Trace
 from repro.checkpoints import net_from_checkpoint
 from repro.console import quiet_library_noise
+from repro.data.images import load_images
+from repro.data.module import default_data_root
 from repro.fit import build_cli
 from repro.pixels import to_float
 from repro.tables.curves import REL_TOL, RowCurve, Trend, trend
@@ -93,22 +96,27 @@ def fit_curve(config: str, seed: int, generator: torch.nn.Module, images: Tensor
     return {"config": config, "variant": type(module).__name__, "seed": seed, "batch_size": batch, "points": points}
 
 
-def _judged(trend_: Trend | None) -> dict[str, Any]:
-    return {"state": None if trend_ is None else trend_.state, "change": None if trend_ is None else trend_.change,
-            "se": None if trend_ is None else trend_.se, "tolerance": None if trend_ is None else trend_.tolerance}
+def _judged(judged: Trend | None) -> dict[str, Any]:
+    keys = ("state", "change", "se", "tolerance")
+    return dict.fromkeys(keys) if judged is None else {k: getattr(judged, k) for k in keys}
+
+
+def own_curve(runs: list[dict[str, Any]]) -> tuple[str, RowCurve]:
+    """A critic's runs (one per seed) as the row curve of its own ratio (``critic_over_<own cost>``), and that key."""
+    key = f"critic_over_{OWN_COST[runs[0]['variant']]}"
+    steps = [p["updates"] for p in runs[0]["points"]]
+    seeds = [[p[key] for p in run["points"]] for run in runs]
+    mean = [statistics.fmean(col) for col in zip(*seeds)]
+    std = [statistics.stdev(col) if len(col) > 1 else 0.0 for col in zip(*seeds)]
+    return key, RowCurve(steps, mean, std, [s[-1] for s in seeds], seeds=seeds)
 
 
 def summary(runs: list[dict[str, Any]], floor: float) -> dict[str, Any]:
     """A critic's own ratio over seeds: final mean, std and standard error; the tables' flattening rule on its last
     20% (``tail``), and its change from half the updates to all of them (``doubling``: the tables' doubling check,
     since the first half of a run is the shorter run), each with the seeds' standard error."""
-    cost = OWN_COST[runs[0]["variant"]]
-    key = f"critic_over_{cost}"
-    steps = [p["updates"] for p in runs[0]["points"]]
-    seeds = [[p[key] for p in run["points"]] for run in runs]
-    finals = [s[-1] for s in seeds]
-    mean = [statistics.fmean(col) for col in zip(*seeds)]
-    std = [statistics.stdev(col) if len(col) > 1 else 0.0 for col in zip(*seeds)]
+    key, curve = own_curve(runs)
+    steps, seeds, finals, mean = curve.steps, curve.seeds, curve.finals, curve.mean
     half = steps.index(steps[-1] // 2) if steps[-1] // 2 in steps else None
     doubling = None
     if half is not None and half > 0:
@@ -117,13 +125,15 @@ def summary(runs: list[dict[str, Any]], floor: float) -> dict[str, Any]:
                          se=statistics.stdev(changes) / math.sqrt(len(changes)) if len(changes) > 1 else None,
                          n=len(changes), from_steps=steps[half], to_steps=steps[-1])
     spread = statistics.stdev(finals) if len(finals) > 1 else None
-    return {"variant": runs[0]["variant"], "cost": cost, "n": len(finals), "mean": mean[-1], "std": spread,
+    return {"variant": runs[0]["variant"], "cost": key.rsplit("_", 1)[1], "n": len(finals), "mean": mean[-1],
+            "std": spread,
             "se": None if spread is None else spread / math.sqrt(len(finals)),
-            "tail": _judged(trend(RowCurve(steps, mean, std, finals, seeds=seeds), floor=floor)),
+            "tail": _judged(trend(curve, floor=floor)),
             "doubling": _judged(doubling),
             "exact_l1": statistics.fmean(run["points"][-1]["exact_l1"] for run in runs),
             "exact_l2": statistics.fmean(run["points"][-1]["exact_l2"] for run in runs),
-            "seconds_per_update": statistics.fmean(run["points"][-1]["train_seconds"] for run in runs) / max(steps[-1], 1)}
+            "seconds_per_update": statistics.fmean(run["points"][-1]["train_seconds"] for run in runs)
+            / max(steps[-1], 1)}
 
 
 def _shown(judged: dict[str, Any]) -> str:
@@ -142,15 +152,11 @@ def draw(results: list[dict[str, Any]], out: Path) -> None:
 
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
     for ax, res in zip(axes[0], results):
-        for config, runs in res["critics"].items():
-            key = f"critic_over_{OWN_COST[runs[0]['variant']]}"
-            steps = [p["updates"] for p in runs[0]["points"]]
-            cols = list(zip(*([p[key] for p in run["points"]] for run in runs)))
-            mean = [statistics.fmean(c) for c in cols]
-            std = [statistics.stdev(c) if len(c) > 1 else 0.0 for c in cols]
-            line, = ax.plot(steps, mean, label=f"{runs[0]['variant']} (over {key[-2:].upper()})")
-            ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                            color=line.get_color(), alpha=0.2)
+        for runs in res["critics"].values():
+            key, curve = own_curve(runs)
+            line, = ax.plot(curve.steps, curve.mean, label=f"{runs[0]['variant']} (over {key[-2:].upper()})")
+            ax.fill_between(curve.steps, [m - s for m, s in zip(curve.mean, curve.std)],
+                            [m + s for m, s in zip(curve.mean, curve.std)], color=line.get_color(), alpha=0.2)
         ax.set(title=f"G of {res['label']} (exact L1 W1 {res['exact_l1']:.0f})", xlabel="critic (D) updates",
                ylabel="critic estimate / exact batch W1 (own cost)")
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
@@ -178,8 +184,6 @@ def main(argv: list[str] | None = None) -> None:
     quiet_library_noise()
     for name in ("lightning.pytorch", "lightning.fabric"):  # one model build per critic: no per-build banners
         logging.getLogger(name).setLevel(logging.WARNING)
-    from repro.data.images import load_images
-    from repro.data.module import default_data_root
 
     images, _ = load_images("mnist", default_data_root(), download=False)
     results = []
@@ -203,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
             spread = f" ± {s['std']:.4f}" if s["std"] is not None else ""
             print(f"| {res['label']} | {s['variant']} | {s['cost'].upper()} | {s['mean']:.4f}{spread} (n={s['n']}) | "
                   f"{_shown(s['tail'])} | {_shown(s['doubling'])} | {s['seconds_per_update']:.3f} |")
+
 
 if __name__ == "__main__":
     main()
