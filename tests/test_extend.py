@@ -177,6 +177,25 @@ def test_a_committed_final_state_continues_where_runs_is_gone(tmp_path, capsys, 
     assert not state.exists() and (state.parent / "metrics.json").exists()
 
 
+def test_a_final_state_under_runs_continues_once_the_spec_commits_final_states(tmp_path, capsys):
+    """A run finished before its spec set ``commit_final_states`` (its state under ``runs/``) still continues when the
+    spec then grows its length and sets it, and its new final state is kept under ``results/``."""
+    def spec(steps: int, commit: bool) -> Path:
+        return write_spec(tmp_path, "grow", overrides={**SHORT, "trainer.max_steps": steps}, matrix=[], claims=[],
+                          seeds=[0], rows=[{"id": "const", "config": NSGAN_CONFIG, "overrides": CONSTANT}],
+                          commit_final_states=commit)
+
+    main(["reproduce", str(spec(20, False)), "--devices", "1"])
+    kept = tmp_path / "runs/tables/grow/const/seed0/final_state"
+    committed = tmp_path / "results/grow/const/seed0/final_state"
+    assert (kept / "last.ckpt").is_file() and not committed.exists()
+    capsys.readouterr()
+    main(["reproduce", str(spec(40, True)), "--devices", "1", "--rerun-stale"])
+    assert "const/seed0 (extending from step 20)" in capsys.readouterr().out
+    assert read_json(committed.parent / "metrics.json")["extended_from_steps"] == [20]
+    assert read_json(committed / "progress.json")["generator_steps"] == 40
+
+
 def test_renewing_a_results_folder_keeps_only_the_named_subfolders(tmp_path):
     """``_renew``: an ensemble job's folder keeps its final state when its members are done; empty, it goes."""
     from repro.tables.execute import _renew

@@ -51,7 +51,7 @@ from repro.tables.resolve import model_answers
 from repro.tables.stale import Stale, differing_keys
 
 __all__ = ["FINAL_STATE", "EXTENSION_FILE", "LENGTH_KEYS", "SHORTER_RUNS", "Extension", "length_history",
-           "final_state_dir", "length_dependence", "length_dependences", "plan_extensions", "begin_extension",
+           "final_state_dir", "saved_final_state", "length_dependence", "length_dependences", "plan_extensions", "begin_extension",
            "discard_extensions", "void_retimed", "keep_final_state",
            "finish_extension", "extension_label", "steps_value", "planned_length"]
 
@@ -77,6 +77,15 @@ def final_state_dir(job: Job) -> Path:
     if job.spec.commit_final_states:
         return (job.results_dir or job.runs[0].results_dir) / FINAL_STATE
     return job.work_dir / FINAL_STATE
+
+
+def saved_final_state(job: Job) -> Path:
+    """Where a finished job's final state is read from: ``final_state_dir``, or its folder under ``runs/`` when its
+    spec turned ``commit_final_states`` on after the job finished there (the continued job then keeps its new final
+    state under ``results/``)."""
+    committed = final_state_dir(job)
+    kept = job.work_dir / FINAL_STATE
+    return kept if checkpoint_in(committed) is None and checkpoint_in(kept) is not None else committed
 
 
 def length_dependence(config: dict[str, Any]) -> list[str]:
@@ -145,8 +154,9 @@ def _state(job: Job, from_steps: int, new_steps: int) -> bool | str:
     progress = read_json(job.in_progress_dir / "progress.json") or {}
     if under_way and job.resume_checkpoint() and progress.get("max_steps") == new_steps:
         return True
-    final = read_json(final_state_dir(job) / "progress.json") or {}
-    if checkpoint_in(final_state_dir(job)) is None:
+    saved = saved_final_state(job)
+    final = read_json(saved / "progress.json") or {}
+    if checkpoint_in(saved) is None:
         return ("no saved final state (finished before final states were kept, or on another machine or in a removed "
                 "runs/ folder: a spec that sets commit_final_states keeps them under results/, in git)")
     if final.get("generator_steps") != from_steps:
@@ -229,7 +239,7 @@ def begin_extension(extension: Extension, records: Records) -> None:
     if extension.under_way:
         return
     job = extension.job
-    _mirror(final_state_dir(job), job.in_progress_dir)
+    _mirror(saved_final_state(job), job.in_progress_dir)
     names = {run.name for run in job.runs}
     old = {str(run.seed): record for run, record in records if run.name in names}
     write_json_atomic({"from_steps": extension.from_steps, "records": old}, job.in_progress_dir / EXTENSION_FILE)
