@@ -34,7 +34,6 @@ it was too short), and a length check it has is shown beside the tail trend.
 from __future__ import annotations
 
 import math
-import re
 import statistics
 import textwrap
 from dataclasses import dataclass, field, replace
@@ -288,13 +287,6 @@ def unconverged(compared: list[State | None]) -> str | None:
     return "convergence not measured" if None in compared else None
 
 
-def _published_band(text: str) -> tuple[float, float] | None:
-    numbers = [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", text)]
-    if not numbers:
-        return None
-    return numbers[0], numbers[1] if "±" in text and len(numbers) > 1 else 0.0
-
-
 def _facets(rows: list[Row]) -> list[tuple[str, list[Row]]]:
     """Rows split by the data set they override (``data.dataset``), in order of first appearance; one facet when
     they all train on the same data."""
@@ -367,7 +359,7 @@ def draw_curves(spec: TableSpec, records: Records, out: Path) -> Path | None:
                 ax.plot(x, mean, color=colour, lw=1.4, marker="o", ms=2.5, label=f"{row.label} (n={len(curve.finals)})")
                 ax.fill_between(x, low, high, color=colour, alpha=0.2, lw=0)
                 published = row.published.get(col.key)
-                band = _published_band(published.value) if published else None
+                band = published.number() if published else None
                 if band:
                     value, spread = band
                     ax.axhline(value, color=colour, ls="--", lw=1)

@@ -3,7 +3,8 @@
 Each cell is the mean ± sample std over independently trained seeds (not the evaluation noise of one
 model), with n; diverged and failed runs are counted beside it, never averaged in. A single run shows its
 value alone (no spread), and where the paper's column states standard errors ours are standard errors
-too (std / sqrt(n)). Published numbers sit beside ours with their source. Claims are checked in the
+too (std / sqrt(n)). Published numbers sit beside ours with their source, and a column with a ``reproduction`` rule
+says of each whether it was reproduced (``repro.tables.reproduction``). Claims are checked in the
 page's units, with ``best(<group>)`` found from the data and a verdict "within noise" when the two sides
 differ by no more than the column's noise floor or, for means, two combined standard errors over the seeds; a spec's ``correlations`` add a section and scatter figures
 (``repro.tables.correlate``), its ``traces`` figures of logged series (``repro.tables.traces``). The page is a
@@ -28,6 +29,7 @@ from repro.tables.curves import (PEAK_RULE, RULE, State, Trend, draw_curves, dra
                                  peak_states, states, trends, unconverged)
 from repro.tables.extend import FINAL_STATE
 from repro.tables.plan import Records, Run, read_records
+from repro.tables.reproduction import reproduction_lines
 from repro.tables.spec import BEST, CORR, Claim, Column, Row, TableSpec
 from repro.tables.traces import column_curve, column_value, draw_trace
 
@@ -518,6 +520,8 @@ def _markdown(
             text += f" *Paper's protocol:* {col.paper_protocol}"
         lines.append(text)
     lines.append("")
+    stale_rows = {name.split("/")[0] for name in stale or {}}
+    lines += reproduction_lines(spec, cells, flat, stale_rows)
     if spec.claims:
         lines += ["## The papers' claims at this scale", "",
                   "Each check is computed from the results above, in the units of the table; \"does not hold\" is "
@@ -535,7 +539,6 @@ def _markdown(
                   + ("; " + PEAK_RULE if any(str(side).endswith(":peak") for c in spec.claims for side in (c.a, c.b))
                      else "") + ".", "",
                   "| claim | source | check | at this scale |", "|---|---|---|---|"]
-        stale_rows = {name.split("/")[0] for name in stale or {}}
         for claim in spec.claims:
             shown, verdict = claim_verdict(claim, cells, spec, flat, stale_rows, correlations or {}, peaked)
             note = f" {claim.note}" if claim.note else ""

@@ -15,7 +15,8 @@ template filled in. A string that is exactly one placeholder of a mapping or lis
 
 Numbers in a spec are in the units the page shows (after a column's ``scale``: percent columns in percent).
 A column may state the statistic of the published spread (``paper_stat: se`` or ``std``, ``paper_n``: the
-paper's number of runs), which the page then shows for ours too; a ``noise_floor`` (page units) within which a
+paper's number of runs), which the page then shows for ours too, and by which rule a row's published number counts
+as reproduced (``reproduction: two_se`` or ``spread``, ``repro.tables.reproduction``); a ``noise_floor`` (page units) within which a
 claim's two sides are "within noise"; and which way is ``better`` (``lower`` / ``higher``), which
 ``best(<group>)`` in a claim needs: the row of that group with the best mean of the column, found from the
 data; and ``curve_x: train_seconds`` draws the column's curve against training wall time (``repro.tables.curves``). A
@@ -49,6 +50,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _STATS = ("mean", "std", "se", "peak")
 _PAPER_STATS = ("std", "se")
 _BETTER = ("", "lower", "higher")
+_REPRODUCTION = ("", "two_se", "spread")
 _CURVE_X = ("step", "train_seconds")
 BEST = re.compile(r"^best\((?P<group>[^()]+)\)$")  # best(<group>): that group's row with the best mean
 # corr(<id>) / corr(<id>, <row>): a correlation of the spec's ``correlations``, pooled over its rows or of one row
@@ -85,6 +87,10 @@ class Column:
     # > 0: ``key`` is a series of each run's train_log.csv (a trace column): a run's value is the mean of its last
     # ``trace_last`` logged points, and the row's curve, by which its convergence is judged, is the series itself
     trace_last: int = 0
+    # how a row's published number counts as reproduced (repro.tables.reproduction): "two_se" (our mean within two
+    # combined standard errors of the paper's), "spread" (our mean within the paper's mean ± its printed spread), or
+    # "" (no verdict: e.g. a printed ± that is no spread over runs)
+    reproduction: str = ""
 
     @property
     def flat_floor(self) -> float:
@@ -98,6 +104,14 @@ class Published:
 
     value: str
     source: str
+
+    def number(self) -> tuple[float, float] | None:
+        """The printed mean and its ± spread (0 when none is printed; ``"21.7±.21"`` reads 21.7 and 0.21); None when
+        the text holds no number."""
+        numbers = [float(x) for x in re.findall(r"-?(?:\d+(?:\.\d*)?|\.\d+)", self.value)]
+        if not numbers:
+            return None
+        return numbers[0], numbers[1] if "±" in self.value and len(numbers) > 1 else 0.0
 
 
 @dataclass(frozen=True)
@@ -348,11 +362,14 @@ def _column(data: Any, where: str) -> Column:
         raise SpecError(f"{where}: column {column.key!r} is no registered metric (families: {registered_names()}) "
                         f"and no run-record field ({', '.join(RECORD_FIELDS)})")
     for key, value, valid in (("paper_stat", column.paper_stat, _PAPER_STATS), ("better", column.better, _BETTER),
-                              ("curve_x", column.curve_x, _CURVE_X)):
+                              ("curve_x", column.curve_x, _CURVE_X), ("reproduction", column.reproduction, _REPRODUCTION)):
         if value not in valid:
             raise SpecError(f"{where}: {key} {value!r} is not valid; valid: {', '.join(v or '(empty)' for v in valid)}")
     if column.noise_floor < 0 or column.paper_n < 0:
         raise SpecError(f"{where}: noise_floor and paper_n must be >= 0")
+    if column.reproduction == "two_se" and column.paper_stat != "se" and not column.paper_n:
+        raise SpecError(f"{where}: reproduction two_se needs the paper's standard error: set paper_stat: se, or "
+                        "paper_n (its number of runs, so that se = std / sqrt(n)); or use reproduction: spread")
     tail = column.tail_floor
     if tail is not None and (isinstance(tail, bool) or not isinstance(tail, (int, float)) or tail < 0):
         raise SpecError(f"{where}: tail_floor must be a number >= 0 or null (the noise floor), got {tail!r}")
