@@ -51,9 +51,9 @@ from repro.tables.resolve import model_answers
 from repro.tables.stale import Stale, differing_keys
 
 __all__ = ["FINAL_STATE", "EXTENSION_FILE", "LENGTH_KEYS", "SHORTER_RUNS", "Extension", "length_history",
-           "final_state_dir", "saved_final_state", "length_dependence", "length_dependences", "plan_extensions", "begin_extension",
-           "discard_extensions", "void_retimed", "keep_final_state",
-           "finish_extension", "extension_label", "steps_value", "planned_length"]
+           "final_state_dir", "saved_final_state", "length_dependence", "length_dependences", "plan_extensions",
+           "begin_extension", "discard_extensions", "void_retimed", "keep_final_state", "finish_extension",
+           "extension_label", "steps_value", "planned_length"]
 
 FINAL_STATE = "final_state"  # a finished job's exact-resume state, in its folder under runs/
 EXTENSION_FILE = "extension.json"  # in in_progress/: the job continues a finished run (the old records)
