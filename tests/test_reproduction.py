@@ -8,7 +8,8 @@ import pytest
 
 from repro import REPO_ROOT
 from repro.tables.plan import plan
-from repro.tables.report import Cell, write_report
+from repro.tables.cell import Cell
+from repro.tables.report import write_report
 from repro.tables.reproduction import reproduction_verdict
 from repro.tables.spec import Column, Published, SpecError, load_spec
 from test_tables import _fake_record, write_spec

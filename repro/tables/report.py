@@ -17,13 +17,13 @@ import io
 import math
 import statistics
 import textwrap
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from repro.plotting import save_figure
 from repro.record import DONE, RECORD_FILE, TIMED_FIELDS, Status, status_of
 from repro.tables.compute import compute_line, describe_machine
+from repro.tables.cell import Cell
 from repro.tables.correlate import ALPHA, Correlated, corr_verdict, correlate, correlation_lines, draw_correlation
 from repro.tables.curves import (PEAK_RULE, RULE, State, Trend, draw_curves, draw_length_curves, in_progress,
                                  peak_states, states, trends, unconverged)
@@ -36,54 +36,6 @@ from repro.tables.traces import column_curve, column_value, draw_trace
 __all__ = ["Cell", "aggregate", "write_report", "claim_verdict", "unreported_columns", "summary_table"]
 
 SEEDS_SHOWN = 1_000  # beyond this, "seeds would decide" is shown as "more than": the change sits on the tolerance
-
-
-@dataclass
-class Cell:
-    """One (row, column): values of the finished seeds and counts of the runs that gave none."""
-
-    values: list[float] = field(default_factory=list)
-    nonfinite: int = 0
-    diverged: int = 0
-    failed: int = 0
-    missing: int = 0  # runs not run (or not finished)
-    unreported: int = 0  # finished runs that report no value for the column (e.g. a row that logs no such trace)
-    peaks: list[float] = field(default_factory=list)  # each finished seed's best curve point (columns with ``better``)
-    peak_steps: list[int] = field(default_factory=list)  # the step of each of ``peaks``
-    # a clock-time column's: the machines its values were timed on, as the Compute line names them (None: unrecorded)
-    machines: set[str | None] = field(default_factory=set)
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float | None:
-        return statistics.fmean(self.values) if self.values else None
-
-    @property
-    def std(self) -> float | None:
-        if not self.values:
-            return None
-        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
-
-    @property
-    def se(self) -> float | None:
-        """Standard error of the mean, std / sqrt(n); None below two values."""
-        return self.std / math.sqrt(self.n) if self.n > 1 else None
-
-    def stat(self, name: str) -> float | None:
-        if name == "peak":
-            return statistics.fmean(self.peaks) if self.peaks else None
-        return {"mean": self.mean, "std": self.std, "se": self.se}[name]
-
-    def count(self, name: str) -> int:
-        """How many seeds a statistic rests on: those with a curve for ``peak``, the finished ones otherwise."""
-        return len(self.peaks) if name == "peak" else self.n
-
-    def spread(self, col: Column) -> float | None:
-        """The spread the page shows beside the mean: the paper's statistic (s.e. or std), none for one run."""
-        return None if self.n < 2 else self.se if col.paper_stat == "se" else self.std
 
 
 def aggregate(spec: TableSpec, records: Records | None = None) -> dict[str, dict[str, Cell]]:

@@ -15,13 +15,10 @@ is missing.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
+from repro.tables.cell import Cell
 from repro.tables.curves import State, unconverged
 from repro.tables.spec import Column, Published, Row, TableSpec
-
-if TYPE_CHECKING:  # report imports this module: the cell type only for annotations
-    from repro.tables.report import Cell
 
 __all__ = ["RULES", "reproduction_verdict", "reproduction_lines"]
 
