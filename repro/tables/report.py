@@ -108,10 +108,6 @@ def _fmt(value: float, col: Column) -> str:
     return format(value * col.scale, col.format)
 
 
-def _stat_name(col: Column) -> str:
-    return "s.e." if col.paper_stat == "se" else "std"
-
-
 def format_cell(cell: Cell, col: Column) -> str:
     """``mean ± spread (n=k)`` (the column's statistic; a single run: its value, no ±) plus counts of
     diverged / failed / non-finite / missing runs, and for a clock time taken on more than one kind of machine, how
@@ -290,7 +286,7 @@ def _chart(spec: TableSpec, col: Column, cells: dict[str, dict[str, Cell]], out:
     if col.relative_to:
         ax.axvline(1.0, color="gray", lw=0.8, ls="--")
     several = [cells[r.id][col.key].n for r in rows if cells[r.id][col.key].n > 1]
-    what = f"mean ± {_stat_name(col)} over seeds" if several else "one run per row (no spread)"
+    what = f"mean ± {col.stat_name} over seeds" if several else "one run per row (no spread)"
     if several and len(several) < len(rows):
         what += "; rows with n=1 have no bar"
     ax.set_title(textwrap.fill(f"{spec.name}: {col.label}, {what}", 80), fontsize=10)
@@ -424,7 +420,7 @@ def _markdown(
     for col in spec.columns:
         if col in with_published:
             n = f", n={col.paper_n}" if col.paper_n else ""
-            header += [f"{col.label} (paper, ± {_stat_name(col)}{n})", f"{col.label} (ours, ± {_stat_name(col)})"]
+            header += [f"{col.label} (paper, ± {col.stat_name}{n})", f"{col.label} (ours, ± {col.stat_name})"]
         else:
             header.append(col.label)
     lines = [f"# {spec.title}", "", f"Reproduces **{spec.paper}**, {spec.table}.", "",

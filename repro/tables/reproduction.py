@@ -39,7 +39,7 @@ def reproduction_verdict(col: Column, cell: Cell, published: Published, state: S
     ours = cell.mean * col.scale
     ours_spread = cell.spread(col)
     spread_text = "" if ours_spread is None else (
-        f" ± {ours_spread * col.scale:{col.format}} {'s.e.' if col.paper_stat == 'se' else 'std'}")
+        f" ± {ours_spread * col.scale:{col.format}} {col.stat_name}")
     shown = f"ours {ours:{col.format}}{spread_text} (n={cell.n}) vs paper {published.value}"
     if stale:
         return shown, "stale runs"

@@ -16,8 +16,8 @@ template filled in. A string that is exactly one placeholder of a mapping or lis
 Numbers in a spec are in the units the page shows (after a column's ``scale``: percent columns in percent).
 A column may state the statistic of the published spread (``paper_stat: se`` or ``std``, ``paper_n``: the
 paper's number of runs), which the page then shows for ours too, and by which rule a row's published number counts
-as reproduced (``reproduction: two_se`` or ``spread``, ``repro.tables.reproduction``); a ``noise_floor`` (page units) within which a
-claim's two sides are "within noise"; and which way is ``better`` (``lower`` / ``higher``), which
+as reproduced (``reproduction: two_se`` or ``spread``, ``repro.tables.reproduction``); a ``noise_floor`` (page
+units) within which a claim's two sides are "within noise"; and which way is ``better`` (``lower`` / ``higher``), which
 ``best(<group>)`` in a claim needs: the row of that group with the best mean of the column, found from the
 data; and ``curve_x: train_seconds`` draws the column's curve against training wall time (``repro.tables.curves``). A
 column with ``trace_last: N`` reads a series logged in each run's ``train_log.csv`` instead of a final metric (e.g. a
@@ -91,6 +91,11 @@ class Column:
     # combined standard errors of the paper's), "spread" (our mean within the paper's mean ± its printed spread), or
     # "" (no verdict: e.g. a printed ± that is no spread over runs)
     reproduction: str = ""
+
+    @property
+    def stat_name(self) -> str:
+        """The spread's name on the page, the paper's statistic: "s.e." or "std"."""
+        return "s.e." if self.paper_stat == "se" else "std"
 
     @property
     def flat_floor(self) -> float:
