@@ -177,6 +177,30 @@ def test_a_committed_final_state_continues_where_runs_is_gone(tmp_path, capsys, 
     assert not state.exists() and (state.parent / "metrics.json").exists()
 
 
+def test_a_prepared_extension_continues_in_a_clone_without_the_final_state(tmp_path, capsys):
+    """An extension prepared on one machine (its ``in_progress/`` holds the final state and ``extension.json``,
+    committed before it trained a step) continues on a machine whose ``runs/`` is gone and whose spec did not commit
+    final states: not discarded and retrained from step 0."""
+    def spec(steps: int) -> Path:
+        return _spec(tmp_path, "grow", [{"id": "const", "overrides": CONSTANT}], [0], **{"trainer.max_steps": steps})
+
+    main(["reproduce", str(spec(20)), "--devices", "1"])
+    old = read_json(tmp_path / "results/grow/const/seed0/metrics.json")
+    in_progress = tmp_path / "results/grow/const/seed0/in_progress"
+    shutil.copytree(tmp_path / "runs/tables/grow/const/seed0/final_state", in_progress)  # as begin_extension does
+    write_json_atomic({"from_steps": 20, "records": {"0": old}}, in_progress / "extension.json")
+    shutil.rmtree(tmp_path / "runs")
+    capsys.readouterr()
+    main(["reproduce", str(spec(40)), "--dry-run", "--check-configs", "--rerun-stale"])
+    assert "const/seed0: trainer.max_steps: 20 → 40 -> extends from 20 (continuing its extension under way)" \
+        in capsys.readouterr().out
+    main(["reproduce", str(spec(40)), "--devices", "1", "--rerun-stale"])
+    record = read_json(tmp_path / "results/grow/const/seed0/metrics.json")
+    assert record["status"] == "finished" and record["generator_steps"] == 40
+    assert record["extended_from_steps"] == [20] and record["resumed_at_steps"] == [20]
+    assert all(points[:4] == old["curves"][key] for key, points in record["curves"].items())
+
+
 def test_a_final_state_under_runs_continues_once_the_spec_commits_final_states(tmp_path, capsys):
     """A run finished before its spec set ``commit_final_states`` (its state under ``runs/``) still continues when the
     spec then grows its length and sets it, and its new final state is kept under ``results/``."""

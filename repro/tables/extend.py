@@ -149,10 +149,13 @@ def _job_of(run: Run, record: dict[str, Any], planned: dict[tuple[str, int], Run
 
 
 def _state(job: Job, from_steps: int, new_steps: int) -> bool | str:
-    """Whether an extension is under way (True) or starts from the final state (False), or why neither can."""
+    """Whether an extension is under way (True) or starts from the final state (False), or why neither can. Under
+    way: its ``in_progress/`` continues this record toward ``new_steps``, or was prepared from the final state and has
+    not trained yet (then it is that state: all a fresh clone has of it where the state was not committed)."""
     under_way = read_json(job.in_progress_dir / EXTENSION_FILE)
     progress = read_json(job.in_progress_dir / "progress.json") or {}
-    if under_way and job.resume_checkpoint() and progress.get("max_steps") == new_steps:
+    if (under_way and under_way.get("from_steps") == from_steps and job.resume_checkpoint()
+            and (progress.get("max_steps") == new_steps or progress.get("generator_steps") == from_steps)):
         return True
     saved = saved_final_state(job)
     final = read_json(saved / "progress.json") or {}
