@@ -327,3 +327,28 @@ def test_per_class_metrics_of_a_generator_that_returns_real_digits(mnist_root: P
     assert wrong["intra_fid200_train_classifier"] > 3 * values["intra_fid200_train_classifier"]
     unconditional = registry.EvalContext(sampler(0), dm, torch.device("cpu"), "final", settings)
     assert evaluate(unconditional) == ({}, {})
+
+
+def test_class_confusion_tool_rows_give_the_records_class_accuracy(mnist_root: Path, run_dir: Path, capsys) -> None:
+    """``tools/class_confusion.py`` on a 4-update AC-GAN run: its matrix's rows hold the evaluation's own samples,
+    so each row's diagonal share is the record's accuracy of that class, exactly."""
+    from conftest import load_script
+    from repro import REPO_ROOT
+    from repro.cli import main
+    from repro.record import read_json
+
+    main(["fit", "--config", str(REPO_ROOT / "configs/mnist/acgan.yaml"), "--data.data_root", str(mnist_root),
+          "--trainer.max_steps", "4", "--data.num_samples", "640", "--samples.every_n_steps", "0",
+          "--evaluation.image_metrics", "true", "--evaluation.n_fid", "200", "--evaluation.n_is", "200",
+          "--evaluation.n_per_class", "200", "--evaluation.n_reference", "2000", "--evaluation.reference_split", "test",
+          "--evaluation.batch_size", "100", "--trainer.enable_progress_bar", "false"])
+    run = run_dir / "runs/lightning_logs/version_0"
+    record = read_json(run / "metrics.json")
+    checkpoint = next(run.glob("checkpoints/*.ckpt")).relative_to(run)
+    capsys.readouterr()
+    load_script("tools/class_confusion.py").main([str(run_dir / "out"), str(run), "--checkpoint", str(checkpoint)])
+    result = read_json(run_dir / "out/confusion.json")["results"][0]
+    assert result["matches_record"] and all(sum(row) == 200 for row in result["counts"])
+    assert [row[k] / 200 for k, row in enumerate(result["counts"])] == \
+        [record["metrics"][f"class_acc200_classifier_c{k}"] for k in range(10)]
+    assert (run_dir / "out/confusion.png").is_file() and "(equals the record)" in capsys.readouterr().out
