@@ -331,7 +331,8 @@ def test_per_class_metrics_of_a_generator_that_returns_real_digits(mnist_root: P
 
 def test_class_confusion_tool_rows_give_the_records_class_accuracy(mnist_root: Path, run_dir: Path, capsys) -> None:
     """``tools/class_confusion.py`` on a 4-update AC-GAN run: its matrix's rows hold the evaluation's own samples,
-    so each row's diagonal share is the record's accuracy of that class, exactly."""
+    so each row's diagonal share is the record's accuracy of that class, exactly; D's class head classifies the same
+    samples and the real test digits."""
     from conftest import load_script
     from repro import REPO_ROOT
     from repro.cli import main
@@ -351,4 +352,7 @@ def test_class_confusion_tool_rows_give_the_records_class_accuracy(mnist_root: P
     assert result["matches_record"] and all(sum(row) == 200 for row in result["counts"])
     assert [row[k] / 200 for k, row in enumerate(result["counts"])] == \
         [record["metrics"][f"class_acc200_classifier_c{k}"] for k in range(10)]
-    assert (run_dir / "out/confusion.png").is_file() and "(equals the record)" in capsys.readouterr().out
+    assert all(sum(row) == 200 for row in result["d_counts"]) and len(result["d_real_accuracy"]) == 10  # D's head
+    assert all(0 <= a <= 1 for a in result["d_real_accuracy"])
+    out = capsys.readouterr().out
+    assert (run_dir / "out/confusion.png").is_file() and "(equals the record)" in out and "D's class head" in out

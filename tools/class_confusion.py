@@ -7,8 +7,10 @@ RUN_DIR: a finished run of a table (`results/<table>/<row>/seed<k>`) with its `c
 final state (`final_state/last.ckpt`, committed by specs that set `commit_final_states`; else `--checkpoint`). The
 samples are the final evaluation's own (`repro.metrics.per_class.class_samples`: the same seeds, batches and MNIST
 classifier; an EMA generator's batch-norm statistics re-estimated as its evaluation did), so row k of the matrix over
-`evaluation.n_per_class` gives the record's accuracy of class k: the tool checks that, run by run. Writes OUT_DIR/confusion.json (per run:
-the matrix, the check, the checkpoint's SHA-256; the command) and OUT_DIR/confusion.png (one panel per run: the
+`evaluation.n_per_class` gives the record's accuracy of class k: the tool checks that, run by run. Where D classifies too (AC-GAN's auxiliary head), the same samples also get D's own class
+(`d_counts`) and D's head its accuracy per class on the real test digits (`d_real_accuracy`): whether G's
+off-class samples fool the classifier G trains against. Writes OUT_DIR/confusion.json (per run: the matrices, the
+check, the checkpoint's SHA-256; the command) and OUT_DIR/confusion.png (one panel per run: the
 share of class-k samples the classifier labels j), and prints the cells off the diagonal above `--show` of a class.
 """
 from __future__ import annotations
@@ -25,11 +27,13 @@ from typing import Any
 import torch
 
 from repro.console import quiet_library_noise
+from repro.data.images import load_test_images
 from repro.fit import build_cli
 from repro.metrics.features import make_extractor
 from repro.metrics.image import count_name
 from repro.metrics.per_class import class_samples
 from repro.metrics.registry import EvalContext, EvaluationSettings
+from repro.pixels import to_float
 from repro.record import read_json
 
 
@@ -48,11 +52,16 @@ def confusion(run: Path, checkpoint: Path) -> dict[str, Any]:
     evaluation = cli.config["evaluation"]
     settings = EvaluationSettings(n_per_class=evaluation["n_per_class"], batch_size=evaluation["batch_size"],
                                   seed=evaluation["seed"])
-    ctx = EvalContext(module.sample, None, module.device, record.get("weights", "final"), settings,
-                      num_classes=module.num_classes)
+    drawn: list[torch.Tensor] = []  # the samples of the class being scored, for D's class head too
+    ctx = EvalContext(lambda n, y: _kept(module.sample(n, y=y), drawn), None, module.device,
+                      record.get("weights", "final"), settings, num_classes=module.num_classes)
     extractor = make_extractor("classifier", evaluation.get("extractor_weights"))
-    counts = [torch.bincount(class_samples(ctx, extractor, k)[1], minlength=module.num_classes).tolist()
-              for k in range(module.num_classes)]
+    counts, d_counts = [], []
+    for k in range(module.num_classes):
+        drawn.clear()
+        counts.append(torch.bincount(class_samples(ctx, extractor, k)[1], minlength=module.num_classes).tolist())
+        if _has_class_head(module):
+            d_counts.append(torch.bincount(_d_classes(module, torch.cat(drawn)), minlength=module.num_classes).tolist())
     n = settings.n_per_class
     recorded = [record["metrics"].get(f"class_acc{count_name(n)}_classifier_c{k}") for k in range(module.num_classes)]
     return {"run": run.as_posix(), "checkpoint": checkpoint.as_posix(),
@@ -60,7 +69,35 @@ def confusion(run: Path, checkpoint: Path) -> dict[str, Any]:
             "n_per_class": n, "counts": counts,
             "accuracy": [row[k] / n for k, row in enumerate(counts)], "recorded_accuracy": recorded,
             "matches_record": all(r is not None and abs(row[k] / n - r) < 1e-12
-                                  for k, (row, r) in enumerate(zip(counts, recorded)))}
+                                  for k, (row, r) in enumerate(zip(counts, recorded))),
+            **(_d_report(module, cli.datamodule, d_counts) if d_counts else {})}
+
+
+def _kept(images: torch.Tensor, drawn: list[torch.Tensor]) -> torch.Tensor:
+    """``images``, also appended to ``drawn`` (the samples the evaluation scores, for D to classify too)."""
+    drawn.append(images)
+    return images
+
+
+def _has_class_head(module: Any) -> bool:
+    """Whether D classifies its input as well (AC-GAN's auxiliary classifier)."""
+    return hasattr(module.discriminator, "source_and_classes")
+
+
+@torch.inference_mode()
+def _d_classes(module: Any, images: torch.Tensor) -> torch.Tensor:
+    """The class D's auxiliary head gives each of ``images`` (model space), in eval mode, batch by batch."""
+    d = module.discriminator.eval()
+    return torch.cat([d.source_and_classes(x)[1].argmax(1) for x in images.split(500)])
+
+
+def _d_report(module: Any, datamodule: Any, d_counts: list[list[int]]) -> dict[str, Any]:
+    """D's own class head on the same fakes (``d_counts``, rows as ``counts``) and its accuracy per class on the
+    real test digits: whether D's classes agree with the MNIST classifier's on reals and on G's samples."""
+    images, labels = load_test_images(datamodule.dataset, datamodule.data_root, datamodule.download)
+    predicted = _d_classes(module, to_float(images))
+    real = [float((predicted[labels == k] == k).double().mean()) for k in range(module.num_classes)]
+    return {"d_counts": d_counts, "d_real_accuracy": real}
 
 
 def draw(results: list[dict[str, Any]], out: Path) -> None:
@@ -115,6 +152,11 @@ def main(argv: list[str] | None = None) -> None:
         check = "equals the record" if r["matches_record"] else "DIFFERS from the record"
         print(f"{r['run']} at {r['generator_steps']:,}: accuracy {sum(r['accuracy']) / len(r['accuracy']):.3f} "
               f"({check}); drawn as another class: {'; '.join(swaps) or 'none'}")
+        if "d_counts" in r:
+            agree = [row[k] / n for k, row in enumerate(r["d_counts"])]
+            print(f"  D's class head: the class asked for on {sum(agree) / len(agree):.3f} of these samples "
+                  f"(per class {', '.join(f'{a:.2f}' for a in agree)}); on real test digits "
+                  f"{sum(r['d_real_accuracy']) / len(r['d_real_accuracy']):.3f}")
 
 
 if __name__ == "__main__":
