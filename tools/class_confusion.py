@@ -6,12 +6,13 @@ the per-class accuracy (`class_acc1k_classifier_cK`), from finished table runs' 
 RUN_DIR: a finished run of a table (`results/<table>/<row>/seed<k>`) with its `config.yaml`, `metrics.json` and a
 final state (`final_state/last.ckpt`, committed by specs that set `commit_final_states`; else `--checkpoint`). The
 samples are the final evaluation's own (`repro.metrics.per_class.class_samples`: the same seeds, batches and MNIST
-classifier; an EMA generator's batch-norm statistics re-estimated as its evaluation did), so row k of the matrix over
-`evaluation.n_per_class` gives the record's accuracy of class k: the tool checks that, run by run. Where D classifies too (AC-GAN's auxiliary head), the same samples also get D's own class
-(`d_counts`) and D's head its accuracy per class on the real test digits (`d_real_accuracy`): whether G's
-off-class samples fool the classifier G trains against. Writes OUT_DIR/confusion.json (per run: the matrices, the
-check, the checkpoint's SHA-256; the command) and OUT_DIR/confusion.png (one panel per run: the
-share of class-k samples the classifier labels j), and prints the cells off the diagonal above `--show` of a class.
+classifier; an EMA generator's batch-norm statistics re-estimated as its evaluation did), so row k of the matrix
+over `evaluation.n_per_class` gives the record's accuracy of class k: the tool checks that, run by run. Where D
+classifies too (AC-GAN's auxiliary head), the same samples also get D's own class (`d_counts`), and D's head its
+accuracy per class on the real test digits (`d_real_accuracy`): whether G's off-class samples fool the classifier G
+trains against. Writes OUT_DIR/confusion.json (per run: the matrices, the check, the checkpoint's SHA-256; the
+command) and OUT_DIR/confusion.png (one panel per run: the share of class-k samples the classifier labels j), and
+prints the cells off the diagonal above `--show` of a class.
 """
 from __future__ import annotations
 
