@@ -103,15 +103,17 @@ def test_projection_embedding_is_spectrally_normalized_by_default() -> None:
     assert torch.linalg.matrix_norm(d.embed.weight.detach(), ord=2).item() == pytest.approx(1.0, abs=1e-4)
 
 
-def _acgan(w: float = 0.5) -> ACGAN:
+def _acgan(w: float = 0.5, fake_class_loss: bool = True) -> ACGAN:
     torch.manual_seed(0)
     g = StandardCNNGenerator(z_dim=4, image_size=28, channels=1, width=2, num_classes=3)
     d = AuxiliaryClassifierDiscriminator(_IdentityD([1.0, -1.0, 0.5], 0.1), num_classes=3)
-    return ACGAN(g, d, num_classes=3, aux_weight=w)
+    return ACGAN(g, d, num_classes=3, aux_weight=w, fake_class_loss=fake_class_loss)
 
 
-def test_acgan_losses_are_source_plus_weighted_class_log_likelihood() -> None:
-    model = _acgan()
+@pytest.mark.parametrize("fake_class_loss", [True, False])
+def test_acgan_losses_are_source_plus_weighted_class_log_likelihood(fake_class_loss: bool) -> None:
+    """Eqs. 2-3 written out; without ``fake_class_loss`` D's class term takes the real images only, G's is the same."""
+    model = _acgan(fake_class_loss=fake_class_loss)
     d = model.discriminator
     real, fake = torch.randn(4, 3), torch.randn(4, 3)
     y, y_fake = torch.tensor([0, 1, 2, 1]), torch.tensor([2, 2, 0, 1])
@@ -119,7 +121,7 @@ def test_acgan_losses_are_source_plus_weighted_class_log_likelihood() -> None:
     src_r, src_f = d.head(real).squeeze(1), d.head(fake).squeeze(1)
     log_p = lambda x, c: torch.log_softmax(d.classifier(x), 1)[torch.arange(4), c]  # noqa: E731
     l_s = torch.log(torch.sigmoid(src_r)).mean() + torch.log(1 - torch.sigmoid(src_f)).mean()
-    l_c = log_p(real, y).mean() + log_p(fake, y_fake).mean()
+    l_c = log_p(real, y).mean() + (log_p(fake, y_fake).mean() if fake_class_loss else 0)
     assert model.discriminator_loss(real, fake, y, y_fake).item() == pytest.approx((-l_s - 0.5 * l_c).item(), rel=1e-5)
     g_expected = -torch.log(torch.sigmoid(src_f)).mean() - 0.5 * log_p(fake, y_fake).mean()
     assert model.generator_loss(real, torch.zeros(4, 4), fake, y, y_fake).item() == pytest.approx(g_expected.item(),

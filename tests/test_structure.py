@@ -3,6 +3,7 @@ data module told its batches per step, and regularizers that need no variant."""
 from __future__ import annotations
 
 import ast
+import re
 
 import lightning as L
 import pytest
@@ -85,3 +86,14 @@ def test_base_reads_as_a_loop():
     assert "def frozen_discriminator" in text  # the freeze block, written once and used everywhere:
     for path in ("variants/base.py", "variants/tan.py", "bench/reference.py"):
         assert "discriminator.requires_grad_" not in (REPRO / path).read_text(), path
+
+
+def test_readme_variant_table_names_every_registered_variant():
+    """Every variant ``repro.variants.VARIANTS`` registers has its row in the README's variant table (`| name |`)."""
+    from repro.variants import VARIANTS
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    table = readme[readme.index("## Variants"):readme.index("Options that compose with any variant")]
+    listed = {name for cell in re.findall(r"^\| ([a-z0-9_, ]+?)(?: \(config\))? \|", table, re.M)
+              for name in cell.split(", ")}
+    assert not set(VARIANTS) - listed, f"README's variant table lacks {sorted(set(VARIANTS) - listed)}"
