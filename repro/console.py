@@ -25,8 +25,12 @@ class _DropTips(logging.Filter):
         return not record.getMessage().startswith("💡 Tip")
 
 
-def quiet_library_noise() -> None:
-    """Hide Lightning's "Tip" adverts and deprecation / future warnings whose source is a library."""
+def quiet_library_noise(banners: bool = False) -> None:
+    """Hide Lightning's "Tip" adverts and deprecation / future warnings whose source is a library; with ``banners``
+    also its info lines ("Seed set to", "GPU available"), for a command that builds many models in one process."""
+    if banners:
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropTips) for f in logger.filters):
         logger.addFilter(_DropTips())

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import shlex
 import sys
 from pathlib import Path
@@ -135,9 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", default="final_state/last.ckpt", help="the state to sample, in each RUN_DIR")
     parser.add_argument("--show", type=float, default=0.1, help="print off-diagonal shares above this")
     args = parser.parse_args(argv)
-    quiet_library_noise()
-    for name in ("lightning.pytorch", "lightning.fabric"):  # one model build per run: no per-build banners
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_library_noise(banners=True)  # one model build per run: no per-build banners
     missing = [run / args.checkpoint for run in args.runs if not (run / args.checkpoint).is_file()]
     if missing:
         parser.error(f"no checkpoint at {', '.join(map(str, missing))} (--checkpoint names it inside each RUN_DIR)")

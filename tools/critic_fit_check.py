@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import math
 import shlex
 import statistics
@@ -181,9 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.updates < 1 or args.every < 1 or args.updates % args.every:
         parser.error("--updates and --every must be >= 1, --updates a multiple of --every")
     seeds = [int(s) for s in args.seeds.split(",")]
-    quiet_library_noise()
-    for name in ("lightning.pytorch", "lightning.fabric"):  # one model build per critic: no per-build banners
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_library_noise(banners=True)  # one model build per run: no per-build banners
 
     images, _ = load_images("mnist", default_data_root(), download=False)
     results = []

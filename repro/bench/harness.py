@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from repro.bench.reference import ReferenceLoop
 from repro.bench.summary import machine_description, summarize, table
 from repro.bench.timing import SHORT, Alternation, BenchResult, StepHookListener
 from repro.callbacks import FinalEvaluation, SamplePlots
+from repro.console import quiet_library_noise
 from repro.errors import UserError
 from repro.fit import ReproCLI
 from repro.variants import VARIANTS, GANModule
@@ -219,8 +219,7 @@ def main(argv: list[str]) -> None:
     precisions = _csv(args.precisions, PRECISIONS, "precisions")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    quiet_library_noise(banners=True)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*is not a LightningDataLoader.*")
     machine = machine_description()
